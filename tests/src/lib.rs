@@ -1,0 +1,1 @@
+//! Shared fixtures for cross-crate integration tests (demo device, package builders).
