@@ -25,7 +25,7 @@ fn real_deb() -> &'static [u8] {
 fn real_deb_scans_and_every_truncation_is_rejected() {
     let bytes = real_deb();
     let a = ar::scan(bytes, &Limits::default()).unwrap();
-    let names: Vec<&str> = a.members.iter().map(|m| m.name.as_str()).collect();
+    let names: Vec<&str> = a.members().iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
         [
@@ -35,7 +35,7 @@ fn real_deb_scans_and_every_truncation_is_rejected() {
             "_gpgorigin"
         ]
     );
-    let sig = &a.members[3];
+    let sig = &a.members()[3];
     let data_end = (sig.offset - 60) as usize;
     let mut rejected = 0;
     for cut in 0..bytes.len() {
