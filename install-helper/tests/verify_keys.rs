@@ -171,3 +171,42 @@ fn soft_revocation_counts_from_its_date_hard_revocation_always() {
     let err = verify_package(&before, &p, &host_arch(), None).unwrap_err();
     assert_eq!(err.code(), ErrorCode::UntrustedSigner, "{err}");
 }
+
+#[test]
+fn expired_signature_and_signature_predating_its_key_are_refused() {
+    let gpg = Gpg::new();
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now() - 10 * DAY;
+    let key = gpg.gen_key_with(
+        "Old <old@example.invalid>",
+        KeyAlgo::Ed25519,
+        "1y",
+        &[&faked(t0)],
+    );
+    let p = policy(&gpg, &key, dir.path());
+    // A signature that expired one day after it was made, nine days ago.
+    let d = deb(dir.path(), "1.0");
+    common::sign_by_hand_with(
+        &gpg,
+        &d,
+        &key,
+        false,
+        &[&faked(t0 + DAY), "--default-sig-expire", "1d"],
+    );
+    let err = verify_package(&d, &p, &host_arch(), None).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SignatureInvalid, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert_ne!(debsig_verify(&gpg, &d, &key), 0);
+    // A signature dated before the key existed.
+    let d = deb(dir.path(), "1.1");
+    common::sign_by_hand_with(
+        &gpg,
+        &d,
+        &key,
+        false,
+        &[&faked(t0 - DAY), "--ignore-time-conflict"],
+    );
+    let err = verify_package(&d, &p, &host_arch(), None).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UntrustedSigner, "{err}");
+    assert!(err.to_string().contains("predates"), "{err}");
+}

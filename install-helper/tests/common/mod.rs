@@ -248,6 +248,19 @@ pub struct Gpg {
     pub home: TempDir,
 }
 
+impl Drop for Gpg {
+    /// Stops the gpg-agent (and other daemons) gpg started for this home.
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "all"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Default for Gpg {
     fn default() -> Self {
         Gpg::new()
