@@ -2,3 +2,4 @@
 //! them transactionally with dpkg, restarting their units, gating on health and rolling back.
 
 pub mod error;
+pub mod verify;
