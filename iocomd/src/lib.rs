@@ -2,6 +2,8 @@
 //! and hands them to the privileged install helper.
 //!
 //! The crate is split the same way the data flows:
+//! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 
+pub mod demo;
 pub mod proto;
