@@ -14,4 +14,7 @@
     )
 )]
 
+pub mod auth;
 pub mod crc;
+pub mod frame;
+pub mod sysframe;
