@@ -11,7 +11,6 @@
 //! re-encoding a frame decoded from a C peer gives the identical bytes. [`FrameDecoder`] takes
 //! arbitrary byte chunks and yields [`Element`]s, checking frame numbers and the receive frame size.
 
-use super::crc::crc16;
 use thiserror::Error;
 
 /// Largest frame (header + payload) a PC build of the C library receives on a socket.
@@ -265,11 +264,10 @@ impl Frame {
         push_uint(out, self.mblk_id, uint_width(self.mblk_id));
         push_uint(out, self.addr, uint_width(self.addr));
         out.extend_from_slice(&self.payload);
-        if framing == Framing::Serial {
-            let crc = crc16(out.get(start..).unwrap_or_default());
-            if let Some(b) = out.get_mut(start + 1..start + 3) {
-                b.copy_from_slice(&crc.to_le_bytes());
-            }
+        if framing == Framing::Serial
+            && let Some(b) = out.get_mut(start..)
+        {
+            super::serial::seal_crc(b);
         }
         Ok(())
     }
@@ -516,7 +514,7 @@ pub fn decode_element(
         return Ok(None);
     };
     if framing == Framing::Serial {
-        check_serial_crc(frame_bytes)?;
+        super::serial::check_crc(frame_bytes)?;
     }
     let (Some(mblk_id), Some(addr)) = (
         read_uint(frame_bytes, hdr, id_w),
@@ -546,22 +544,6 @@ fn field_width(raw: u8, extra: u8, two: u8, four: u8) -> usize {
     } else {
         1
     }
-}
-
-fn check_serial_crc(frame: &[u8]) -> Result<(), FrameError> {
-    let got = match (frame.get(1), frame.get(2)) {
-        (Some(&lo), Some(&hi)) => u16::from_le_bytes([lo, hi]),
-        _ => return Ok(()),
-    };
-    let mut c = super::crc::Crc16::new();
-    c.update(frame.get(..1).unwrap_or_default());
-    c.update(&[0, 0]);
-    c.update(frame.get(3..).unwrap_or_default());
-    let computed = c.value();
-    if computed != got {
-        return Err(FrameError::Crc { got, computed });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
