@@ -3,7 +3,9 @@
 //!
 //! The crate is split the same way the data flows:
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
+//! - [`net`]: the tokio driver: TCP/TLS listen and connect, one task per connection.
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 
 pub mod demo;
+pub mod net;
 pub mod proto;

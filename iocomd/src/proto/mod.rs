@@ -14,4 +14,11 @@
     )
 )]
 
+pub mod auth;
+pub mod conn;
 pub mod crc;
+pub mod frame;
+pub mod handshake;
+pub mod password;
+pub mod serial;
+pub mod sysframe;
