@@ -4,4 +4,6 @@
 //! The crate is split the same way the data flows:
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 
+pub mod config;
+pub mod paths;
 pub mod proto;
