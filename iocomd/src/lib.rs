@@ -7,3 +7,4 @@
 pub mod config;
 pub mod paths;
 pub mod proto;
+pub mod spool;
