@@ -2,10 +2,15 @@
 //! and hands them to the privileged install helper.
 //!
 //! The crate is split the same way the data flows:
-//! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 //! - [`net`]: the tokio driver: TCP/TLS listen and connect, one task per connection.
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
+//! - [`spool`]: received packages streamed to disk with bounded memory.
+//! - [`config`] and [`paths`]: validated settings from TOML fragments; every system path.
+//! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 
+pub mod config;
 pub mod demo;
 pub mod net;
+pub mod paths;
 pub mod proto;
+pub mod spool;

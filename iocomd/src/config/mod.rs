@@ -1,0 +1,323 @@
+//! The daemon configuration: TOML fragments merged in order and validated into [`Settings`].
+//!
+//! Fragments are read from the base directories of [`Paths::config_dirs`] (production:
+//! `/usr/lib/iocomd` < `/run/iocomd` < `/etc/iocomd`); in each, `iocomd.toml` then
+//! `conf.d/*.toml` sorted by name. Later fragments win; tables merge key by key, arrays are
+//! replaced whole. `--config FILE` reads that one file alone ([`load_file`]). Unknown keys and
+//! bad values are errors naming the file and the key. Every key is documented in the shipped
+//! sample `etc/iocomd/iocomd.toml`.
+
+mod raw;
+mod sources;
+mod validate;
+mod values;
+
+pub use values::{ByteSize, DeviceNumber, PasswordHash};
+
+use crate::paths::Paths;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// IOCOM identity of this device.
+    pub device: DeviceIdentity,
+    /// Endpoints the device listens on for controllers.
+    pub listen: Vec<ListenEndpoint>,
+    /// Controllers the device connects up to.
+    pub connect: Vec<ConnectEndpoint>,
+    /// Accept package pushes over plain (unauthenticated) TCP. Default false: pushes are only
+    /// accepted from peers authenticated over TLS with an account below.
+    pub allow_plain_tcp_push: bool,
+    /// Accounts allowed to push packages (TLS connections), sorted by user name.
+    pub accounts: Vec<Account>,
+    /// Where and how received packages are spooled.
+    pub spool: SpoolSettings,
+    /// Size in bytes of the `tod_buf` stream ring declared to controllers.
+    pub stream_buffer_size: u32,
+    /// How the daemon reaches the install helper.
+    pub helper: HelperConnection,
+    /// Logging.
+    pub log: LogSettings,
+    /// The files this was read from, in merge order (empty for built-in settings).
+    pub sources: Vec<PathBuf>,
+}
+
+/// Device name, number and network: the device path `name` `number` `.` `network`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// 1–15 ASCII letters or `_` (IOCOM's `IOC_NAME_SZ`).
+    pub name: String,
+    /// Fixed number or automatic.
+    pub number: DeviceNumber,
+    /// 1–23 characters: ASCII letters, digits, `_`, `-`.
+    pub network: String,
+}
+
+/// A listening endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenEndpoint {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// TLS files; `None` for plain TCP.
+    pub tls: Option<ServerTls>,
+}
+
+/// Server-side TLS files (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// If set, clients must present a certificate issued by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A controller to connect up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectEndpoint {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS settings; `None` for plain TCP.
+    pub tls: Option<ClientTls>,
+    /// File holding the clear password this device sends in its authentication frame.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Client-side TLS settings (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA that must have issued the controller's certificate.
+    pub ca: PathBuf,
+    /// Name to verify in the controller's certificate (default: the host).
+    pub server_name: String,
+    /// Client certificate and key, if the controller asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// An account allowed to push packages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// User name as sent in the IOCOM authentication frame.
+    pub user: String,
+    /// IOCOM password hash.
+    pub password_hash: PasswordHash,
+}
+
+/// Spool settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// Directory for received packages.
+    pub dir: PathBuf,
+    /// Largest package accepted, in bytes.
+    pub max_package_size: u64,
+    /// Free space (bytes) that must remain on the spool's filesystem while receiving.
+    pub min_free_space: u64,
+}
+
+/// How to reach the install helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelperConnection {
+    /// The D-Bus system bus (production; the helper is D-Bus activated).
+    SystemBus,
+    /// A D-Bus bus at an explicit address (tests with a private `dbus-daemon`).
+    Bus {
+        /// D-Bus address, e.g. `unix:path=/tmp/bus`.
+        address: String,
+    },
+    /// Spawn the helper as a child on a peer-to-peer socket (demo); see
+    /// [`crate::helper_client::HelperClient::spawn`].
+    Spawn {
+        /// Helper executable.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+}
+
+/// Log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `tracing` filter directive (e.g. `info`, `iocomd=debug,zbus=warn`); `RUST_LOG` overrides.
+    pub level: String,
+    /// Where log records go.
+    pub target: LogTarget,
+}
+
+/// Log destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// journald if its socket exists, else standard error.
+    Auto,
+    /// journald (falls back to standard error if it cannot be reached).
+    Journald,
+    /// Standard error.
+    Stderr,
+}
+
+/// Defaults used where the configuration says nothing.
+pub mod defaults {
+    /// `spool.max_package_size`: 256 MiB.
+    pub const MAX_PACKAGE_SIZE: u64 = 256 << 20;
+    /// `spool.min_free_space`: 64 MiB.
+    pub const MIN_FREE_SPACE: u64 = 64 << 20;
+    /// `stream.buffer_size`: 256 KiB (design.md §5a).
+    pub const STREAM_BUFFER_SIZE: u32 = 256 << 10;
+    /// Smallest `stream.buffer_size`: the reference implementation's 257.
+    pub const STREAM_BUFFER_MIN: u32 = 257;
+    /// Largest `stream.buffer_size`: 16 MiB (the whole ring is held in memory).
+    pub const STREAM_BUFFER_MAX: u32 = 16 << 20;
+    /// Smallest `spool.max_package_size`: 1 KiB.
+    pub const MAX_PACKAGE_SIZE_MIN: u64 = 1 << 10;
+    /// `device.network`.
+    pub const NETWORK: &str = "iocafenet";
+    /// `device.name`.
+    pub const DEVICE_NAME: &str = "iocomd";
+    /// `log.level`.
+    pub const LOG_LEVEL: &str = "info";
+    /// Plain IOCOM TCP port.
+    pub const TCP_PORT: u16 = 6368;
+    /// IOCOM TLS port.
+    pub const TLS_PORT: u16 = 6369;
+}
+
+/// A configuration problem; the message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or directory could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type or an unknown key.
+    #[error("{}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value that does not validate.
+    #[error("{}: {key}: {message}", Origin(file.as_deref()))]
+    Invalid {
+        /// The file that set the key; `None` when the built-in default is at fault (a missing
+        /// key).
+        file: Option<PathBuf>,
+        /// Dotted key path, e.g. `endpoints.listen[0].address`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+struct Origin<'a>(Option<&'a Path>);
+
+impl fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "{}", p.display()),
+            None => f.write_str("configuration"),
+        }
+    }
+}
+
+/// The fragment files that [`load`] reads, in merge order.
+pub fn fragment_files(paths: &Paths) -> Result<Vec<PathBuf>, ConfigError> {
+    sources::fragment_files(&paths.config_dirs)
+}
+
+/// Reads and validates the merged fragments of [`Paths::config_dirs`].
+pub fn load(paths: &Paths) -> Result<Settings, ConfigError> {
+    let files = fragment_files(paths)?;
+    let merged = sources::Merged::read(&files)?;
+    validate::settings(&merged, paths)
+}
+
+/// Reads and validates one file alone (`iocomd --config FILE`).
+pub fn load_file(file: &Path, paths: &Paths) -> Result<Settings, ConfigError> {
+    let merged = sources::Merged::read(&[file.to_path_buf()])?;
+    validate::settings(&merged, paths)
+}
+
+/// Validates configuration text as if it were the file `name` (for tests and `--check`).
+pub fn parse_str(name: &Path, text: &str, paths: &Paths) -> Result<Settings, ConfigError> {
+    let mut merged = sources::Merged::default();
+    merged.add(name, sources::parse_fragment(name, text)?);
+    validate::settings(&merged, paths)
+}
+
+impl Settings {
+    /// The embedded demo configuration: plain TCP on 127.0.0.1:6368 with pushes allowed, the
+    /// spool in `state_dir/spool`, and the helper spawned as a child (`iocom-install-helper` next to
+    /// the running executable if present, else the installed one) with state in
+    /// `state_dir/helper`.
+    pub fn demo(state_dir: &Path) -> Settings {
+        let paths = Paths::demo(state_dir);
+        Settings {
+            device: DeviceIdentity {
+                name: "gina".into(),
+                number: DeviceNumber::Fixed(3),
+                network: defaults::NETWORK.into(),
+            },
+            listen: vec![ListenEndpoint {
+                address: SocketAddr::from((Ipv4Addr::LOCALHOST, defaults::TCP_PORT)),
+                tls: None,
+            }],
+            connect: Vec::new(),
+            allow_plain_tcp_push: true,
+            accounts: Vec::new(),
+            spool: SpoolSettings {
+                dir: paths.spool_dir,
+                max_package_size: defaults::MAX_PACKAGE_SIZE,
+                min_free_space: defaults::MIN_FREE_SPACE,
+            },
+            stream_buffer_size: defaults::STREAM_BUFFER_SIZE,
+            helper: HelperConnection::Spawn {
+                program: demo_helper_program(),
+                args: vec![
+                    "--peer-stdin".into(),
+                    "--demo".into(),
+                    "--state-dir".into(),
+                    state_dir.join("helper").to_string_lossy().into_owned(),
+                ],
+            },
+            log: LogSettings {
+                level: defaults::LOG_LEVEL.into(),
+                target: LogTarget::Stderr,
+            },
+            sources: Vec::new(),
+        }
+    }
+
+    /// The account named `user`, if any.
+    pub fn account(&self, user: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.user == user)
+    }
+
+    /// The device path, e.g. `gina3.iocafenet` (`gina.iocafenet` for an automatic number).
+    pub fn device_path(&self) -> String {
+        match self.device.number {
+            DeviceNumber::Fixed(n) => format!("{}{n}.{}", self.device.name, self.device.network),
+            DeviceNumber::Auto => format!("{}.{}", self.device.name, self.device.network),
+        }
+    }
+}
+
+/// Installed path of the helper.
+pub const INSTALLED_HELPER: &str = "/usr/libexec/iocomd/iocom-install-helper";
+
+fn demo_helper_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("iocom-install-helper")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(INSTALLED_HELPER))
+}

@@ -1,0 +1,383 @@
+//! Turns the merged raw configuration into [`Settings`], with defaults, checking every value.
+//! Errors name the key and the file that set it.
+
+use super::raw::{RawConfig, RawEndpoint, RawHelperKind, RawLogTarget, RawTransport};
+use super::sources::Merged;
+use super::values::PasswordHash;
+use super::*;
+use std::net::SocketAddr;
+
+struct Ctx<'a> {
+    merged: &'a Merged,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        ConfigError::Invalid {
+            file: self.merged.origin(&key).map(Path::to_path_buf),
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// Relative paths are taken relative to the directory of the file that set them.
+    fn path(&self, key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+        if p.as_os_str().is_empty() {
+            return Err(self.err(key, "must not be empty"));
+        }
+        if p.is_absolute() {
+            return Ok(p);
+        }
+        match self.merged.origin(key).and_then(Path::parent) {
+            Some(dir) => Ok(dir.join(p)),
+            None => Err(self.err(
+                key,
+                format!("must be an absolute path, not '{}'", p.display()),
+            )),
+        }
+    }
+}
+
+pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = toml::Value::Table(merged.table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: merged.files.last().cloned().unwrap_or_default(),
+            message: format!("merged configuration: {}", e.message()),
+        })?;
+    let cx = Ctx { merged };
+
+    let dev = raw.device.unwrap_or_default();
+    let device = DeviceIdentity {
+        name: device_name(
+            &cx,
+            dev.name.unwrap_or_else(|| defaults::DEVICE_NAME.into()),
+        )?,
+        number: dev.number.unwrap_or(DeviceNumber::Auto),
+        network: network_name(&cx, dev.network.unwrap_or_else(|| defaults::NETWORK.into()))?,
+    };
+
+    let ep = raw.endpoints.unwrap_or_default();
+    let mut listen = Vec::new();
+    for (i, e) in ep.listen.unwrap_or_default().into_iter().enumerate() {
+        listen.push(listen_endpoint(&cx, &format!("endpoints.listen[{i}]"), e)?);
+    }
+    let mut connect = Vec::new();
+    for (i, e) in ep.connect.unwrap_or_default().into_iter().enumerate() {
+        connect.push(connect_endpoint(
+            &cx,
+            &format!("endpoints.connect[{i}]"),
+            e,
+        )?);
+    }
+    if listen.is_empty() && connect.is_empty() {
+        return Err(cx.err(
+            "endpoints",
+            "no endpoint configured: add [[endpoints.listen]] or [[endpoints.connect]]",
+        ));
+    }
+
+    let mut accounts = Vec::new();
+    for (user, a) in raw.accounts.unwrap_or_default() {
+        let key = format!("accounts.{user}");
+        if user.is_empty()
+            || user.chars().count() > 25
+            || user
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '.')
+        {
+            return Err(cx.err(
+                key,
+                format!("invalid user name '{user}': 1 to 25 characters, no spaces or '.'"),
+            ));
+        }
+        let password_hash = PasswordHash::parse(&a.password_hash)
+            .map_err(|m| cx.err(format!("{key}.password_hash"), m))?;
+        accounts.push(Account {
+            user,
+            password_hash,
+        });
+    }
+
+    let sp = raw.spool.unwrap_or_default();
+    let max_package_size = sp
+        .max_package_size
+        .map_or(defaults::MAX_PACKAGE_SIZE, |s| s.0);
+    if max_package_size < defaults::MAX_PACKAGE_SIZE_MIN {
+        return Err(cx.err(
+            "spool.max_package_size",
+            format!(
+                "{} is too small (at least {})",
+                ByteSize(max_package_size),
+                ByteSize(defaults::MAX_PACKAGE_SIZE_MIN)
+            ),
+        ));
+    }
+    let spool = SpoolSettings {
+        dir: match sp.dir {
+            Some(d) => cx.path("spool.dir", d)?,
+            None => paths.spool_dir.clone(),
+        },
+        max_package_size,
+        min_free_space: sp.min_free_space.map_or(defaults::MIN_FREE_SPACE, |s| s.0),
+    };
+
+    let stream_buffer_size = match raw.stream.and_then(|s| s.buffer_size) {
+        None => defaults::STREAM_BUFFER_SIZE,
+        Some(s) => u32::try_from(s.0)
+            .ok()
+            .filter(|n| (defaults::STREAM_BUFFER_MIN..=defaults::STREAM_BUFFER_MAX).contains(n))
+            .ok_or_else(|| {
+                cx.err(
+                    "stream.buffer_size",
+                    format!(
+                        "{} is out of range ({} to {} bytes)",
+                        s,
+                        defaults::STREAM_BUFFER_MIN,
+                        defaults::STREAM_BUFFER_MAX
+                    ),
+                )
+            })?,
+    };
+
+    let h = raw.helper.unwrap_or_default();
+    let helper = match h.connection.unwrap_or(RawHelperKind::SystemBus) {
+        RawHelperKind::SystemBus => HelperConnection::SystemBus,
+        RawHelperKind::Bus => {
+            let address = h
+                .address
+                .ok_or_else(|| cx.err("helper.address", "required with connection = \"bus\""))?;
+            if let Err(e) = zbus::Address::try_from(address.as_str()) {
+                return Err(cx.err(
+                    "helper.address",
+                    format!("invalid D-Bus address '{address}': {e}"),
+                ));
+            }
+            HelperConnection::Bus { address }
+        }
+        RawHelperKind::Spawn => {
+            let program = h
+                .program
+                .ok_or_else(|| cx.err("helper.program", "required with connection = \"spawn\""))?;
+            HelperConnection::Spawn {
+                program: cx.path("helper.program", program)?,
+                args: h.args.unwrap_or_default(),
+            }
+        }
+    };
+
+    let l = raw.log.unwrap_or_default();
+    let level = l.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        return Err(cx.err("log.level", format!("invalid filter '{level}': {e}")));
+    }
+    let log = LogSettings {
+        level,
+        target: match l.target.unwrap_or(RawLogTarget::Auto) {
+            RawLogTarget::Auto => LogTarget::Auto,
+            RawLogTarget::Journald => LogTarget::Journald,
+            RawLogTarget::Stderr => LogTarget::Stderr,
+        },
+    };
+
+    Ok(Settings {
+        device,
+        listen,
+        connect,
+        allow_plain_tcp_push: raw
+            .security
+            .and_then(|s| s.allow_plain_tcp_push)
+            .unwrap_or(false),
+        accounts,
+        spool,
+        stream_buffer_size,
+        helper,
+        log,
+        sources: merged.files.clone(),
+    })
+}
+
+fn device_name(cx: &Ctx<'_>, name: String) -> Result<String, ConfigError> {
+    let ok =
+        (1..=15).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphabetic() || c == '_');
+    if ok {
+        Ok(name)
+    } else {
+        Err(cx.err(
+            "device.name",
+            format!(
+                "invalid device name '{name}': 1 to 15 ASCII letters or '_' (the number goes in \
+                 device.number)"
+            ),
+        ))
+    }
+}
+
+fn network_name(cx: &Ctx<'_>, net: String) -> Result<String, ConfigError> {
+    if net == "*" {
+        return Err(cx.err(
+            "device.network",
+            "'*' (adopt the first peer's network) is not supported: name the network",
+        ));
+    }
+    let ok = (1..=23).contains(&net.len())
+        && net
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(net)
+    } else {
+        Err(cx.err(
+            "device.network",
+            format!("invalid network name '{net}': 1 to 23 ASCII letters, digits, '_' or '-'"),
+        ))
+    }
+}
+
+/// Rejects keys that mean nothing for this endpoint kind.
+fn reject(
+    cx: &Ctx<'_>,
+    key: &str,
+    field: &str,
+    present: bool,
+    why: &str,
+) -> Result<(), ConfigError> {
+    if present {
+        Err(cx.err(format!("{key}.{field}"), why.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+fn listen_endpoint(cx: &Ctx<'_>, key: &str, e: RawEndpoint) -> Result<ListenEndpoint, ConfigError> {
+    let address: SocketAddr = e.address.parse().map_err(|_| {
+        cx.err(
+            format!("{key}.address"),
+            format!(
+                "invalid socket address '{}' (expected IP:PORT, e.g. 0.0.0.0:6369)",
+                e.address
+            ),
+        )
+    })?;
+    reject(
+        cx,
+        key,
+        "server_name",
+        e.server_name.is_some(),
+        "only valid for connect endpoints",
+    )?;
+    reject(
+        cx,
+        key,
+        "password_file",
+        e.password_file.is_some(),
+        "only valid for connect endpoints",
+    )?;
+    let tls = match e.transport {
+        RawTransport::Tcp => {
+            let why = "only valid with transport = \"tls\"";
+            reject(cx, key, "cert", e.cert.is_some(), why)?;
+            reject(cx, key, "key", e.key.is_some(), why)?;
+            reject(cx, key, "ca", e.ca.is_some(), why)?;
+            None
+        }
+        RawTransport::Tls => {
+            let need = |f: &str, v: Option<PathBuf>| {
+                let k = format!("{key}.{f}");
+                v.ok_or_else(|| cx.err(&k, "required with transport = \"tls\" (PEM file)"))
+                    .and_then(|p| cx.path(&k, p))
+            };
+            Some(ServerTls {
+                cert: need("cert", e.cert)?,
+                key: need("key", e.key)?,
+                client_ca: e.ca.map(|p| cx.path(&format!("{key}.ca"), p)).transpose()?,
+            })
+        }
+    };
+    Ok(ListenEndpoint { address, tls })
+}
+
+/// Splits `host:port` / `[v6]:port`.
+fn host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    Some((host.to_owned(), port))
+}
+
+fn connect_endpoint(
+    cx: &Ctx<'_>,
+    key: &str,
+    e: RawEndpoint,
+) -> Result<ConnectEndpoint, ConfigError> {
+    let (host, port) = host_port(&e.address).ok_or_else(|| {
+        cx.err(
+            format!("{key}.address"),
+            format!(
+                "invalid address '{}' (expected HOST:PORT, e.g. controller.example:6369)",
+                e.address
+            ),
+        )
+    })?;
+    let password_file = e
+        .password_file
+        .map(|p| cx.path(&format!("{key}.password_file"), p))
+        .transpose()?;
+    let tls = match e.transport {
+        RawTransport::Tcp => {
+            let why = "only valid with transport = \"tls\"";
+            reject(cx, key, "cert", e.cert.is_some(), why)?;
+            reject(cx, key, "key", e.key.is_some(), why)?;
+            reject(cx, key, "ca", e.ca.is_some(), why)?;
+            reject(cx, key, "server_name", e.server_name.is_some(), why)?;
+            None
+        }
+        RawTransport::Tls => {
+            let ca = e.ca.ok_or_else(|| {
+                cx.err(
+                    format!("{key}.ca"),
+                    "required with transport = \"tls\" (PEM file of the CA)",
+                )
+            })?;
+            let identity = match (e.cert, e.key) {
+                (Some(c), Some(k)) => Some((
+                    cx.path(&format!("{key}.cert"), c)?,
+                    cx.path(&format!("{key}.key"), k)?,
+                )),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(cx.err(format!("{key}.key"), "required when cert is set"));
+                }
+                (None, Some(_)) => {
+                    return Err(cx.err(format!("{key}.cert"), "required when key is set"));
+                }
+            };
+            let server_name = e.server_name.unwrap_or_else(|| host.clone());
+            if rustls_pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+                return Err(cx.err(
+                    format!("{key}.server_name"),
+                    format!("invalid TLS server name '{server_name}'"),
+                ));
+            }
+            Some(ClientTls {
+                ca: cx.path(&format!("{key}.ca"), ca)?,
+                server_name,
+                identity,
+            })
+        }
+    };
+    Ok(ConnectEndpoint {
+        host,
+        port,
+        tls,
+        password_file,
+    })
+}
