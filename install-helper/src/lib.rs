@@ -1,6 +1,7 @@
 //! The privileged install helper: verifies Debian packages handed over by iocomd and installs
 //! them transactionally with dpkg, restarting their units, gating on health and rolling back.
 
+pub mod auth;
 pub mod cache;
 pub mod dpkg;
 pub mod error;
@@ -9,5 +10,8 @@ pub mod health;
 pub mod journal;
 pub mod paths;
 pub mod receipt;
+pub mod recover;
+pub mod service;
 pub mod stage;
+pub mod txn;
 pub mod units;
