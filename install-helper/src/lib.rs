@@ -15,3 +15,5 @@ pub mod service;
 pub mod stage;
 pub mod txn;
 pub mod units;
+pub mod verifier;
+pub mod verify;

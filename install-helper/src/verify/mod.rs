@@ -1,0 +1,350 @@
+//! Verification of a staged .deb before anything on the system changes.
+//!
+//! [`verify_package`] runs, in this order, stopping at the first failure:
+//! 1. one streaming pass over the file: ar structure and member order ([`ar`]), SHA-256 of the
+//!    whole file; the compressed control member and `_` members are kept (bounded), the data
+//!    member is only hashed;
+//! 2. the `_gpgorigin` signature ([`signature`]) over `debian-binary ‖ control.tar.* ‖
+//!    data.tar.*`, read again from the file in a second streaming pass. Nothing inside the
+//!    package is decompressed before its origin is established;
+//! 3. the control file ([`control`]): Package, Version, Architecture required and valid;
+//! 4. the policy ([`policy`]): name globs, architecture (host's or `all`), version order
+//!    against the installed version ([`version`], identical to `dpkg --compare-versions`);
+//! 5. the data tarball is decompressed and read to the end (a third streaming pass) to find
+//!    the `.service` units it ships; a corrupt data tarball is a `bad-archive`.
+//!
+//! Memory stays bounded: the control member (≤ 16 MiB compressed, ≤ 64 MiB uncompressed) and
+//! `_` members (≤ 1 MiB each) are the only things held in memory.
+//!
+//! `path` must be the helper's own root-only copy: the file is opened three times and must not
+//! change in between.
+
+pub mod ar;
+pub mod control;
+pub mod policy;
+pub mod signature;
+pub mod version;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::ErrorCode;
+
+pub use policy::{Policy, PolicyError};
+pub use signature::TrustedKey;
+pub use version::{Version, VersionError, compare_versions};
+
+/// The member holding the origin signature.
+pub const ORIGIN_SIGNATURE_MEMBER: &str = "_gpgorigin";
+
+/// A package that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPackage {
+    /// `Package`
+    pub name: String,
+    /// `Version`, as written.
+    pub version: String,
+    /// `Architecture`
+    pub architecture: String,
+    /// SHA-256 of the whole file, lowercase hex.
+    pub sha256: String,
+    /// Primary key fingerprint (uppercase hex) of the trusted signer; empty when the package
+    /// is unsigned and the policy does not require a signature.
+    pub signer: String,
+    /// `Installed-Size` (KiB), if present.
+    pub installed_size_kib: Option<u64>,
+    /// Units to restart: those named in `X-Iocom-Units` (in order), then the `.service` units
+    /// shipped in `lib/systemd/system/` or `usr/lib/systemd/system/` (sorted), no duplicates.
+    pub units: Vec<String>,
+    /// All control fields.
+    pub control: BTreeMap<String, String>,
+}
+
+/// Why a package was refused. Every variant names the file or the package.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Reading the staged file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The staged file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Not a well-formed .deb.
+    #[error("{path}: not a well-formed .deb: {reason}")]
+    BadArchive {
+        /// The staged file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Control file missing or invalid.
+    #[error("{path}: bad control file: {reason}")]
+    BadControl {
+        /// The staged file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No `_gpgorigin` member and the policy requires one.
+    #[error("{path}: no {ORIGIN_SIGNATURE_MEMBER} signature, and the policy requires one")]
+    SignatureMissing {
+        /// The staged file.
+        path: PathBuf,
+    },
+    /// `_gpgorigin` is malformed or does not verify over the package contents.
+    #[error("{path}: invalid origin signature: {reason}")]
+    SignatureInvalid {
+        /// The staged file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Signed by a key that is not trusted (or was not valid at signature time).
+    #[error("{path}: untrusted signer: {reason}")]
+    UntrustedSigner {
+        /// The staged file.
+        path: PathBuf,
+        /// Who signed and why that is not accepted.
+        reason: String,
+    },
+    /// The package name matches no allowed glob.
+    #[error("package {package}: name not allowed by policy (allowed: {allowed})")]
+    NameNotAllowed {
+        /// The package name.
+        package: String,
+        /// The allowed globs, comma-separated.
+        allowed: String,
+    },
+    /// The architecture is neither the host's nor `all`, or not allowed by policy.
+    #[error("package {package}: architecture {architecture} not accepted on this {host} host")]
+    WrongArchitecture {
+        /// The package name.
+        package: String,
+        /// Its architecture.
+        architecture: String,
+        /// The host architecture.
+        host: String,
+    },
+    /// The version is not newer than the installed one and policy does not allow it.
+    #[error("package {package}: version {version} is {relation} installed {installed}")]
+    NotNewer {
+        /// The package name.
+        package: String,
+        /// Its version.
+        version: String,
+        /// The installed version.
+        installed: String,
+        /// "equal to" or "older than".
+        relation: &'static str,
+    },
+}
+
+impl VerifyError {
+    /// The stable error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            VerifyError::Io { .. } => ErrorCode::IoError,
+            VerifyError::BadArchive { .. } => ErrorCode::BadArchive,
+            VerifyError::BadControl { .. } => ErrorCode::BadControl,
+            VerifyError::SignatureMissing { .. } => ErrorCode::SignatureMissing,
+            VerifyError::SignatureInvalid { .. } => ErrorCode::SignatureInvalid,
+            VerifyError::UntrustedSigner { .. } => ErrorCode::UntrustedSigner,
+            VerifyError::NameNotAllowed { .. } => ErrorCode::NameNotAllowed,
+            VerifyError::WrongArchitecture { .. } => ErrorCode::WrongArchitecture,
+            VerifyError::NotNewer { .. } => ErrorCode::NotNewer,
+        }
+    }
+}
+
+/// Reads the given (offset, size) ranges of a file one after the other.
+struct Ranges {
+    file: BufReader<File>,
+    ranges: std::vec::IntoIter<(u64, u64)>,
+    left: u64,
+}
+
+impl Ranges {
+    fn open(path: &Path, ranges: Vec<(u64, u64)>) -> io::Result<Ranges> {
+        Ok(Ranges {
+            file: BufReader::with_capacity(256 << 10, File::open(path)?),
+            ranges: ranges.into_iter(),
+            left: 0,
+        })
+    }
+}
+
+impl Read for Ranges {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.left == 0 {
+            match self.ranges.next() {
+                None => return Ok(0),
+                Some((offset, size)) => {
+                    self.file.seek(SeekFrom::Start(offset))?;
+                    self.left = size;
+                }
+            }
+        }
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being verified",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Verifies the staged package at `path` against `policy` on a host of architecture
+/// `host_arch`, given the currently installed version of the same package (if any).
+/// See the module documentation for the order of checks.
+pub fn verify_package(
+    path: &Path,
+    policy: &Policy,
+    host_arch: &str,
+    installed_version: Option<&str>,
+) -> Result<VerifiedPackage, VerifyError> {
+    let io_err = |source| VerifyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bad_archive = |reason: String| VerifyError::BadArchive {
+        path: path.to_owned(),
+        reason,
+    };
+    let bad_control = |reason: String| VerifyError::BadControl {
+        path: path.to_owned(),
+        reason,
+    };
+
+    // 1. Structure and hash.
+    let file = File::open(path).map_err(io_err)?;
+    let archive = match ar::scan(
+        BufReader::with_capacity(256 << 10, file),
+        &ar::Limits::default(),
+    ) {
+        Ok(a) => a,
+        Err(ar::ArError::Io(e)) => return Err(io_err(e)),
+        Err(e) => return Err(bad_archive(e.to_string())),
+    };
+
+    // 2. Origin signature.
+    let signer = match archive.extra(ORIGIN_SIGNATURE_MEMBER) {
+        None if policy.require_signature => {
+            return Err(VerifyError::SignatureMissing {
+                path: path.to_owned(),
+            });
+        }
+        None => String::new(),
+        Some(sig) => {
+            let ranges: Vec<(u64, u64)> = archive
+                .signed_members()
+                .iter()
+                .map(|m| (m.offset, m.size))
+                .collect();
+            signature::verify_detached(
+                sig,
+                &policy.trusted_keys,
+                || Ranges::open(path, ranges.clone()),
+                SystemTime::now(),
+            )
+            .map_err(|e| match e {
+                signature::SignatureError::Invalid(reason) => VerifyError::SignatureInvalid {
+                    path: path.to_owned(),
+                    reason,
+                },
+                signature::SignatureError::Untrusted(reason) => VerifyError::UntrustedSigner {
+                    path: path.to_owned(),
+                    reason,
+                },
+                signature::SignatureError::Io(e) => io_err(e),
+            })?
+        }
+    };
+
+    // 3. Control file.
+    let content_err = |e: control::ContentError| match e {
+        control::ContentError::Archive { .. } => bad_archive(e.to_string()),
+        control::ContentError::Control(m) => bad_control(m),
+    };
+    let cm = archive.control_member();
+    let ar::MemberKind::Control(ccomp) = cm.kind else {
+        return Err(bad_archive("internal: control member kind".into()));
+    };
+    let text = control::extract_control(&cm.name, ccomp, &archive.control).map_err(content_err)?;
+    let info = control::parse_paragraph(&text)
+        .and_then(control::validate)
+        .map_err(content_err)?;
+
+    // 4. Policy.
+    if !policy.name_allowed(&info.package) {
+        return Err(VerifyError::NameNotAllowed {
+            package: info.package,
+            allowed: policy.allowed_packages.join(", "),
+        });
+    }
+    if !policy.architecture_allowed(&info.architecture, host_arch) {
+        return Err(VerifyError::WrongArchitecture {
+            package: info.package,
+            architecture: info.architecture,
+            host: host_arch.to_owned(),
+        });
+    }
+    if let Some(installed) = installed_version {
+        // An unparsable installed version cannot be ordered: treat it as a refusal unless
+        // both downgrade and reinstall are allowed.
+        let ord = Version::parse(installed).map(|v| info.version.cmp(&v));
+        let relation = match ord {
+            Ok(std::cmp::Ordering::Greater) => None,
+            Ok(std::cmp::Ordering::Equal) if policy.allow_reinstall => None,
+            Ok(std::cmp::Ordering::Less) if policy.allow_downgrade => None,
+            Err(_) if policy.allow_reinstall && policy.allow_downgrade => None,
+            Ok(std::cmp::Ordering::Equal) => Some("equal to"),
+            Ok(std::cmp::Ordering::Less) => Some("older than"),
+            Err(_) => Some("not comparable with"),
+        };
+        if let Some(relation) = relation {
+            return Err(VerifyError::NotNewer {
+                package: info.package,
+                version: info.version.to_string(),
+                installed: installed.to_owned(),
+                relation,
+            });
+        }
+    }
+
+    // 5. Data tarball: shipped units.
+    let dm = archive.data_member();
+    let ar::MemberKind::Data(dcomp) = dm.kind else {
+        return Err(bad_archive("internal: data member kind".into()));
+    };
+    let data = Ranges::open(path, vec![(dm.offset, dm.size)]).map_err(io_err)?;
+    let shipped = control::shipped_units(&dm.name, dcomp, data).map_err(content_err)?;
+    let mut units = info.units;
+    for u in shipped {
+        if !units.contains(&u) {
+            units.push(u);
+        }
+    }
+
+    Ok(VerifiedPackage {
+        name: info.package,
+        version: info.version.to_string(),
+        architecture: info.architecture,
+        sha256: archive.sha256,
+        signer,
+        installed_size_kib: info.installed_size_kib,
+        units,
+        control: info.fields,
+    })
+}
