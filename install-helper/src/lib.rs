@@ -1,5 +1,19 @@
 //! The privileged install helper: verifies Debian packages handed over by iocomd and installs
 //! them transactionally with dpkg, restarting their units, gating on health and rolling back.
 
+pub mod auth;
+pub mod cache;
+pub mod dpkg;
 pub mod error;
+pub mod fsutil;
+pub mod health;
+pub mod journal;
+pub mod paths;
+pub mod receipt;
+pub mod recover;
+pub mod service;
+pub mod stage;
+pub mod txn;
+pub mod units;
+pub mod verifier;
 pub mod verify;

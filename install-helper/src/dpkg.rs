@@ -1,0 +1,566 @@
+//! Running dpkg, dpkg-query and apt-get with fixed arguments and a clean environment, and the
+//! dpkg frontend lock.
+//!
+//! Every child gets: an empty environment plus a fixed `PATH`, `LC_ALL=C`,
+//! `DEBIAN_FRONTEND=noninteractive`, `HOME=/root` and (while the helper holds the frontend lock)
+//! `DPKG_FRONTEND_LOCKED=1`; stdin from `/dev/null`; stdout and stderr captured; a time limit.
+//! dpkg always gets `--log=<Paths::dpkg_log>`, and `--root=<root>` for an isolated root.
+//! Installs use `--force-confdef --force-confold --status-fd 1`, never `--force-all`.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::paths::Paths;
+
+/// `PATH` given to every child.
+pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Failure to run a command at all (as opposed to a command that ran and failed).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// Program name.
+        program: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The program exceeded its time limit and was killed.
+    #[error("{program} did not finish within {limit:?} and was killed")]
+    Timeout {
+        /// Program name.
+        program: String,
+        /// The limit.
+        limit: Duration,
+    },
+    /// Waiting for the program failed.
+    #[error("waiting for {program}: {source}")]
+    Wait {
+        /// Program name.
+        program: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Captured result of a finished command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The command line, for logs and receipts.
+    pub command: String,
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Captured stdout (dpkg status lines included, for installs).
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// True for exit status 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Exit code, if the process exited normally.
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Command line plus both streams, for receipts.
+    pub fn transcript(&self) -> String {
+        format!(
+            "$ {}\n[exit {}]\n{}{}",
+            self.command,
+            self.status
+                .code()
+                .map_or_else(|| "signal".to_string(), |c| c.to_string()),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Runs commands against one dpkg database.
+#[derive(Debug, Clone)]
+pub struct Dpkg {
+    paths: Paths,
+    timeout: Duration,
+    frontend_locked: bool,
+}
+
+impl Dpkg {
+    /// A runner for `paths` with a per-command time limit.
+    pub fn new(paths: &Paths, timeout: Duration) -> Self {
+        Dpkg {
+            paths: paths.clone(),
+            timeout,
+            frontend_locked: false,
+        }
+    }
+
+    /// The same runner, telling dpkg the frontend lock is held by us (`DPKG_FRONTEND_LOCKED=1`).
+    pub fn with_frontend_lock(&self, _lock: &FrontendLock) -> Self {
+        let mut d = self.clone();
+        d.frontend_locked = true;
+        d
+    }
+
+    fn root_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if !self.paths.is_system_root() {
+            a.push(format!("--root={}", self.paths.root.display()));
+        }
+        a
+    }
+
+    fn dpkg_args(&self) -> Vec<String> {
+        let mut a = self.root_args();
+        a.push(format!("--log={}", self.paths.dpkg_log.display()));
+        a
+    }
+
+    /// `dpkg --install` of one package file.
+    pub fn install(&self, deb: &Path, on_line: &mut dyn FnMut(&str)) -> Result<Output, RunError> {
+        let mut a = self.dpkg_args();
+        a.extend(
+            [
+                "--force-confdef",
+                "--force-confold",
+                "--status-fd",
+                "1",
+                "--install",
+            ]
+            .map(String::from),
+        );
+        a.push(deb.display().to_string());
+        self.run("dpkg", &a, on_line)
+    }
+
+    /// `dpkg --purge` of a package.
+    pub fn purge(&self, package: &str) -> Result<Output, RunError> {
+        let mut a = self.dpkg_args();
+        a.extend(["--status-fd", "1", "--purge", package].map(String::from));
+        self.run("dpkg", &a, &mut |_| {})
+    }
+
+    /// `dpkg --configure -a` (repair an interrupted run).
+    pub fn configure_pending(&self) -> Result<Output, RunError> {
+        let mut a = self.dpkg_args();
+        a.extend(
+            [
+                "--force-confdef",
+                "--force-confold",
+                "--status-fd",
+                "1",
+                "--configure",
+                "-a",
+            ]
+            .map(String::from),
+        );
+        self.run("dpkg", &a, &mut |_| {})
+    }
+
+    /// `dpkg --audit`: `Ok(None)` when clean, else its report.
+    pub fn audit(&self) -> Result<Option<String>, RunError> {
+        let mut a = self.root_args();
+        a.push("--audit".into());
+        let out = self.run("dpkg", &a, &mut |_| {})?;
+        let report = format!("{}{}", out.stdout, out.stderr);
+        if out.success() && report.trim().is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(report))
+        }
+    }
+
+    /// True when dpkg's own journal (`<admindir>/updates/`) has entries: dpkg was interrupted.
+    pub fn interrupted(&self) -> bool {
+        std::fs::read_dir(self.paths.dpkg_updates_dir())
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    }
+
+    /// The state of `package` in the dpkg database.
+    pub fn query(&self, package: &str) -> Result<PackageState, RunError> {
+        let a = vec![
+            format!("--admindir={}", self.paths.admindir.display()),
+            "--show".into(),
+            "--showformat=${Status}\\t${Version}\\n".into(),
+            package.to_string(),
+        ];
+        let out = self.run("dpkg-query", &a, &mut |_| {})?;
+        Ok(PackageState::parse(&out.stdout))
+    }
+
+    /// `apt-get install --simulate <deb>` against this root's dpkg status, with no package lists
+    /// (the helper never downloads: dependencies must already be installed).
+    pub fn simulate(&self, deb: &Path) -> Result<Output, RunError> {
+        let apt = self.paths.apt_dir();
+        for sub in [
+            "lists/partial",
+            "cache/archives/partial",
+            "etc/sources.list.d",
+            "etc/preferences.d",
+        ] {
+            let _ = std::fs::create_dir_all(apt.join(sub));
+        }
+        let o = |k: &str, v: &Path| vec!["-o".to_string(), format!("{k}={}", v.display())];
+        let mut a: Vec<String> = Vec::new();
+        a.extend(o("Dir::State::status", &self.paths.admindir.join("status")));
+        a.extend(o("Dir::State::Lists", &apt.join("lists")));
+        a.extend(o(
+            "Dir::State::extended_states",
+            &apt.join("extended_states"),
+        ));
+        a.extend(o("Dir::Cache", &apt.join("cache")));
+        a.extend(o("Dir::Etc::SourceList", Path::new("/dev/null")));
+        a.extend(o("Dir::Etc::SourceParts", &apt.join("etc/sources.list.d")));
+        a.extend(o("Dir::Etc::Preferences", Path::new("/dev/null")));
+        a.extend(o(
+            "Dir::Etc::PreferencesParts",
+            &apt.join("etc/preferences.d"),
+        ));
+        a.extend(
+            [
+                "-o",
+                "Debug::NoLocking=true",
+                "-o",
+                "APT::Get::List-Cleanup=false",
+            ]
+            .map(String::from),
+        );
+        a.extend(
+            [
+                "--simulate",
+                "--no-install-recommends",
+                "--quiet",
+                "install",
+            ]
+            .map(String::from),
+        );
+        a.push(deb.display().to_string());
+        self.run("apt-get", &a, &mut |_| {})
+    }
+
+    /// `dpkg --print-architecture` of the host.
+    pub fn host_architecture(timeout: Duration) -> Result<String, RunError> {
+        let d = Dpkg::new(&Paths::production(), timeout);
+        let out = d.run("dpkg", &["--print-architecture".to_string()], &mut |_| {})?;
+        Ok(out.stdout.trim().to_string())
+    }
+
+    fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Output, RunError> {
+        let command = format!("{program} {}", args.join(" "));
+        tracing::debug!(%command, "running");
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", SAFE_PATH)
+            .env("LC_ALL", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("HOME", "/root")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.frontend_locked {
+            cmd.env("DPKG_FRONTEND_LOCKED", "1");
+        }
+        let spawn_err = |source| RunError::Spawn {
+            program: program.to_string(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let stderr = child.stderr.take();
+        let err_thread = thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut e) = stderr {
+                let mut buf = Vec::new();
+                let _ = e.read_to_end(&mut buf);
+                s = String::from_utf8_lossy(&buf).into_owned();
+            }
+            s
+        });
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take();
+        let out_thread = thread::spawn(move || {
+            if let Some(o) = stdout {
+                for line in BufReader::new(o).split(b'\n') {
+                    let Ok(line) = line else { break };
+                    if tx
+                        .send(String::from_utf8_lossy(&line).into_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        let deadline = Instant::now() + self.timeout;
+        let mut stdout_text = String::new();
+        let mut timed_out = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                timed_out = true;
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    on_line(&line);
+                    stdout_text.push_str(&line);
+                    stdout_text.push('\n');
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    timed_out = true;
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if timed_out {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RunError::Timeout {
+                program: program.to_string(),
+                limit: self.timeout,
+            });
+        }
+        let _ = out_thread.join();
+        let status = child.wait().map_err(|source| RunError::Wait {
+            program: program.to_string(),
+            source,
+        })?;
+        let stderr_text = err_thread.join().unwrap_or_default();
+        Ok(Output {
+            command,
+            status,
+            stdout: stdout_text,
+            stderr: stderr_text,
+        })
+    }
+}
+
+/// A package's state in the dpkg database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageState {
+    /// dpkg's status word (`installed`, `half-configured`, `not-installed`, ...).
+    pub status: String,
+    /// The version recorded (empty when not installed).
+    pub version: Option<String>,
+}
+
+impl PackageState {
+    /// Parses `dpkg-query --showformat='${Status}\t${Version}\n'` output (empty: unknown).
+    pub fn parse(text: &str) -> Self {
+        let line = text.lines().next().unwrap_or("");
+        let (status, version) = line.split_once('\t').unwrap_or((line, ""));
+        let word = status.split_whitespace().last().unwrap_or("not-installed");
+        let version = (!version.is_empty() && word != "not-installed" && word != "config-files")
+            .then(|| version.to_string());
+        PackageState {
+            status: word.to_string(),
+            version,
+        }
+    }
+
+    /// True when fully installed and configured.
+    pub fn is_installed(&self) -> bool {
+        self.status == "installed"
+    }
+
+    /// The version, if fully installed.
+    pub fn installed_version(&self) -> Option<&str> {
+        if self.is_installed() {
+            self.version.as_deref()
+        } else {
+            None
+        }
+    }
+}
+
+/// Extracts a progress message from a dpkg `--status-fd` line (`processing: unpack: pkg`,
+/// `status: pkg: half-installed`), or `None` for ordinary output.
+pub fn status_line(line: &str) -> Option<&str> {
+    (line.starts_with("processing: ") || line.starts_with("status: ")).then_some(line)
+}
+
+/// Held dpkg frontend lock (`<admindir>/lock-frontend`), released on drop.
+///
+/// Taken as an open-file-description (OFD) write lock, which conflicts with the classic fcntl
+/// locks dpkg and apt take (and with other OFD locks, even in the same process).
+#[derive(Debug)]
+pub struct FrontendLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+/// Why the frontend lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Someone else holds it past the deadline.
+    #[error("{path} is held by {holder} (waited {waited:?})")]
+    Busy {
+        /// Lock file.
+        path: PathBuf,
+        /// Description of the holder (pid when the kernel tells).
+        holder: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("{path}: {source}")]
+    Io {
+        /// Lock file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn whole_file_lock(kind: i16) -> nix::libc::flock {
+    nix::libc::flock {
+        l_type: kind,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    }
+}
+
+impl FrontendLock {
+    /// Takes the lock at `path`, retrying until `timeout` has passed.
+    pub fn acquire(path: &Path, timeout: Duration) -> Result<FrontendLock, LockError> {
+        let io_err = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err)?;
+        let start = Instant::now();
+        loop {
+            let fl = whole_file_lock(nix::libc::F_WRLCK as i16);
+            match nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+                Ok(_) => {
+                    return Ok(FrontendLock {
+                        _file: file,
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EACCES) => {}
+                Err(e) => return Err(io_err(std::io::Error::from(e))),
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(LockError::Busy {
+                    path: path.to_path_buf(),
+                    holder: holder(&file),
+                    waited,
+                });
+            }
+            thread::sleep(Duration::from_millis(100).min(timeout - waited));
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn holder(file: &std::fs::File) -> String {
+    let mut fl = whole_file_lock(nix::libc::F_WRLCK as i16);
+    match nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)) {
+        Ok(_) if fl.l_pid > 0 => {
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", fl.l_pid))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            format!("pid {} ({comm})", fl.l_pid)
+        }
+        _ => "another process".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_state_parses_dpkg_query_lines() {
+        let s = PackageState::parse("install ok installed\t1.0-1\n");
+        assert_eq!(s.installed_version(), Some("1.0-1"));
+        let s = PackageState::parse("install ok half-configured\t2.0\n");
+        assert!(!s.is_installed());
+        assert_eq!(s.version.as_deref(), Some("2.0"));
+        assert_eq!(s.installed_version(), None);
+        let s = PackageState::parse("");
+        assert_eq!(s.status, "not-installed");
+        assert_eq!(s.version, None);
+        let s = PackageState::parse("deinstall ok config-files\t1.0\n");
+        assert_eq!(s.version, None);
+    }
+
+    #[test]
+    fn status_lines_are_recognised() {
+        assert!(status_line("processing: unpack: app").is_some());
+        assert!(status_line("status: app: half-installed").is_some());
+        assert!(status_line("Setting up app (1.0) ...").is_none());
+    }
+
+    #[test]
+    fn frontend_lock_conflicts_and_times_out_then_frees_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock-frontend");
+        let held = FrontendLock::acquire(&p, Duration::from_secs(1)).unwrap();
+        let e = FrontendLock::acquire(&p, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(e, LockError::Busy { .. }), "{e}");
+        drop(held);
+        FrontendLock::acquire(&p, Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn run_gives_a_clean_environment_and_null_stdin() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::isolated(d.path(), d.path(), d.path());
+        let dp = Dpkg::new(&paths, Duration::from_secs(30));
+        let out = dp
+            .run(
+                "sh",
+                &["-c".into(), "env; cat; echo end".into()],
+                &mut |_| {},
+            )
+            .unwrap();
+        assert!(out.stdout.contains("DEBIAN_FRONTEND=noninteractive"));
+        assert!(out.stdout.contains(&format!("PATH={SAFE_PATH}")));
+        assert!(!out.stdout.contains("CARGO"), "{}", out.stdout);
+        assert!(out.stdout.ends_with("end\n"));
+    }
+
+    #[test]
+    fn run_kills_on_timeout() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::isolated(d.path(), d.path(), d.path());
+        let dp = Dpkg::new(&paths, Duration::from_millis(300));
+        let e = dp.run("sleep", &["30".into()], &mut |_| {}).unwrap_err();
+        assert!(matches!(e, RunError::Timeout { .. }), "{e}");
+    }
+}

@@ -1,0 +1,415 @@
+//! The D-Bus service `org.iocom.InstallHelper1` (see docs/architecture.md, "D-Bus contract"),
+//! on the system bus, on a given bus address, or peer-to-peer over a Unix stream.
+//!
+//! `Install` authorizes the caller, refuses with `busy` while a transaction runs, copies the fd
+//! into staging and returns the transaction id; the rest runs on a worker thread and reports
+//! through `Progress` and `Finished` signals. Only one transaction runs at a time.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, interface};
+
+use crate::auth::{self, AuthConfig, ServiceError};
+use crate::cache::Cache;
+use crate::dpkg::Dpkg;
+use crate::error::ErrorCode;
+use crate::paths::{Settings, SystemdMode};
+use crate::receipt::{self, TxResult};
+use crate::txn::{self, Env, Verifier};
+use crate::units::{Systemd, SystemdDbus};
+
+/// Well-known bus name.
+pub const BUS_NAME: &str = "org.iocom.InstallHelper1";
+/// Object path.
+pub const OBJECT_PATH: &str = "/org/iocom/InstallHelper1";
+
+/// How the service is reached.
+#[derive(Debug)]
+pub enum Transport {
+    /// The system bus (production).
+    SystemBus,
+    /// A bus at this address (tests: a private dbus-daemon).
+    Bus(String),
+    /// Peer-to-peer over this stream; the helper is the server side (demo, tests).
+    P2p(UnixStream),
+}
+
+/// The running transaction, as `Status()` shows it.
+#[derive(Debug, Clone, Serialize)]
+struct Current {
+    txid: String,
+    phase: String,
+    percent: u32,
+    message: String,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: Settings,
+    verifier: Arc<dyn Verifier>,
+    auth: AuthConfig,
+    /// The one running transaction (the busy flag).
+    current: Mutex<Option<Current>>,
+}
+
+impl std::fmt::Debug for dyn Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifier")
+    }
+}
+
+/// The interface object.
+#[derive(Debug, Clone)]
+pub struct InstallHelper {
+    shared: Arc<Shared>,
+    p2p: bool,
+}
+
+enum Event {
+    Progress(String, u32, String),
+    Finished(Box<TxResult>),
+}
+
+impl InstallHelper {
+    /// A service for `settings`, verifying with `verifier`, authorizing with `auth`.
+    pub fn new(settings: Settings, verifier: Arc<dyn Verifier>, auth: AuthConfig) -> Self {
+        InstallHelper {
+            shared: Arc::new(Shared {
+                settings,
+                verifier,
+                auth,
+                current: Mutex::new(None),
+            }),
+            p2p: false,
+        }
+    }
+
+    async fn authorize(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        install: bool,
+    ) -> Result<u32, ServiceError> {
+        let not_auth = |e: &dyn std::fmt::Display| {
+            ServiceError::new(
+                ErrorCode::NotAuthorized,
+                format!("cannot identify the caller: {e}"),
+            )
+        };
+        let uid = if self.p2p {
+            let creds = conn.peer_creds().await.map_err(|e| not_auth(&e))?;
+            creds
+                .unix_user_id()
+                .ok_or_else(|| not_auth(&"no peer uid"))?
+        } else {
+            let sender = hdr.sender().ok_or_else(|| not_auth(&"no sender"))?;
+            let dbus = zbus::fdo::DBusProxy::new(conn)
+                .await
+                .map_err(|e| not_auth(&e))?;
+            dbus.get_connection_unix_user(sender.clone().into())
+                .await
+                .map_err(|e| not_auth(&e))?
+        };
+        self.shared.auth.check_uid(uid)?;
+        if install && self.shared.auth.polkit && !self.p2p {
+            auth::polkit_allows(conn, hdr).await?;
+        }
+        Ok(uid)
+    }
+
+    fn status_json(&self) -> String {
+        let s = &self.shared.settings;
+        let current = self
+            .shared
+            .current
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or(None);
+        let last = receipt::read_status(&s.paths.status())
+            .ok()
+            .flatten()
+            .and_then(|p| p.last);
+        let dpkg = Dpkg::new(&s.paths, s.command_timeout);
+        let packages: Vec<serde_json::Value> = Cache::new(&s.paths.cache_dir())
+            .packages()
+            .into_iter()
+            .map(|name| {
+                let st = dpkg.query(&name).ok();
+                serde_json::json!({
+                    "name": name,
+                    "status": st.as_ref().map(|s| s.status.clone()),
+                    "version": st.and_then(|s| s.version),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "current": current,
+            "last": last,
+            "packages": packages,
+            "systemd": s.systemd == SystemdMode::SystemBus,
+            "root": s.paths.root,
+        })
+        .to_string()
+    }
+
+    fn start_worker(
+        &self,
+        txid: String,
+        staged: std::path::PathBuf,
+        emitter: SignalEmitter<'static>,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let shared = self.shared.clone();
+        let rt = tokio::runtime::Handle::current();
+        let worker_tx = tx.clone();
+        let worker_txid = txid.clone();
+        std::thread::spawn(move || {
+            let settings = shared.settings.clone();
+            let mut real;
+            let mut systemd: Option<&mut dyn Systemd> = None;
+            let mut connect_error = None;
+            if settings.systemd == SystemdMode::SystemBus {
+                match SystemdDbus::connect(rt) {
+                    Ok(s) => {
+                        real = s;
+                        systemd = Some(&mut real);
+                    }
+                    Err(e) => connect_error = Some(e.to_string()),
+                }
+            }
+            let mut progress = |phase: &str, pct: u32, msg: &str| {
+                let _ = worker_tx.send(Event::Progress(phase.into(), pct, msg.into()));
+            };
+            let result = if let Some(e) = connect_error {
+                // Without systemd we cannot restart or gate: refuse before touching anything.
+                let _ = std::fs::remove_file(&staged);
+                let mut env = Env {
+                    settings: &settings,
+                    systemd: None,
+                    progress: &mut progress,
+                };
+                txn::finish(
+                    &mut env,
+                    TxResult::new(
+                        &worker_txid,
+                        ErrorCode::Internal,
+                        format!("cannot reach systemd: {e}"),
+                    ),
+                )
+            } else {
+                let mut env = Env {
+                    settings: &settings,
+                    systemd,
+                    progress: &mut progress,
+                };
+                txn::run(&mut env, shared.verifier.as_ref(), &worker_txid, &staged)
+            };
+            let _ = worker_tx.send(Event::Finished(Box::new(result)));
+        });
+        drop(tx);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    Event::Progress(phase, pct, msg) => {
+                        if let Ok(mut c) = shared.current.lock()
+                            && let Some(c) = c.as_mut()
+                        {
+                            c.phase = phase.clone();
+                            c.percent = pct;
+                            c.message = msg.clone();
+                        }
+                        let _ = InstallHelper::progress(&emitter, &txid, &phase, pct, &msg).await;
+                    }
+                    Event::Finished(r) => {
+                        if let Ok(mut c) = shared.current.lock() {
+                            *c = None;
+                        }
+                        let _ = InstallHelper::finished(
+                            &emitter,
+                            &txid,
+                            &r.code,
+                            &r.message,
+                            &r.to_json(),
+                        )
+                        .await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[interface(name = "org.iocom.InstallHelper1")]
+impl InstallHelper {
+    /// Takes a package fd; returns the transaction id once the helper's own copy is staged.
+    async fn install(
+        &self,
+        package: zbus::OwnedFd,
+        meta: HashMap<String, zbus::OwnedVariant>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, ServiceError> {
+        let uid = self.authorize(&hdr, conn, true).await?;
+        let txid = txn::new_txid();
+        {
+            let mut cur = self
+                .shared
+                .current
+                .lock()
+                .map_err(|_| ServiceError::new(ErrorCode::Internal, "state lock poisoned"))?;
+            if let Some(c) = cur.as_ref() {
+                return Err(ServiceError::new(
+                    ErrorCode::Busy,
+                    format!("transaction {} is running ({})", c.txid, c.phase),
+                ));
+            }
+            *cur = Some(Current {
+                txid: txid.clone(),
+                phase: "staging".into(),
+                percent: 0,
+                message: String::new(),
+            });
+        }
+        tracing::info!(%txid, uid, advisory = ?meta.keys().collect::<Vec<_>>(), "install requested");
+        let settings = self.shared.settings.clone();
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(package));
+        let stage_txid = txid.clone();
+        let staged = tokio::task::spawn_blocking(move || {
+            crate::stage::stage(
+                file,
+                &settings.paths.staging_dir(),
+                &stage_txid,
+                settings.max_package_size,
+                settings.space_reserve,
+            )
+        })
+        .await
+        .map_err(|e| ServiceError::new(ErrorCode::Internal, e))
+        .and_then(|r| r.map_err(|e| ServiceError::new(e.code(), e)));
+        let staged = match staged {
+            Ok(p) => p,
+            Err(e) => {
+                if let Ok(mut c) = self.shared.current.lock() {
+                    *c = None;
+                }
+                return Err(e);
+            }
+        };
+        self.start_worker(txid.clone(), staged, emitter.to_owned());
+        Ok(txid)
+    }
+
+    /// Managed packages, the running transaction and the last result, as JSON.
+    async fn status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(&hdr, conn, false).await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.status_json())
+            .await
+            .map_err(|e| ServiceError::new(ErrorCode::Internal, e))
+    }
+
+    /// The persisted result of one transaction, as JSON.
+    async fn result(
+        &self,
+        txid: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ServiceError> {
+        self.authorize(&hdr, conn, false).await?;
+        let receipts = self.shared.settings.paths.receipts();
+        match receipt::find_receipt(&receipts, &txid) {
+            Ok(Some(r)) => Ok(r.to_json()),
+            Ok(None) => Err(ServiceError::new(
+                ErrorCode::BadRequest,
+                format!("no finished transaction {txid}"),
+            )),
+            Err(e) => Err(ServiceError::new(
+                ErrorCode::IoError,
+                format!("{}: {e}", receipts.display()),
+            )),
+        }
+    }
+
+    /// Progress of a transaction.
+    #[zbus(signal)]
+    async fn progress(
+        emitter: &SignalEmitter<'_>,
+        txid: &str,
+        phase: &str,
+        percent: u32,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    /// End of a transaction: code, message and the full result JSON.
+    #[zbus(signal)]
+    async fn finished(
+        emitter: &SignalEmitter<'_>,
+        txid: &str,
+        code: &str,
+        message: &str,
+        result_json: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// Serves `helper` on `transport`; returns the connection (the service runs while it lives).
+pub async fn serve(mut helper: InstallHelper, transport: Transport) -> zbus::Result<Connection> {
+    use zbus::connection::Builder;
+    helper.p2p = matches!(transport, Transport::P2p(_));
+    let builder = match transport {
+        Transport::SystemBus => Builder::system().name(BUS_NAME),
+        Transport::Bus(addr) => Builder::address(addr.as_str()).name(BUS_NAME),
+        Transport::P2p(stream) => Builder::unix_stream(stream)
+            .server(zbus::Guid::generate())
+            .p2p(),
+    };
+    builder.serve_at(OBJECT_PATH, helper).build().await
+}
+
+/// Client-side proxy, for iocomd and tests.
+#[zbus::proxy(
+    interface = "org.iocom.InstallHelper1",
+    default_service = "org.iocom.InstallHelper1",
+    default_path = "/org/iocom/InstallHelper1"
+)]
+pub trait InstallHelper1 {
+    /// See [`InstallHelper::install`].
+    fn install(
+        &self,
+        package: zbus::Fd<'_>,
+        meta: HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
+    /// See [`InstallHelper::status`].
+    fn status(&self) -> zbus::Result<String>;
+    /// See [`InstallHelper::result`].
+    fn result(&self, txid: &str) -> zbus::Result<String>;
+    /// Progress signal.
+    #[zbus(signal)]
+    fn progress(
+        &self,
+        txid: String,
+        phase: String,
+        percent: u32,
+        message: String,
+    ) -> zbus::Result<()>;
+    /// Finished signal.
+    #[zbus(signal)]
+    fn finished(
+        &self,
+        txid: String,
+        code: String,
+        message: String,
+        result_json: String,
+    ) -> zbus::Result<()>;
+}

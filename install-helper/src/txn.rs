@@ -1,0 +1,585 @@
+//! The install transaction: verify the staged copy, pre-flight, journal, dpkg, restart units,
+//! health gate, commit or roll back, receipt. Synchronous; runs on a worker thread.
+//!
+//! Order: verify → frontend lock (deadline → `dpkg-locked`) → repair an interrupted dpkg
+//! (`dpkg --configure -a`) → `apt-get --simulate` (exit 100 → `unmet-dependencies`) → free
+//! space vs `Installed-Size` (→ `no-space`) → package into the cache → journal → `dpkg
+//! --install` → daemon-reload, restart units, health gate (skipped without systemd) → commit.
+//! Every refusal before the journal leaves the dpkg root unchanged.
+//!
+//! Rollback: with a previous version, its cached file is reinstalled the same way and gated
+//! again; the result is `dpkg-failed` (dpkg failed) or `unhealthy-rolled-back` (gate failed).
+//! Without a previous version the failed new package is **purged**: it was never configured
+//! successfully, so there is no administrator configuration worth keeping, and purge leaves no
+//! trace (`dpkg -s` reports it not installed). A previous version that is installed but absent
+//! from the cache (e.g. installed by apt, not by the helper) cannot be restored: the result is
+//! `rollback-failed`. Any failure of the rollback itself is `rollback-failed`.
+
+use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
+use crate::dpkg::{Dpkg, FrontendLock, LockError};
+use crate::error::ErrorCode;
+use crate::journal::{Journal, JournalPhase};
+use crate::paths::Settings;
+use crate::receipt::{self, StepOutcome, TxResult};
+use crate::stage;
+use crate::units::{self, GateTiming, Systemd};
+
+/// The facts about a verified package the transaction needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture.
+    pub architecture: String,
+    /// SHA-256 of the helper's copy, hex.
+    pub sha256: String,
+    /// Signer (key fingerprint / user id).
+    pub signer: String,
+    /// `Installed-Size` in KiB.
+    pub installed_size_kib: Option<u64>,
+    /// Units to restart and gate.
+    pub units: Vec<String>,
+}
+
+/// A refusal with its stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human message naming the package/path.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Verifies a staged package file. `installed` gives the installed version of a package name.
+pub trait Verifier: Send + Sync {
+    /// Verifies `path` (the helper's own copy).
+    fn verify(
+        &self,
+        path: &Path,
+        installed: &dyn Fn(&str) -> Result<Option<String>, Refusal>,
+    ) -> Result<Candidate, Refusal>;
+}
+
+/// Progress callback: phase, percent, message.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(&str, u32, &str);
+
+/// What a transaction runs with besides the package.
+pub struct Env<'a, 's> {
+    /// Paths and tunables.
+    pub settings: &'a Settings,
+    /// systemd, or `None` (unit steps skipped).
+    pub systemd: Option<&'s mut dyn Systemd>,
+    /// Progress reports.
+    pub progress: ProgressFn<'a>,
+}
+
+impl std::fmt::Debug for Env<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("settings", &self.settings)
+            .field("systemd", &self.systemd.is_some())
+            .finish()
+    }
+}
+
+impl Env<'_, '_> {
+    fn dpkg(&self) -> Dpkg {
+        Dpkg::new(&self.settings.paths, self.settings.command_timeout)
+    }
+
+    fn timing(&self) -> GateTiming {
+        GateTiming {
+            start_timeout: self.settings.start_timeout,
+            window: self.settings.health_window,
+            poll: std::time::Duration::from_millis(250),
+        }
+    }
+}
+
+/// Runs a whole transaction on the staged file and records its result (receipt + status).
+pub fn run(env: &mut Env<'_, '_>, verifier: &dyn Verifier, txid: &str, staged: &Path) -> TxResult {
+    let mut result = TxResult::new(txid, ErrorCode::Internal, "");
+    if let Err(r) = attempt(env, verifier, staged, &mut result) {
+        result.set_code(r.code, r.message);
+    }
+    let _ = std::fs::remove_file(staged);
+    finish(env, result)
+}
+
+/// Records `result` durably, clears the journal, reports it.
+pub fn finish(env: &mut Env<'_, '_>, mut result: TxResult) -> TxResult {
+    result.time = receipt::now_secs();
+    let paths = &env.settings.paths;
+    if let Err(e) = receipt::record(&paths.receipts(), &paths.status(), &result) {
+        tracing::error!(error = %e, "cannot record the receipt");
+    }
+    if let Err(e) = Journal::clear(&paths.journal()) {
+        tracing::error!(error = %e, "cannot remove the journal");
+    }
+    tracing::info!(txid = %result.txid, code = %result.code, message = %result.message, "transaction finished");
+    (env.progress)("finished", 100, &result.message);
+    result
+}
+
+fn io_refusal(what: &str, e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(ErrorCode::IoError, format!("{what}: {e}"))
+}
+
+fn attempt(
+    env: &mut Env<'_, '_>,
+    verifier: &dyn Verifier,
+    staged: &Path,
+    result: &mut TxResult,
+) -> Result<(), Refusal> {
+    let settings = env.settings;
+    let paths = &settings.paths;
+    let dpkg = env.dpkg();
+
+    (env.progress)("verify", 5, "verifying the package");
+    // The installed version the verifier saw (for the not-newer check).
+    let seen: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
+    let installed = |name: &str| -> Result<Option<String>, Refusal> {
+        let v = dpkg
+            .query(name)
+            .map(|s| s.installed_version().map(str::to_string))
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        seen.replace(v.clone());
+        Ok(v)
+    };
+    let cand = verifier.verify(staged, &installed)?;
+    result.package = Some(cand.name.clone());
+    result.to = Some(cand.version.clone());
+    result.sha256 = Some(cand.sha256.clone());
+    result.signer = Some(cand.signer.clone());
+    result.step(
+        "verify",
+        StepOutcome::Done,
+        format!("signed by {}", cand.signer),
+    );
+
+    (env.progress)("lock", 10, "taking the dpkg frontend lock");
+    let lock = FrontendLock::acquire(&paths.lock_frontend(), settings.lock_timeout).map_err(
+        |e| match e {
+            LockError::Busy { .. } => Refusal::new(ErrorCode::DpkgLocked, e.to_string()),
+            LockError::Io { .. } => io_refusal("frontend lock", e),
+        },
+    )?;
+    let dpkg = dpkg.with_frontend_lock(&lock);
+
+    repair(env, &dpkg, result)?;
+
+    // The installed version under the lock; re-verify if it changed since verification.
+    let before = dpkg
+        .query(&cand.name)
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    let from = before.installed_version().map(str::to_string);
+    if before.version.is_some() && from.is_none() {
+        return Err(Refusal::new(
+            ErrorCode::DpkgFailed,
+            format!(
+                "{} is in state {} and cannot be upgraded",
+                cand.name, before.status
+            ),
+        ));
+    }
+    let cand = if from != *seen.borrow() {
+        let again = verifier.verify(staged, &|_| Ok(from.clone()))?;
+        if again.name != cand.name {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                "package changed during verification",
+            ));
+        }
+        again
+    } else {
+        cand
+    };
+    result.from = from.clone();
+
+    (env.progress)("preflight", 15, "checking dependencies");
+    let sim = dpkg
+        .simulate(staged)
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    if !sim.success() {
+        result.add_output("apt-get --simulate", &sim.transcript());
+        let code = if sim.code() == Some(100) {
+            ErrorCode::UnmetDependencies
+        } else {
+            ErrorCode::Internal
+        };
+        let detail = sim
+            .stdout
+            .lines()
+            .chain(sim.stderr.lines())
+            .filter(|l| l.contains("Depends") || l.contains("Conflicts") || l.starts_with("E:"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Refusal::new(
+            code,
+            format!(
+                "{} {}: apt-get --simulate refused: {detail}",
+                cand.name, cand.version
+            ),
+        ));
+    }
+    result.step(
+        "simulate",
+        StepOutcome::Done,
+        "apt-get --simulate: dependencies satisfied",
+    );
+
+    let pkg_size = std::fs::metadata(staged).map(|m| m.len()).unwrap_or(0);
+    let unpacked = cand.installed_size_kib.unwrap_or(0).saturating_mul(1024);
+    stage::check_space(
+        &paths.root,
+        unpacked.saturating_add(pkg_size),
+        settings.space_reserve,
+    )
+    .map_err(|e| Refusal::new(e.code(), format!("{} {}: {e}", cand.name, cand.version)))?;
+    result.step(
+        "space",
+        StepOutcome::Done,
+        format!("{unpacked} bytes to unpack"),
+    );
+
+    // Keep the package (for the next rollback) and find the previous one.
+    let cache = Cache::new(&paths.cache_dir());
+    let previous_deb = from.as_deref().and_then(|v| cache.find(&cand.name, v));
+    let new_deb = cache
+        .insert(staged, &cand.name, &cand.version, &cand.architecture)
+        .map_err(|e| io_refusal("package cache", e))?;
+    let mut journal = Journal {
+        txid: result.txid.clone(),
+        package: cand.name.clone(),
+        from_version: from.clone(),
+        to_version: cand.version.clone(),
+        architecture: cand.architecture.clone(),
+        new_deb,
+        previous_deb,
+        units: cand.units.clone(),
+        sha256: cand.sha256.clone(),
+        signer: cand.signer.clone(),
+        phase: JournalPhase::Installing,
+        rollback_reason: None,
+        started: receipt::now_secs(),
+    };
+    journal
+        .write(&paths.journal())
+        .map_err(|e| io_refusal("journal", e))?;
+
+    install_and_gate(env, &dpkg, &mut journal, result);
+    drop(lock);
+    Ok(())
+}
+
+/// Repairs an interrupted dpkg (`updates/` not empty or `dpkg --audit` reporting).
+fn repair(env: &mut Env<'_, '_>, dpkg: &Dpkg, result: &mut TxResult) -> Result<(), Refusal> {
+    let audit = dpkg
+        .audit()
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    if !dpkg.interrupted() && audit.is_none() {
+        return Ok(());
+    }
+    (env.progress)(
+        "repair",
+        12,
+        "dpkg was interrupted: running dpkg --configure -a",
+    );
+    tracing::warn!(?audit, "dpkg was interrupted; running dpkg --configure -a");
+    let out = dpkg
+        .configure_pending()
+        .map_err(|e| Refusal::new(ErrorCode::DpkgFailed, e.to_string()))?;
+    result.add_output("repair", &out.transcript());
+    let still = dpkg
+        .audit()
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    if out.success() && still.is_none() {
+        result.step(
+            "repair",
+            StepOutcome::Done,
+            "dpkg --configure -a repaired an interrupted dpkg",
+        );
+        Ok(())
+    } else {
+        result.step(
+            "repair",
+            StepOutcome::Failed,
+            "dpkg --configure -a did not repair dpkg",
+        );
+        Err(Refusal::new(
+            ErrorCode::DpkgFailed,
+            "dpkg was interrupted and dpkg --configure -a could not repair it; nothing installed",
+        ))
+    }
+}
+
+/// dpkg --install of the journaled package, then units and health; rolls back on failure.
+fn install_and_gate(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    journal: &mut Journal,
+    result: &mut TxResult,
+) {
+    let name = journal.package.clone();
+    let to = journal.to_version.clone();
+    (env.progress)("install", 30, &format!("installing {name} {to}"));
+    let ok = match dpkg_install(
+        env,
+        dpkg,
+        &journal.new_deb.clone(),
+        &name,
+        &to,
+        result,
+        "dpkg-install",
+    ) {
+        Ok(()) => true,
+        Err(reason) => {
+            rollback(env, dpkg, journal, result, ErrorCode::DpkgFailed, &reason);
+            false
+        }
+    };
+    if !ok {
+        return;
+    }
+    if let Err(e) = journal.advance(JournalPhase::Gating, &env.settings.paths.journal()) {
+        tracing::error!(error = %e, "cannot update the journal");
+    }
+    finish_gate(env, dpkg, journal, result, "installed and healthy");
+}
+
+/// Restart units + gate for an installed new version; commit or roll back.
+pub(crate) fn finish_gate(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    journal: &mut Journal,
+    result: &mut TxResult,
+    ok_message: &str,
+) {
+    match gate(env, &journal.units, result, "") {
+        Ok(()) => {
+            let cache = Cache::new(&env.settings.paths.cache_dir());
+            if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
+                tracing::warn!(error = %e, "cannot prune the package cache");
+            }
+            result.installed = Some(journal.to_version.clone());
+            let skipped = env.systemd.is_none() && !journal.units.is_empty();
+            let msg = format!(
+                "{} {} {ok_message}{}",
+                journal.package,
+                journal.to_version,
+                if skipped {
+                    " (unit restarts skipped: no systemd)"
+                } else {
+                    ""
+                }
+            );
+            result.set_code(ErrorCode::Ok, msg);
+        }
+        Err(reason) => rollback(
+            env,
+            dpkg,
+            journal,
+            result,
+            ErrorCode::UnhealthyRolledBack,
+            &reason,
+        ),
+    }
+}
+
+fn dpkg_install(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    deb: &Path,
+    name: &str,
+    version: &str,
+    result: &mut TxResult,
+    step: &str,
+) -> Result<(), String> {
+    let progress = &mut env.progress;
+    let out = dpkg.install(deb, &mut |line| {
+        if let Some(s) = crate::dpkg::status_line(line) {
+            let pct = if s.contains("configure") || s.contains("half-configured") {
+                60
+            } else {
+                45
+            };
+            progress("install", pct, s);
+        }
+    });
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            result.step(step, StepOutcome::Failed, e.to_string());
+            return Err(e.to_string());
+        }
+    };
+    let state = dpkg.query(name).map_err(|e| e.to_string())?;
+    if out.success() && state.installed_version() == Some(version) {
+        result.step(
+            step,
+            StepOutcome::Done,
+            format!("{name} {version} installed"),
+        );
+        Ok(())
+    } else {
+        result.add_output(step, &out.transcript());
+        let reason = format!(
+            "dpkg --install {name} {version} failed (exit {:?}, state {} {})",
+            out.code(),
+            state.status,
+            state.version.as_deref().unwrap_or("-")
+        );
+        result.step(step, StepOutcome::Failed, reason.clone());
+        Err(reason)
+    }
+}
+
+/// daemon-reload, restart and gate `units`; skipped (and reported so) without systemd.
+fn gate(
+    env: &mut Env<'_, '_>,
+    units: &[String],
+    result: &mut TxResult,
+    suffix: &str,
+) -> Result<(), String> {
+    let restart = format!("restart-units{suffix}");
+    let health = format!("health-gate{suffix}");
+    if units.is_empty() {
+        result.step(&restart, StepOutcome::Skipped, "the package ships no units");
+        return Ok(());
+    }
+    let timing = env.timing();
+    let progress = &mut env.progress;
+    let Some(sd) = env.systemd.as_deref_mut() else {
+        let list = units.join(", ");
+        result.step(
+            &restart,
+            StepOutcome::Skipped,
+            format!("no systemd (isolated root): {list}"),
+        );
+        result.step(&health, StepOutcome::Skipped, "no systemd (isolated root)");
+        return Ok(());
+    };
+    progress("restart", 75, &format!("restarting {}", units.join(", ")));
+    match units::restart_and_gate(sd, units, timing, &mut |m| progress("health", 85, m)) {
+        Ok(()) => {
+            result.step(&restart, StepOutcome::Done, units.join(", "));
+            result.step(&health, StepOutcome::Done, "all units healthy");
+            Ok(())
+        }
+        Err(reason) => {
+            result.step(&health, StepOutcome::Failed, reason.clone());
+            Err(reason)
+        }
+    }
+}
+
+/// Restores the previous state after `reason`; sets the result code.
+pub(crate) fn rollback(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    journal: &mut Journal,
+    result: &mut TxResult,
+    code_if_restored: ErrorCode,
+    reason: &str,
+) {
+    journal.rollback_reason = Some(reason.to_string());
+    if let Err(e) = journal.advance(JournalPhase::RollingBack, &env.settings.paths.journal()) {
+        tracing::error!(error = %e, "cannot update the journal");
+    }
+    let name = journal.package.clone();
+    (env.progress)("rollback", 90, &format!("rolling back {name}: {reason}"));
+    let restored = match (&journal.from_version, &journal.previous_deb) {
+        (Some(from), Some(prev)) => {
+            dpkg_install(env, dpkg, &prev.clone(), &name, from, result, "rollback")
+                .and_then(|()| gate(env, &journal.units, result, "-after-rollback"))
+                .map(|()| format!("{name} {from} restored"))
+        }
+        (Some(from), None) => {
+            result.step(
+                "rollback",
+                StepOutcome::Failed,
+                "no cached package of the previous version",
+            );
+            Err(format!(
+                "no cached package of {name} {from} to roll back to"
+            ))
+        }
+        (None, _) => purge(dpkg, &name, result),
+    };
+    let cache = Cache::new(&env.settings.paths.cache_dir());
+    if journal.previous_deb.as_deref() != Some(journal.new_deb.as_path()) {
+        let _ = crate::fsutil::remove_durably(&journal.new_deb);
+    }
+    if let Some(prev) = &journal.previous_deb {
+        let _ = cache.prune(&name, prev);
+    }
+    result.installed = dpkg
+        .query(&name)
+        .ok()
+        .and_then(|s| s.installed_version().map(str::to_string));
+    match restored {
+        Ok(what) => result.set_code(code_if_restored, format!("{reason}; rolled back: {what}")),
+        Err(why) => result.set_code(
+            ErrorCode::RollbackFailed,
+            format!("{reason}; rollback failed: {why}"),
+        ),
+    }
+}
+
+fn purge(dpkg: &Dpkg, name: &str, result: &mut TxResult) -> Result<String, String> {
+    let out = dpkg.purge(name).map_err(|e| e.to_string())?;
+    let state = dpkg.query(name).map_err(|e| e.to_string())?;
+    if out.success() && state.version.is_none() {
+        result.step(
+            "rollback",
+            StepOutcome::Done,
+            format!("{name} purged (no previous version)"),
+        );
+        Ok(format!("{name} purged (there was no previous version)"))
+    } else {
+        result.add_output("purge", &out.transcript());
+        result.step(
+            "rollback",
+            StepOutcome::Failed,
+            format!("purge of {name} failed"),
+        );
+        Err(format!(
+            "dpkg --purge {name} failed (state {})",
+            state.status
+        ))
+    }
+}
+
+/// A new transaction id (time-based, unique per helper run).
+pub fn new_txid() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{:06}-{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The staged path for a transaction (used by the service before `run`).
+pub fn staged_path(settings: &Settings, txid: &str) -> PathBuf {
+    settings.paths.staging_dir().join(format!("{txid}.deb"))
+}
