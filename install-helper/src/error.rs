@@ -178,7 +178,11 @@ mod tests {
         let mut numbers = HashSet::new();
         for c in ErrorCode::ALL {
             assert!(names.insert(c.as_str()), "duplicate name {c}");
-            assert!(numbers.insert(c.number()), "duplicate number {}", c.number());
+            assert!(
+                numbers.insert(c.number()),
+                "duplicate number {}",
+                c.number()
+            );
             assert_eq!(ErrorCode::from_str_code(c.as_str()), Some(c));
             assert_eq!(ErrorCode::from_number(c.number()), Some(c));
         }

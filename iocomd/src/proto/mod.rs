@@ -14,4 +14,7 @@
     )
 )]
 
+pub mod compress;
 pub mod crc;
+pub mod mblk;
+pub mod signals;
