@@ -16,5 +16,7 @@
 
 pub mod compress;
 pub mod crc;
+pub mod info;
 pub mod mblk;
+pub mod pjson;
 pub mod signals;
