@@ -20,3 +20,4 @@ pub mod info;
 pub mod mblk;
 pub mod pjson;
 pub mod signals;
+pub mod stream;
