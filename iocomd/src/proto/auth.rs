@@ -1,0 +1,444 @@
+//! The authentication system frame (type 2, transport spec §2.5–2.10) and automatic device
+//! numbers.
+//!
+//! Frame 0 of every connection, flags `0x20` (+ `0x08` when the id field needs two bytes); the
+//! header's memory block id field carries the sender's receive frame size. Payload:
+//! `02 auth_flags user_name device_nr(1/2/4) [unique_id(12)] network_name password`, strings as one
+//! length byte plus the bytes.
+
+use super::frame::{Frame, FrameFlags};
+use super::sysframe::{
+    MAX_NETWORK_NAME_LEN, Reader, SYSFRAME_AUTH, SysFrameError, push_string, push_uint,
+    system_payload, uint_width,
+};
+use std::collections::HashMap;
+
+/// Longest user name a C receiver accepts (buffer `IOC_DEVICE_ID_SZ` = 26).
+pub const MAX_USER_NAME_LEN: usize = 25;
+/// Longest password a C receiver accepts (buffer `OSAL_SECRET_STR_SZ` = 46).
+pub const MAX_PASSWORD_LEN: usize = 45;
+/// Length of the unique id.
+pub const UNIQUE_ID_LEN: usize = 12;
+
+/// Device number meaning "automatic, please assign" (sent in info frames by such a device).
+pub const AUTO_DEVICE_NR: u32 = 9000;
+/// Device number a controller writes in info frames sent back to an automatically numbered device.
+pub const TO_AUTO_DEVICE_NR: u32 = 8999;
+/// First number assigned to devices that sent a unique id.
+pub const RESERVED_AUTO_DEVICE_NR_START: u32 = 9001;
+/// Last number assigned to devices that sent a unique id.
+pub const RESERVED_AUTO_DEVICE_NR_END: u32 = 39999;
+/// First number assigned to devices without a unique id.
+pub const AUTO_DEVICE_NR_START: u32 = 40001;
+
+/// Auth flag bits. Bits `0x02`, `0x20` and `0x40` follow from the frame's values and are not
+/// stored in [`AuthFrame::flags`].
+pub mod auth_flags {
+    /// Administrator (defined, never set by C senders).
+    pub const ADMINISTRATOR: u8 = 0x01;
+    /// A 12-byte unique id follows the device number.
+    pub const UNIQUE_ID: u8 = 0x02;
+    /// TLS client without a trusted certificate chain asks for one.
+    pub const CERTIFICATE_REQUEST: u8 = 0x04;
+    /// Cloud connection.
+    pub const CLOUD_CON: u8 = 0x08;
+    /// The sender's connection is `CONNECT_UP` (the sender is the lower node).
+    pub const CONNECT_UP: u8 = 0x10;
+    /// Device number has two bytes.
+    pub const DEVICE_NR_2_BYTES: u8 = 0x20;
+    /// Device number has four bytes.
+    pub const DEVICE_NR_4_BYTES: u8 = 0x40;
+    /// Bidirectional memory blocks requested.
+    pub const BIDIRECTIONAL_COM: u8 = 0x80;
+    /// The bits stored in [`super::AuthFrame::flags`].
+    pub const SEMANTIC_MASK: u8 =
+        ADMINISTRATOR | CERTIFICATE_REQUEST | CLOUD_CON | CONNECT_UP | BIDIRECTIONAL_COM;
+}
+
+/// A decoded or to-be-sent authentication frame.
+///
+/// `Debug` never prints the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthFrame {
+    /// Sender's receive frame size (header id field).
+    pub frame_size: u32,
+    /// Auth flags, only the bits of [`auth_flags::SEMANTIC_MASK`].
+    pub flags: u8,
+    /// User / device name, e.g. `"gina"` (at most 25 bytes).
+    pub user_name: String,
+    /// Device number as sent; 0 for an automatically numbered device.
+    pub device_nr: u32,
+    /// The device's persistent unique id, if sent.
+    pub unique_id: Option<[u8; UNIQUE_ID_LEN]>,
+    /// IO network name, e.g. `"iocafenet"`, or `"*"` (at most 23 bytes).
+    pub network_name: String,
+    /// Clear-text password (only ever non-empty from a TLS client; at most 45 bytes).
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthFrame")
+            .field("frame_size", &self.frame_size)
+            .field("flags", &format_args!("{:#04x}", self.flags))
+            .field("user_name", &self.user_name)
+            .field("device_nr", &self.device_nr)
+            .field("unique_id", &self.unique_id)
+            .field("network_name", &self.network_name)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    "(empty)"
+                } else {
+                    "(redacted)"
+                },
+            )
+            .finish()
+    }
+}
+
+impl AuthFrame {
+    /// The sender is the lower node of the connection.
+    pub fn connect_up(&self) -> bool {
+        self.flags & auth_flags::CONNECT_UP != 0
+    }
+
+    /// The user name as the C account check sees it: a non-zero device number appended in
+    /// decimal (`"gina"` + 3 → `"gina3"`).
+    pub fn account_name(&self) -> String {
+        if self.device_nr == 0 {
+            self.user_name.clone()
+        } else {
+            format!("{}{}", self.user_name, self.device_nr)
+        }
+    }
+
+    /// The system frame payload (type byte first).
+    pub fn encode_payload(&self) -> Result<Vec<u8>, SysFrameError> {
+        let mut flags = self.flags & auth_flags::SEMANTIC_MASK;
+        match uint_width(self.device_nr) {
+            1 => {}
+            2 => flags |= auth_flags::DEVICE_NR_2_BYTES,
+            _ => flags |= auth_flags::DEVICE_NR_4_BYTES,
+        }
+        if self.unique_id.is_some() {
+            flags |= auth_flags::UNIQUE_ID;
+        }
+        let mut out = vec![SYSFRAME_AUTH, flags];
+        push_string(&mut out, &self.user_name, MAX_USER_NAME_LEN, "user name")?;
+        push_uint(&mut out, self.device_nr);
+        if let Some(id) = &self.unique_id {
+            out.extend_from_slice(id);
+        }
+        push_string(
+            &mut out,
+            &self.network_name,
+            MAX_NETWORK_NAME_LEN,
+            "network name",
+        )?;
+        push_string(&mut out, &self.password, MAX_PASSWORD_LEN, "password")?;
+        Ok(out)
+    }
+
+    /// The complete frame (always frame number 0).
+    pub fn to_frame(&self) -> Result<Frame, SysFrameError> {
+        Ok(Frame {
+            nr: 0,
+            flags: FrameFlags::SYSTEM,
+            mblk_id: self.frame_size,
+            addr: 0,
+            payload: self.encode_payload()?,
+        })
+    }
+
+    /// Decodes an authentication frame, checking every field against the payload and the C
+    /// receiver's limits.
+    pub fn from_frame(frame: &Frame) -> Result<Self, SysFrameError> {
+        let mut r: Reader<'_> = system_payload(frame, SYSFRAME_AUTH)?;
+        let raw = r.u8("auth flags")?;
+        let user_name = r.string(MAX_USER_NAME_LEN, "user name")?;
+        let w = if raw & auth_flags::DEVICE_NR_4_BYTES != 0 {
+            4
+        } else if raw & auth_flags::DEVICE_NR_2_BYTES != 0 {
+            2
+        } else {
+            1
+        };
+        let device_nr = r.uint(w, "device number")?;
+        let unique_id = if raw & auth_flags::UNIQUE_ID != 0 {
+            let b = r.bytes(UNIQUE_ID_LEN, "unique id")?;
+            let mut id = [0u8; UNIQUE_ID_LEN];
+            id.copy_from_slice(b);
+            Some(id)
+        } else {
+            None
+        };
+        let network_name = r.string(MAX_NETWORK_NAME_LEN, "network name")?;
+        let password = r.string(MAX_PASSWORD_LEN, "password")?;
+        r.finish()?;
+        Ok(Self {
+            frame_size: frame.mblk_id,
+            flags: raw & auth_flags::SEMANTIC_MASK,
+            user_name,
+            device_nr,
+            unique_id,
+            network_name,
+            password,
+        })
+    }
+}
+
+/// The device number written into an authentication frame: numbers from 9000 up (automatic)
+/// are sent as 0.
+pub const fn wire_device_nr(device_nr: u32) -> u32 {
+    if device_nr < AUTO_DEVICE_NR {
+        device_nr
+    } else {
+        0
+    }
+}
+
+/// True if `name` means "adopt the peer's network name" (`"*"` or empty, spec §2.10).
+pub fn is_auto_network(name: &str) -> bool {
+    name.is_empty() || name == "*"
+}
+
+/// Controller-side assignment of automatic device numbers (spec §2.9).
+///
+/// A device that sends device number 0 with a unique id gets a number from 9001..=39999 and the
+/// same number again on every later connection (for the life of this allocator; persist
+/// [`AutoDeviceNumbers::assignments`] to keep them across restarts). Devices without a unique id
+/// get fresh numbers from 40001 up. (The C controller picks those at random because of a missing
+/// `return`; a sequence is what its comment intends.)
+#[derive(Debug, Clone)]
+pub struct AutoDeviceNumbers {
+    by_unique_id: HashMap<[u8; UNIQUE_ID_LEN], u32>,
+    next_reserved: u32,
+    next_anonymous: u32,
+}
+
+impl Default for AutoDeviceNumbers {
+    fn default() -> Self {
+        Self {
+            by_unique_id: HashMap::new(),
+            next_reserved: RESERVED_AUTO_DEVICE_NR_START,
+            next_anonymous: AUTO_DEVICE_NR_START,
+        }
+    }
+}
+
+impl AutoDeviceNumbers {
+    /// An allocator with no assignments.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Restores persisted assignments.
+    pub fn with_assignments(pairs: impl IntoIterator<Item = ([u8; UNIQUE_ID_LEN], u32)>) -> Self {
+        let mut s = Self::new();
+        for (id, nr) in pairs {
+            if (RESERVED_AUTO_DEVICE_NR_START..=RESERVED_AUTO_DEVICE_NR_END).contains(&nr) {
+                s.by_unique_id.insert(id, nr);
+                s.next_reserved = s.next_reserved.max(nr.saturating_add(1));
+            }
+        }
+        s
+    }
+
+    /// The number for a device that authenticated with `unique_id` (or none). `None` when the
+    /// range is exhausted.
+    pub fn assign(&mut self, unique_id: Option<&[u8; UNIQUE_ID_LEN]>) -> Option<u32> {
+        match unique_id {
+            Some(id) => {
+                if let Some(&nr) = self.by_unique_id.get(id) {
+                    return Some(nr);
+                }
+                if self.next_reserved > RESERVED_AUTO_DEVICE_NR_END {
+                    return None;
+                }
+                let nr = self.next_reserved;
+                self.next_reserved += 1;
+                self.by_unique_id.insert(*id, nr);
+                Some(nr)
+            }
+            None => {
+                let nr = self.next_anonymous;
+                self.next_anonymous = nr.checked_add(1)?;
+                Some(nr)
+            }
+        }
+    }
+
+    /// All unique id → number assignments, for persisting.
+    pub fn assignments(&self) -> impl Iterator<Item = (&[u8; UNIQUE_ID_LEN], u32)> {
+        self.by_unique_id.iter().map(|(k, &v)| (k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::{Element, Framing, decode_element};
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn frame(bytes: &[u8]) -> Frame {
+        match decode_element(Framing::Socket, bytes, 0, 16384)
+            .unwrap()
+            .unwrap()
+            .0
+        {
+            Element::Frame(f) => f,
+            Element::Ack(_) => panic!("ack"),
+        }
+    }
+
+    #[test]
+    fn spec_controller_and_device_auth_frames() {
+        let b = hex("00 28 12 00 70 05 00 02 00 05 66 72 61 6E 6B 00 07 63 61 66 65 6E 65 74 00");
+        let a = AuthFrame::from_frame(&frame(&b)).unwrap();
+        assert_eq!(a.frame_size, 1392);
+        assert_eq!(a.flags, 0);
+        assert_eq!(a.user_name, "frank");
+        assert_eq!(a.device_nr, 0);
+        assert_eq!(a.unique_id, None);
+        assert_eq!(a.network_name, "cafenet");
+        assert_eq!(a.password, "");
+        assert_eq!(a.to_frame().unwrap().to_bytes(Framing::Socket).unwrap(), b);
+
+        let b = hex(
+            "00 28 18 00 70 05 00 02 10 04 67 69 6E 61 03 07 63 61 66 65 6E 65 74 07 64 65 76 70 61 73 73",
+        );
+        let a = AuthFrame::from_frame(&frame(&b)).unwrap();
+        assert!(a.connect_up());
+        assert_eq!(a.account_name(), "gina3");
+        assert_eq!(a.password, "devpass");
+        assert!(!format!("{a:?}").contains("devpass"));
+        assert_eq!(a.to_frame().unwrap().to_bytes(Framing::Socket).unwrap(), b);
+    }
+
+    #[test]
+    fn unique_id_and_wide_device_numbers() {
+        let a = AuthFrame {
+            frame_size: 464,
+            flags: auth_flags::CONNECT_UP,
+            user_name: "gina".into(),
+            device_nr: 0,
+            unique_id: Some([7; 12]),
+            network_name: "*".into(),
+            password: String::new(),
+        };
+        let f = a.to_frame().unwrap();
+        assert_eq!(f.payload[1], 0x12);
+        assert_eq!(AuthFrame::from_frame(&f).unwrap(), a);
+        let wide = AuthFrame {
+            device_nr: 70000,
+            unique_id: None,
+            ..a.clone()
+        };
+        let f = wide.to_frame().unwrap();
+        assert_eq!(f.payload[1], 0x50);
+        assert_eq!(AuthFrame::from_frame(&f).unwrap(), wide);
+        let mid = AuthFrame {
+            device_nr: 300,
+            unique_id: None,
+            ..a
+        };
+        assert_eq!(mid.to_frame().unwrap().payload[1], 0x30);
+    }
+
+    #[test]
+    fn auth_rejections() {
+        let good = hex("02 10 04 67 69 6E 61 03 07 63 61 66 65 6E 65 74 07 64 65 76 70 61 73 73");
+        let mk = |payload: Vec<u8>| Frame {
+            nr: 0,
+            flags: FrameFlags::SYSTEM,
+            mblk_id: 1392,
+            addr: 0,
+            payload,
+        };
+        assert!(AuthFrame::from_frame(&mk(good.clone())).is_ok());
+        for cut in 0..good.len() {
+            assert!(
+                AuthFrame::from_frame(&mk(good[..cut].to_vec())).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut extra = good.clone();
+        extra.push(1);
+        assert_eq!(
+            AuthFrame::from_frame(&mk(extra)),
+            Err(SysFrameError::TrailingBytes(1))
+        );
+        // User name of 26 characters.
+        let mut long = vec![2, 0, 26];
+        long.extend_from_slice(&[b'a'; 26]);
+        long.extend_from_slice(&[0, 0, 0]);
+        assert!(matches!(
+            AuthFrame::from_frame(&mk(long)),
+            Err(SysFrameError::StringTooLong {
+                field: "user name",
+                max: 25,
+                ..
+            })
+        ));
+        // Network name of 24 characters.
+        let mut net = vec![2, 0, 1, b'a', 0, 24];
+        net.extend_from_slice(&[b'n'; 24]);
+        net.push(0);
+        assert!(matches!(
+            AuthFrame::from_frame(&mk(net)),
+            Err(SysFrameError::StringTooLong {
+                field: "network name",
+                ..
+            })
+        ));
+        // Unique id flag but too few bytes.
+        assert!(AuthFrame::from_frame(&mk(hex("02 02 01 61 00 01 02 03"))).is_err());
+        // Encoding refuses what a C peer would refuse.
+        let a = AuthFrame {
+            frame_size: 1392,
+            flags: 0,
+            user_name: "u".repeat(26),
+            device_nr: 1,
+            unique_id: None,
+            network_name: "n".into(),
+            password: String::new(),
+        };
+        assert!(a.to_frame().is_err());
+    }
+
+    #[test]
+    fn wire_device_numbers() {
+        assert_eq!(wire_device_nr(3), 3);
+        assert_eq!(wire_device_nr(8999), 8999);
+        assert_eq!(wire_device_nr(9000), 0);
+        assert_eq!(wire_device_nr(9001), 0);
+        assert!(is_auto_network("*") && is_auto_network("") && !is_auto_network("cafenet"));
+    }
+
+    #[test]
+    fn automatic_numbers_are_stable_per_unique_id() {
+        let mut n = AutoDeviceNumbers::new();
+        let a = [1u8; 12];
+        let b = [2u8; 12];
+        assert_eq!(n.assign(Some(&a)), Some(9001));
+        assert_eq!(n.assign(Some(&b)), Some(9002));
+        assert_eq!(n.assign(Some(&a)), Some(9001));
+        assert_eq!(n.assign(None), Some(40001));
+        assert_eq!(n.assign(None), Some(40002));
+        let saved: Vec<_> = n.assignments().map(|(k, v)| (*k, v)).collect();
+        let mut m = AutoDeviceNumbers::with_assignments(saved);
+        assert_eq!(m.assign(Some(&b)), Some(9002));
+        assert_eq!(m.assign(Some(&[3; 12])), Some(9003));
+        // Out-of-range persisted numbers are dropped.
+        let mut z = AutoDeviceNumbers::with_assignments([([4; 12], 5)]);
+        assert_eq!(z.assign(Some(&[4; 12])), Some(9001));
+    }
+}

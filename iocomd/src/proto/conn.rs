@@ -1,0 +1,872 @@
+//! The IOCOM connection state machine for TCP and TLS streams (sans-I/O, quinn-proto style).
+//!
+//! A [`Connection`] owns everything one byte stream needs: the socket handshake, the
+//! authentication exchange, frame numbering, ACK counters and the sending window, keep-alive and
+//! silence timers. The owner (a net task, or a test) feeds it received bytes with
+//! [`Connection::handle_input`], collects bytes to write with [`Connection::poll_transmit`], reads
+//! [`ConnEvent`]s with [`Connection::poll_event`], and calls [`Connection::handle_timeout`] at
+//! [`Connection::poll_timeout`]. Time is always passed in; nothing here reads a clock.
+//!
+//! ```text
+//!   Handshake(AwaitTlsMark | AwaitHello) ──▶ AwaitAuth ──▶ Running
+//!            │                                   │            │
+//!            └───────────────┴───────────────────┴────────────┴──▶ Closed(reason)
+//! ```
+//!
+//! * A plain TCP client starts in `AwaitAuth` with its hello queued; a TLS client first waits for
+//!   the server's `5B`. A server waits for the client's hello (and sends `5B` first on TLS).
+//! * In `AwaitAuth` only ACKs and the peer's authentication frame are accepted; anything else
+//!   closes the connection (C peers never send anything else earlier; spec §7.2 item 5).
+//! * A [`Role::Controller`] sends its authentication frame as soon as the handshake is done; a
+//!   [`Role::Device`] (the `CONNECT_UP` end) waits for the peer's first (spec §2.4).
+//! * Peer authentication is configuration, decided by the caller: [`PeerAuth::AcceptAll`] (for
+//!   plain TCP where the owner allows it, or for clients that trust the TLS layer) or
+//!   [`PeerAuth::Accounts`], which checks name + number, network and password hash of the peer's
+//!   frame and closes with [`CloseReason::Rejected`] on mismatch. The clear password is hashed
+//!   on receipt and dropped.
+//! * The handshake deadline ([`ConnConfig::handshake_timeout`], default 10 s from creation) covers
+//!   both the socket handshake and the authentication exchange; the C server has none.
+//! * Data frames are accepted only for ids this connection announced in its own memory block info
+//!   frames ([`Connection::queue_system_frame`]); others close the connection
+//!   ([`CloseReason::UnknownMblk`]).
+//! * Serial links are not driven by this type (see [`super::serial`] for the codec).
+
+use super::auth::{AuthFrame, auth_flags, is_auto_network, wire_device_nr};
+use super::frame::{
+    Element, Frame, FrameDecoder, FrameError, FrameFlags, Framing, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
+    SOCKET_FRAME_SIZE, encode_ack, header_len_for, next_frame_nr,
+};
+use super::handshake::{
+    ClientHello, HandshakeError, INITIAL_ACKNOWLEDGED, NO_TRUST_CERTIFICATE, TLS_MARK,
+};
+use super::password::{Accounts, AuthRejection, hash_password};
+use super::sysframe::{MblkInfo, SysFrameError, SystemFrame};
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[cfg(test)]
+mod tests;
+
+/// Socket ACK threshold: acknowledge once this many received bytes are unacknowledged.
+pub const SOCKET_UNACKNOWLEDGED_LIMIT: u32 = 500;
+/// Default keep-alive interval (send an ACK after this long without sending).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
+/// Default silence timeout (close after this long without receiving).
+pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default deadline for handshake and authentication.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes one [`Connection::poll_transmit`] call appends (it may exceed it by one frame).
+pub const TRANSMIT_BUDGET: usize = 64 * 1024;
+
+/// Our place in the IO hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The lower node (`CONNECT_UP`): waits for the peer's authentication frame, then announces
+    /// all its memory blocks.
+    Device,
+    /// The upper node: authenticates first and replies to memory block info.
+    Controller,
+}
+
+/// Which end opened the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// We connected: we send the socket handshake.
+    Client,
+    /// We accepted: we read the socket handshake (and send `5B` first on TLS).
+    Server,
+}
+
+/// Who we are on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LocalIdentity {
+    /// Device or user name, e.g. `"gina"` or `"ctl"`.
+    pub device_name: String,
+    /// Device number; 9000 and above mean automatic (sent as 0).
+    pub device_nr: u32,
+    /// IO network name; `"*"` or empty adopts the peer's network.
+    pub network_name: String,
+    /// Persistent unique id, sent by a device with an automatic number.
+    pub unique_id: Option<[u8; 12]>,
+    /// Password sent in clear text inside TLS when we are the TLS client; never sent otherwise.
+    pub password: String,
+}
+
+impl std::fmt::Debug for LocalIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalIdentity")
+            .field("device_name", &self.device_name)
+            .field("device_nr", &self.device_nr)
+            .field("network_name", &self.network_name)
+            .field("unique_id", &self.unique_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the peer's authentication frame is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAuth {
+    /// Accept every well-formed authentication frame.
+    AcceptAll,
+    /// Require an account matching the peer's name with number, network and password hash.
+    Accounts(Accounts),
+}
+
+/// Configuration of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Device or controller.
+    pub role: Role,
+    /// Client or server of the stream.
+    pub side: Side,
+    /// The stream is TLS (mark byte `5B`, password from the client).
+    pub secure: bool,
+    /// Our identity.
+    pub identity: LocalIdentity,
+    /// Our receive frame size, announced to the peer (96..=16384; default 1392).
+    pub frame_size: u32,
+    /// Deadline from creation for the handshake and both authentication frames.
+    pub handshake_timeout: Duration,
+    /// Send an ACK after this long without sending anything.
+    pub keepalive: Duration,
+    /// Close after this long without receiving anything.
+    pub silence_timeout: Duration,
+    /// How the peer is authenticated.
+    pub peer_auth: PeerAuth,
+    /// Request bidirectional memory blocks (auth flag `0x80`).
+    pub bidirectional: bool,
+}
+
+impl ConnConfig {
+    /// A configuration with the protocol's default frame size and timers, accepting any peer.
+    pub fn new(role: Role, side: Side, identity: LocalIdentity) -> Self {
+        Self {
+            role,
+            side,
+            secure: false,
+            identity,
+            frame_size: SOCKET_FRAME_SIZE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+            silence_timeout: DEFAULT_SILENCE_TIMEOUT,
+            peer_auth: PeerAuth::AcceptAll,
+            bidirectional: false,
+        }
+    }
+}
+
+/// The authenticated peer, from its authentication frame. Holds no clear password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// User or device name.
+    pub user_name: String,
+    /// Device number as sent (0 = automatic).
+    pub device_nr: u32,
+    /// Unique id, if sent.
+    pub unique_id: Option<[u8; 12]>,
+    /// The peer's network name.
+    pub network_name: String,
+    /// [`hash_password`] of the received password; empty if none was sent.
+    pub password_hash: String,
+    /// Auth flags ([`auth_flags`], semantic bits).
+    pub flags: u8,
+    /// The receive frame size the peer announced.
+    pub frame_size: u32,
+}
+
+impl PeerIdentity {
+    /// Name with non-zero device number appended, as accounts see it (`"gina3"`).
+    pub fn account_name(&self) -> String {
+        if self.device_nr == 0 {
+            self.user_name.clone()
+        } else {
+            format!("{}{}", self.user_name, self.device_nr)
+        }
+    }
+}
+
+/// Something the owner must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// The peer's authentication frame was accepted; data may flow.
+    Authenticated {
+        /// Who the peer is.
+        peer: PeerIdentity,
+        /// Largest frame we will send (min of ours and the peer's).
+        send_frame_size: u32,
+        /// Our network name after adopting the peer's when ours was `"*"`.
+        network_name: String,
+    },
+    /// The peer described one of its memory blocks.
+    MblkInfo(MblkInfo),
+    /// The peer asks us to delete our blocks with these ids.
+    RemoveMblk(Vec<u32>),
+    /// A data frame for our block `mblk_id`.
+    Data {
+        /// Our id of the target block.
+        mblk_id: u32,
+        /// Start offset in the block.
+        addr: u32,
+        /// Delta / compressed / sync-complete flags.
+        flags: FrameFlags,
+        /// Payload (format in the data part of the spec).
+        payload: Vec<u8>,
+    },
+}
+
+/// Why a connection closed. Every variant closes only this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CloseReason {
+    /// Bad socket handshake.
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// Undecodable byte stream.
+    #[error("framing: {0}")]
+    Frame(#[from] FrameError),
+    /// Malformed system frame.
+    #[error("system frame: {0}")]
+    SysFrame(#[from] SysFrameError),
+    /// The peer's credentials were refused.
+    #[error("authentication refused: {0}")]
+    Rejected(#[from] AuthRejection),
+    /// A frame arrived that is not allowed in the current state.
+    #[error("{what} received while {state}")]
+    UnexpectedFrame {
+        /// State name.
+        state: &'static str,
+        /// What arrived.
+        what: &'static str,
+    },
+    /// A data frame for an id we never announced.
+    #[error("data frame for unknown memory block id {0}")]
+    UnknownMblk(u32),
+    /// Handshake and authentication did not finish in time.
+    #[error("handshake/authentication not finished within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// Nothing received for the silence timeout.
+    #[error("nothing received for {0:?}")]
+    Silence(Duration),
+    /// The peer closed the stream.
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// Our side closed it (owner request or shutdown).
+    #[error("closed locally: {0}")]
+    Local(String),
+    /// I/O or TLS error on the stream (set by the net driver).
+    #[error("I/O: {0}")]
+    Io(String),
+}
+
+/// Why a frame cannot be queued.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum QueueError {
+    /// The connection is not in `Running`.
+    #[error("connection is not running")]
+    NotRunning,
+    /// Header + payload exceed the negotiated send frame size.
+    #[error("frame of {len} bytes exceeds the send frame size {max}")]
+    TooLarge {
+        /// Frame length.
+        len: usize,
+        /// Send frame size.
+        max: usize,
+    },
+    /// Data frames must not carry the system flag; auth frames are sent by the connection.
+    #[error("frame kind not allowed here")]
+    NotAllowed,
+    /// The system frame cannot be encoded.
+    #[error("system frame: {0}")]
+    SysFrame(#[from] SysFrameError),
+}
+
+/// Sub-state of the socket handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeStep {
+    /// TLS client: waiting for the server's `5B`.
+    AwaitTlsMark,
+    /// Server: waiting for the client's hello.
+    AwaitHello,
+}
+
+/// Connection state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Socket handshake in progress; nothing else is sent or received.
+    Handshake(HandshakeStep),
+    /// Handshake done; waiting for the peer's authentication frame.
+    AwaitAuth,
+    /// Both sides may exchange system and data frames.
+    Running,
+    /// Finished; nothing more is sent or accepted.
+    Closed(CloseReason),
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Handshake(_) => "in the socket handshake",
+            State::AwaitAuth => "awaiting authentication",
+            State::Running => "running",
+            State::Closed(_) => "closed",
+        }
+    }
+}
+
+/// One IOCOM connection over a TCP or TLS byte stream.
+#[derive(Debug)]
+pub struct Connection {
+    cfg: ConnConfig,
+    state: State,
+    framing: Framing,
+    created: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    hs_in: Vec<u8>,
+    hs_out: Vec<u8>,
+    decoder: FrameDecoder,
+    bytes_received: u32,
+    bytes_acknowledged: u32,
+    bytes_sent: u32,
+    processed_bytes: u32,
+    send_frame_size: u32,
+    next_nr: u8,
+    own_auth_pending: bool,
+    own_auth_sent: bool,
+    network_name: String,
+    removes: VecDeque<Frame>,
+    infos: VecDeque<Frame>,
+    data: VecDeque<Frame>,
+    announced: HashSet<u32>,
+    events: VecDeque<ConnEvent>,
+    peer: Option<PeerIdentity>,
+}
+
+impl Connection {
+    /// A new connection whose stream was just opened (connected or accepted) at `now`.
+    pub fn new(cfg: ConnConfig, now: Instant) -> Self {
+        let frame_size = cfg.frame_size.clamp(MIN_FRAME_SIZE, MAX_FRAME_SIZE);
+        let mut c = Self {
+            state: State::Handshake(HandshakeStep::AwaitHello),
+            framing: Framing::Socket,
+            created: now,
+            last_recv: now,
+            last_send: now,
+            hs_in: Vec::new(),
+            hs_out: Vec::new(),
+            decoder: FrameDecoder::new(Framing::Socket, frame_size),
+            bytes_received: 0,
+            bytes_acknowledged: INITIAL_ACKNOWLEDGED,
+            bytes_sent: 0,
+            processed_bytes: 0,
+            send_frame_size: frame_size,
+            next_nr: 0,
+            own_auth_pending: false,
+            own_auth_sent: false,
+            network_name: cfg.identity.network_name.clone(),
+            removes: VecDeque::new(),
+            infos: VecDeque::new(),
+            data: VecDeque::new(),
+            announced: HashSet::new(),
+            events: VecDeque::new(),
+            peer: None,
+            cfg: ConnConfig { frame_size, ..cfg },
+        };
+        match (c.cfg.side, c.cfg.secure) {
+            (Side::Client, false) => c.send_hello(),
+            (Side::Client, true) => c.state = State::Handshake(HandshakeStep::AwaitTlsMark),
+            (Side::Server, secure) => {
+                if secure {
+                    c.hs_out.push(TLS_MARK);
+                }
+            }
+        }
+        // Refuse an identity a C peer would reject, before anything is sent.
+        if let Err(e) = c.own_auth_frame().to_frame() {
+            c.close(CloseReason::SysFrame(e));
+        }
+        c
+    }
+
+    /// Current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The close reason, once closed.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        match &self.state {
+            State::Closed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    /// The authenticated peer, once known.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.as_ref()
+    }
+
+    /// Configuration in use.
+    pub fn config(&self) -> &ConnConfig {
+        &self.cfg
+    }
+
+    /// Largest frame (header + payload) we send: min(our frame size, the peer's).
+    pub fn send_frame_size(&self) -> u32 {
+        self.send_frame_size
+    }
+
+    /// Largest payload a data frame to `mblk_id` at `addr` can carry.
+    pub fn max_data_payload(&self, mblk_id: u32, addr: u32) -> usize {
+        (self.send_frame_size as usize).saturating_sub(header_len_for(self.framing, mblk_id, addr))
+    }
+
+    /// Bytes sent but not yet acknowledged by the peer.
+    pub fn in_air(&self) -> u32 {
+        self.bytes_sent.wrapping_sub(self.processed_bytes) & self.framing.counter_mask()
+    }
+
+    /// The sending window: 44 × send frame size.
+    pub fn max_in_air(&self) -> u32 {
+        44 * self.send_frame_size
+    }
+
+    /// Number of frames queued and not yet transmitted.
+    pub fn queued_frames(&self) -> usize {
+        self.removes.len() + self.infos.len() + self.data.len()
+    }
+
+    /// Total bytes received in frames and ACKs (the counter our ACKs carry).
+    pub fn bytes_received(&self) -> u32 {
+        self.bytes_received
+    }
+
+    // ----- transitions -------------------------------------------------------------------------
+
+    /// Client: queue the hello (uncounted) and enter `AwaitAuth`.
+    fn send_hello(&mut self) {
+        let hello = ClientHello::client(&self.cfg.identity.network_name);
+        if let Err(e) = hello.encode(&mut self.hs_out) {
+            self.close(CloseReason::Handshake(e));
+            return;
+        }
+        self.enter_await_auth();
+    }
+
+    /// Handshake done: the initial ACK goes out next; a controller queues its auth frame.
+    fn enter_await_auth(&mut self) {
+        self.state = State::AwaitAuth;
+        if self.cfg.role == Role::Controller {
+            self.own_auth_pending = true;
+        }
+    }
+
+    /// The peer's authentication frame was accepted.
+    fn enter_running(&mut self, peer: PeerIdentity) {
+        if (MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&peer.frame_size)
+            && peer.frame_size < self.send_frame_size
+        {
+            self.send_frame_size = peer.frame_size;
+        }
+        if is_auto_network(&self.network_name) && !is_auto_network(&peer.network_name) {
+            self.network_name = peer.network_name.clone();
+        }
+        if !self.own_auth_sent {
+            self.own_auth_pending = true;
+        }
+        self.state = State::Running;
+        self.events.push_back(ConnEvent::Authenticated {
+            peer: peer.clone(),
+            send_frame_size: self.send_frame_size,
+            network_name: self.network_name.clone(),
+        });
+        self.peer = Some(peer);
+    }
+
+    /// Closes the connection (no-op if already closed). Queued frames are dropped.
+    pub fn close(&mut self, reason: CloseReason) {
+        if !self.is_closed() {
+            self.state = State::Closed(reason);
+            self.removes.clear();
+            self.infos.clear();
+            self.data.clear();
+            self.hs_out.clear();
+        }
+    }
+
+    fn fail<T>(&mut self, reason: CloseReason) -> Result<T, CloseReason> {
+        self.close(reason.clone());
+        Err(reason)
+    }
+
+    // ----- input -------------------------------------------------------------------------------
+
+    /// Processes received bytes (any segmentation). On a protocol error the connection closes and
+    /// the reason is returned; later calls return it again.
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), CloseReason> {
+        if let State::Closed(r) = &self.state {
+            return Err(r.clone());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.last_recv = now;
+        let mut rest = data;
+        if let State::Handshake(step) = self.state {
+            match step {
+                HandshakeStep::AwaitTlsMark => {
+                    let Some((&b, tail)) = rest.split_first() else {
+                        return Ok(());
+                    };
+                    if b != TLS_MARK {
+                        return self.fail(HandshakeError::BadTlsMark(b).into());
+                    }
+                    rest = tail;
+                    self.send_hello();
+                    if let State::Closed(r) = &self.state {
+                        return Err(r.clone());
+                    }
+                }
+                HandshakeStep::AwaitHello => {
+                    self.hs_in.extend_from_slice(rest);
+                    match ClientHello::decode(&self.hs_in) {
+                        Ok(None) => return Ok(()),
+                        Err(e) => return self.fail(e.into()),
+                        Ok(Some((hello, used))) => {
+                            if hello.request_certificate {
+                                self.hs_out.extend_from_slice(&NO_TRUST_CERTIFICATE);
+                            }
+                            let tail = self.hs_in.split_off(used.min(self.hs_in.len()));
+                            self.hs_in = Vec::new();
+                            self.enter_await_auth();
+                            return self.feed_elements(&tail);
+                        }
+                    }
+                }
+            }
+        }
+        self.feed_elements(rest)
+    }
+
+    /// The peer closed its sending side.
+    pub fn handle_eof(&mut self) {
+        self.close(CloseReason::PeerClosed);
+    }
+
+    fn feed_elements(&mut self, data: &[u8]) -> Result<(), CloseReason> {
+        self.decoder.push(data);
+        loop {
+            match self.decoder.next_element() {
+                Ok(None) => return Ok(()),
+                Err(e) => return self.fail(e.into()),
+                Ok(Some((el, len))) => {
+                    self.bytes_received = self.bytes_received.wrapping_add(len as u32);
+                    match el {
+                        Element::Ack(v) => self.processed_bytes = v,
+                        Element::Frame(f) => {
+                            if let Err(r) = self.on_frame(f) {
+                                return self.fail(r);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, f: Frame) -> Result<(), CloseReason> {
+        let running = self.state == State::Running;
+        if !f.flags.system() {
+            if !running {
+                return Err(self.unexpected("data frame"));
+            }
+            if !self.announced.contains(&f.mblk_id) {
+                return Err(CloseReason::UnknownMblk(f.mblk_id));
+            }
+            self.events.push_back(ConnEvent::Data {
+                mblk_id: f.mblk_id,
+                addr: f.addr,
+                flags: f.flags,
+                payload: f.payload,
+            });
+            return Ok(());
+        }
+        match SystemFrame::from_frame(&f)? {
+            SystemFrame::Auth(a) if self.state == State::AwaitAuth => self.on_peer_auth(a),
+            SystemFrame::Auth(_) => Err(self.unexpected("authentication frame")),
+            _ if !running => Err(self.unexpected("system frame")),
+            SystemFrame::MblkInfo(i) => {
+                self.events.push_back(ConnEvent::MblkInfo(i));
+                Ok(())
+            }
+            SystemFrame::RemoveMblk(r) => {
+                self.events.push_back(ConnEvent::RemoveMblk(r.ids));
+                Ok(())
+            }
+            SystemFrame::Unknown(_) => Ok(()),
+        }
+    }
+
+    fn unexpected(&self, what: &'static str) -> CloseReason {
+        CloseReason::UnexpectedFrame {
+            state: self.state.name(),
+            what,
+        }
+    }
+
+    fn on_peer_auth(&mut self, a: AuthFrame) -> Result<(), CloseReason> {
+        let password_hash = if a.password.is_empty() {
+            String::new()
+        } else {
+            hash_password(&a.password)
+        };
+        let peer = PeerIdentity {
+            user_name: a.user_name.clone(),
+            device_nr: a.device_nr,
+            unique_id: a.unique_id,
+            network_name: a.network_name.clone(),
+            password_hash,
+            flags: a.flags,
+            frame_size: a.frame_size,
+        };
+        if let PeerAuth::Accounts(accts) = &self.cfg.peer_auth {
+            accts.authorize(
+                &peer.account_name(),
+                &peer.network_name,
+                &peer.password_hash,
+            )?;
+        }
+        self.enter_running(peer);
+        Ok(())
+    }
+
+    /// The next event for the owner.
+    pub fn poll_event(&mut self) -> Option<ConnEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- output ------------------------------------------------------------------------------
+
+    /// Queues a data frame for our peer's block `mblk_id` (the peer's id) at `addr`.
+    pub fn queue_data_frame(
+        &mut self,
+        mblk_id: u32,
+        addr: u32,
+        flags: FrameFlags,
+        payload: Vec<u8>,
+    ) -> Result<(), QueueError> {
+        if flags.system() {
+            return Err(QueueError::NotAllowed);
+        }
+        let f = Frame {
+            nr: 0,
+            flags,
+            mblk_id,
+            addr,
+            payload,
+        };
+        self.check_queueable(&f)?;
+        self.data.push_back(f);
+        Ok(())
+    }
+
+    /// Queues a memory block info or remove request. Info frames announce *our* id: data frames
+    /// to that id are accepted from then on.
+    pub fn queue_system_frame(&mut self, frame: SystemFrame) -> Result<(), QueueError> {
+        match frame {
+            SystemFrame::MblkInfo(info) => {
+                let f = info.to_frame(0)?;
+                self.check_queueable(&f)?;
+                self.announced.insert(info.mblk_id);
+                self.infos.push_back(f);
+            }
+            SystemFrame::RemoveMblk(r) => {
+                let f = r.to_frame(0)?;
+                self.check_queueable(&f)?;
+                self.removes.push_back(f);
+            }
+            SystemFrame::Auth(_) | SystemFrame::Unknown(_) => return Err(QueueError::NotAllowed),
+        }
+        Ok(())
+    }
+
+    /// Stops accepting data frames for our block `mblk_id` (after the owner deleted it).
+    pub fn withdraw_mblk(&mut self, mblk_id: u32) {
+        self.announced.remove(&mblk_id);
+    }
+
+    fn check_queueable(&self, f: &Frame) -> Result<(), QueueError> {
+        if self.state != State::Running {
+            return Err(QueueError::NotRunning);
+        }
+        let len = f.encoded_len(self.framing);
+        let max = self.send_frame_size as usize;
+        if len > max {
+            return Err(QueueError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    fn push_ack(&mut self, out: &mut Vec<u8>) {
+        encode_ack(self.framing, self.bytes_received, out);
+        self.bytes_acknowledged = self.bytes_received;
+        self.bytes_sent = self.bytes_sent.wrapping_add(self.framing.ack_len() as u32);
+    }
+
+    fn own_auth_frame(&self) -> AuthFrame {
+        let id = &self.cfg.identity;
+        let nr = wire_device_nr(id.device_nr);
+        let mut flags = 0u8;
+        let connect_up = self.cfg.role == Role::Device;
+        if connect_up {
+            flags |= auth_flags::CONNECT_UP;
+        }
+        if self.cfg.bidirectional {
+            flags |= auth_flags::BIDIRECTIONAL_COM;
+        }
+        let password = if self.cfg.secure && self.cfg.side == Side::Client {
+            id.password.clone()
+        } else {
+            String::new()
+        };
+        AuthFrame {
+            frame_size: self.cfg.frame_size,
+            flags,
+            user_name: id.device_name.clone(),
+            device_nr: nr,
+            unique_id: if nr == 0 && connect_up {
+                id.unique_id
+            } else {
+                None
+            },
+            network_name: self.network_name.clone(),
+            password,
+        }
+    }
+
+    /// Queue holding the next frame allowed to go out (after our own authentication frame).
+    fn next_queue(&mut self) -> Option<&mut VecDeque<Frame>> {
+        if self.state != State::Running || !self.own_auth_sent {
+            return None;
+        }
+        [&mut self.removes, &mut self.infos, &mut self.data]
+            .into_iter()
+            .find(|q| !q.is_empty())
+    }
+
+    /// Removes and returns the next frame to send if it fits `room` bytes of the window.
+    fn take_frame(&mut self, room: u32) -> Option<Frame> {
+        let framing = self.framing;
+        if self.own_auth_pending {
+            let f = match self.own_auth_frame().to_frame() {
+                Ok(f) => f,
+                Err(e) => {
+                    self.close(CloseReason::SysFrame(e));
+                    return None;
+                }
+            };
+            if f.encoded_len(framing) as u32 > room {
+                return None;
+            }
+            self.own_auth_pending = false;
+            self.own_auth_sent = true;
+            return Some(f);
+        }
+        let q = self.next_queue()?;
+        if q.front()?.encoded_len(framing) as u32 > room {
+            return None;
+        }
+        q.pop_front()
+    }
+
+    /// Appends bytes to write to `out`: handshake bytes, ACKs and frames in the C priority order
+    /// (ACK, own authentication, remove requests, memory block info, data), within the sending
+    /// window. Returns true if anything was appended.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let start = out.len();
+        out.append(&mut self.hs_out);
+        if matches!(self.state, State::AwaitAuth | State::Running) {
+            let mask = self.framing.counter_mask();
+            let max_in_air = self.max_in_air();
+            let max_ack_in_air = max_in_air + SOCKET_UNACKNOWLEDGED_LIMIT + 20;
+            loop {
+                let unacked = self.bytes_received.wrapping_sub(self.bytes_acknowledged) & mask;
+                if unacked >= SOCKET_UNACKNOWLEDGED_LIMIT
+                    && self.in_air() + self.framing.ack_len() as u32 <= max_ack_in_air
+                {
+                    self.push_ack(out);
+                }
+                if out.len() - start >= TRANSMIT_BUDGET {
+                    break;
+                }
+                let room = max_in_air.saturating_sub(self.in_air());
+                let Some(mut f) = self.take_frame(room) else {
+                    break;
+                };
+                let len = f.encoded_len(self.framing) as u32;
+                f.nr = self.next_nr;
+                if let Err(e) = f.encode(self.framing, out) {
+                    // Checked when queued; an error here is a bug, reported as a local close.
+                    self.close(CloseReason::Local(format!(
+                        "cannot encode queued frame: {e}"
+                    )));
+                    break;
+                }
+                self.next_nr = next_frame_nr(self.next_nr);
+                self.bytes_sent = self.bytes_sent.wrapping_add(len);
+            }
+            if out.len() == start
+                && now.saturating_duration_since(self.last_send) >= self.cfg.keepalive
+            {
+                self.push_ack(out);
+            }
+        }
+        let wrote = out.len() > start;
+        if wrote {
+            self.last_send = now;
+        }
+        wrote
+    }
+
+    // ----- timers ------------------------------------------------------------------------------
+
+    /// When [`Connection::handle_timeout`] (and then [`Connection::poll_transmit`]) should run
+    /// next; `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = match self.state {
+            State::Closed(_) => return None,
+            State::Handshake(_) => self.created + self.cfg.handshake_timeout,
+            State::AwaitAuth => {
+                (self.created + self.cfg.handshake_timeout).min(self.last_send + self.cfg.keepalive)
+            }
+            State::Running => self.last_send + self.cfg.keepalive,
+        };
+        t = t.min(self.last_recv + self.cfg.silence_timeout);
+        Some(t)
+    }
+
+    /// Applies the handshake deadline and the silence timeout. Keep-alive ACKs are produced by
+    /// the next [`Connection::poll_transmit`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed(_) => {}
+            State::Handshake(_) | State::AwaitAuth
+                if now.saturating_duration_since(self.created) >= self.cfg.handshake_timeout =>
+            {
+                self.close(CloseReason::HandshakeTimeout(self.cfg.handshake_timeout));
+            }
+            _ if now.saturating_duration_since(self.last_recv) >= self.cfg.silence_timeout => {
+                self.close(CloseReason::Silence(self.cfg.silence_timeout));
+            }
+            _ => {}
+        }
+    }
+}
