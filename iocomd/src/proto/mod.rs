@@ -15,10 +15,16 @@
 )]
 
 pub mod auth;
+pub mod compress;
 pub mod conn;
 pub mod crc;
 pub mod frame;
 pub mod handshake;
+pub mod info;
+pub mod mblk;
 pub mod password;
+pub mod pjson;
 pub mod serial;
+pub mod signals;
+pub mod stream;
 pub mod sysframe;

@@ -1,0 +1,602 @@
+//! Memory blocks and their synchronisation (spec data-and-streams.md §1–2, one-directional).
+//!
+//! A [`Mblk`] is a named byte array with per-connection sync state:
+//! - a [`SourceBuffer`] for each connection this end *sends* the block on: the synchronised
+//!   copy `S`, the invalidated range, and the snapshot being transmitted (delta + range);
+//! - a [`TargetBuffer`] for the connection this end *receives* it from: the partly received
+//!   snapshot `N`, committed into the block atomically on `SYNC_COMPLETE`.
+//!
+//! Writes go through [`Mblk::write`], which records the changed range in every source buffer
+//! (shrunk by comparison with `S` like `ioc_sbuf_invalidate`). [`Mblk::next_frame`] turns the
+//! pending snapshot into data frames (delta + zero-run compression, split to the frame size).
+
+use crate::proto::compress::{self, COMPRESSED, DELTA_ENCODED, SYNC_COMPLETE};
+use std::ops::Range;
+use thiserror::Error;
+
+/// Block flag: data flows controller → device.
+pub const MBLK_DOWN: u16 = 0x0001;
+/// Block flag: data flows device → controller.
+pub const MBLK_UP: u16 = 0x0002;
+/// Block flag: the block can do bidirectional transfer (we never advertise it).
+pub const MBLK_BIDIRECTIONAL: u16 = 0x0008;
+/// Block flag: created dynamically from received info.
+pub const MBLK_DYNAMIC: u16 = 0x0010;
+/// Block flag: may grow to the peer's size.
+pub const MBLK_ALLOW_RESIZE: u16 = 0x0020;
+/// Block flag: constant content, sent raw once per connection (the `info` block).
+pub const MBLK_STATIC: u16 = 0x0040;
+/// Smallest block the C library allocates.
+pub const MIN_MBLK_SIZE: usize = 24;
+
+/// Identifies a connection to the data layer (chosen by the caller, unique while open).
+pub type ConnId = u64;
+
+/// A data frame produced by, or given to, the data layer (transport fields decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFrame {
+    /// The receiver's id of the block.
+    pub mblk_id: u32,
+    /// Start address of the payload in the block.
+    pub addr: u32,
+    /// `DELTA_ENCODED`, `COMPRESSED`, `SYNC_COMPLETE` bits.
+    pub flags: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Errors applying a received data frame; the connection should be dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MblkError {
+    /// The start address lies beyond the block.
+    #[error("block {block}: frame address {addr} is beyond the block size {size}")]
+    AddressBeyondBlock {
+        block: String,
+        addr: usize,
+        size: usize,
+    },
+    /// The payload could not be decoded or does not fit.
+    #[error("block {block}: bad payload at address {addr}: {source}")]
+    Payload {
+        block: String,
+        addr: usize,
+        #[source]
+        source: compress::DecodeError,
+    },
+    /// A write outside the block.
+    #[error("block {block}: write of {len} bytes at {addr} exceeds the block size {size}")]
+    WriteOutOfRange {
+        block: String,
+        addr: usize,
+        len: usize,
+        size: usize,
+    },
+}
+
+/// Header bytes of a socket frame carrying `mblk_id` and `addr` (transport.md §3.2/3.5).
+pub fn socket_header_len(mblk_id: u32, addr: u32) -> usize {
+    fn field(v: u32) -> usize {
+        match v {
+            0..=255 => 1,
+            256..=65535 => 2,
+            _ => 4,
+        }
+    }
+    let extra = usize::from(mblk_id > 65535 || addr > 65535);
+    4 + extra + field(mblk_id) + field(addr)
+}
+
+/// A snapshot being transmitted.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    /// Delta bytes (or plain bytes for a key frame) of the range `start_addr..`.
+    bytes: Vec<u8>,
+    /// Block address of `bytes[0]`.
+    base: usize,
+    /// Offset in `bytes` of the first byte not yet sent.
+    next: usize,
+    keyframe: bool,
+}
+
+/// Sending side of a block on one connection (C `iocSourceBuffer`).
+#[derive(Debug, Clone)]
+pub struct SourceBuffer {
+    conn: ConnId,
+    remote_id: u32,
+    synced: Vec<u8>,
+    changed: Option<(usize, usize)>,
+    make_keyframe: bool,
+    snapshot: Option<Snapshot>,
+}
+
+/// Receiving side of a block on one connection (C `iocTargetBuffer`).
+#[derive(Debug, Clone)]
+pub struct TargetBuffer {
+    conn: ConnId,
+    remote_id: u32,
+    newdata: Vec<u8>,
+    pending: Option<(usize, usize)>,
+}
+
+/// A memory block with its sync buffers.
+#[derive(Debug, Clone)]
+pub struct Mblk {
+    name: String,
+    id: u32,
+    flags: u16,
+    data: Vec<u8>,
+    sources: Vec<SourceBuffer>,
+    targets: Vec<TargetBuffer>,
+}
+
+fn merge(range: Option<(usize, usize)>, first: usize, last: usize) -> (usize, usize) {
+    match range {
+        Some((f, l)) => (f.min(first), l.max(last)),
+        None => (first, last),
+    }
+}
+
+/// Shrinks `first..=last` to the bytes where `a` and `b` differ; `None` if none do.
+fn shrink(a: &[u8], b: &[u8], first: usize, last: usize) -> Option<(usize, usize)> {
+    let a = a.get(first..=last)?;
+    let b = b.get(first..=last)?;
+    let lo = a.iter().zip(b).position(|(x, y)| x != y)?;
+    let hi = a.iter().zip(b).rposition(|(x, y)| x != y)?;
+    Some((first + lo, first + hi))
+}
+
+impl Mblk {
+    /// A block of `size` zero bytes (at least [`MIN_MBLK_SIZE`]).
+    pub fn new(name: &str, id: u32, flags: u16, size: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            id,
+            flags,
+            data: vec![0; size.max(MIN_MBLK_SIZE)],
+            sources: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// A static block with fixed content (e.g. `info`); flags get [`MBLK_STATIC`].
+    pub fn new_static(name: &str, id: u32, flags: u16, content: Vec<u8>) -> Self {
+        Self {
+            name: name.to_owned(),
+            id,
+            flags: flags | MBLK_STATIC,
+            data: content,
+            sources: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// Block name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Our id of the block.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// Block flags.
+    pub fn flags(&self) -> u16 {
+        self.flags
+    }
+    /// Block size in bytes.
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+    /// The block content.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+    /// True when some connection delivers this block to us (the "connected" check of §3.2).
+    pub fn has_target(&self) -> bool {
+        !self.targets.is_empty()
+    }
+    /// True when this block is sent on `conn`.
+    pub fn has_source(&self, conn: ConnId) -> bool {
+        self.sources.iter().any(|s| s.conn == conn)
+    }
+    /// True when this block is received on `conn`.
+    pub fn is_target_on(&self, conn: ConnId) -> bool {
+        self.targets.iter().any(|t| t.conn == conn)
+    }
+
+    /// Grows the block (never shrinks); new bytes are zero.
+    pub fn grow(&mut self, size: usize) {
+        if size > self.data.len() {
+            self.data.resize(size, 0);
+            for s in &mut self.sources {
+                s.synced.resize(size, 0);
+            }
+            for t in &mut self.targets {
+                t.newdata.resize(size, 0);
+            }
+        }
+    }
+
+    /// Writes `bytes` at `addr` and records the change for every connection.
+    pub fn write(&mut self, addr: usize, bytes: &[u8]) -> Result<(), MblkError> {
+        let size = self.data.len();
+        let end = addr
+            .checked_add(bytes.len())
+            .filter(|e| *e <= size)
+            .ok_or_else(|| MblkError::WriteOutOfRange {
+                block: self.name.clone(),
+                addr,
+                len: bytes.len(),
+                size,
+            })?;
+        let Some(dst) = self.data.get_mut(addr..end) else {
+            return Ok(());
+        };
+        dst.copy_from_slice(bytes);
+        if !bytes.is_empty() {
+            self.invalidate(addr, end - 1);
+        }
+        Ok(())
+    }
+
+    /// Marks `first..=last` as changed in every source buffer (C `ioc_sbuf_invalidate`).
+    pub fn invalidate(&mut self, first: usize, last: usize) {
+        for s in &mut self.sources {
+            let range = if last - first < 256 {
+                shrink(&self.data, &s.synced, first, last)
+            } else {
+                Some((first, last))
+            };
+            if let Some((f, l)) = range {
+                s.changed = Some(merge(s.changed, f, l));
+            }
+        }
+    }
+
+    /// Starts sending the block on `conn` to the peer's block `remote_id`; the first snapshot
+    /// is a key frame. A second call for the same connection only updates the id.
+    pub fn add_source(&mut self, conn: ConnId, remote_id: u32) {
+        if let Some(s) = self.sources.iter_mut().find(|s| s.conn == conn) {
+            s.remote_id = remote_id;
+            return;
+        }
+        self.sources.push(SourceBuffer {
+            conn,
+            remote_id,
+            synced: self.data.clone(),
+            changed: None,
+            make_keyframe: true,
+            snapshot: None,
+        });
+    }
+
+    /// Starts receiving the block on `conn`; any other one-directional target buffer is
+    /// dropped (only one sender per block).
+    pub fn add_target(&mut self, conn: ConnId, remote_id: u32) {
+        if let Some(t) = self.targets.iter_mut().find(|t| t.conn == conn) {
+            t.remote_id = remote_id;
+            return;
+        }
+        self.targets.clear();
+        self.targets.push(TargetBuffer {
+            conn,
+            remote_id,
+            newdata: self.data.clone(),
+            pending: None,
+        });
+    }
+
+    /// Drops the sync buffers of a closed connection.
+    pub fn remove_connection(&mut self, conn: ConnId) {
+        self.sources.retain(|s| s.conn != conn);
+        self.targets.retain(|t| t.conn != conn);
+    }
+
+    /// Takes a snapshot for every source buffer that has no snapshot in flight
+    /// (C `ioc_sbuf_synchronize`, called by `ioc_send`).
+    pub fn synchronize(&mut self) {
+        let is_static = self.flags & MBLK_STATIC != 0;
+        for s in &mut self.sources {
+            if s.snapshot.is_some() {
+                continue;
+            }
+            if s.make_keyframe {
+                s.make_keyframe = false;
+                s.changed = None;
+                s.synced.copy_from_slice(&self.data);
+                if self.data.is_empty() {
+                    continue;
+                }
+                s.snapshot = Some(Snapshot {
+                    bytes: self.data.clone(),
+                    base: 0,
+                    next: 0,
+                    keyframe: true,
+                });
+                continue;
+            }
+            if is_static {
+                continue;
+            }
+            let Some((first, last)) = s.changed.take() else {
+                continue;
+            };
+            let Some((first, last)) = shrink(&self.data, &s.synced, first, last) else {
+                continue;
+            };
+            let (Some(new), Some(old)) = (self.data.get(first..=last), s.synced.get(first..=last))
+            else {
+                continue;
+            };
+            let bytes = compress::delta(new, old);
+            if let Some(dst) = s.synced.get_mut(first..=last) {
+                dst.copy_from_slice(new);
+            }
+            s.snapshot = Some(Snapshot {
+                bytes,
+                base: first,
+                next: 0,
+                keyframe: false,
+            });
+        }
+    }
+
+    /// True when some snapshot for `conn` still has frames to send.
+    pub fn has_pending(&self, conn: ConnId) -> bool {
+        self.sources
+            .iter()
+            .any(|s| s.conn == conn && s.snapshot.is_some() && s.remote_id != 0)
+    }
+
+    /// The next data frame of the pending snapshot for `conn`, at most `frame_size` bytes
+    /// including the socket header; the last frame of a snapshot has `SYNC_COMPLETE`.
+    pub fn next_frame(&mut self, conn: ConnId, frame_size: usize) -> Option<DataFrame> {
+        let is_static = self.flags & MBLK_STATIC != 0;
+        let s = self
+            .sources
+            .iter_mut()
+            .find(|s| s.conn == conn && s.remote_id != 0)?;
+        let snap = s.snapshot.as_mut()?;
+        let addr = u32::try_from(snap.base + snap.next).ok()?;
+        let max = frame_size
+            .saturating_sub(socket_header_len(s.remote_id, addr))
+            .max(1);
+        let rest = snap.bytes.get(snap.next..)?;
+        let mut flags = 0u8;
+        let payload;
+        if is_static {
+            let n = rest.len().min(max);
+            payload = rest.get(..n)?.to_vec();
+            snap.next += n;
+        } else {
+            if !snap.keyframe {
+                flags |= DELTA_ENCODED;
+            }
+            match compress::compress(rest, max) {
+                Some(c) => {
+                    flags |= COMPRESSED;
+                    snap.next += c.consumed;
+                    payload = c.payload;
+                }
+                None => {
+                    let n = rest.len().min(max);
+                    payload = rest.get(..n)?.to_vec();
+                    snap.next += n;
+                }
+            }
+        }
+        if snap.next >= snap.bytes.len() {
+            flags |= SYNC_COMPLETE;
+            s.snapshot = None;
+        }
+        Some(DataFrame {
+            mblk_id: s.remote_id,
+            addr,
+            flags,
+            payload,
+        })
+    }
+
+    /// Applies a received data frame from `conn`. Returns the committed range of the block
+    /// when the frame completed a snapshot that changed something, `None` otherwise.
+    pub fn apply_frame(
+        &mut self,
+        conn: ConnId,
+        addr: usize,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<Option<Range<usize>>, MblkError> {
+        let size = self.data.len();
+        if addr > size {
+            return Err(MblkError::AddressBeyondBlock {
+                block: self.name.clone(),
+                addr,
+                size,
+            });
+        }
+        if self.flags & MBLK_STATIC != 0 {
+            return Ok(None);
+        }
+        let Some(t) = self.targets.iter_mut().find(|t| t.conn == conn) else {
+            return Ok(None);
+        };
+        let dst = t.newdata.get_mut(addr..).unwrap_or(&mut []);
+        let covered =
+            compress::decode_into(payload, flags, dst).map_err(|source| MblkError::Payload {
+                block: self.name.clone(),
+                addr,
+                source,
+            })?;
+        if covered == 0 {
+            return Ok(None);
+        }
+        t.pending = Some(merge(t.pending, addr, addr + covered - 1));
+        if flags & SYNC_COMPLETE == 0 {
+            return Ok(None);
+        }
+        let Some((first, last)) = t.pending.take() else {
+            return Ok(None);
+        };
+        let Some((first, last)) = shrink(&t.newdata, &self.data, first, last) else {
+            return Ok(None);
+        };
+        if let (Some(dst), Some(src)) =
+            (self.data.get_mut(first..=last), t.newdata.get(first..=last))
+        {
+            dst.copy_from_slice(src);
+        }
+        // A block we also send (relay) forwards what it received.
+        self.invalidate(first, last);
+        Ok(Some(first..last + 1))
+    }
+
+    /// The peer's id for this block on `conn`, if bound.
+    pub fn remote_id(&self, conn: ConnId) -> Option<u32> {
+        self.sources
+            .iter()
+            .find(|s| s.conn == conn)
+            .map(|s| s.remote_id)
+            .or_else(|| {
+                self.targets
+                    .iter()
+                    .find(|t| t.conn == conn)
+                    .map(|t| t.remote_id)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(size: usize) -> (Mblk, Mblk) {
+        let mut tx = Mblk::new("imp", 8, MBLK_DOWN, size);
+        let mut rx = Mblk::new("imp", 9, MBLK_DOWN, size);
+        tx.add_source(1, 9);
+        rx.add_target(2, 8);
+        (tx, rx)
+    }
+
+    fn pump(tx: &mut Mblk, rx: &mut Mblk, frame: usize) -> Vec<DataFrame> {
+        tx.synchronize();
+        let mut frames = Vec::new();
+        while let Some(f) = tx.next_frame(1, frame) {
+            rx.apply_frame(2, f.addr as usize, f.flags, &f.payload)
+                .unwrap();
+            frames.push(f);
+        }
+        frames
+    }
+
+    #[test]
+    fn spec_2_8_worked_example() {
+        let (mut tx, mut rx) = pair(24);
+        let f = pump(&mut tx, &mut rx, 1392);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].addr, f[0].flags, f[0].payload.clone()),
+            (0, 0x12, vec![0, 24])
+        );
+        tx.write(0, &[3, 0xE8, 3]).unwrap();
+        tx.write(4, &[3, 0, 0, 0xC0, 0x3F]).unwrap();
+        tx.write(9, &[2, b'h', b'i', 0]).unwrap();
+        let f = pump(&mut tx, &mut rx, 1392);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].flags, 0x11);
+        assert_eq!(
+            f[0].payload,
+            [3, 0xE8, 3, 0, 3, 0, 0, 0xC0, 0x3F, 2, b'h', b'i']
+        );
+        tx.write(1, &[0xE9]).unwrap();
+        tx.write(11, b"o").unwrap();
+        let f = pump(&mut tx, &mut rx, 1392);
+        assert_eq!((f[0].addr, f[0].flags), (1, 0x13));
+        assert_eq!(f[0].payload, [1, 1, 9, 1, 6]);
+        assert_eq!(rx.data(), tx.data());
+    }
+
+    #[test]
+    fn nothing_changed_sends_nothing() {
+        let (mut tx, mut rx) = pair(24);
+        pump(&mut tx, &mut rx, 1392);
+        tx.write(5, &[0]).unwrap();
+        assert!(pump(&mut tx, &mut rx, 1392).is_empty());
+    }
+
+    #[test]
+    fn large_snapshot_is_split_and_committed_only_at_the_end() {
+        let (mut tx, mut rx) = pair(5000);
+        pump(&mut tx, &mut rx, 1392);
+        let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 253 + 1) as u8).collect();
+        tx.write(100, &data).unwrap();
+        tx.synchronize();
+        let mut n = 0;
+        while let Some(f) = tx.next_frame(1, 200) {
+            assert!(f.payload.len() + socket_header_len(f.mblk_id, f.addr) <= 200);
+            rx.apply_frame(2, f.addr as usize, f.flags, &f.payload)
+                .unwrap();
+            n += 1;
+            if f.flags & SYNC_COMPLETE == 0 {
+                assert!(
+                    rx.data()[100..4100].iter().all(|b| *b == 0),
+                    "no partial commit"
+                );
+            }
+        }
+        assert!(n > 20);
+        assert_eq!(rx.data(), tx.data());
+    }
+
+    #[test]
+    fn out_of_range_frames_are_rejected_and_change_nothing() {
+        let (_, mut rx) = pair(24);
+        assert!(matches!(
+            rx.apply_frame(2, 25, 0x10, &[1]),
+            Err(MblkError::AddressBeyondBlock { addr: 25, .. })
+        ));
+        assert!(matches!(
+            rx.apply_frame(2, 20, 0x10, &[1, 2, 3, 4, 5]),
+            Err(MblkError::Payload { .. })
+        ));
+        assert!(matches!(
+            rx.apply_frame(2, 0, 0x12, &[0, 30]),
+            Err(MblkError::Payload { .. })
+        ));
+        assert_eq!(rx.data(), &[0; 24]);
+        assert_eq!(rx.apply_frame(2, 24, 0x10, &[]), Ok(None));
+        assert!(matches!(
+            rx.write(20, &[1; 5]),
+            Err(MblkError::WriteOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn static_block_is_sent_raw_once() {
+        let mut info = Mblk::new_static(
+            "info",
+            12,
+            MBLK_UP,
+            (0..=255u8).cycle().take(3000).collect(),
+        );
+        info.add_source(1, 40);
+        info.synchronize();
+        let mut got = Vec::new();
+        let mut last = 0;
+        while let Some(f) = info.next_frame(1, 1392) {
+            assert_eq!(f.flags & (COMPRESSED | DELTA_ENCODED), 0);
+            assert_eq!(f.addr as usize, got.len());
+            got.extend_from_slice(&f.payload);
+            last = f.flags;
+        }
+        assert_eq!(last, SYNC_COMPLETE);
+        assert_eq!(got, info.data());
+        info.synchronize();
+        assert!(info.next_frame(1, 1392).is_none());
+    }
+
+    #[test]
+    fn frames_for_unbound_connections_are_ignored() {
+        let (_, mut rx) = pair(24);
+        assert_eq!(rx.apply_frame(7, 0, 0x10, &[1]), Ok(None));
+        assert_eq!(rx.data()[0], 0);
+    }
+}

@@ -1,0 +1,502 @@
+//! Controller ends of the stream protocol: [`ControllerWriter`] uploads to the device
+//! (`tod_*`), [`ControllerReader`] reads from it (`frd_*`) (spec §5.5, 5.7, checklist 5.9).
+//!
+//! Like the C controller, a finished upload reports [`Progress::Completed`] once the device
+//! leaves RUNNING; the device's verdict is in `tod_err` ([`ControllerWriter::device_status`]).
+//! Unlike it, the writer also fails when the ring stays full for [`RING_FULL_TIMEOUT`].
+
+use super::{
+    ChunkSink, ChunkSource, STREAM_TIMEOUT, SourceRead, StreamError, StreamSignals, cmd,
+    get_connected, read_segments, ring_pos, write_segments,
+};
+use crate::proto::crc::Crc16;
+use crate::proto::mblk::Mblk;
+use crate::proto::signals::STATE_CONNECTED;
+use std::time::{Duration, Instant};
+
+/// How long the upload waits while the device does not drain the ring.
+pub const RING_FULL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a controller stream machine reports from one poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Still running; poll again after the next received data (or a timer tick).
+    Running,
+    /// Done. `device_err` is the device's `*_err` at that moment.
+    Completed {
+        bytes: u64,
+        crc: u16,
+        device_err: Option<u8>,
+    },
+    /// Failed; the handshake back to idle is finished.
+    Failed(StreamError),
+}
+
+/// States of the controller's upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterState {
+    /// Not started: the next poll writes cmd = RUNNING.
+    Start,
+    /// Waiting for `tod_state` = RUNNING.
+    WaitRunning { since: Instant },
+    /// Writing the ring.
+    Transfer {
+        crc: Crc16,
+        bytes: u64,
+        head: usize,
+        last_progress: Instant,
+        ring_full: bool,
+    },
+    /// cmd = COMPLETED sent; waiting for the device to leave RUNNING.
+    Done {
+        bytes: u64,
+        crc: u16,
+        since: Instant,
+    },
+    /// cmd = INTERRUPT sent; waiting for the device to leave RUNNING.
+    Failing { error: StreamError, since: Instant },
+    /// Finished (cmd back to IDLE).
+    Finished(Progress),
+}
+
+/// Controller side of the to-device stream.
+#[derive(Debug, Clone)]
+pub struct ControllerWriter {
+    sig: StreamSignals,
+    select: i64,
+    state: WriterState,
+    abort: bool,
+}
+
+impl ControllerWriter {
+    /// An upload to `select` (must fit a signed char: 0..=127).
+    pub fn new(sig: StreamSignals, select: i64) -> Self {
+        Self {
+            sig,
+            select,
+            state: WriterState::Start,
+            abort: false,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &WriterState {
+        &self.state
+    }
+
+    /// Asks the machine to interrupt the transfer at the next poll.
+    pub fn abort(&mut self) {
+        self.abort = true;
+    }
+
+    /// The device's `tod_err`, if connected.
+    pub fn device_status(&self, exp: &Mblk) -> Option<u8> {
+        get_connected(&self.sig.err, exp)
+            .ok()
+            .flatten()
+            .map(|v| v as u8)
+    }
+
+    /// Runs the upload once. `exp` = the device's conf_exp (received), `imp` = our conf_imp.
+    pub fn poll(
+        &mut self,
+        exp: &Mblk,
+        imp: &mut Mblk,
+        now: Instant,
+        source: &mut dyn ChunkSource,
+    ) -> Progress {
+        if let WriterState::Finished(p) = &self.state {
+            return p.clone();
+        }
+        let dev_state = match get_connected(&self.sig.state, exp) {
+            Ok(Some(s)) => s,
+            Ok(None) => return self.finish(imp, Progress::Failed(StreamError::NotConnected)),
+            Err(e) => return self.finish(imp, Progress::Failed(e.into())),
+        };
+        match self.step(exp, imp, now, source, dev_state) {
+            Ok(p) => p,
+            Err(error) => {
+                let _ = self.sig.cmd.set_int(imp, cmd::INTERRUPT);
+                self.state = WriterState::Failing { error, since: now };
+                Progress::Running
+            }
+        }
+    }
+
+    fn finish(&mut self, imp: &mut Mblk, p: Progress) -> Progress {
+        let _ = self.sig.cmd.set_int(imp, cmd::IDLE);
+        self.state = WriterState::Finished(p.clone());
+        p
+    }
+
+    fn step(
+        &mut self,
+        exp: &Mblk,
+        imp: &mut Mblk,
+        now: Instant,
+        source: &mut dyn ChunkSource,
+        dev_state: i64,
+    ) -> Result<Progress, StreamError> {
+        let sig = self.sig.clone();
+        match &mut self.state {
+            WriterState::Start => {
+                sig.cmd.set_int(imp, cmd::IDLE)?;
+                sig.head.set_int(imp, 0)?;
+                sig.cs.set_int(imp, 0)?;
+                sig.select.set_int(imp, self.select)?;
+                sig.cmd.set_int(imp, cmd::RUNNING)?;
+                self.state = WriterState::WaitRunning { since: now };
+                return Ok(Progress::Running);
+            }
+            WriterState::WaitRunning { since } => {
+                if self.abort {
+                    return Err(StreamError::Aborted);
+                }
+                if dev_state != cmd::RUNNING {
+                    if now.saturating_duration_since(*since) >= STREAM_TIMEOUT {
+                        return Err(StreamError::Timeout);
+                    }
+                    return Ok(Progress::Running);
+                }
+                self.state = WriterState::Transfer {
+                    crc: Crc16::new(),
+                    bytes: 0,
+                    head: 0,
+                    last_progress: now,
+                    ring_full: false,
+                };
+            }
+            WriterState::Done { bytes, crc, since } => {
+                if dev_state == cmd::RUNNING
+                    && now.saturating_duration_since(*since) < STREAM_TIMEOUT
+                {
+                    return Ok(Progress::Running);
+                }
+                let p = Progress::Completed {
+                    bytes: *bytes,
+                    crc: *crc,
+                    device_err: self.device_status(exp),
+                };
+                return Ok(self.finish(imp, p));
+            }
+            WriterState::Failing { error, since } => {
+                if dev_state == cmd::RUNNING
+                    && now.saturating_duration_since(*since) < STREAM_TIMEOUT
+                {
+                    return Ok(Progress::Running);
+                }
+                let p = Progress::Failed(error.clone());
+                return Ok(self.finish(imp, p));
+            }
+            WriterState::Transfer { .. } | WriterState::Finished(_) => {}
+        }
+        let WriterState::Transfer {
+            crc,
+            bytes,
+            head,
+            last_progress,
+            ring_full,
+        } = &mut self.state
+        else {
+            return Ok(Progress::Running);
+        };
+        if dev_state != cmd::RUNNING {
+            return Err(StreamError::Interrupted);
+        }
+        if self.abort {
+            return Err(StreamError::Aborted);
+        }
+        let n = sig.ring();
+        let tail = ring_pos(&sig.tail, exp, n)?;
+        let mut wrote = 0usize;
+        let mut ended = false;
+        let mut room = 0usize;
+        let mut tmp = Vec::new();
+        'segments: for (a, b) in write_segments(*head, tail, n) {
+            room += b.saturating_sub(a);
+            let mut at = a;
+            while at < b {
+                tmp.resize(b - at, 0);
+                match source.read(&mut tmp).map_err(StreamError::Local)? {
+                    SourceRead::Bytes(k) if k > 0 => {
+                        let k = k.min(b - at);
+                        let chunk = tmp.get(..k).unwrap_or(&[]);
+                        sig.buf.write_bytes(imp, at, chunk)?;
+                        crc.update(chunk);
+                        at += k;
+                        wrote += k;
+                        *bytes += k as u64;
+                    }
+                    SourceRead::Bytes(_) | SourceRead::Pending => break 'segments,
+                    SourceRead::End => {
+                        ended = true;
+                        break 'segments;
+                    }
+                }
+            }
+        }
+        if room == 0 && !ended {
+            // A full ring cannot tell us whether the source is at its end: ask for nothing.
+            *ring_full = true;
+        } else {
+            *ring_full = false;
+        }
+        if wrote > 0 {
+            *head = (*head + wrote) % n;
+            *last_progress = now;
+            sig.head.set_int(imp, *head as i64)?;
+        }
+        if ended {
+            let (bytes, crc) = (*bytes, crc.value());
+            sig.cs.set_int(imp, i64::from(crc))?;
+            sig.cmd.set_int(imp, cmd::COMPLETED)?;
+            self.state = WriterState::Done {
+                bytes,
+                crc,
+                since: now,
+            };
+            return Ok(Progress::Running);
+        }
+        let limit = if *ring_full {
+            RING_FULL_TIMEOUT
+        } else {
+            STREAM_TIMEOUT
+        };
+        if now.saturating_duration_since(*last_progress) >= limit {
+            return Err(StreamError::Timeout);
+        }
+        Ok(Progress::Running)
+    }
+}
+
+/// States of the controller's download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderState {
+    /// Not started: the next poll writes cmd = RUNNING.
+    Start,
+    /// Waiting for `frd_state` RUNNING or COMPLETED.
+    WaitRunning { since: Instant },
+    /// Reading the ring.
+    Transfer {
+        crc: Crc16,
+        bytes: u64,
+        tail: usize,
+        last_data: Instant,
+    },
+    /// cmd = IDLE sent after the device's COMPLETED (with `frd_cs` = `expected`); waiting
+    /// for it to go idle.
+    Done {
+        bytes: u64,
+        crc: u16,
+        expected: u16,
+        since: Instant,
+    },
+    /// cmd = IDLE sent after a failure; waiting for the device to leave RUNNING.
+    Failing { error: StreamError, since: Instant },
+    /// Finished.
+    Finished(Progress),
+}
+
+/// Controller side of the from-device stream.
+#[derive(Debug, Clone)]
+pub struct ControllerReader {
+    sig: StreamSignals,
+    select: i64,
+    state: ReaderState,
+    abort: bool,
+}
+
+impl ControllerReader {
+    /// A download of `select`.
+    pub fn new(sig: StreamSignals, select: i64) -> Self {
+        Self {
+            sig,
+            select,
+            state: ReaderState::Start,
+            abort: false,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &ReaderState {
+        &self.state
+    }
+
+    /// Asks the machine to interrupt the transfer at the next poll.
+    pub fn abort(&mut self) {
+        self.abort = true;
+    }
+
+    /// Runs the download once. `exp` = the device's conf_exp (received), `imp` = our
+    /// conf_imp. Data goes to `sink`; it is closed with the outcome.
+    pub fn poll(
+        &mut self,
+        exp: &Mblk,
+        imp: &mut Mblk,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+    ) -> Progress {
+        if let ReaderState::Finished(p) = &self.state {
+            return p.clone();
+        }
+        let dev_state = match get_connected(&self.sig.state, exp) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                sink.close(false);
+                return self.finish(imp, Progress::Failed(StreamError::NotConnected));
+            }
+            Err(e) => {
+                sink.close(false);
+                return self.finish(imp, Progress::Failed(e.into()));
+            }
+        };
+        match self.step(exp, imp, now, sink, dev_state) {
+            Ok(p) => p,
+            Err(error) => {
+                sink.close(false);
+                let _ = self.sig.cmd.set_int(imp, cmd::IDLE);
+                self.state = ReaderState::Failing { error, since: now };
+                Progress::Running
+            }
+        }
+    }
+
+    fn finish(&mut self, imp: &mut Mblk, p: Progress) -> Progress {
+        let _ = self.sig.cmd.set_int(imp, cmd::IDLE);
+        let _ = self.sig.tail.set_int(imp, 0);
+        self.state = ReaderState::Finished(p.clone());
+        p
+    }
+
+    fn step(
+        &mut self,
+        exp: &Mblk,
+        imp: &mut Mblk,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+        dev_state: i64,
+    ) -> Result<Progress, StreamError> {
+        let sig = self.sig.clone();
+        match &mut self.state {
+            ReaderState::Start => {
+                sink.open(self.select).map_err(StreamError::Local)?;
+                sig.cmd.set_int(imp, cmd::IDLE)?;
+                sig.tail.set_int(imp, 0)?;
+                sig.select.set_int(imp, self.select)?;
+                sig.cmd.set_int(imp, cmd::RUNNING)?;
+                self.state = ReaderState::WaitRunning { since: now };
+                return Ok(Progress::Running);
+            }
+            ReaderState::WaitRunning { since } => {
+                if self.abort {
+                    return Err(StreamError::Aborted);
+                }
+                if !matches!(dev_state, cmd::RUNNING | cmd::COMPLETED) {
+                    if now.saturating_duration_since(*since) >= STREAM_TIMEOUT {
+                        return Err(StreamError::Timeout);
+                    }
+                    return Ok(Progress::Running);
+                }
+                self.state = ReaderState::Transfer {
+                    crc: Crc16::new(),
+                    bytes: 0,
+                    tail: 0,
+                    last_data: now,
+                };
+            }
+            ReaderState::Done {
+                bytes,
+                crc,
+                expected,
+                since,
+            } => {
+                if matches!(dev_state, cmd::RUNNING | cmd::COMPLETED)
+                    && now.saturating_duration_since(*since) < STREAM_TIMEOUT
+                {
+                    return Ok(Progress::Running);
+                }
+                let (bytes, crc, expected) = (*bytes, *crc, *expected);
+                if expected != crc {
+                    sink.close(false);
+                    return Ok(self.finish(
+                        imp,
+                        Progress::Failed(StreamError::Checksum {
+                            expected,
+                            actual: crc,
+                        }),
+                    ));
+                }
+                sink.close(true);
+                let device_err = get_connected(&sig.err, exp).ok().flatten().map(|v| v as u8);
+                return Ok(self.finish(
+                    imp,
+                    Progress::Completed {
+                        bytes,
+                        crc,
+                        device_err,
+                    },
+                ));
+            }
+            ReaderState::Failing { error, since } => {
+                if dev_state == cmd::RUNNING
+                    && now.saturating_duration_since(*since) < STREAM_TIMEOUT
+                {
+                    return Ok(Progress::Running);
+                }
+                let p = Progress::Failed(error.clone());
+                return Ok(self.finish(imp, p));
+            }
+            ReaderState::Transfer { .. } | ReaderState::Finished(_) => {}
+        }
+        let ReaderState::Transfer {
+            crc,
+            bytes,
+            tail,
+            last_data,
+        } = &mut self.state
+        else {
+            return Ok(Progress::Running);
+        };
+        if !matches!(dev_state, cmd::RUNNING | cmd::COMPLETED) {
+            return Err(StreamError::Interrupted);
+        }
+        if self.abort {
+            return Err(StreamError::Aborted);
+        }
+        let n = sig.ring();
+        let head = ring_pos(&sig.head, exp, n)?;
+        if head != *tail {
+            if sig.buf.state(exp)? & STATE_CONNECTED == 0 {
+                return Err(StreamError::Ring("frd_buf not connected"));
+            }
+            for (a, b) in read_segments(head, *tail, n) {
+                if b <= a {
+                    continue;
+                }
+                let chunk = sig.buf.read_bytes(exp, a, b - a)?;
+                crc.update(chunk);
+                sink.write(chunk).map_err(StreamError::Local)?;
+                *bytes += (b - a) as u64;
+            }
+            *tail = head;
+            *last_data = now;
+            sig.tail.set_int(imp, head as i64)?;
+        }
+        if dev_state == cmd::COMPLETED {
+            let (bytes, crc) = (*bytes, crc.value());
+            let expected = sig.cs.get_int(exp)?.0 as u16;
+            sig.cmd.set_int(imp, cmd::IDLE)?;
+            self.state = ReaderState::Done {
+                bytes,
+                crc,
+                expected,
+                since: now,
+            };
+            return Ok(Progress::Running);
+        }
+        if now.saturating_duration_since(*last_data) >= STREAM_TIMEOUT {
+            return Err(StreamError::Timeout);
+        }
+        Ok(Progress::Running)
+    }
+}

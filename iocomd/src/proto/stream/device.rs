@@ -1,0 +1,528 @@
+//! Device ends of the stream protocol: [`DeviceReader`] receives `tod_*` transfers (program
+//! uploads), [`DeviceWriter`] answers `frd_*` reads (spec §5.4, 5.6, 5.7, checklist 5.9).
+//!
+//! Differences from the C device, all toward safety: a transfer opens only on a fresh edge
+//! of `cmd` to RUNNING (no re-open race, §5.10), an error code is never erased by a re-open,
+//! a CRC mismatch, timeout or sink failure always leaves a code in `*_err`, and a completed
+//! upload publishes `tod_err` = PENDING together with `tod_state` = IDLE until the caller
+//! reports the final code with [`DeviceReader::report`].
+
+use super::{
+    ChunkSink, ChunkSource, STREAM_TIMEOUT, SourceRead, StreamError, StreamSignals, cmd,
+    get_connected, read_segments, ring_pos, status, write_segments,
+};
+use crate::proto::crc::Crc16;
+use crate::proto::mblk::Mblk;
+use crate::proto::signals::STATE_CONNECTED;
+use std::time::Instant;
+
+/// What a device-side stream machine reports from one poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// The controller started a transfer for `select`.
+    Started { select: i64 },
+    /// The transfer ended and the CRC matched. For the reader, `*_err` now says PENDING
+    /// until [`DeviceReader::report`] sets the final code.
+    Completed { select: i64, bytes: u64, crc: u16 },
+    /// The transfer failed; the sink/source was told to discard.
+    Failed {
+        select: i64,
+        bytes: u64,
+        error: StreamError,
+    },
+    /// The controller let go of a failed transfer; the stream is idle again.
+    Released,
+}
+
+/// States of the to-device reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderState {
+    /// No transfer. `armed`: `tod_cmd` was seen not RUNNING since the last transfer, so a
+    /// RUNNING command opens a new one.
+    Idle { armed: bool },
+    /// Receiving: `tail` is our read position.
+    Transfer {
+        select: i64,
+        crc: Crc16,
+        bytes: u64,
+        tail: usize,
+        last_data: Instant,
+    },
+    /// `tod_state` = INTERRUPT published; waiting for the controller to let go.
+    Failing { since: Instant },
+}
+
+/// Device side of the to-device stream.
+#[derive(Debug, Clone)]
+pub struct DeviceReader {
+    sig: StreamSignals,
+    state: ReaderState,
+}
+
+impl DeviceReader {
+    /// A reader on the `tod_*` signals.
+    pub fn new(sig: StreamSignals) -> Self {
+        Self {
+            sig,
+            state: ReaderState::Idle { armed: true },
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &ReaderState {
+        &self.state
+    }
+
+    /// Start-up values: `tod_state` = IDLE with CONNECTED, so controllers may start.
+    pub fn init(&self, exp: &mut Mblk) -> Result<(), StreamError> {
+        self.sig.state.set_int(exp, cmd::IDLE)?;
+        Ok(())
+    }
+
+    /// Publishes the final result code of the last transfer in `tod_err`.
+    pub fn report(&self, exp: &mut Mblk, code: u8) -> Result<(), StreamError> {
+        self.sig.err.set_int(exp, i64::from(code))?;
+        Ok(())
+    }
+
+    /// Runs the reader once, after received data was applied and before the blocks are
+    /// synchronised for sending. `exp` = our conf_exp, `imp` = the controller's conf_imp.
+    pub fn poll(
+        &mut self,
+        exp: &mut Mblk,
+        imp: &Mblk,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+    ) -> Option<DeviceEvent> {
+        match self.step(exp, imp, now, sink) {
+            Ok(ev) => ev,
+            Err((select, bytes, error)) => {
+                sink.close(false);
+                let _ = self.sig.state.set_int(exp, cmd::INTERRUPT);
+                self.state = ReaderState::Failing { since: now };
+                Some(DeviceEvent::Failed {
+                    select,
+                    bytes,
+                    error,
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn step(
+        &mut self,
+        exp: &mut Mblk,
+        imp: &Mblk,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
+        let command = get_connected(&self.sig.cmd, imp).map_err(|e| (0, 0, e.into()))?;
+        let mut started = None;
+        match &mut self.state {
+            ReaderState::Idle { armed } => {
+                if command != Some(cmd::RUNNING) {
+                    *armed = true;
+                    return Ok(None);
+                }
+                if !*armed {
+                    return Ok(None);
+                }
+                *armed = false;
+                let select = self
+                    .sig
+                    .select
+                    .get_int(imp)
+                    .map_err(|e| (0, 0, e.into()))?
+                    .0;
+                let sig = &self.sig;
+                let publish = |exp: &mut Mblk, err: u8, state: i64| {
+                    sig.err.set_int(exp, i64::from(err))?;
+                    sig.tail.set_int(exp, 0)?;
+                    sig.state.set_int(exp, state)
+                };
+                if let Err(code) = sink.open(select) {
+                    publish(exp, code, cmd::IDLE).map_err(|e| (select, 0, e.into()))?;
+                    return Ok(Some(DeviceEvent::Failed {
+                        select,
+                        bytes: 0,
+                        error: StreamError::Local(code),
+                    }));
+                }
+                publish(exp, status::SUCCESS, cmd::RUNNING).map_err(|e| (select, 0, e.into()))?;
+                self.state = ReaderState::Transfer {
+                    select,
+                    crc: Crc16::new(),
+                    bytes: 0,
+                    tail: 0,
+                    last_data: now,
+                };
+                started = Some(DeviceEvent::Started { select });
+            }
+            ReaderState::Failing { since } => {
+                let holding = matches!(command, Some(cmd::RUNNING | cmd::COMPLETED));
+                if holding && now.saturating_duration_since(*since) < STREAM_TIMEOUT {
+                    return Ok(None);
+                }
+                let sig = &self.sig;
+                sig.state
+                    .set_int(exp, cmd::IDLE)
+                    .and_then(|()| sig.tail.set_int(exp, 0))
+                    .map_err(|e| (0, 0, e.into()))?;
+                self.state = ReaderState::Idle {
+                    armed: command != Some(cmd::RUNNING),
+                };
+                return Ok(Some(DeviceEvent::Released));
+            }
+            ReaderState::Transfer { .. } => {}
+        }
+        let ev = self.transfer(exp, imp, now, sink, command)?;
+        // A transfer that starts and ends in one poll reports its end; the start is implied.
+        Ok(ev.or(started))
+    }
+
+    fn transfer(
+        &mut self,
+        exp: &mut Mblk,
+        imp: &Mblk,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+        command: Option<i64>,
+    ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
+        let ReaderState::Transfer {
+            select,
+            crc,
+            bytes,
+            tail,
+            last_data,
+        } = &mut self.state
+        else {
+            return Ok(None);
+        };
+        let (select, n) = (*select, self.sig.ring());
+        let fail = |bytes: u64, e: StreamError| (select, bytes, e);
+        if !matches!(command, Some(cmd::RUNNING | cmd::COMPLETED)) {
+            return Err(fail(*bytes, StreamError::Interrupted));
+        }
+        let head = match ring_pos(&self.sig.head, imp, n) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.sig.err.set_int(exp, i64::from(status::FAILED));
+                return Err(fail(*bytes, e));
+            }
+        };
+        let buf_state = self
+            .sig
+            .buf
+            .state(imp)
+            .map_err(|e| fail(*bytes, e.into()))?;
+        if head != *tail {
+            if buf_state & STATE_CONNECTED == 0 {
+                let _ = self.sig.err.set_int(exp, i64::from(status::FAILED));
+                return Err(fail(*bytes, StreamError::Ring("tod_buf not connected")));
+            }
+            for (a, b) in read_segments(head, *tail, n) {
+                if b <= a {
+                    continue;
+                }
+                let chunk = self
+                    .sig
+                    .buf
+                    .read_bytes(imp, a, b - a)
+                    .map_err(|e| fail(*bytes, e.into()))?;
+                crc.update(chunk);
+                if let Err(code) = sink.write(chunk) {
+                    let _ = self.sig.err.set_int(exp, i64::from(code));
+                    return Err(fail(*bytes, StreamError::Local(code)));
+                }
+                *bytes += (b - a) as u64;
+            }
+            *tail = head;
+            *last_data = now;
+            self.sig
+                .tail
+                .set_int(exp, head as i64)
+                .map_err(|e| fail(*bytes, e.into()))?;
+        }
+        if command == Some(cmd::COMPLETED) {
+            let (bytes, actual) = (*bytes, crc.value());
+            let expected = self
+                .sig
+                .cs
+                .get_int(imp)
+                .map_err(|e| fail(bytes, e.into()))?
+                .0 as u16;
+            let ok = expected == actual;
+            let code = if ok {
+                status::PENDING
+            } else {
+                status::CHECKSUM_ERROR
+            };
+            let sig = &self.sig;
+            sig.err
+                .set_int(exp, i64::from(code))
+                .and_then(|()| sig.state.set_int(exp, cmd::IDLE))
+                .and_then(|()| sig.tail.set_int(exp, 0))
+                .map_err(|e| fail(bytes, e.into()))?;
+            sink.close(ok);
+            self.state = ReaderState::Idle { armed: false };
+            return Ok(Some(if ok {
+                DeviceEvent::Completed {
+                    select,
+                    bytes,
+                    crc: actual,
+                }
+            } else {
+                DeviceEvent::Failed {
+                    select,
+                    bytes,
+                    error: StreamError::Checksum { expected, actual },
+                }
+            }));
+        }
+        if now.saturating_duration_since(*last_data) >= STREAM_TIMEOUT {
+            let _ = self.sig.err.set_int(exp, i64::from(status::TIMEOUT));
+            return Err(fail(*bytes, StreamError::Timeout));
+        }
+        Ok(None)
+    }
+}
+
+/// States of the from-device writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterState {
+    /// No transfer; see [`ReaderState::Idle`] for `armed`.
+    Idle { armed: bool },
+    /// Sending: `head` is our write position.
+    Transfer {
+        select: i64,
+        crc: Crc16,
+        bytes: u64,
+        head: usize,
+        last_progress: Instant,
+    },
+    /// `frd_state` = COMPLETED published; waiting for the controller to take the rest.
+    Done {
+        select: i64,
+        bytes: u64,
+        crc: u16,
+        since: Instant,
+    },
+    /// `frd_state` = INTERRUPT published; waiting for the controller to let go.
+    Failing { since: Instant },
+}
+
+/// Device side of the from-device stream.
+#[derive(Debug, Clone)]
+pub struct DeviceWriter {
+    sig: StreamSignals,
+    state: WriterState,
+}
+
+impl DeviceWriter {
+    /// A writer on the `frd_*` signals.
+    pub fn new(sig: StreamSignals) -> Self {
+        Self {
+            sig,
+            state: WriterState::Idle { armed: true },
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &WriterState {
+        &self.state
+    }
+
+    /// Start-up values: `frd_state` = IDLE with CONNECTED.
+    pub fn init(&self, exp: &mut Mblk) -> Result<(), StreamError> {
+        self.sig.state.set_int(exp, cmd::IDLE)?;
+        Ok(())
+    }
+
+    /// Runs the writer once. `exp` = our conf_exp, `imp` = the controller's conf_imp.
+    pub fn poll(
+        &mut self,
+        exp: &mut Mblk,
+        imp: &Mblk,
+        now: Instant,
+        source: &mut dyn ChunkSource,
+    ) -> Option<DeviceEvent> {
+        match self.step(exp, imp, now, source) {
+            Ok(ev) => ev,
+            Err((select, bytes, error)) => {
+                let _ = self.sig.state.set_int(exp, cmd::INTERRUPT);
+                self.state = WriterState::Failing { since: now };
+                Some(DeviceEvent::Failed {
+                    select,
+                    bytes,
+                    error,
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn step(
+        &mut self,
+        exp: &mut Mblk,
+        imp: &Mblk,
+        now: Instant,
+        source: &mut dyn ChunkSource,
+    ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
+        let command = get_connected(&self.sig.cmd, imp).map_err(|e| (0, 0, e.into()))?;
+        let holding = matches!(command, Some(cmd::RUNNING | cmd::COMPLETED));
+        let sig = self.sig.clone();
+        let mut started = None;
+        match &mut self.state {
+            WriterState::Idle { armed } => {
+                if command != Some(cmd::RUNNING) {
+                    *armed = true;
+                    return Ok(None);
+                }
+                if !*armed {
+                    return Ok(None);
+                }
+                *armed = false;
+                let select = sig.select.get_int(imp).map_err(|e| (0, 0, e.into()))?.0;
+                let reset = |exp: &mut Mblk| {
+                    sig.err.set_int(exp, 0)?;
+                    sig.head.set_int(exp, 0)?;
+                    sig.cs.set_int(exp, 0)
+                };
+                reset(exp).map_err(|e| (select, 0, e.into()))?;
+                if let Err(code) = source.open(select) {
+                    let _ = sig.err.set_int(exp, i64::from(code));
+                    return Err((select, 0, StreamError::Local(code)));
+                }
+                sig.state
+                    .set_int(exp, cmd::RUNNING)
+                    .map_err(|e| (select, 0, e.into()))?;
+                self.state = WriterState::Transfer {
+                    select,
+                    crc: Crc16::new(),
+                    bytes: 0,
+                    head: 0,
+                    last_progress: now,
+                };
+                started = Some(DeviceEvent::Started { select });
+            }
+            WriterState::Done {
+                select,
+                bytes,
+                crc,
+                since,
+            } => {
+                if command == Some(cmd::RUNNING)
+                    && now.saturating_duration_since(*since) < STREAM_TIMEOUT
+                {
+                    return Ok(None);
+                }
+                let (select, bytes, crc) = (*select, *bytes, *crc);
+                sig.state
+                    .set_int(exp, cmd::IDLE)
+                    .and_then(|()| sig.head.set_int(exp, 0))
+                    .and_then(|()| sig.err.set_int(exp, i64::from(status::COMPLETED)))
+                    .map_err(|e| (select, bytes, e.into()))?;
+                self.state = WriterState::Idle {
+                    armed: command != Some(cmd::RUNNING),
+                };
+                return Ok(Some(DeviceEvent::Completed { select, bytes, crc }));
+            }
+            WriterState::Failing { since } => {
+                if command == Some(cmd::RUNNING)
+                    && now.saturating_duration_since(*since) < STREAM_TIMEOUT
+                {
+                    return Ok(None);
+                }
+                sig.state
+                    .set_int(exp, cmd::IDLE)
+                    .and_then(|()| sig.head.set_int(exp, 0))
+                    .map_err(|e| (0, 0, e.into()))?;
+                self.state = WriterState::Idle {
+                    armed: command != Some(cmd::RUNNING),
+                };
+                return Ok(Some(DeviceEvent::Released));
+            }
+            WriterState::Transfer { .. } => {}
+        }
+        let WriterState::Transfer {
+            select,
+            crc,
+            bytes,
+            head,
+            last_progress,
+        } = &mut self.state
+        else {
+            return Ok(started);
+        };
+        let select = *select;
+        if !holding {
+            return Err((select, *bytes, StreamError::Interrupted));
+        }
+        let n = sig.ring();
+        let tail = match ring_pos(&sig.tail, imp, n) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = sig.err.set_int(exp, i64::from(status::FAILED));
+                return Err((select, *bytes, e));
+            }
+        };
+        let mut wrote = 0usize;
+        let mut ended = false;
+        let mut tmp = Vec::new();
+        'segments: for (a, b) in write_segments(*head, tail, n) {
+            let mut at = a;
+            while at < b {
+                tmp.resize(b - at, 0);
+                match source.read(&mut tmp) {
+                    Ok(SourceRead::Bytes(k)) if k > 0 => {
+                        let k = k.min(b - at);
+                        let chunk = tmp.get(..k).unwrap_or(&[]);
+                        sig.buf
+                            .write_bytes(exp, at, chunk)
+                            .map_err(|e| (select, *bytes, e.into()))?;
+                        crc.update(chunk);
+                        at += k;
+                        wrote += k;
+                        *bytes += k as u64;
+                    }
+                    Ok(SourceRead::Bytes(_) | SourceRead::Pending) => break 'segments,
+                    Ok(SourceRead::End) => {
+                        ended = true;
+                        break 'segments;
+                    }
+                    Err(code) => {
+                        let _ = sig.err.set_int(exp, i64::from(code));
+                        return Err((select, *bytes, StreamError::Local(code)));
+                    }
+                }
+            }
+        }
+        if wrote > 0 {
+            *head = (*head + wrote) % n;
+            *last_progress = now;
+            sig.head
+                .set_int(exp, *head as i64)
+                .map_err(|e| (select, *bytes, e.into()))?;
+        }
+        if ended {
+            let (bytes, crc) = (*bytes, crc.value());
+            sig.cs
+                .set_int(exp, i64::from(crc))
+                .and_then(|()| sig.state.set_int(exp, cmd::COMPLETED))
+                .map_err(|e| (select, bytes, e.into()))?;
+            self.state = WriterState::Done {
+                select,
+                bytes,
+                crc,
+                since: now,
+            };
+            return Ok(started);
+        }
+        if now.saturating_duration_since(*last_progress) >= STREAM_TIMEOUT {
+            let _ = sig.err.set_int(exp, i64::from(status::TIMEOUT));
+            return Err((select, *bytes, StreamError::Timeout));
+        }
+        Ok(started)
+    }
+}

@@ -1,0 +1,849 @@
+//! Every transition and rejection of the four stream machines, with literal inputs, over a
+//! device/controller pair of real memory blocks.
+
+use super::controller::{self, ControllerReader, ControllerWriter, Progress};
+use super::device::{DeviceEvent, DeviceReader, DeviceWriter, ReaderState, WriterState};
+use super::testutil::{Pair, VecSink, VecSource};
+use super::{StreamError, cmd, status};
+use crate::proto::crc::crc16;
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_millis(10);
+
+fn get(sig: &crate::proto::signals::Signal, b: &crate::proto::mblk::Mblk) -> (i64, u8) {
+    sig.get_int(b).unwrap()
+}
+
+/// Runs an upload until the controller finishes; returns the device events.
+fn upload(
+    p: &mut Pair,
+    w: &mut ControllerWriter,
+    r: &mut DeviceReader,
+    src: &mut VecSource,
+    sink: &mut VecSink,
+    t: &mut Instant,
+) -> (Progress, Vec<DeviceEvent>) {
+    let mut events = Vec::new();
+    for _ in 0..100_000 {
+        let prog = w.poll(&p.ctl_exp, &mut p.ctl_imp, *t, src);
+        p.sync();
+        if let Some(ev) = r.poll(&mut p.dev_exp, &p.dev_imp, *t, sink) {
+            events.push(ev);
+        }
+        p.sync();
+        *t += TICK;
+        if prog != Progress::Running {
+            return (prog, events);
+        }
+    }
+    panic!("upload did not finish");
+}
+
+fn device_pair(ring: usize) -> (Pair, DeviceReader, Instant) {
+    let mut p = Pair::new(ring, 257);
+    let r = DeviceReader::new(p.tod.clone());
+    r.init(&mut p.dev_exp).unwrap();
+    DeviceWriter::new(p.frd.clone())
+        .init(&mut p.dev_exp)
+        .unwrap();
+    p.sync();
+    (p, r, Instant::now())
+}
+
+#[test]
+fn spec_section_7_upload_of_3000_bytes() {
+    let (mut p, mut r, mut t) = device_pair(257);
+    let file: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    assert_eq!(crc16(&file), 0xB6E5);
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let (mut src, mut sink) = (VecSource::new(file.clone()), VecSink::default());
+    let (prog, events) = upload(&mut p, &mut w, &mut r, &mut src, &mut sink, &mut t);
+    assert_eq!(
+        prog,
+        Progress::Completed {
+            bytes: 3000,
+            crc: 0xB6E5,
+            device_err: Some(status::PENDING)
+        }
+    );
+    assert_eq!(
+        events,
+        [
+            DeviceEvent::Started { select: 1 },
+            DeviceEvent::Completed {
+                select: 1,
+                bytes: 3000,
+                crc: 0xB6E5
+            }
+        ]
+    );
+    assert_eq!(sink.data, file);
+    assert_eq!(
+        (sink.opened.as_slice(), sink.closed.as_slice()),
+        (&[1][..], &[true][..])
+    );
+    // PENDING went out with tod_state = IDLE; the final code follows.
+    assert_eq!(get(&p.tod.state, &p.ctl_exp), (0, 2));
+    assert_eq!(
+        get(&p.tod.cmd, &p.dev_imp),
+        (0, 2),
+        "controller set cmd back to idle"
+    );
+    r.report(&mut p.dev_exp, status::COMPLETED).unwrap();
+    p.sync();
+    assert_eq!(w.device_status(&p.ctl_exp), Some(status::COMPLETED));
+}
+
+#[test]
+fn big_ring_moves_a_file_in_one_step() {
+    let (mut p, mut r, mut t) = device_pair(64 * 1024 + 1);
+    let file: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let (mut src, mut sink) = (VecSource::new(file.clone()), VecSink::default());
+    let (prog, _) = upload(&mut p, &mut w, &mut r, &mut src, &mut sink, &mut t);
+    assert!(matches!(prog, Progress::Completed { bytes: 50_000, .. }));
+    assert_eq!(sink.data, file);
+}
+
+/// Starts a transfer by hand: controller writes cmd = 1 (select 1) and the device opens.
+fn manual_start(p: &mut Pair, r: &mut DeviceReader, sink: &mut VecSink, t: Instant) {
+    p.tod.head.set_int(&mut p.ctl_imp, 0).unwrap();
+    p.tod.cs.set_int(&mut p.ctl_imp, 0).unwrap();
+    p.tod.select.set_int(&mut p.ctl_imp, 1).unwrap();
+    p.tod.cmd.set_int(&mut p.ctl_imp, cmd::RUNNING).unwrap();
+    p.sync();
+    assert_eq!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t, sink),
+        Some(DeviceEvent::Started { select: 1 })
+    );
+    p.sync();
+    assert_eq!(get(&p.tod.state, &p.ctl_exp), (1, 3));
+}
+
+fn put_ring(p: &mut Pair, at: usize, data: &[u8], head: i64) {
+    p.tod.buf.write_bytes(&mut p.ctl_imp, at, data).unwrap();
+    p.tod.head.set_int(&mut p.ctl_imp, head).unwrap();
+}
+
+#[test]
+fn device_reader_reports_a_bad_crc() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    put_ring(&mut p, 0, b"hello", 5);
+    p.tod
+        .cs
+        .set_int(&mut p.ctl_imp, i64::from(crc16(b"hello") ^ 1))
+        .unwrap();
+    p.tod.cmd.set_int(&mut p.ctl_imp, cmd::COMPLETED).unwrap();
+    p.sync();
+    let ev = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    let actual = crc16(b"hello");
+    assert_eq!(
+        ev,
+        Some(DeviceEvent::Failed {
+            select: 1,
+            bytes: 5,
+            error: StreamError::Checksum {
+                expected: actual ^ 1,
+                actual
+            }
+        })
+    );
+    assert_eq!(sink.closed, [false]);
+    p.sync();
+    assert_eq!(
+        get(&p.tod.err, &p.ctl_exp).0,
+        i64::from(status::CHECKSUM_ERROR)
+    );
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::IDLE);
+    assert_eq!(r.state(), &ReaderState::Idle { armed: false });
+}
+
+#[test]
+fn device_reader_interrupt_then_release() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    put_ring(&mut p, 0, &[7; 100], 100);
+    p.sync();
+    assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink), None);
+    assert_eq!(sink.data.len(), 100);
+    p.tod.cmd.set_int(&mut p.ctl_imp, cmd::INTERRUPT).unwrap();
+    p.sync();
+    assert_eq!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink),
+        Some(DeviceEvent::Failed {
+            select: 1,
+            bytes: 100,
+            error: StreamError::Interrupted
+        })
+    );
+    p.sync();
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::INTERRUPT);
+    assert_eq!(sink.closed, [false]);
+    // Still INTERRUPT, not RUNNING/COMPLETED: released on the next poll.
+    assert_eq!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink),
+        Some(DeviceEvent::Released)
+    );
+    p.sync();
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::IDLE);
+    assert_eq!(r.state(), &ReaderState::Idle { armed: true });
+}
+
+#[test]
+fn device_reader_times_out_without_data_and_waits_for_release() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t + Duration::from_millis(4999),
+            &mut sink
+        ),
+        None
+    );
+    let t5 = t + Duration::from_secs(5);
+    assert_eq!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t5, &mut sink),
+        Some(DeviceEvent::Failed {
+            select: 1,
+            bytes: 0,
+            error: StreamError::Timeout
+        })
+    );
+    p.sync();
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, i64::from(status::TIMEOUT));
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::INTERRUPT);
+    // The controller still says RUNNING: the device holds INTERRUPT for up to 5 s.
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t5 + Duration::from_secs(1),
+            &mut sink
+        ),
+        None
+    );
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t5 + Duration::from_secs(5),
+            &mut sink
+        ),
+        Some(DeviceEvent::Released)
+    );
+    // cmd is still RUNNING: no re-open until it leaves RUNNING (no re-open race).
+    assert_eq!(r.state(), &ReaderState::Idle { armed: false });
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t5 + Duration::from_secs(6),
+            &mut sink
+        ),
+        None
+    );
+    assert_eq!(sink.opened, [1]);
+    p.tod.cmd.set_int(&mut p.ctl_imp, cmd::IDLE).unwrap();
+    p.sync();
+    assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, t5, &mut sink), None);
+    assert_eq!(r.state(), &ReaderState::Idle { armed: true });
+    p.sync();
+    assert_eq!(
+        get(&p.tod.err, &p.ctl_exp).0,
+        i64::from(status::TIMEOUT),
+        "code kept"
+    );
+}
+
+#[test]
+fn device_reader_refused_select_keeps_the_code_and_does_not_reopen() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink {
+        refuse: Some(status::NO_ACCESS_RIGHT),
+        ..VecSink::default()
+    };
+    p.tod.select.set_int(&mut p.ctl_imp, 4).unwrap();
+    p.tod.cmd.set_int(&mut p.ctl_imp, cmd::RUNNING).unwrap();
+    p.sync();
+    assert_eq!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink),
+        Some(DeviceEvent::Failed {
+            select: 4,
+            bytes: 0,
+            error: StreamError::Local(status::NO_ACCESS_RIGHT)
+        })
+    );
+    for _ in 0..3 {
+        assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink), None);
+    }
+    assert_eq!(sink.opened, [4]);
+    p.sync();
+    assert_eq!(
+        get(&p.tod.err, &p.ctl_exp).0,
+        i64::from(status::NO_ACCESS_RIGHT)
+    );
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::IDLE);
+}
+
+#[test]
+fn device_reader_sink_failure_and_ring_violations() {
+    // Sink fails mid-transfer: its code is published.
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink {
+        fail_after: Some((50, status::WRITING_FILE_FAILED)),
+        ..VecSink::default()
+    };
+    manual_start(&mut p, &mut r, &mut sink, t);
+    put_ring(&mut p, 0, &[1; 60], 60);
+    p.sync();
+    let ev = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert!(matches!(
+        ev,
+        Some(DeviceEvent::Failed {
+            error: StreamError::Local(142),
+            ..
+        })
+    ));
+    p.sync();
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, 142);
+
+    // Head outside the ring.
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    p.tod.head.set_int(&mut p.ctl_imp, 257).unwrap();
+    p.sync();
+    let ev = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert!(matches!(
+        ev,
+        Some(DeviceEvent::Failed {
+            error: StreamError::Ring(_),
+            ..
+        })
+    ));
+    p.sync();
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, i64::from(status::FAILED));
+
+    // Ring data without the buffer's CONNECTED state byte.
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    p.ctl_imp.write(p.tod.buf.addr + 1, &[9; 4]).unwrap();
+    p.tod.head.set_int(&mut p.ctl_imp, 4).unwrap();
+    p.sync();
+    let ev = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert!(matches!(
+        ev,
+        Some(DeviceEvent::Failed {
+            error: StreamError::Ring(_),
+            ..
+        })
+    ));
+    assert!(sink.data.is_empty());
+}
+
+#[test]
+fn device_reader_controller_disconnect_interrupts() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    p.drop_controller_side();
+    let ev = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert!(matches!(
+        ev,
+        Some(DeviceEvent::Failed {
+            error: StreamError::Interrupted,
+            ..
+        })
+    ));
+    assert_eq!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink),
+        Some(DeviceEvent::Released)
+    );
+}
+
+#[test]
+fn device_reader_wraps_the_ring() {
+    let (mut p, mut r, t) = device_pair(8);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    put_ring(&mut p, 0, &[1, 2, 3, 4, 5, 6], 6);
+    p.sync();
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    p.sync();
+    assert_eq!(get(&p.tod.tail, &p.ctl_exp).0, 6);
+    put_ring(&mut p, 6, &[7, 8], 0);
+    put_ring(&mut p, 0, &[9, 10, 11], 3);
+    p.sync();
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(sink.data, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+}
+
+#[test]
+fn controller_writer_needs_a_connected_device() {
+    let mut p = Pair::new(257, 257);
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![1; 10]);
+    let now = Instant::now();
+    assert_eq!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, now, &mut src),
+        Progress::Failed(StreamError::NotConnected)
+    );
+}
+
+#[test]
+fn controller_writer_times_out_when_the_device_never_runs() {
+    let (mut p, _r, t) = device_pair(257);
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![1; 10]);
+    assert_eq!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src),
+        Progress::Running
+    );
+    assert_eq!(get(&p.tod.cmd, &p.ctl_imp).0, cmd::RUNNING);
+    assert_eq!(
+        w.poll(
+            &p.ctl_exp,
+            &mut p.ctl_imp,
+            t + Duration::from_millis(4990),
+            &mut src
+        ),
+        Progress::Running
+    );
+    assert_eq!(
+        w.poll(
+            &p.ctl_exp,
+            &mut p.ctl_imp,
+            t + Duration::from_secs(5),
+            &mut src
+        ),
+        Progress::Running
+    );
+    assert_eq!(get(&p.tod.cmd, &p.ctl_imp).0, cmd::INTERRUPT);
+    assert!(matches!(
+        w.state(),
+        controller::WriterState::Failing {
+            error: StreamError::Timeout,
+            ..
+        }
+    ));
+    // Device state is IDLE (not RUNNING): the failure completes at once.
+    assert_eq!(
+        w.poll(
+            &p.ctl_exp,
+            &mut p.ctl_imp,
+            t + Duration::from_secs(5),
+            &mut src
+        ),
+        Progress::Failed(StreamError::Timeout)
+    );
+    assert_eq!(get(&p.tod.cmd, &p.ctl_imp).0, cmd::IDLE);
+}
+
+#[test]
+fn controller_writer_sees_the_device_interrupt() {
+    let (mut p, mut r, mut t) = device_pair(257);
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![5; 2000]);
+    let mut sink = VecSink {
+        fail_after: Some((300, status::DEVICE_PROGRAMMING_FAILED)),
+        ..VecSink::default()
+    };
+    let (prog, events) = upload(&mut p, &mut w, &mut r, &mut src, &mut sink, &mut t);
+    assert_eq!(prog, Progress::Failed(StreamError::Interrupted));
+    assert!(matches!(
+        events.as_slice(),
+        [
+            DeviceEvent::Started { .. },
+            DeviceEvent::Failed {
+                error: StreamError::Local(166),
+                ..
+            },
+            DeviceEvent::Released
+        ]
+    ));
+    assert_eq!(w.device_status(&p.ctl_exp), Some(166));
+}
+
+#[test]
+fn controller_writer_abort_and_ring_full_timeout() {
+    let (mut p, mut r, mut t) = device_pair(257);
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![5; 2000]);
+    let mut sink = VecSink::default();
+    w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+    p.sync();
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    p.sync();
+    w.abort();
+    let (prog, events) = upload(&mut p, &mut w, &mut r, &mut src, &mut sink, &mut t);
+    assert_eq!(prog, Progress::Failed(StreamError::Aborted));
+    assert!(matches!(
+        events[0],
+        DeviceEvent::Failed {
+            error: StreamError::Interrupted,
+            ..
+        }
+    ));
+
+    // The device stops reading (never polled): the ring fills and the writer gives up.
+    let (mut p, mut r, t) = device_pair(257);
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![5; 2000]);
+    w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+    p.sync();
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    p.sync();
+    assert_eq!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src),
+        Progress::Running
+    );
+    assert_eq!(src.pos, 256);
+    let later = t + controller::RING_FULL_TIMEOUT - Duration::from_millis(1);
+    assert_eq!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, later, &mut src),
+        Progress::Running
+    );
+    assert!(matches!(
+        w.state(),
+        controller::WriterState::Transfer {
+            ring_full: true,
+            ..
+        }
+    ));
+    w.poll(
+        &p.ctl_exp,
+        &mut p.ctl_imp,
+        t + controller::RING_FULL_TIMEOUT,
+        &mut src,
+    );
+    assert!(matches!(
+        w.state(),
+        controller::WriterState::Failing {
+            error: StreamError::Timeout,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn controller_writer_source_stall_times_out() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![5; 10]);
+    src.stall = true;
+    let mut sink = VecSink::default();
+    w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+    p.sync();
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    p.sync();
+    assert_eq!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src),
+        Progress::Running
+    );
+    assert!(matches!(
+        w.state(),
+        controller::WriterState::Transfer { bytes: 0, .. }
+    ));
+    assert_eq!(
+        w.poll(
+            &p.ctl_exp,
+            &mut p.ctl_imp,
+            t + Duration::from_millis(4999),
+            &mut src
+        ),
+        Progress::Running
+    );
+    w.poll(
+        &p.ctl_exp,
+        &mut p.ctl_imp,
+        t + Duration::from_millis(5000),
+        &mut src,
+    );
+    assert!(matches!(
+        w.state(),
+        controller::WriterState::Failing {
+            error: StreamError::Timeout,
+            ..
+        }
+    ));
+}
+
+/// Runs a download until the controller finishes.
+fn download(
+    p: &mut Pair,
+    cr: &mut ControllerReader,
+    dw: &mut DeviceWriter,
+    src: &mut VecSource,
+    sink: &mut VecSink,
+    t: &mut Instant,
+) -> (Progress, Vec<DeviceEvent>) {
+    let mut events = Vec::new();
+    for _ in 0..100_000 {
+        let prog = cr.poll(&p.ctl_exp, &mut p.ctl_imp, *t, sink);
+        p.sync();
+        if let Some(ev) = dw.poll(&mut p.dev_exp, &p.dev_imp, *t, src) {
+            events.push(ev);
+        }
+        p.sync();
+        *t += TICK;
+        if prog != Progress::Running {
+            return (prog, events);
+        }
+    }
+    panic!("download did not finish");
+}
+
+#[test]
+fn download_end_to_end() {
+    let (mut p, _, mut t) = device_pair(257);
+    let mut dw = DeviceWriter::new(p.frd.clone());
+    let mut cr = ControllerReader::new(p.frd.clone(), 3);
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 7) as u8).collect();
+    let (mut src, mut sink) = (VecSource::new(data.clone()), VecSink::default());
+    let (prog, events) = download(&mut p, &mut cr, &mut dw, &mut src, &mut sink, &mut t);
+    assert_eq!(
+        prog,
+        Progress::Completed {
+            bytes: 1000,
+            crc: crc16(&data),
+            device_err: Some(status::COMPLETED)
+        }
+    );
+    assert_eq!(sink.data, data);
+    assert_eq!(sink.closed, [true]);
+    assert_eq!(src.opened, [3]);
+    assert_eq!(
+        events,
+        [
+            DeviceEvent::Started { select: 3 },
+            DeviceEvent::Completed {
+                select: 3,
+                bytes: 1000,
+                crc: crc16(&data)
+            }
+        ]
+    );
+    assert_eq!(dw.state(), &WriterState::Idle { armed: true });
+}
+
+#[test]
+fn download_refused_by_the_device() {
+    let (mut p, _, mut t) = device_pair(257);
+    let mut dw = DeviceWriter::new(p.frd.clone());
+    let mut cr = ControllerReader::new(p.frd.clone(), 2);
+    let mut src = VecSource {
+        refuse: Some(status::READING_FILE_FAILED),
+        ..VecSource::default()
+    };
+    let mut sink = VecSink::default();
+    let (prog, events) = download(&mut p, &mut cr, &mut dw, &mut src, &mut sink, &mut t);
+    assert_eq!(prog, Progress::Failed(StreamError::Timeout));
+    assert!(matches!(
+        events[0],
+        DeviceEvent::Failed {
+            error: StreamError::Local(140),
+            ..
+        }
+    ));
+    assert_eq!(get(&p.frd.err, &p.ctl_exp).0, 140);
+    assert_eq!(sink.closed, [false]);
+}
+
+#[test]
+fn download_with_a_bad_crc_is_an_error() {
+    let (mut p, _, t) = device_pair(257);
+    let mut cr = ControllerReader::new(p.frd.clone(), 3);
+    let mut sink = VecSink::default();
+    assert_eq!(
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink),
+        Progress::Running
+    );
+    p.sync();
+    // A hand-driven device: data, a wrong CRC and COMPLETED in one snapshot.
+    p.frd.buf.write_bytes(&mut p.dev_exp, 0, b"abc").unwrap();
+    p.frd.head.set_int(&mut p.dev_exp, 3).unwrap();
+    p.frd.cs.set_int(&mut p.dev_exp, 0x1234).unwrap();
+    p.frd.state.set_int(&mut p.dev_exp, cmd::COMPLETED).unwrap();
+    p.sync();
+    assert_eq!(
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink),
+        Progress::Running
+    );
+    assert_eq!(sink.data, b"abc");
+    p.frd.state.set_int(&mut p.dev_exp, cmd::IDLE).unwrap();
+    p.sync();
+    assert_eq!(
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink),
+        Progress::Failed(StreamError::Checksum {
+            expected: 0x1234,
+            actual: crc16(b"abc")
+        })
+    );
+    assert_eq!(sink.closed, [false]);
+}
+
+#[test]
+fn download_timeouts_on_both_sides() {
+    // The device's source stalls: the device gives up after 5 s without progress, with 104.
+    let (mut p, _, mut t) = device_pair(257);
+    let mut dw = DeviceWriter::new(p.frd.clone());
+    let mut cr = ControllerReader::new(p.frd.clone(), 3);
+    let mut src = VecSource::new(vec![1; 10]);
+    src.stall = true;
+    let mut sink = VecSink::default();
+    let (prog, events) = download(&mut p, &mut cr, &mut dw, &mut src, &mut sink, &mut t);
+    assert_eq!(prog, Progress::Failed(StreamError::Interrupted));
+    assert!(matches!(
+        events[1],
+        DeviceEvent::Failed {
+            error: StreamError::Timeout,
+            ..
+        }
+    ));
+    assert_eq!(get(&p.frd.err, &p.ctl_exp).0, i64::from(status::TIMEOUT));
+
+    // The device starts but never sends: the controller gives up after 5 s without data.
+    let (mut p, _, t) = device_pair(257);
+    let mut cr = ControllerReader::new(p.frd.clone(), 3);
+    cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink);
+    p.frd.head.set_int(&mut p.dev_exp, 0).unwrap();
+    p.frd.state.set_int(&mut p.dev_exp, cmd::RUNNING).unwrap();
+    p.sync();
+    assert_eq!(
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink),
+        Progress::Running
+    );
+    let t5 = t + Duration::from_secs(5);
+    assert_eq!(
+        cr.poll(
+            &p.ctl_exp,
+            &mut p.ctl_imp,
+            t5 - Duration::from_millis(1),
+            &mut sink
+        ),
+        Progress::Running
+    );
+    assert_eq!(
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t5, &mut sink),
+        Progress::Running
+    );
+    assert!(matches!(
+        cr.state(),
+        controller::ReaderState::Failing {
+            error: StreamError::Timeout,
+            ..
+        }
+    ));
+    p.sync();
+    assert_eq!(
+        get(&p.frd.cmd, &p.dev_imp).0,
+        cmd::IDLE,
+        "reader failure sets cmd 0, not 3"
+    );
+    // The device keeps RUNNING: the reader waits up to 5 s more, then fails.
+    assert_eq!(
+        cr.poll(
+            &p.ctl_exp,
+            &mut p.ctl_imp,
+            t5 + Duration::from_secs(1),
+            &mut sink
+        ),
+        Progress::Running
+    );
+    assert_eq!(
+        cr.poll(
+            &p.ctl_exp,
+            &mut p.ctl_imp,
+            t5 + Duration::from_secs(5),
+            &mut sink
+        ),
+        Progress::Failed(StreamError::Timeout)
+    );
+
+    // The controller never drains the ring: the device writer times out with 104.
+    let (mut p, _, t) = device_pair(257);
+    let mut dw = DeviceWriter::new(p.frd.clone());
+    let mut src = VecSource::new(vec![1; 1000]);
+    p.frd.tail.set_int(&mut p.ctl_imp, 0).unwrap();
+    p.frd.select.set_int(&mut p.ctl_imp, 3).unwrap();
+    p.frd.cmd.set_int(&mut p.ctl_imp, cmd::RUNNING).unwrap();
+    p.sync();
+    assert_eq!(
+        dw.poll(&mut p.dev_exp, &p.dev_imp, t, &mut src),
+        Some(DeviceEvent::Started { select: 3 })
+    );
+    assert_eq!(src.pos, 256);
+    assert_eq!(
+        dw.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t + Duration::from_millis(4999),
+            &mut src
+        ),
+        None
+    );
+    let ev = dw.poll(
+        &mut p.dev_exp,
+        &p.dev_imp,
+        t + Duration::from_secs(5),
+        &mut src,
+    );
+    assert!(matches!(
+        ev,
+        Some(DeviceEvent::Failed {
+            error: StreamError::Timeout,
+            bytes: 256,
+            ..
+        })
+    ));
+    p.sync();
+    assert_eq!(get(&p.frd.err, &p.ctl_exp).0, i64::from(status::TIMEOUT));
+    assert_eq!(get(&p.frd.state, &p.ctl_exp).0, cmd::INTERRUPT);
+    // The controller interrupts: the writer is released.
+    p.frd.cmd.set_int(&mut p.ctl_imp, cmd::IDLE).unwrap();
+    p.sync();
+    assert_eq!(
+        dw.poll(&mut p.dev_exp, &p.dev_imp, t, &mut src),
+        Some(DeviceEvent::Released)
+    );
+}
+
+#[test]
+fn download_interrupted_by_the_controller() {
+    let (mut p, _, mut t) = device_pair(257);
+    let mut dw = DeviceWriter::new(p.frd.clone());
+    let mut cr = ControllerReader::new(p.frd.clone(), 3);
+    let mut src = VecSource::new(vec![1; 5000]);
+    let mut sink = VecSink::default();
+    for _ in 0..3 {
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink);
+        p.sync();
+        dw.poll(&mut p.dev_exp, &p.dev_imp, t, &mut src);
+        p.sync();
+    }
+    cr.abort();
+    let (prog, events) = download(&mut p, &mut cr, &mut dw, &mut src, &mut sink, &mut t);
+    assert_eq!(prog, Progress::Failed(StreamError::Aborted));
+    assert!(matches!(
+        events.as_slice(),
+        [
+            DeviceEvent::Failed {
+                error: StreamError::Interrupted,
+                ..
+            },
+            ..
+        ]
+    ));
+    t += Duration::from_secs(1);
+    assert!(matches!(
+        dw.poll(&mut p.dev_exp, &p.dev_imp, t, &mut src),
+        Some(DeviceEvent::Released) | None
+    ));
+}
