@@ -2,6 +2,8 @@
 //! and hands them to the privileged install helper.
 //!
 //! The crate is split the same way the data flows:
+//! - [`net`]: the tokio driver: TCP/TLS listen and connect, one task per connection.
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 
+pub mod net;
 pub mod proto;

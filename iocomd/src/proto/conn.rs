@@ -250,6 +250,12 @@ pub enum CloseReason {
     /// The peer closed the stream.
     #[error("peer closed the connection")]
     PeerClosed,
+    /// The peer closed the stream in the middle of an element (or of the handshake).
+    #[error("peer closed the connection with {buffered} bytes of an unfinished element")]
+    Truncated {
+        /// Bytes of the partial element.
+        buffered: usize,
+    },
     /// Our side closed it (owner request or shutdown).
     #[error("closed locally: {0}")]
     Local(String),
@@ -553,9 +559,15 @@ impl Connection {
         self.feed_elements(rest)
     }
 
-    /// The peer closed its sending side.
+    /// The peer closed its sending side: [`CloseReason::Truncated`] if it stopped inside an
+    /// element or the handshake, else [`CloseReason::PeerClosed`].
     pub fn handle_eof(&mut self) {
-        self.close(CloseReason::PeerClosed);
+        let buffered = self.decoder.buffered() + self.hs_in.len();
+        if buffered > 0 {
+            self.close(CloseReason::Truncated { buffered });
+        } else {
+            self.close(CloseReason::PeerClosed);
+        }
     }
 
     fn feed_elements(&mut self, data: &[u8]) -> Result<(), CloseReason> {

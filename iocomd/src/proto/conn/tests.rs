@@ -643,3 +643,26 @@ fn oversize_frame_closes() {
         }))
     );
 }
+
+#[test]
+fn eof_inside_a_frame_is_truncation() {
+    let t = Instant::now();
+    let (mut d, _c) = running_pair(t);
+    d.handle_input(&[d.decoder.expected_nr(), 0x20, 0x10], t)
+        .unwrap();
+    d.handle_eof();
+    assert_eq!(
+        d.close_reason(),
+        Some(&CloseReason::Truncated { buffered: 3 })
+    );
+    let (mut d, _c) = running_pair(t);
+    d.handle_eof();
+    assert_eq!(d.close_reason(), Some(&CloseReason::PeerClosed));
+    let mut c = controller_server(t);
+    c.handle_input(&[0x53, 0x08, b'c'], t).unwrap();
+    c.handle_eof();
+    assert_eq!(
+        c.close_reason(),
+        Some(&CloseReason::Truncated { buffered: 3 })
+    );
+}

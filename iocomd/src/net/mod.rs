@@ -1,0 +1,147 @@
+//! The tokio driver of IOCOM connections: TCP and TLS, listening and connecting up with
+//! reconnect and exponential backoff.
+//!
+//! Every connection runs in its own task that owns its [`Connection`] and a tracing span
+//! `iocom{conn=<id> peer=<addr>}`. Tasks talk to one owner through channels:
+//!
+//! * the owner receives [`NetEvent`]s on one `mpsc::Receiver`: [`NetEvent::Connected`] with a
+//!   [`ConnHandle`] to that connection, [`NetEvent::Conn`] for each [`ConnEvent`], and
+//!   [`NetEvent::Closed`] with the [`CloseReason`] (always the last event of a connection);
+//! * the owner sends frames with [`ConnHandle`] (a cloneable `mpsc::Sender` wrapper).
+//!
+//! A protocol error, an oversized or truncated frame, data for an unknown block, a failed TLS
+//! handshake or a peer that never completes the IOCOM handshake closes only that connection, with
+//! the reason logged (`warn`) and reported. Shutdown is a [`CancellationToken`]: listeners stop
+//! accepting, connections close, and [`listen`] / [`connect`] return after their tasks ended.
+//!
+//! [`Connection`]: crate::proto::conn::Connection
+//! [`CancellationToken`]: tokio_util::sync::CancellationToken
+
+mod connect;
+mod driver;
+mod listen;
+pub mod tls;
+
+pub use connect::{Backoff, ConnectTarget, connect};
+pub use listen::listen;
+
+use crate::proto::conn::{CloseReason, ConnEvent, QueueError};
+use crate::proto::frame::FrameFlags;
+use crate::proto::sysframe::SystemFrame;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// Process-unique connection id.
+pub type ConnId = u64;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_conn_id() -> ConnId {
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a connection task reports to its owner.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A stream is open (TLS handshake done); the IOCOM handshake starts.
+    Connected {
+        /// Connection id.
+        id: ConnId,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Handle for queueing frames to this connection.
+        handle: ConnHandle,
+    },
+    /// A protocol event of connection `id`.
+    Conn {
+        /// Connection id.
+        id: ConnId,
+        /// The event.
+        event: ConnEvent,
+    },
+    /// A command from the owner could not be queued (the connection stays open).
+    QueueFailed {
+        /// Connection id.
+        id: ConnId,
+        /// Why.
+        error: QueueError,
+    },
+    /// The connection is closed; no more events for `id` follow.
+    Closed {
+        /// Connection id.
+        id: ConnId,
+        /// Why it closed.
+        reason: CloseReason,
+    },
+}
+
+/// A command for a connection task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Data {
+        mblk_id: u32,
+        addr: u32,
+        flags: FrameFlags,
+        payload: Vec<u8>,
+    },
+    System(SystemFrame),
+    Withdraw(u32),
+    Close(String),
+}
+
+/// The connection task has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection {0} is closed")]
+pub struct ConnGone(pub ConnId);
+
+/// Sends frames to one connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    id: ConnId,
+    tx: mpsc::Sender<Command>,
+}
+
+impl ConnHandle {
+    /// The connection id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    async fn send(&self, c: Command) -> Result<(), ConnGone> {
+        self.tx.send(c).await.map_err(|_| ConnGone(self.id))
+    }
+
+    /// Queues a data frame to the peer's block `mblk_id` (the peer's id). Size errors are
+    /// reported as [`NetEvent::QueueFailed`].
+    pub async fn queue_data(
+        &self,
+        mblk_id: u32,
+        addr: u32,
+        flags: FrameFlags,
+        payload: Vec<u8>,
+    ) -> Result<(), ConnGone> {
+        self.send(Command::Data {
+            mblk_id,
+            addr,
+            flags,
+            payload,
+        })
+        .await
+    }
+
+    /// Queues a memory block info or remove request.
+    pub async fn queue_system(&self, frame: SystemFrame) -> Result<(), ConnGone> {
+        self.send(Command::System(frame)).await
+    }
+
+    /// Stops accepting data for our block `mblk_id`.
+    pub async fn withdraw_mblk(&self, mblk_id: u32) -> Result<(), ConnGone> {
+        self.send(Command::Withdraw(mblk_id)).await
+    }
+
+    /// Closes the connection; [`NetEvent::Closed`] follows with [`CloseReason::Local`].
+    pub async fn close(&self, why: impl Into<String>) -> Result<(), ConnGone> {
+        self.send(Command::Close(why.into())).await
+    }
+}
