@@ -9,6 +9,7 @@
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod net;
 pub mod paths;
