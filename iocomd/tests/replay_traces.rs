@@ -1,0 +1,274 @@
+//! Replays captured reference traces into our cores: the controller→device bytes of the
+//! program-write traces b, d, e and f go into our device (P1's `Connection` in the device role,
+//! our `DeviceEndpoint` and tod reader) and must yield exactly the transferred files; the
+//! device→controller bytes of trace c go into our controller core and must yield the file the
+//! reference controller read from select 3.
+//!
+//! Our device is configured with the reference block layout (exp 44, imp 24, dexp 8205,
+//! dimp 24, conf_exp/conf_imp 279 with 257-byte rings) so that the reference controller's
+//! frames (addressed with the reference device's ids 8..14) apply.
+
+use iocomd::proto::conn::{ConnConfig, Connection, LocalIdentity, Role, Side};
+use iocomd::proto::crc::crc16;
+use iocomd::proto::endpoint::{BlockDef, ControllerEndpoint, DeviceConfig, DeviceEndpoint};
+use iocomd::proto::frame::FrameFlags;
+use iocomd::proto::node::{DeviceId, device_flags};
+use iocomd::proto::stream::controller::Progress;
+use iocomd::proto::stream::device::DeviceEvent;
+use iocomd::proto::stream::{ChunkSink, ChunkSource, Direction, SourceRead};
+use iocomd::proto::sysframe::SystemFrame;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const CONN: u64 = 1;
+
+fn traces() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/traces")
+}
+
+/// `(seconds, "C2D"|"D2C", bytes)` per TCP segment.
+fn load(name: &str) -> Vec<(f64, String, Vec<u8>)> {
+    let text = std::fs::read_to_string(traces().join(name)).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut p = l.split_whitespace();
+            let t: f64 = p.next().unwrap().parse().unwrap();
+            let dir = p.next().unwrap().to_owned();
+            let hex = p.next().unwrap();
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            (t, dir, bytes)
+        })
+        .collect()
+}
+
+fn file(name: &str) -> Vec<u8> {
+    std::fs::read(traces().join("files").join(name)).unwrap()
+}
+
+#[derive(Default)]
+struct Sink {
+    data: Vec<u8>,
+    opened: Vec<i64>,
+    closed: Vec<bool>,
+}
+
+impl ChunkSink for Sink {
+    fn open(&mut self, select: i64) -> Result<(), u8> {
+        self.opened.push(select);
+        self.data.clear();
+        Ok(())
+    }
+    fn write(&mut self, chunk: &[u8]) -> Result<(), u8> {
+        self.data.extend_from_slice(chunk);
+        Ok(())
+    }
+    fn close(&mut self, ok: bool) {
+        self.closed.push(ok);
+    }
+}
+
+/// A source with nothing to send.
+struct Empty;
+
+impl ChunkSource for Empty {
+    fn open(&mut self, _select: i64) -> Result<(), u8> {
+        Ok(())
+    }
+    fn read(&mut self, _buf: &mut [u8]) -> Result<SourceRead, u8> {
+        Ok(SourceRead::End)
+    }
+}
+
+fn reference_device() -> DeviceEndpoint {
+    let raw = |name: &str, flags, size| BlockDef {
+        name: name.into(),
+        flags,
+        json: None,
+        min_size: size,
+    };
+    DeviceEndpoint::new(DeviceConfig {
+        device: DeviceId::new("gina", 9000, "*"),
+        blocks: vec![
+            raw("exp", device_flags::EXP, 44),
+            raw("imp", device_flags::IMP, 24),
+            raw("dexp", device_flags::EXP, 8205),
+            raw("dimp", device_flags::IMP, 24),
+        ],
+        tod_ring: 257,
+        frd_ring: 257,
+    })
+    .unwrap()
+}
+
+/// Drives a connection and a core through one received segment.
+fn pump_device(conn: &mut Connection, ep: &mut DeviceEndpoint) {
+    while let Some(ev) = conn.poll_event() {
+        let out = ep.handle(CONN, ev).unwrap();
+        for info in out.infos {
+            conn.queue_system_frame(SystemFrame::MblkInfo(info))
+                .unwrap();
+        }
+    }
+}
+
+fn transmit_device(conn: &mut Connection, ep: &mut DeviceEndpoint, now: Instant) {
+    for f in ep.transmit(CONN, conn.send_frame_size() as usize, usize::MAX) {
+        conn.queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    conn.poll_transmit(now, &mut out);
+}
+
+fn replay_device_trace(name: &str, side: Side) -> (Sink, Vec<DeviceEvent>) {
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "gina".into(),
+        device_nr: 9000,
+        network_name: "*".into(),
+        unique_id: Some([7; 12]),
+        password: String::new(),
+    };
+    let mut conn = Connection::new(ConnConfig::new(Role::Device, side, identity), base);
+    let mut ep = reference_device();
+    let (mut sink, mut source) = (Sink::default(), Empty);
+    let mut events = Vec::new();
+    for (t, dir, bytes) in load(name) {
+        if dir != "C2D" {
+            continue;
+        }
+        let now = base + Duration::from_secs_f64(t);
+        conn.handle_input(&bytes, now)
+            .unwrap_or_else(|e| panic!("{name} at {t}: connection closed: {e}"));
+        pump_device(&mut conn, &mut ep);
+        for ev in ep.poll_streams(now, &mut sink, &mut source) {
+            if ev.dir == Direction::ToDevice {
+                events.push(ev.event);
+            }
+        }
+        transmit_device(&mut conn, &mut ep, now);
+    }
+    assert!(!conn.is_closed(), "{name}: {:?}", conn.close_reason());
+    (sink, events)
+}
+
+fn assert_program_write(name: &str, side: Side, expected_file: &str) {
+    let expected = file(expected_file);
+    let (sink, events) = replay_device_trace(name, side);
+    assert_eq!(sink.opened, [1], "{name}: one transfer to select 1");
+    assert_eq!(sink.closed, [true], "{name}: CRC accepted");
+    assert_eq!(sink.data.len(), expected.len(), "{name}: length");
+    assert!(
+        sink.data == expected,
+        "{name}: content differs from {expected_file}"
+    );
+    assert_eq!(
+        events,
+        [
+            DeviceEvent::Started { select: 1 },
+            DeviceEvent::Completed {
+                select: 1,
+                bytes: expected.len() as u64,
+                crc: crc16(&expected)
+            }
+        ],
+        "{name}"
+    );
+}
+
+#[test]
+fn trace_b_program_write_4k() {
+    assert_program_write("b-listen-program-write-4k.txt", Side::Client, "test4k.bin");
+}
+
+#[test]
+fn trace_d_device_listens_program_write_4k() {
+    assert_program_write("d-connect-idle-write-read.txt", Side::Server, "test4k.bin");
+}
+
+#[test]
+fn trace_e_program_write_random_4k() {
+    assert_program_write(
+        "e-listen-program-write-4k-random.txt",
+        Side::Client,
+        "rand4k.bin",
+    );
+}
+
+#[test]
+fn trace_f_program_write_20k() {
+    assert_program_write(
+        "f-listen-program-write-20k.txt",
+        Side::Client,
+        "test20k.bin",
+    );
+}
+
+#[test]
+fn trace_c_controller_reads_select_3() {
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "ctl".into(),
+        device_nr: 0,
+        network_name: "iocafenet".into(),
+        unique_id: None,
+        password: String::new(),
+    };
+    let mut conn = Connection::new(
+        ConnConfig::new(Role::Controller, Side::Server, identity),
+        base,
+    );
+    let mut ep = ControllerEndpoint::new("gina");
+    let (mut sink, mut source) = (Sink::default(), Empty);
+    let mut started = false;
+    let mut result = None;
+    for (t, dir, bytes) in load("c-listen-read-select3.txt") {
+        if dir != "D2C" {
+            continue;
+        }
+        let now = base + Duration::from_secs_f64(t);
+        conn.handle_input(&bytes, now)
+            .unwrap_or_else(|e| panic!("trace c at {t}: connection closed: {e}"));
+        while let Some(ev) = conn.poll_event() {
+            let out = ep.handle(CONN, ev).unwrap();
+            for info in out.infos {
+                conn.queue_system_frame(SystemFrame::MblkInfo(info))
+                    .unwrap();
+            }
+        }
+        if !started && ep.ready() {
+            ep.start_download(3).unwrap();
+            started = true;
+        }
+        if started && result.is_none() {
+            let p = ep.poll_transfer(now, &mut source, &mut sink).unwrap();
+            if p != Progress::Running {
+                result = Some(p);
+            }
+        }
+        for f in ep.transmit(CONN, conn.send_frame_size() as usize, usize::MAX) {
+            conn.queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        conn.poll_transmit(now, &mut out);
+    }
+    let expected = file("read-select3-result.bin");
+    let info = ep.peer_info().unwrap().as_ref().unwrap();
+    assert_eq!(info.signal("conf_exp", "frd_buf").unwrap().n, 257);
+    assert_eq!(sink.data, expected);
+    assert_eq!(sink.opened, [3]);
+    assert_eq!(sink.closed, [true]);
+    assert_eq!(
+        result,
+        Some(Progress::Completed {
+            bytes: 228,
+            crc: crc16(&expected),
+            device_err: Some(6)
+        })
+    );
+}
