@@ -8,3 +8,4 @@ pub mod config;
 pub mod paths;
 pub mod proto;
 pub mod spool;
+pub mod systemd;
