@@ -5,6 +5,7 @@
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 
 pub mod config;
+pub mod helper_client;
 pub mod logging;
 pub mod paths;
 pub mod proto;
