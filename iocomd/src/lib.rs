@@ -6,12 +6,17 @@
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 //! - [`spool`]: received packages streamed to disk with bounded memory.
 //! - [`config`] and [`paths`]: validated settings from TOML fragments; every system path.
+//! - [`status`]: the update status signals published in the `exp` block.
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod helper_client;
+pub mod logging;
 pub mod net;
 pub mod paths;
 pub mod proto;
 pub mod spool;
+pub mod status;
+pub mod systemd;

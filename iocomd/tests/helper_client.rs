@@ -1,0 +1,272 @@
+//! The helper client against an in-test zbus server implementing `org.iocom.InstallHelper1`
+//! on a peer-to-peer socket: fd passing, metadata, signals, errors, and a spawned child helper
+//! (this test binary re-run as the child, serving on its standard input).
+
+use futures_util::StreamExt;
+use iocomd::config::HelperConnection;
+use iocomd::helper_client::{HelperClient, HelperError, HelperEvent, InstallMeta};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::Duration;
+use zbus::object_server::SignalEmitter;
+
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.iocom.InstallHelper1.Error")]
+enum FakeError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    UnknownTransaction(String),
+    BadPackage(String),
+}
+
+/// Remembers what it installed; reads the package through the received fd.
+#[derive(Debug, Default)]
+struct FakeHelper {
+    results: Mutex<HashMap<String, String>>,
+}
+
+#[zbus::interface(name = "org.iocom.InstallHelper1")]
+impl FakeHelper {
+    async fn install(
+        &self,
+        package: zbus::Fd<'_>,
+        meta: HashMap<String, zbus::OwnedVariant>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, FakeError> {
+        let fd: OwnedFd = package.try_into().map_err(FakeError::ZBus)?;
+        let mut file = std::fs::File::from(fd);
+        file.rewind()
+            .map_err(|e| FakeError::BadPackage(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| FakeError::BadPackage(e.to_string()))?;
+        if bytes.is_empty() {
+            return Err(FakeError::BadPackage("empty package".into()));
+        }
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let claimed_sha = String::try_from(meta.get("sha256").cloned().unwrap()).unwrap();
+        let claimed_size = u64::try_from(meta.get("size").cloned().unwrap()).unwrap();
+        let origin = String::try_from(meta.get("origin").cloned().unwrap()).unwrap();
+        let id = format!("txn-{}", self.results.lock().unwrap().len() + 1);
+        let result = format!(
+            r#"{{"sha256":"{sha}","size":{},"claimed_sha256":"{claimed_sha}","claimed_size":{claimed_size},"origin":"{origin}"}}"#,
+            bytes.len()
+        );
+        self.results
+            .lock()
+            .unwrap()
+            .insert(id.clone(), result.clone());
+        Self::progress(&emitter, &id, "verify", 10, "checking").await?;
+        Self::progress(&emitter, &id, "install", 90, "dpkg").await?;
+        Self::finished(&emitter, &id, "ok", "installed", &result).await?;
+        Ok(id)
+    }
+
+    async fn status(&self) -> String {
+        format!(
+            r#"{{"transactions":{}}}"#,
+            self.results.lock().unwrap().len()
+        )
+    }
+
+    async fn result(&self, transaction_id: &str) -> Result<String, FakeError> {
+        self.results
+            .lock()
+            .unwrap()
+            .get(transaction_id)
+            .cloned()
+            .ok_or_else(|| FakeError::UnknownTransaction(transaction_id.to_owned()))
+    }
+
+    #[zbus(signal)]
+    async fn progress(
+        emitter: &SignalEmitter<'_>,
+        transaction_id: &str,
+        phase: &str,
+        percent: u32,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn finished(
+        emitter: &SignalEmitter<'_>,
+        transaction_id: &str,
+        code: &str,
+        message: &str,
+        result_json: &str,
+    ) -> zbus::Result<()>;
+}
+
+async fn serve(stream: UnixStream) -> zbus::Connection {
+    zbus::connection::Builder::unix_stream(stream)
+        .server(zbus::Guid::generate())
+        .p2p()
+        .serve_at("/org/iocom/InstallHelper1", FakeHelper::default())
+        .build()
+        .await
+        .unwrap()
+}
+
+fn package_file(content: &[u8]) -> std::fs::File {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(content).unwrap();
+    f.rewind().unwrap();
+    f
+}
+
+fn meta(content: &[u8]) -> InstallMeta {
+    InstallMeta {
+        sha256: Sha256::digest(content)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        size: content.len() as u64,
+        origin: "tls:127.0.0.1 user frank".into(),
+    }
+}
+
+/// Runs `client` against the fake helper on a socketpair.
+async fn with_p2p_helper() -> (HelperClient, zbus::Connection) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let (server, client) = tokio::join!(serve(a), HelperClient::p2p(b));
+    (client.unwrap(), server)
+}
+
+async fn next_event(
+    events: &mut (impl futures_util::Stream<Item = HelperEvent> + Unpin),
+) -> HelperEvent {
+    tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("no signal within 30 s")
+        .expect("signal stream ended")
+}
+
+async fn exercise(client: &HelperClient) {
+    let content = b"!<arch>\npretend this is a .deb".repeat(1000);
+    let mut events = client.events().await.unwrap();
+    let file = package_file(&content);
+    let id = client.install(&file, &meta(&content)).await.unwrap();
+    assert_eq!(id, "txn-1");
+
+    let sha = meta(&content).sha256;
+    let expect_json = format!(
+        r#"{{"sha256":"{sha}","size":{n},"claimed_sha256":"{sha}","claimed_size":{n},"origin":"tls:127.0.0.1 user frank"}}"#,
+        n = content.len()
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        HelperEvent::Progress {
+            transaction_id: id.clone(),
+            phase: "verify".into(),
+            percent: 10,
+            message: "checking".into()
+        }
+    );
+    assert!(matches!(
+        next_event(&mut events).await,
+        HelperEvent::Progress { percent: 90, .. }
+    ));
+    assert_eq!(
+        next_event(&mut events).await,
+        HelperEvent::Finished {
+            transaction_id: id.clone(),
+            code: "ok".into(),
+            message: "installed".into(),
+            result_json: expect_json.clone()
+        }
+    );
+    assert_eq!(client.result(&id).await.unwrap(), expect_json);
+    assert_eq!(client.status().await.unwrap(), r#"{"transactions":1}"#);
+
+    let e = client.result("txn-99").await.unwrap_err();
+    assert_eq!(
+        e.remote_error_name().as_deref(),
+        Some("org.iocom.InstallHelper1.Error.UnknownTransaction")
+    );
+    assert!(
+        e.to_string().starts_with("install helper Result failed"),
+        "{e}"
+    );
+
+    let empty = package_file(b"");
+    let e = client.install(&empty, &meta(b"")).await.unwrap_err();
+    assert_eq!(
+        e.remote_error_name().as_deref(),
+        Some("org.iocom.InstallHelper1.Error.BadPackage")
+    );
+}
+
+#[tokio::test]
+async fn proxy_talks_to_a_p2p_helper_with_fd_passing_and_signals() {
+    let (client, _server) = with_p2p_helper().await;
+    assert_eq!(client.child_pid(), None);
+    exercise(&client).await;
+}
+
+/// The fake helper as a child process: serves on standard input until the peer hangs up.
+#[test]
+#[ignore = "run as a child process by spawned_helper_serves_on_its_stdin"]
+fn fake_helper_child() {
+    if std::env::var_os("IOCOMD_FAKE_HELPER").is_none() {
+        return;
+    }
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = serve(UnixStream::from(stdin)).await;
+        // Serve until the client hangs up (the stream ends when the socket closes).
+        let mut messages = zbus::MessageStream::from(&conn);
+        while messages.next().await.is_some() {}
+    });
+}
+
+#[tokio::test]
+async fn spawned_helper_serves_on_its_stdin() {
+    // The child needs IOCOMD_FAKE_HELPER in its environment; changing our own environment is
+    // not safe in a threaded test, so start it through env(1).
+    let exe = std::env::current_exe()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let args = [
+        "IOCOMD_FAKE_HELPER=1",
+        &exe,
+        "--exact",
+        "fake_helper_child",
+        "--ignored",
+        "--test-threads=1",
+    ];
+    let client = HelperClient::connect(&HelperConnection::Spawn {
+        program: "/usr/bin/env".into(),
+        args: args.map(String::from).to_vec(),
+    })
+    .await
+    .unwrap();
+    assert!(client.child_pid().is_some());
+    exercise(&client).await;
+}
+
+#[tokio::test]
+async fn spawn_failures_are_reported() {
+    let e = HelperClient::spawn(std::path::Path::new("/nonexistent/helper"), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HelperError::Spawn { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("cannot start the install helper /nonexistent/helper:"),
+        "{e}"
+    );
+    // A helper that exits at once closes the socket: the handshake fails instead of hanging.
+    let e = HelperClient::spawn(std::path::Path::new("/bin/true"), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HelperError::Connect { .. }), "{e:?}");
+}
