@@ -3,7 +3,7 @@
 //! writer) and [`ControllerEndpoint`] (a controller: blocks created from the device's info
 //! frames, the device's `info` decoded, one upload or download at a time).
 //!
-//! Both are sans-I/O: feed them [`ConnEvent`]s, queue the [`MblkInfo`]s they return with
+//! Both are sans-I/O: feed them [`ConnEvent`]s, queue the `MblkInfo`s they return with
 //! `Connection::queue_system_frame`, poll the streams after received data, then queue
 //! [`Node::transmit`] frames with `Connection::queue_data_frame`.
 
@@ -15,7 +15,6 @@ use crate::proto::pjson::Json;
 use crate::proto::stream::controller::{ControllerReader, ControllerWriter, Progress};
 use crate::proto::stream::device::{DeviceEvent, DeviceReader, DeviceWriter};
 use crate::proto::stream::{ChunkSink, ChunkSource, Direction, StreamError, StreamSignals};
-use crate::proto::sysframe::MblkInfo;
 use std::time::Instant;
 use thiserror::Error;
 
@@ -331,9 +330,23 @@ impl ControllerEndpoint {
             .ok_or_else(|| EndpointError::Missing("stream signals in the device's info".into()))
     }
 
-    /// True when the device's info and conf blocks are known.
+    /// True when the device's info and conf blocks are known and its stream states are
+    /// CONNECTED (its conf_exp key frame arrived), so a transfer can start.
     pub fn ready(&self) -> bool {
-        self.conf().is_ok()
+        let Ok((exp_ix, imp_ix, _)) = self.conf() else {
+            return false;
+        };
+        let (Some(exp), Some(imp)) = (self.node.block(exp_ix), self.node.block(imp_ix)) else {
+            return false;
+        };
+        let connected = |dir| {
+            self.signals(dir).ok().is_some_and(|s| {
+                s.state
+                    .state(exp)
+                    .is_ok_and(|b| b & crate::proto::signals::STATE_CONNECTED != 0)
+            })
+        };
+        imp.remote_id_known() && connected(Direction::ToDevice) && connected(Direction::FromDevice)
     }
 
     /// Starts an upload to `select`.
@@ -401,18 +414,4 @@ impl ControllerEndpoint {
     pub fn transmit(&mut self, conn: ConnId, frame_size: usize, max: usize) -> Vec<DataFrame> {
         self.node.transmit(conn, frame_size, max)
     }
-}
-
-/// The info frame of our block for the connection (exposed for tests and logging).
-pub fn describe(info: &MblkInfo) -> String {
-    format!(
-        "{}.{}{}.{} id {} size {} flags {:#x}",
-        info.mblk_name,
-        info.device_name,
-        info.device_nr,
-        info.network_name,
-        info.mblk_id,
-        info.size,
-        info.flags
-    )
 }

@@ -449,6 +449,11 @@ impl Mblk {
         Ok(Some(first..last + 1))
     }
 
+    /// True when this block is sent on some connection whose peer id is known.
+    pub fn remote_id_known(&self) -> bool {
+        self.sources.iter().any(|s| s.remote_id != 0)
+    }
+
     /// The peer's id for this block on `conn`, if bound.
     pub fn remote_id(&self, conn: ConnId) -> Option<u32> {
         self.sources

@@ -395,7 +395,9 @@ impl Decoder<'_> {
 /// Decodes a packed JSON document into the root object's members; checks the CRC.
 pub fn decode(data: &[u8]) -> Result<Vec<(String, Json)>, PjsonError> {
     let body_len = data.len().checked_sub(2).ok_or(PjsonError::Truncated(0))?;
-    let (body, crc) = data.split_at(body_len);
+    let (body, crc) = data
+        .split_at_checked(body_len)
+        .ok_or(PjsonError::Truncated(0))?;
     let found = u16::from_le_bytes([
         crc.first().copied().unwrap_or(0),
         crc.get(1).copied().unwrap_or(0),

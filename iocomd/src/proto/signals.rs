@@ -158,10 +158,10 @@ impl Signal {
     /// Bytes the signal occupies, state byte included (C `ioc_nro_signal_bytes`).
     pub fn nbytes(&self) -> usize {
         match self.ty {
-            SignalType::Str => self.n + 1,
+            SignalType::Str => self.n.saturating_add(1),
             SignalType::Boolean if self.n > 1 => 1 + self.n.div_ceil(8),
             SignalType::Boolean => 1,
-            ty => 1 + self.n * ty.value_size(),
+            ty => self.n.saturating_mul(ty.value_size()).saturating_add(1),
         }
     }
 
@@ -170,6 +170,13 @@ impl Signal {
             .data()
             .get(self.addr..self.addr.saturating_add(self.nbytes()))
             .ok_or_else(|| self.out_of(block))
+    }
+
+    /// True when the whole signal lies inside `block`.
+    pub fn fits(&self, block: &Mblk) -> bool {
+        self.addr
+            .checked_add(self.nbytes())
+            .is_some_and(|end| end <= block.size())
     }
 
     fn out_of(&self, block: &Mblk) -> SignalError {
@@ -322,10 +329,14 @@ impl Signal {
         if offset.checked_add(data.len()).is_none_or(|e| e > self.n) {
             return Err(self.unsupported("write past the end of the array"));
         }
+        let at = self
+            .addr
+            .checked_add(1 + offset)
+            .ok_or_else(|| self.out_of(block))?;
         if self.raw_state(block)? != STATE_CONNECTED {
             block.write(self.addr, &[STATE_CONNECTED])?;
         }
-        block.write(self.addr + 1 + offset, data)?;
+        block.write(at, data)?;
         Ok(())
     }
 
@@ -339,10 +350,13 @@ impl Signal {
         if offset.checked_add(len).is_none_or(|e| e > self.n) {
             return Err(self.unsupported("read past the end of the array"));
         }
-        let start = self.addr + 1 + offset;
+        let start = self
+            .addr
+            .checked_add(1 + offset)
+            .ok_or_else(|| self.out_of(block))?;
         block
             .data()
-            .get(start..start + len)
+            .get(start..start.saturating_add(len))
             .ok_or_else(|| self.out_of(block))
     }
 

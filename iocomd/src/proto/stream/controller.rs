@@ -108,6 +108,10 @@ impl ControllerWriter {
         if let WriterState::Finished(p) = &self.state {
             return p.clone();
         }
+        if let Err(e) = self.sig.check_fits(exp, imp) {
+            self.state = WriterState::Finished(Progress::Failed(e.clone()));
+            return Progress::Failed(e);
+        }
         let dev_state = match get_connected(&self.sig.state, exp) {
             Ok(Some(s)) => s,
             Ok(None) => return self.finish(imp, Progress::Failed(StreamError::NotConnected)),
@@ -338,6 +342,11 @@ impl ControllerReader {
     ) -> Progress {
         if let ReaderState::Finished(p) = &self.state {
             return p.clone();
+        }
+        if let Err(e) = self.sig.check_fits(exp, imp) {
+            sink.close(false);
+            self.state = ReaderState::Finished(Progress::Failed(e.clone()));
+            return Progress::Failed(e);
         }
         let dev_state = match get_connected(&self.sig.state, exp) {
             Ok(Some(s)) => s,

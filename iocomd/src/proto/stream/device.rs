@@ -117,6 +117,7 @@ impl DeviceReader {
         now: Instant,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
+        self.sig.check_fits(exp, imp).map_err(|e| (0, 0, e))?;
         let command = get_connected(&self.sig.cmd, imp).map_err(|e| (0, 0, e.into()))?;
         let mut started = None;
         match &mut self.state {
@@ -369,6 +370,7 @@ impl DeviceWriter {
         now: Instant,
         source: &mut dyn ChunkSource,
     ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
+        self.sig.check_fits(exp, imp).map_err(|e| (0, 0, e))?;
         let command = get_connected(&self.sig.cmd, imp).map_err(|e| (0, 0, e.into()))?;
         let holding = matches!(command, Some(cmd::RUNNING | cmd::COMPLETED));
         let sig = self.sig.clone();
