@@ -360,6 +360,111 @@ impl Signal {
             .ok_or_else(|| self.out_of(block))
     }
 
+    /// Writes integer array elements from `offset` like `ioc_move_array`: state byte
+    /// `CONNECTED`, element `k` at `addr + 1 + k·size` (little endian, truncated to the type).
+    pub fn set_array_int(
+        &self,
+        block: &mut Mblk,
+        offset: usize,
+        values: &[i64],
+    ) -> Result<(), SignalError> {
+        let size = match self.ty {
+            SignalType::Boolean | SignalType::Str | SignalType::Float | SignalType::Double => {
+                return Err(self.unsupported("not an integer array"));
+            }
+            ty if ty.value_size() == 0 => return Err(self.unsupported("type has no value")),
+            ty => ty.value_size(),
+        };
+        if offset.checked_add(values.len()).is_none_or(|e| e > self.n) {
+            return Err(self.unsupported("write past the end of the array"));
+        }
+        let at = offset
+            .checked_mul(size)
+            .and_then(|o| self.addr.checked_add(1 + o))
+            .ok_or_else(|| self.out_of(block))?;
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| v.to_le_bytes().into_iter().take(size))
+            .collect();
+        if self.raw_state(block)? != STATE_CONNECTED {
+            block.write(self.addr, &[STATE_CONNECTED])?;
+        }
+        block.write(at, &bytes)?;
+        Ok(())
+    }
+
+    /// Reads `count` integer array elements from `offset` (sign-extended for signed types).
+    pub fn get_array_int(
+        &self,
+        block: &Mblk,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<i64>, SignalError> {
+        let size = self.ty.value_size();
+        if size == 0
+            || matches!(
+                self.ty,
+                SignalType::Float | SignalType::Double | SignalType::Str
+            )
+        {
+            return Err(self.unsupported("not an integer array"));
+        }
+        if offset.checked_add(count).is_none_or(|e| e > self.n) {
+            return Err(self.unsupported("read past the end of the array"));
+        }
+        let start = self.addr.saturating_add(1 + offset * size);
+        let raw = block
+            .data()
+            .get(start..start.saturating_add(count * size))
+            .ok_or_else(|| self.out_of(block))?;
+        let shift = 64 - 8 * size as u32;
+        Ok(raw
+            .chunks(size)
+            .map(|c| {
+                let mut le = [0u8; 8];
+                for (d, s) in le.iter_mut().zip(c) {
+                    *d = *s;
+                }
+                let u = u64::from_le_bytes(le);
+                if self.ty.is_signed() {
+                    ((u << shift) as i64) >> shift
+                } else {
+                    u as i64
+                }
+            })
+            .collect())
+    }
+
+    /// Writes a boolean array (n > 1): bit 0 of the state byte = element 0, then `ceil(n/8)`
+    /// bytes, element `k` in bit `k mod 8` of byte `k/8`. All `n` elements at once.
+    pub fn set_bools(&self, block: &mut Mblk, values: &[bool]) -> Result<(), SignalError> {
+        if self.ty != SignalType::Boolean || self.n < 2 || values.len() != self.n {
+            return Err(self.unsupported("needs all elements of a boolean array"));
+        }
+        let mut bytes = vec![0u8; 1 + self.n.div_ceil(8)];
+        for (k, v) in values.iter().enumerate() {
+            if let Some(b) = bytes.get_mut(1 + k / 8) {
+                *b |= u8::from(*v) << (k % 8);
+            }
+        }
+        if let (Some(state), Some(first)) = (bytes.first_mut(), values.first()) {
+            *state = STATE_CONNECTED | u8::from(*first);
+        }
+        block.write(self.addr, &bytes)?;
+        Ok(())
+    }
+
+    /// Reads a boolean array.
+    pub fn get_bools(&self, block: &Mblk) -> Result<Vec<bool>, SignalError> {
+        if self.ty != SignalType::Boolean || self.n < 2 {
+            return Err(self.unsupported("not a boolean array"));
+        }
+        let b = self.bytes(block)?;
+        Ok((0..self.n)
+            .map(|k| b.get(1 + k / 8).is_some_and(|x| x & (1 << (k % 8)) != 0))
+            .collect())
+    }
+
     /// Writes a string like `ioc_move_str`: state `CONNECTED`, the bytes plus a NUL, cut to
     /// `n` bytes; later bytes are left as they are.
     pub fn set_str(&self, block: &mut Mblk, s: &str) -> Result<(), SignalError> {
@@ -628,6 +733,17 @@ mod tests {
         assert_eq!(&b.data()[16..21], [2, 0, 7, 8, 0]);
         assert!(arr.write_bytes(&mut b, 3, &[1, 2]).is_err());
         assert_eq!(arr.read_bytes(&b, 1, 2).unwrap(), [7, 8]);
+        let mut b = Mblk::new("imp", 8, MBLK_DOWN, 24);
+        let ints = Signal::new("ints", 0, 3, SignalType::Short);
+        ints.set_array_int(&mut b, 1, &[-2, 300]).unwrap();
+        assert_eq!(&b.data()[..7], [2, 0, 0, 0xFE, 0xFF, 0x2C, 0x01]);
+        assert_eq!(ints.get_array_int(&b, 0, 3).unwrap(), [0, -2, 300]);
+        assert!(ints.set_array_int(&mut b, 2, &[1, 2]).is_err());
+        let bools = Signal::new("bools", 0, 10, SignalType::Boolean);
+        let v: Vec<bool> = (0..10).map(|k| k % 3 == 0).collect();
+        bools.set_bools(&mut b, &v).unwrap();
+        assert_eq!(&b.data()[..3], [3, 0b0100_1001, 0b10]);
+        assert_eq!(bools.get_bools(&b).unwrap(), v);
         let past = Signal::new("past", 22, 1, SignalType::Int);
         assert!(matches!(
             past.set_int(&mut b, 1),

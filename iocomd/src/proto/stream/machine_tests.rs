@@ -847,3 +847,35 @@ fn download_interrupted_by_the_controller() {
         Some(DeviceEvent::Released) | None
     ));
 }
+
+#[test]
+fn signals_that_do_not_fit_their_blocks_are_refused() {
+    // A hostile info claims a 1 GiB ring in a 279-byte conf_imp.
+    let mut p = Pair::new(257, 257);
+    let mut bad = p.tod.clone();
+    bad.buf.n = 1 << 30;
+    let t = Instant::now();
+    let mut w = ControllerWriter::new(bad.clone(), 1);
+    let mut src = VecSource::new(vec![1; 10]);
+    assert!(matches!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src),
+        Progress::Failed(StreamError::Ring(_))
+    ));
+    assert_eq!(src.pos, 0);
+    let mut r = DeviceReader::new(bad);
+    let mut sink = VecSink::default();
+    assert!(matches!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink),
+        Some(DeviceEvent::Failed {
+            error: StreamError::Ring(_),
+            ..
+        })
+    ));
+    let mut bad_frd = p.frd.clone();
+    bad_frd.head.addr = usize::MAX - 2;
+    let mut cr = ControllerReader::new(bad_frd, 3);
+    assert!(matches!(
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink),
+        Progress::Failed(StreamError::Ring(_))
+    ));
+}
