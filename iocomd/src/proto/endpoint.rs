@@ -9,9 +9,10 @@
 
 use crate::proto::conn::{ConnEvent, Role};
 use crate::proto::info::{DeviceInfo, InfoError, conf_exp_block, conf_imp_block};
-use crate::proto::mblk::{ConnId, DataFrame};
+use crate::proto::mblk::{ConnId, DataFrame, Mblk};
 use crate::proto::node::{DeviceId, Node, NodeError, NodeOutput, device_flags};
 use crate::proto::pjson::Json;
+use crate::proto::signals::BlockLayout;
 use crate::proto::stream::controller::{ControllerReader, ControllerWriter, Progress};
 use crate::proto::stream::device::{DeviceEvent, DeviceReader, DeviceWriter};
 use crate::proto::stream::{ChunkSink, ChunkSource, Direction, StreamError, StreamSignals};
@@ -214,6 +215,29 @@ impl DeviceEndpoint {
         out
     }
 
+    /// When [`DeviceEndpoint::poll_streams`] must run again even without received data.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.reader.poll_timeout(), self.writer.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True while a from-device transfer is sending (poll whenever the source has data).
+    pub fn frd_active(&self) -> bool {
+        !matches!(
+            self.writer.state(),
+            crate::proto::stream::device::WriterState::Idle { .. }
+        )
+    }
+
+    /// Block `name` and its signal layout, for reading and writing our own signals.
+    pub fn block_mut(&mut self, name: &str) -> Option<(&mut Mblk, &BlockLayout)> {
+        let ix = self.node.find(name, None)?;
+        let layout = self.info.block(name)?;
+        Some((self.node.block_mut(ix)?, layout))
+    }
+
     /// Publishes the final result code of the last upload in `tod_err`.
     pub fn report(&mut self, code: u8) -> Result<(), StreamError> {
         match self.node.block_mut(self.conf_exp) {
@@ -399,6 +423,25 @@ impl ControllerEndpoint {
             self.transfer = None;
         }
         Ok(progress)
+    }
+
+    /// When [`ControllerEndpoint::poll_transfer`] must run again even without received data.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.transfer {
+            Some(Transfer::Upload(w)) => w.poll_timeout(),
+            Some(Transfer::Download(r)) => r.poll_timeout(),
+            None => None,
+        }
+    }
+
+    /// The device's block `name` and its signal layout from the device's info.
+    pub fn device_block(&self, name: &str) -> Option<(&Mblk, &BlockLayout)> {
+        let dev = self.device.as_ref()?;
+        let layout = match &self.peer_info {
+            Some(Ok(info)) => info.block(name)?,
+            _ => return None,
+        };
+        Some((self.node.block(self.node.find(name, Some(dev))?)?, layout))
     }
 
     /// The device's `tod_err` (its verdict on the last upload), if connected.

@@ -84,6 +84,29 @@ impl ControllerWriter {
         &self.state
     }
 
+    /// When the upload must be polled again even if nothing arrives, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            WriterState::Start => None,
+            WriterState::WaitRunning { since }
+            | WriterState::Done { since, .. }
+            | WriterState::Failing { since, .. } => Some(*since + STREAM_TIMEOUT),
+            WriterState::Transfer {
+                last_progress,
+                ring_full,
+                ..
+            } => Some(
+                *last_progress
+                    + if *ring_full {
+                        RING_FULL_TIMEOUT
+                    } else {
+                        STREAM_TIMEOUT
+                    },
+            ),
+            WriterState::Finished(_) => None,
+        }
+    }
+
     /// Asks the machine to interrupt the transfer at the next poll.
     pub fn abort(&mut self) {
         self.abort = true;
@@ -324,6 +347,17 @@ impl ControllerReader {
     /// The current state.
     pub fn state(&self) -> &ReaderState {
         &self.state
+    }
+
+    /// When the download must be polled again even if nothing arrives, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            ReaderState::Start | ReaderState::Finished(_) => None,
+            ReaderState::WaitRunning { since }
+            | ReaderState::Done { since, .. }
+            | ReaderState::Failing { since, .. } => Some(*since + STREAM_TIMEOUT),
+            ReaderState::Transfer { last_data, .. } => Some(*last_data + STREAM_TIMEOUT),
+        }
     }
 
     /// Asks the machine to interrupt the transfer at the next poll.

@@ -73,6 +73,15 @@ impl DeviceReader {
         &self.state
     }
 
+    /// When the reader must be polled again even if no data arrives (a timeout), if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            ReaderState::Idle { .. } => None,
+            ReaderState::Transfer { last_data, .. } => Some(*last_data + STREAM_TIMEOUT),
+            ReaderState::Failing { since } => Some(*since + STREAM_TIMEOUT),
+        }
+    }
+
     /// Start-up values: `tod_state` = IDLE with CONNECTED, so controllers may start.
     pub fn init(&self, exp: &mut Mblk) -> Result<(), StreamError> {
         self.sig.state.set_int(exp, cmd::IDLE)?;
@@ -332,6 +341,18 @@ impl DeviceWriter {
     /// The current state.
     pub fn state(&self) -> &WriterState {
         &self.state
+    }
+
+    /// When the writer must be polled again even if nothing arrives, if ever. While sending,
+    /// poll whenever the source may have more data, too.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            WriterState::Idle { .. } => None,
+            WriterState::Transfer { last_progress, .. } => Some(*last_progress + STREAM_TIMEOUT),
+            WriterState::Done { since, .. } | WriterState::Failing { since } => {
+                Some(*since + STREAM_TIMEOUT)
+            }
+        }
     }
 
     /// Start-up values: `frd_state` = IDLE with CONNECTED.

@@ -879,3 +879,30 @@ fn signals_that_do_not_fit_their_blocks_are_refused() {
         Progress::Failed(StreamError::Ring(_))
     ));
 }
+
+#[test]
+fn poll_timeouts_follow_the_states() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    assert_eq!(r.poll_timeout(), None);
+    manual_start(&mut p, &mut r, &mut sink, t);
+    assert_eq!(r.poll_timeout(), Some(t + Duration::from_secs(5)));
+    p.tod.cmd.set_int(&mut p.ctl_imp, cmd::INTERRUPT).unwrap();
+    p.sync();
+    let t1 = t + Duration::from_secs(1);
+    r.poll(&mut p.dev_exp, &p.dev_imp, t1, &mut sink);
+    assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_secs(5)));
+    r.poll(&mut p.dev_exp, &p.dev_imp, t1, &mut sink);
+    assert_eq!(r.poll_timeout(), None);
+
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![1; 10]);
+    assert_eq!(w.poll_timeout(), None);
+    w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+    assert_eq!(w.poll_timeout(), Some(t + Duration::from_secs(5)));
+    let mut cr = ControllerReader::new(p.frd.clone(), 3);
+    cr.poll(&p.ctl_exp, &mut p.ctl_imp, t1, &mut sink);
+    assert_eq!(cr.poll_timeout(), Some(t1 + Duration::from_secs(5)));
+    let dw = DeviceWriter::new(p.frd.clone());
+    assert_eq!(dw.poll_timeout(), None);
+}
