@@ -906,3 +906,81 @@ fn poll_timeouts_follow_the_states() {
     let dw = DeviceWriter::new(p.frd.clone());
     assert_eq!(dw.poll_timeout(), None);
 }
+
+/// A source that hands out at most `chunk` bytes per read and is sometimes not ready.
+struct ChoppySource {
+    inner: VecSource,
+    chunk: usize,
+    pending_every: usize,
+    calls: usize,
+}
+
+impl super::ChunkSource for ChoppySource {
+    fn open(&mut self, select: i64) -> Result<(), u8> {
+        self.inner.open(select)
+    }
+    fn read(&mut self, buf: &mut [u8]) -> Result<super::SourceRead, u8> {
+        self.calls += 1;
+        if self.pending_every > 0 && self.calls.is_multiple_of(self.pending_every) {
+            return Ok(super::SourceRead::Pending);
+        }
+        let n = buf.len().min(self.chunk);
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_ring_and_chunking_delivers_the_file(
+        ring in 2usize..700,
+        len in 0usize..2500,
+        chunk in 1usize..900,
+        pending_every in proptest::sample::select(vec![0usize, 2, 3, 7]),
+        seed in proptest::prelude::any::<u8>(),
+    ) {
+        let file: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add(seed)).collect();
+        // Upload.
+        let (mut p, mut r, mut t) = device_pair(ring);
+        let mut w = ControllerWriter::new(p.tod.clone(), 1);
+        let mut src = ChoppySource { inner: VecSource::new(file.clone()), chunk, pending_every, calls: 0 };
+        let mut sink = VecSink::default();
+        let mut done = None;
+        for _ in 0..20_000 {
+            let prog = w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+            p.sync();
+            r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+            p.sync();
+            t += TICK;
+            if prog != Progress::Running {
+                done = Some(prog);
+                break;
+            }
+        }
+        proptest::prop_assert_eq!(done, Some(Progress::Completed { bytes: len as u64, crc: crc16(&file), device_err: Some(status::PENDING) }));
+        proptest::prop_assert_eq!(&sink.data, &file);
+        // Download of the same bytes through a ring of the same size.
+        let mut p = Pair::new(257, ring);
+        let mut dw = DeviceWriter::new(p.frd.clone());
+        dw.init(&mut p.dev_exp).unwrap();
+        p.sync();
+        let mut cr = ControllerReader::new(p.frd.clone(), 3);
+        let mut src = ChoppySource { inner: VecSource::new(file.clone()), chunk, pending_every, calls: 0 };
+        let mut sink = VecSink::default();
+        let mut done = None;
+        for _ in 0..20_000 {
+            let prog = cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink);
+            p.sync();
+            dw.poll(&mut p.dev_exp, &p.dev_imp, t, &mut src);
+            p.sync();
+            t += TICK;
+            if prog != Progress::Running {
+                done = Some(prog);
+                break;
+            }
+        }
+        proptest::prop_assert_eq!(done, Some(Progress::Completed { bytes: len as u64, crc: crc16(&file), device_err: Some(status::COMPLETED) }));
+        proptest::prop_assert_eq!(&sink.data, &file);
+    }
+}
