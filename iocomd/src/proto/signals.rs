@@ -6,7 +6,7 @@ use crate::proto::mblk::{Mblk, MblkError};
 use thiserror::Error;
 
 mod layout;
-pub use layout::{BlockLayout, LayoutError, layout_from_json};
+pub use layout::{BlockLayout, LayoutError, layout_from_json, layout_from_peer_json};
 
 /// State bit: boolean value / "value is non-zero".
 pub const STATE_BOOLEAN_VALUE: u8 = 0x01;

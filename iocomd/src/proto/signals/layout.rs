@@ -48,6 +48,16 @@ fn as_usize(v: &Value, what: &str) -> Result<usize, LayoutError> {
 /// code generator: addresses run from 0, the type sticks until changed (default `ushort`),
 /// an explicit `addr` moves the position.
 pub fn layout_from_json(doc: &Value) -> Result<Vec<BlockLayout>, LayoutError> {
+    layout(doc, true)
+}
+
+/// [`layout_from_json`] for a peer's configuration: an unknown type name takes no value
+/// bytes (the signal is 1 byte), as the C controller treats it, instead of an error.
+pub fn layout_from_peer_json(doc: &Value) -> Result<Vec<BlockLayout>, LayoutError> {
+    layout(doc, false)
+}
+
+fn layout(doc: &Value, strict: bool) -> Result<Vec<BlockLayout>, LayoutError> {
     let mblks = doc
         .get("mblk")
         .and_then(Value::as_array)
@@ -79,10 +89,16 @@ pub fn layout_from_json(doc: &Value) -> Result<Vec<BlockLayout>, LayoutError> {
                 })?;
                 if let Some(t) = s.get("type") {
                     let t = t.as_str().unwrap_or_default();
-                    ty = SignalType::from_name(t).ok_or_else(|| LayoutError::UnknownType {
-                        signal: sname.to_owned(),
-                        ty: t.to_owned(),
-                    })?;
+                    ty = match SignalType::from_name(t) {
+                        Some(ty) => ty,
+                        None if !strict => SignalType::Undef,
+                        None => {
+                            return Err(LayoutError::UnknownType {
+                                signal: sname.to_owned(),
+                                ty: t.to_owned(),
+                            });
+                        }
+                    };
                 }
                 if let Some(a) = s.get("addr") {
                     addr = as_usize(a, "addr")?;

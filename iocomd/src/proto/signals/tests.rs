@@ -108,6 +108,11 @@ fn type_sticks_default_is_ushort_and_addr_moves() {
         layout_from_json(&bad),
         Err(LayoutError::UnknownType { .. })
     ));
+    // From a peer: 1 byte, like the C controller.
+    let bad = json!({"mblk":[{"name":"x","groups":[{"signals":[
+        {"name":"a","type":"nope"},{"name":"b","type":"int"}]}]}]});
+    let l = &layout_from_peer_json(&bad).unwrap()[0];
+    assert_eq!(addrs(l), [("a", 0), ("b", 1)]);
 }
 
 #[test]
