@@ -200,10 +200,12 @@ impl Link {
             self.device_events.push(event);
         }
         if self.dconn.queued_frames() < 64 {
-            for f in self
-                .dev
-                .transmit(DEV, self.dconn.send_frame_size() as usize, 256)
-            {
+            for (conn, f) in self.dev.transmit_all(256) {
+                assert_eq!(conn, DEV);
+                assert!(
+                    f.payload.len() < self.dconn.send_frame_size() as usize,
+                    "frame size from Authenticated"
+                );
                 self.dconn
                     .queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
                     .unwrap();

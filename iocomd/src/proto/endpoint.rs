@@ -174,8 +174,13 @@ impl DeviceEndpoint {
     /// Handles one connection event. For `Authenticated` the returned infos announce all our
     /// blocks; queue them in order.
     pub fn handle(&mut self, conn: ConnId, ev: ConnEvent) -> Result<NodeOutput, NodeError> {
-        if let ConnEvent::Authenticated { network_name, .. } = &ev {
-            let infos = self.node.connect(conn, network_name);
+        if let ConnEvent::Authenticated {
+            network_name,
+            send_frame_size,
+            ..
+        } = &ev
+        {
+            let infos = self.node.connect(conn, network_name, *send_frame_size);
             return Ok(NodeOutput {
                 infos,
                 ..NodeOutput::default()
@@ -251,6 +256,11 @@ impl DeviceEndpoint {
         self.node.transmit(conn, frame_size, max)
     }
 
+    /// Data frames for every connection (see [`Node::transmit_all`]).
+    pub fn transmit_all(&mut self, max: usize) -> Vec<(ConnId, DataFrame)> {
+        self.node.transmit_all(max)
+    }
+
     /// The tod reader (for its state).
     pub fn reader(&self) -> &DeviceReader {
         &self.reader
@@ -298,8 +308,13 @@ impl ControllerEndpoint {
 
     /// Handles one connection event; queue the returned infos (replies) in order.
     pub fn handle(&mut self, conn: ConnId, ev: ConnEvent) -> Result<NodeOutput, NodeError> {
-        if let ConnEvent::Authenticated { network_name, .. } = &ev {
-            self.node.connect(conn, network_name);
+        if let ConnEvent::Authenticated {
+            network_name,
+            send_frame_size,
+            ..
+        } = &ev
+        {
+            self.node.connect(conn, network_name, *send_frame_size);
             return Ok(NodeOutput::default());
         }
         let out = self.node.handle(conn, ev)?;

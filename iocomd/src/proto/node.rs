@@ -96,6 +96,8 @@ struct Entry {
 struct ConnInfo {
     /// The peer's network after authentication.
     network: String,
+    /// Largest frame we send on this connection.
+    frame_size: usize,
 }
 
 /// Our memory blocks and their per-connection bindings.
@@ -222,13 +224,16 @@ impl Node {
         }
     }
 
-    /// A connection authenticated; `network` is the network name after adoption. A device
-    /// adopts it for blocks whose network is automatic and returns info for all its blocks.
-    pub fn connect(&mut self, conn: ConnId, network: &str) -> Vec<MblkInfo> {
+    /// A connection authenticated; `network` is the network name after adoption and
+    /// `frame_size` the largest frame we may send (both from `ConnEvent::Authenticated`). A
+    /// device adopts the network for blocks whose network is automatic and returns info for
+    /// all its blocks.
+    pub fn connect(&mut self, conn: ConnId, network: &str, frame_size: u32) -> Vec<MblkInfo> {
         self.conns.insert(
             conn,
             ConnInfo {
                 network: network.to_owned(),
+                frame_size: frame_size as usize,
             },
         );
         if self.role != Role::Device {
@@ -368,6 +373,23 @@ impl Node {
             }
         }
         frames
+    }
+
+    /// [`Node::transmit`] for every connection, with its own frame size: up to `max` frames
+    /// per connection.
+    pub fn transmit_all(&mut self, max: usize) -> Vec<(ConnId, DataFrame)> {
+        let mut conns: Vec<(ConnId, usize)> =
+            self.conns.iter().map(|(c, i)| (*c, i.frame_size)).collect();
+        conns.sort_unstable();
+        let mut out = Vec::new();
+        for (conn, frame_size) in conns {
+            out.extend(
+                self.transmit(conn, frame_size, max)
+                    .into_iter()
+                    .map(|f| (conn, f)),
+            );
+        }
+        out
     }
 
     /// True when some block has frames waiting for `conn` (after a snapshot was taken).

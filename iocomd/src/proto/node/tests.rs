@@ -28,7 +28,7 @@ fn device_node() -> Node {
 #[test]
 fn device_announces_all_blocks_with_the_adopted_network() {
     let mut n = device_node();
-    let infos = n.connect(1, "cafenet");
+    let infos = n.connect(1, "cafenet", 1392);
     let got: Vec<(u32, &str, u32, &str)> = infos
         .iter()
         .map(|i| {
@@ -54,7 +54,7 @@ fn device_announces_all_blocks_with_the_adopted_network() {
 #[test]
 fn device_binds_by_direction_and_translates_8999() {
     let mut n = device_node();
-    n.connect(1, "cafenet");
+    n.connect(1, "cafenet", 1392);
     // Controller replies: exp (UP) → we send; imp (DOWN) → we receive; 8999 = us.
     let out = n
         .handle(
@@ -96,7 +96,7 @@ fn device_binds_by_direction_and_translates_8999() {
 #[test]
 fn device_routes_data_and_rejects_bad_frames() {
     let mut n = device_node();
-    n.connect(1, "cafenet");
+    n.connect(1, "cafenet", 1392);
     n.handle(
         1,
         ConnEvent::MblkInfo(info(21, "gina", TO_AUTO_DEVICE_NR, "imp", 24, 0x39)),
@@ -139,7 +139,7 @@ fn device_routes_data_and_rejects_bad_frames() {
 #[test]
 fn controller_creates_blocks_and_replies() {
     let mut n = Node::new(Role::Controller);
-    assert!(n.connect(5, "cafenet").is_empty());
+    assert!(n.connect(5, "cafenet", 1392).is_empty());
     let out = n
         .handle(
             5,
@@ -204,7 +204,7 @@ fn ids_stay_below_32768_and_names_fit() {
 #[test]
 fn huge_peer_blocks_are_refused() {
     let mut n = Node::new(Role::Controller);
-    n.connect(5, "cafenet");
+    n.connect(5, "cafenet", 1392);
     let huge = info(12, "gina", 3, "dexp", u32::MAX, MBLK_UP);
     assert!(matches!(
         n.handle(5, ConnEvent::MblkInfo(huge)),
