@@ -243,6 +243,22 @@ impl DeviceEndpoint {
         Some((self.node.block_mut(ix)?, layout))
     }
 
+    /// Aborts a running upload with `code` in `tod_err` (see [`DeviceReader::abort`]).
+    pub fn abort_upload(
+        &mut self,
+        code: u8,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+    ) -> Option<StreamEvent> {
+        let exp = self.node.block_mut(self.conf_exp)?;
+        self.reader
+            .abort(exp, code, now, sink)
+            .map(|event| StreamEvent {
+                dir: Direction::ToDevice,
+                event,
+            })
+    }
+
     /// Publishes the final result code of the last upload in `tod_err`.
     pub fn report(&mut self, code: u8) -> Result<(), StreamError> {
         match self.node.block_mut(self.conf_exp) {

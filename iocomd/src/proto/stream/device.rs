@@ -88,6 +88,31 @@ impl DeviceReader {
         Ok(())
     }
 
+    /// Aborts a running transfer from our side (e.g. shutdown): publishes `code` in `tod_err`
+    /// and INTERRUPT in `tod_state`, tells the sink to discard. Returns the failure event, or
+    /// `None` if no transfer was running.
+    pub fn abort(
+        &mut self,
+        exp: &mut Mblk,
+        code: u8,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+    ) -> Option<DeviceEvent> {
+        let ReaderState::Transfer { select, bytes, .. } = &self.state else {
+            return None;
+        };
+        let (select, bytes) = (*select, *bytes);
+        let _ = self.sig.err.set_int(exp, i64::from(code));
+        let _ = self.sig.state.set_int(exp, cmd::INTERRUPT);
+        sink.close(false);
+        self.state = ReaderState::Failing { since: now };
+        Some(DeviceEvent::Failed {
+            select,
+            bytes,
+            error: StreamError::Aborted,
+        })
+    }
+
     /// Publishes the final result code of the last transfer in `tod_err`.
     pub fn report(&self, exp: &mut Mblk, code: u8) -> Result<(), StreamError> {
         self.sig.err.set_int(exp, i64::from(code))?;

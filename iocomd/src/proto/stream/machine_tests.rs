@@ -984,3 +984,46 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&sink.data, &file);
     }
 }
+
+#[test]
+fn device_reader_local_abort() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    assert_eq!(r.abort(&mut p.dev_exp, status::FAILED, t, &mut sink), None);
+    manual_start(&mut p, &mut r, &mut sink, t);
+    put_ring(&mut p, 0, &[3; 10], 10);
+    p.sync();
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(
+        r.abort(&mut p.dev_exp, status::FAILED, t, &mut sink),
+        Some(DeviceEvent::Failed {
+            select: 1,
+            bytes: 10,
+            error: StreamError::Aborted
+        })
+    );
+    assert_eq!(sink.closed, [false]);
+    p.sync();
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, i64::from(status::FAILED));
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::INTERRUPT);
+    // The controller keeps RUNNING: released after 5 s, no re-open while it stays 1.
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t + Duration::from_secs(5),
+            &mut sink
+        ),
+        Some(DeviceEvent::Released)
+    );
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t + Duration::from_secs(6),
+            &mut sink
+        ),
+        None
+    );
+    assert_eq!(sink.opened, [1]);
+}
