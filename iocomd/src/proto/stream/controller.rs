@@ -84,6 +84,29 @@ impl ControllerWriter {
         &self.state
     }
 
+    /// When the upload must be polled again even if nothing arrives, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            WriterState::Start => None,
+            WriterState::WaitRunning { since }
+            | WriterState::Done { since, .. }
+            | WriterState::Failing { since, .. } => Some(*since + STREAM_TIMEOUT),
+            WriterState::Transfer {
+                last_progress,
+                ring_full,
+                ..
+            } => Some(
+                *last_progress
+                    + if *ring_full {
+                        RING_FULL_TIMEOUT
+                    } else {
+                        STREAM_TIMEOUT
+                    },
+            ),
+            WriterState::Finished(_) => None,
+        }
+    }
+
     /// Asks the machine to interrupt the transfer at the next poll.
     pub fn abort(&mut self) {
         self.abort = true;
@@ -107,6 +130,10 @@ impl ControllerWriter {
     ) -> Progress {
         if let WriterState::Finished(p) = &self.state {
             return p.clone();
+        }
+        if let Err(e) = self.sig.check_fits(exp, imp) {
+            self.state = WriterState::Finished(Progress::Failed(e.clone()));
+            return Progress::Failed(e);
         }
         let dev_state = match get_connected(&self.sig.state, exp) {
             Ok(Some(s)) => s,
@@ -322,6 +349,17 @@ impl ControllerReader {
         &self.state
     }
 
+    /// When the download must be polled again even if nothing arrives, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            ReaderState::Start | ReaderState::Finished(_) => None,
+            ReaderState::WaitRunning { since }
+            | ReaderState::Done { since, .. }
+            | ReaderState::Failing { since, .. } => Some(*since + STREAM_TIMEOUT),
+            ReaderState::Transfer { last_data, .. } => Some(*last_data + STREAM_TIMEOUT),
+        }
+    }
+
     /// Asks the machine to interrupt the transfer at the next poll.
     pub fn abort(&mut self) {
         self.abort = true;
@@ -338,6 +376,11 @@ impl ControllerReader {
     ) -> Progress {
         if let ReaderState::Finished(p) = &self.state {
             return p.clone();
+        }
+        if let Err(e) = self.sig.check_fits(exp, imp) {
+            sink.close(false);
+            self.state = ReaderState::Finished(Progress::Failed(e.clone()));
+            return Progress::Failed(e);
         }
         let dev_state = match get_connected(&self.sig.state, exp) {
             Ok(Some(s)) => s,

@@ -192,6 +192,28 @@ impl StreamSignals {
         })
     }
 
+    /// Checks that every signal lies inside its block (a peer's info may claim otherwise).
+    pub fn check_fits(&self, exp: &Mblk, imp: &Mblk) -> Result<(), StreamError> {
+        let (buf_blk, head_blk, tail_blk, cs_blk) = if self.tod {
+            (imp, imp, exp, imp)
+        } else {
+            (exp, exp, imp, exp)
+        };
+        let ok = self.cmd.fits(imp)
+            && self.select.fits(imp)
+            && self.err.fits(exp)
+            && self.state.fits(exp)
+            && self.buf.fits(buf_blk)
+            && self.head.fits(head_blk)
+            && self.tail.fits(tail_blk)
+            && self.cs.fits(cs_blk);
+        if ok {
+            Ok(())
+        } else {
+            Err(StreamError::Ring("stream signals do not fit the blocks"))
+        }
+    }
+
     /// Ring size `N` (capacity `N − 1`).
     pub fn ring(&self) -> usize {
         self.buf.n
