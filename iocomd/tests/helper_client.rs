@@ -8,7 +8,7 @@ use iocomd::helper_client::{HelperClient, HelperError, HelperEvent, InstallMeta}
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,7 +45,9 @@ impl FakeHelper {
         file.read_to_end(&mut bytes)
             .map_err(|e| FakeError::BadPackage(e.to_string()))?;
         if bytes.is_empty() {
-            return Err(FakeError::BadPackage("empty package".into()));
+            return Err(FakeError::BadPackage(
+                "empty package, no code prefix".into(),
+            ));
         }
         let sha: String = Sha256::digest(&bytes)
             .iter()
@@ -82,7 +84,9 @@ impl FakeHelper {
             .unwrap()
             .get(transaction_id)
             .cloned()
-            .ok_or_else(|| FakeError::UnknownTransaction(transaction_id.to_owned()))
+            .ok_or_else(|| {
+                FakeError::UnknownTransaction(format!("unknown-transaction: {transaction_id}"))
+            })
     }
 
     #[zbus(signal)]
@@ -210,17 +214,29 @@ async fn proxy_talks_to_a_p2p_helper_with_fd_passing_and_signals() {
     exercise(&client).await;
 }
 
-/// The fake helper as a child process: serves on standard input until the peer hangs up.
+/// The fake helper as a child process: serves on the inherited socket named by
+/// `IOCOMD_FAKE_HELPER_FD` until the peer hangs up.
 #[test]
-#[ignore = "run as a child process by spawned_helper_serves_on_its_stdin"]
+#[ignore = "run as a child process by spawned_helper_serves_on_an_inherited_fd"]
+#[allow(unsafe_code)]
 fn fake_helper_child() {
-    if std::env::var_os("IOCOMD_FAKE_HELPER").is_none() {
+    let Some(fd) = std::env::var("IOCOMD_FAKE_HELPER_FD").ok() else {
         return;
-    }
-    let stdin = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+    };
+    let fd: i32 = fd.parse().unwrap();
+    assert!(fd > 2, "the socket must not be a stdio descriptor");
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    assert!(
+        target.to_string_lossy().starts_with("socket:"),
+        "{}",
+        target.display()
+    );
+    // SAFETY: the descriptor was inherited for exactly this purpose (checked to be an open
+    // socket above) and nothing else in this process uses it.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conn = serve(UnixStream::from(stdin)).await;
+        let conn = serve(UnixStream::from(owned)).await;
         // Serve until the client hangs up (the stream ends when the socket closes).
         let mut messages = zbus::MessageStream::from(&conn);
         while messages.next().await.is_some() {}
@@ -228,15 +244,15 @@ fn fake_helper_child() {
 }
 
 #[tokio::test]
-async fn spawned_helper_serves_on_its_stdin() {
-    // The child needs IOCOMD_FAKE_HELPER in its environment; changing our own environment is
-    // not safe in a threaded test, so start it through env(1).
+async fn spawned_helper_serves_on_an_inherited_fd() {
+    // The child learns the fd through its environment; env(1) sets it, with `{fd}` replaced
+    // by the spawn code like in any other argument.
     let exe = std::env::current_exe()
         .unwrap()
         .to_string_lossy()
         .into_owned();
     let args = [
-        "IOCOMD_FAKE_HELPER=1",
+        "IOCOMD_FAKE_HELPER_FD={fd}",
         &exe,
         "--exact",
         "fake_helper_child",
