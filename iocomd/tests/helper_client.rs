@@ -286,3 +286,144 @@ async fn spawn_failures_are_reported() {
         .unwrap_err();
     assert!(matches!(e, HelperError::Connect { .. }), "{e:?}");
 }
+
+/// A private `dbus-daemon`, killed on drop.
+struct PrivateBus {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateBus {
+    fn start() -> PrivateBus {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon is installed (scripts/install-deps)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        PrivateBus {
+            child,
+            address: line.trim().to_owned(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn proxy_works_over_a_bus_and_ignores_signals_from_other_senders() {
+    let bus = PrivateBus::start();
+    assert!(bus.address.starts_with("unix:"), "{}", bus.address);
+    let _server = zbus::connection::Builder::address(bus.address.as_str())
+        .name("org.iocom.InstallHelper1")
+        .serve_at("/org/iocom/InstallHelper1", FakeHelper::default())
+        .build()
+        .await
+        .unwrap();
+    let client = HelperClient::connect(&HelperConnection::Bus {
+        address: bus.address.clone(),
+    })
+    .await
+    .unwrap();
+
+    exercise(&client).await;
+
+    // Another client on the bus forges signals with the helper's path and interface, before
+    // the helper sends its own: the client must only see the helper's.
+    let forger = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let mut events = client.events().await.unwrap();
+    // Control: a plain match rule without a sender does see the forged signals.
+    let listener = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let rule = "type='signal',interface='org.iocom.InstallHelper1'";
+    let mut unfiltered = zbus::MessageStream::for_match_rule(rule, &listener, None)
+        .await
+        .unwrap();
+    let (path, iface) = ("/org/iocom/InstallHelper1", "org.iocom.InstallHelper1");
+    forger
+        .emit_signal(
+            None::<&str>,
+            path,
+            iface,
+            "Progress",
+            &("txn-2", "forged", 1u32, "forged"),
+        )
+        .await
+        .unwrap();
+    forger
+        .emit_signal(
+            None::<&str>,
+            path,
+            iface,
+            "Finished",
+            &("txn-2", "ok", "forged", "{}"),
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), unfiltered.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (_, phase, _, _): (String, String, u32, String) = first.body().deserialize().unwrap();
+    assert_eq!(
+        phase, "forged",
+        "the forged signal was delivered on the bus"
+    );
+
+    let content = b"second package";
+    let id = client
+        .install(&package_file(content), &meta(content))
+        .await
+        .unwrap();
+    match next_event(&mut events).await {
+        HelperEvent::Progress {
+            transaction_id,
+            phase,
+            ..
+        } => {
+            assert_eq!(
+                (transaction_id.as_str(), phase.as_str()),
+                (id.as_str(), "verify")
+            );
+        }
+        other => panic!("expected the helper's Progress, got {other:?}"),
+    }
+}
