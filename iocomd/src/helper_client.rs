@@ -289,6 +289,37 @@ impl HelperClient {
         self.child.as_ref().and_then(tokio::process::Child::id)
     }
 
+    /// Resolves when the connection to the helper has closed (e.g. a spawned helper exited);
+    /// the owner then reconnects or respawns.
+    pub async fn closed(&self) {
+        self.proxy.inner().connection().closed().await;
+    }
+
+    /// Closes the connection. A spawned helper then finishes a running transaction and exits;
+    /// it gets `grace` to do so before it is killed. Returns its exit status (`None` if this
+    /// client spawned no helper, or its status could not be read).
+    pub async fn close(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let conn = self.proxy.inner().connection().clone();
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the helper connection");
+        }
+        let mut child = self.child.take()?;
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot wait for the install helper");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(?grace, "install helper did not exit; killing it");
+                if let Err(e) = child.kill().await {
+                    tracing::warn!(error = %e, "cannot kill the install helper");
+                }
+                child.wait().await.ok()
+            }
+        }
+    }
+
     /// Hands `package` (an open file) to the helper; returns the transaction id.
     pub async fn install(
         &self,

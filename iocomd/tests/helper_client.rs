@@ -267,6 +267,35 @@ async fn spawned_helper_serves_on_an_inherited_fd() {
     .unwrap();
     assert!(client.child_pid().is_some());
     exercise(&client).await;
+    // Closing the connection lets the helper exit by itself (no kill needed).
+    let status = client.close(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn closed_resolves_when_the_helper_goes_away() {
+    let (client, server) = with_p2p_helper().await;
+    assert_eq!(client.status().await.unwrap(), r#"{"transactions":0}"#);
+    server.close().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), client.closed())
+        .await
+        .expect("closed() did not resolve");
+    let e = client.status().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HelperError::Call {
+                method: "Status",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        client.close(Duration::from_secs(1)).await,
+        None,
+        "no child to wait for"
+    );
 }
 
 #[tokio::test]
