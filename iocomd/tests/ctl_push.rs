@@ -4,7 +4,7 @@
 
 mod ctl_support;
 
-use ctl_support::{Spec, Verdict, pki, random_bytes, start};
+use ctl_support::{Spec, Verdict, free_addr, pki, random_bytes, start, start_up};
 use iocomd::ctl::{
     self, ConnectOptions, Credentials, CtlError, DevicePath, FailureClass, Progress, PushOptions,
     StatusOptions, Target, Timeouts, TlsOptions, Transport, UpdState,
@@ -355,4 +355,52 @@ async fn push_many_runs_devices_concurrently_with_a_summary() {
     assert!(seen[0] > 3 && seen[1] > 3, "{seen:?}");
     assert!(good.stop().await == data);
     assert!(bad.stop().await == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_mode_waits_for_the_device_and_ignores_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = package(&dir, 50_000);
+    let addr = free_addr();
+    // Another device connects up to the same address first; it is closed, not used.
+    let stranger = start_up(Spec::new("gina", 7), addr);
+    let dev = start_up(Spec::new("gina", 3), addr);
+    let target = Target {
+        device: device("gina3.cafenet"),
+        transport: Transport::Listen(addr),
+    };
+    let opts = PushOptions::new(target, options(), file);
+    let out = ctl::push(&opts, |_| {}).await.unwrap();
+    assert_eq!(out.device, "gina3.cafenet");
+    assert!(dev.stop().await == data);
+    assert!(stranger.stop().await.is_empty(), "the stranger got nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_many_in_listen_mode_routes_each_device_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = package(&dir, 40_000);
+    let addr = free_addr();
+    let a = start_up(Spec::new("gina", 3), addr);
+    let b = start_up(
+        Spec {
+            verdict: Verdict::Fail {
+                code: "dpkg-failed",
+                number: 50,
+                tod_err: 168,
+            },
+            ..Spec::new("gina", 4)
+        },
+        addr,
+    );
+    let targets = ["gina3.cafenet", "gina4.cafenet"].map(|d| Target {
+        device: device(d),
+        transport: Transport::Listen(addr),
+    });
+    let results = ctl::push_many(&targets, &options(), &file, |_, _| {}).await;
+    assert!(results[0].result.is_ok(), "{:?}", results[0].result);
+    assert_eq!(results[1].exit_code(), 8);
+    assert_eq!(ctl::worst_exit_code(&results), 8);
+    assert!(a.stop().await == data);
+    assert!(b.stop().await == data);
 }

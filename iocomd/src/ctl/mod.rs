@@ -329,6 +329,7 @@ pub enum CtlError {
 
 fn class_text(c: FailureClass) -> &'static str {
     match c {
+        FailureClass::Auth => "not authorized for pushes",
         FailureClass::Busy => "device busy",
         FailureClass::Transfer => "transfer failed",
         FailureClass::Refused => "package refused",

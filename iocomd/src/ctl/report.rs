@@ -6,32 +6,16 @@ use crate::proto::info::DeviceInfo;
 use crate::proto::mblk::Mblk;
 use crate::proto::signals::{STATE_CONNECTED, Signal, SignalType};
 use crate::proto::stream::status;
+use crate::status::DaemonCode;
 use serde::Serialize;
 
-/// Names of iocomd's status signals (block `exp`).
+/// Names of iocomd's status signals (block `exp`), as defined by [`crate::status`].
 pub mod names {
-    /// The block holding them.
-    pub const BLOCK: &str = "exp";
-    /// Update state (uchar, see [`super::UpdState`]).
-    pub const STATE: &str = "upd_state";
-    /// Progress of the current phase in percent (uchar).
-    pub const PROGRESS: &str = "upd_progress";
-    /// Bytes received of the current transfer (uint).
-    pub const BYTES: &str = "upd_bytes";
-    /// Incremented at every final result (uint).
-    pub const SEQ: &str = "upd_seq";
-    /// Result number: helper error code number, or daemon codes from 200 (ushort).
-    pub const RESULT: &str = "upd_result";
-    /// Result code string (`ok`, `signature-invalid`, `crc-mismatch`, `busy`, …).
-    pub const CODE: &str = "upd_code";
-    /// Human message of the result.
-    pub const MSG: &str = "upd_msg";
-    /// Package name of the last update.
-    pub const PKG: &str = "upd_pkg";
-    /// Package version of the last update.
-    pub const VER: &str = "upd_ver";
-    /// Installed version of the package.
-    pub const INST_VER: &str = "inst_ver";
+    pub use crate::status::{
+        INST_VER, STATUS_BLOCK as BLOCK, UPD_BYTES as BYTES, UPD_CODE as CODE, UPD_MSG as MSG,
+        UPD_PKG as PKG, UPD_PROGRESS as PROGRESS, UPD_RESULT as RESULT, UPD_SEQ as SEQ,
+        UPD_STATE as STATE, UPD_VER as VER,
+    };
 }
 
 /// The device's update state (`upd_state`).
@@ -195,9 +179,11 @@ fn text(s: &Signal, exp: &Mblk) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureClass {
+    /// The device does not accept pushes from us (exit 4).
+    Auth,
     /// The device is busy with another update (exit 5).
     Busy,
-    /// The transfer failed: CRC mismatch, interrupted, too large (exit 6).
+    /// The transfer failed: CRC mismatch, interrupted, too large, spool (exit 6).
     Transfer,
     /// The package was refused: signature, policy, version, archive (exit 7).
     Refused,
@@ -209,6 +195,7 @@ impl FailureClass {
     /// The process exit status of this class.
     pub fn exit_code(self) -> u8 {
         match self {
+            Self::Auth => 4,
             Self::Busy => 5,
             Self::Transfer => 6,
             Self::Refused => 7,
@@ -217,55 +204,66 @@ impl FailureClass {
     }
 }
 
-/// The class of a final result `code` (string from `upd_code`, number from `upd_result`);
-/// `None` means success (`ok`).
+/// The class of a final result (`upd_code` string, `upd_result` number); `None` = success.
 ///
-/// Known strings win; unknown strings fall back to the number: helper codes 1–3 busy/denied,
-/// 10–41 refused, 42 busy, 50–99 install failed; daemon codes (200 and up) are install failures
-/// unless their string says otherwise.
+/// The number decides where it is known: helper codes (`install-helper/src/error.rs`) 1–2 and
+/// 50–99 install failed, 3 and 42 busy, 10–41 refused; daemon codes ([`DaemonCode`]) 200 CRC,
+/// 201 too large, 202 spool space, 204 interrupted and 207 spool error are transfer failures,
+/// 203 busy, 205 not authorized, 206 helper unavailable, 208 bad select. Unknown numbers fall
+/// back to the string, then to "install failed".
 pub fn classify(code: &str, number: Option<u16>) -> Option<FailureClass> {
     use FailureClass::*;
-    let by_name = match code {
-        "ok" => return None,
-        "busy" | "dpkg-locked" => Some(Busy),
-        "crc-mismatch" | "checksum-error" | "interrupted" | "too-large" | "transfer-failed"
-        | "timeout" | "spool-failed" | "no-spool-space" => Some(Transfer),
+    if code == "ok" && matches!(number, None | Some(0)) {
+        return None;
+    }
+    if let Some(n) = number {
+        if let Some(d) = DaemonCode::from_number(n) {
+            return Some(match d {
+                DaemonCode::CrcMismatch
+                | DaemonCode::TooLarge
+                | DaemonCode::NoSpace
+                | DaemonCode::Interrupted
+                | DaemonCode::SpoolError => Transfer,
+                DaemonCode::Busy => Busy,
+                DaemonCode::NotAuthorized => Auth,
+                DaemonCode::HelperUnavailable => InstallFailed,
+                DaemonCode::BadSelect => Refused,
+            });
+        }
+        match n {
+            0 if code.is_empty() => return None,
+            3 | 42 => return Some(Busy),
+            10..=41 => return Some(Refused),
+            1 | 2 | 50..=99 => return Some(InstallFailed),
+            _ => {}
+        }
+    }
+    Some(match code {
+        "busy" | "dpkg-locked" => Busy,
+        "crc-mismatch" | "too-large" | "interrupted" | "spool-error" => Transfer,
         "bad-archive" | "bad-control" | "signature-missing" | "signature-invalid"
         | "untrusted-signer" | "name-not-allowed" | "wrong-architecture" | "not-newer"
-        | "unmet-dependencies" | "no-space" | "not-allowed" | "refused" => Some(Refused),
-        "dpkg-failed"
-        | "unhealthy-rolled-back"
-        | "rollback-failed"
-        | "not-authorized"
-        | "bad-request"
-        | "io-error"
-        | "internal"
-        | "helper-unavailable" => Some(InstallFailed),
-        _ => None,
-    };
-    if by_name.is_some() {
-        return by_name;
-    }
-    Some(match number {
-        Some(0) if code.is_empty() => return None,
-        Some(3 | 42) => Busy,
-        Some(10..=41) => Refused,
+        | "unmet-dependencies" | "bad-select" => Refused,
         _ => InstallFailed,
     })
 }
 
-/// The class of a final `tod_err` from a device without iocomd's status signals; `None` is
-/// success (6).
+/// The class of a final `tod_err` (for devices without iocomd's status signals, or a refusal
+/// that did not produce a result); `None` is success (6).
 pub fn classify_tod_err(tod_err: u8) -> Option<FailureClass> {
-    match tod_err {
-        status::COMPLETED => None,
-        status::CHECKSUM_ERROR
-        | status::TIMEOUT
-        | status::READING_FILE_FAILED
-        | status::WRITING_FILE_FAILED => Some(FailureClass::Transfer),
-        status::NO_ACCESS_RIGHT => Some(FailureClass::Refused),
-        _ => Some(FailureClass::InstallFailed),
-    }
+    use crate::status::tod_err as t;
+    Some(match tod_err {
+        t::COMPLETED => return None,
+        t::CHECKSUM_ERROR
+        | t::TIMEOUT
+        | t::READING_FILE_FAILED
+        | t::WRITING_FILE_FAILED
+        | t::TOO_LARGE
+        | t::INTERRUPTED => FailureClass::Transfer,
+        t::NO_ACCESS_RIGHT | t::REJECTED => FailureClass::Refused,
+        t::BUSY => FailureClass::Busy,
+        _ => FailureClass::InstallFailed,
+    })
 }
 
 /// True when `tod_err` is a final verdict (not "no result yet" 0 or pending 4).
@@ -282,8 +280,16 @@ mod tests {
     fn codes_map_onto_classes() {
         assert_eq!(classify("ok", Some(0)), None);
         assert_eq!(classify("busy", Some(3)), Some(Busy));
-        assert_eq!(classify("crc-mismatch", Some(201)), Some(Transfer));
-        assert_eq!(classify("too-large", Some(202)), Some(Transfer));
+        assert_eq!(classify("busy", Some(203)), Some(Busy));
+        assert_eq!(classify("dpkg-locked", Some(42)), Some(Busy));
+        assert_eq!(classify("crc-mismatch", Some(200)), Some(Transfer));
+        assert_eq!(classify("too-large", Some(201)), Some(Transfer));
+        assert_eq!(classify("interrupted", Some(204)), Some(Transfer));
+        // The same string from the daemon (spool) and the helper (pre-flight).
+        assert_eq!(classify("no-space", Some(202)), Some(Transfer));
+        assert_eq!(classify("no-space", Some(41)), Some(Refused));
+        assert_eq!(classify("not-authorized", Some(205)), Some(Auth));
+        assert_eq!(classify("not-authorized", Some(1)), Some(InstallFailed));
         assert_eq!(classify("signature-invalid", Some(21)), Some(Refused));
         assert_eq!(classify("not-newer", Some(32)), Some(Refused));
         assert_eq!(classify("dpkg-failed", Some(50)), Some(InstallFailed));
@@ -291,28 +297,37 @@ mod tests {
             classify("unhealthy-rolled-back", Some(60)),
             Some(InstallFailed)
         );
-        // Unknown strings fall back to the number ranges.
+        assert_eq!(
+            classify("helper-unavailable", Some(206)),
+            Some(InstallFailed)
+        );
+        // Unknown numbers fall back to the string, then to install failed.
+        assert_eq!(classify("signature-invalid", Some(150)), Some(Refused));
         assert_eq!(classify("new-policy-code", Some(33)), Some(Refused));
-        assert_eq!(classify("", Some(42)), Some(Busy));
         assert_eq!(classify("something", Some(250)), Some(InstallFailed));
         assert_eq!(classify("something", None), Some(InstallFailed));
+        // "ok" with a failure number is not a success.
+        assert_eq!(classify("ok", Some(60)), Some(InstallFailed));
     }
 
     #[test]
     fn tod_err_alone() {
         assert_eq!(classify_tod_err(6), None);
         assert_eq!(classify_tod_err(204), Some(Transfer));
+        assert_eq!(classify_tod_err(211), Some(Transfer));
         assert_eq!(classify_tod_err(186), Some(Refused));
+        assert_eq!(classify_tod_err(210), Some(Refused));
+        assert_eq!(classify_tod_err(212), Some(Busy));
         assert_eq!(classify_tod_err(168), Some(InstallFailed));
         assert!(!tod_err_is_final(4) && !tod_err_is_final(0) && tod_err_is_final(168));
     }
 
     #[test]
     fn exit_codes_are_distinct() {
-        let codes: Vec<u8> = [Busy, Transfer, Refused, InstallFailed]
+        let codes: Vec<u8> = [Auth, Busy, Transfer, Refused, InstallFailed]
             .iter()
             .map(|c| c.exit_code())
             .collect();
-        assert_eq!(codes, [5, 6, 7, 8]);
+        assert_eq!(codes, [4, 5, 6, 7, 8]);
     }
 }

@@ -589,23 +589,33 @@ fn verdict(
 
 /// After a failed transfer: the device's reason if it publishes one soon, else a transfer error.
 async fn failed_transfer(core: &mut Core<'_>, before: &DeviceReport, reason: &str) -> CtlError {
+    let new_result = |c: &Core<'_>, r: &DeviceReport| {
+        c.status.as_ref().is_some_and(StatusSignals::present)
+            && r.seq.is_some()
+            && r.seq != before.seq
+    };
+    // A refusal without a result: a final failure code in tod_err that was not there before.
+    let new_refusal = |r: &DeviceReport| {
+        r.tod_err
+            .is_some_and(|t| tod_err_is_final(t) && t != status::COMPLETED)
+            && r.tod_err != before.tod_err
+    };
     let r = core
         .run_until(Instant::now() + FAILURE_GRACE, "", FAILURE_GRACE, |c, _| {
             let r = c.report();
-            let with_status = c.status.as_ref().is_some_and(StatusSignals::present);
-            let published = if with_status {
-                r.seq.is_some() && r.seq != before.seq
+            Ok(if new_result(c, &r) || new_refusal(&r) {
+                Step::Done(r)
             } else {
-                r.tod_err.is_some_and(tod_err_is_final)
-            };
-            Ok(if published { Step::Done(r) } else { Step::Wait })
+                Step::Wait
+            })
         })
         .await;
     match r {
         Ok(r) => {
-            let class = match &r.code {
-                Some(code) => classify(code, r.result),
-                None => r.tod_err.and_then(classify_tod_err),
+            let class = if new_result(core, &r) {
+                classify(r.code.as_deref().unwrap_or_default(), r.result)
+            } else {
+                r.tod_err.and_then(classify_tod_err)
             };
             CtlError::Device {
                 device: core.name.clone(),

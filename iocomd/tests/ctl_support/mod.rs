@@ -124,28 +124,7 @@ impl ChunkSource for NoSource {
 }
 
 fn status_block() -> BlockDef {
-    BlockDef {
-        name: "exp".into(),
-        flags: device_flags::EXP,
-        json: Some(signal_block(
-            "exp",
-            "up",
-            "update",
-            &[
-                ("upd_state", "uchar", 1),
-                ("upd_progress", "uchar", 1),
-                ("upd_bytes", "uint", 1),
-                ("upd_seq", "uint", 1),
-                ("upd_result", "ushort", 1),
-                ("upd_code", "str", 32),
-                ("upd_msg", "str", 96),
-                ("upd_pkg", "str", 40),
-                ("upd_ver", "str", 32),
-                ("inst_ver", "str", 32),
-            ],
-        )),
-        min_size: 0,
-    }
+    iocomd::status::status_block_def()
 }
 
 fn plain_block() -> BlockDef {
@@ -171,11 +150,7 @@ fn set_str(dev: &mut DeviceEndpoint, name: &str, v: &str) {
         .unwrap();
 }
 
-/// Starts a device listening on 127.0.0.1:0.
-pub async fn start(spec: Spec) -> TestDevice {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
+fn conn_config(spec: &Spec, side: Side) -> ConnConfig {
     let identity = LocalIdentity {
         device_name: spec.name.into(),
         device_nr: spec.nr,
@@ -183,7 +158,7 @@ pub async fn start(spec: Spec) -> TestDevice {
         unique_id: None,
         password: String::new(),
     };
-    let mut cfg = ConnConfig::new(Role::Device, Side::Server, identity);
+    let mut cfg = ConnConfig::new(Role::Device, side, identity);
     if let Some(pw) = spec.password {
         cfg.peer_auth = PeerAuth::Accounts(Accounts {
             accounts: vec![Account {
@@ -194,6 +169,15 @@ pub async fn start(spec: Spec) -> TestDevice {
             }],
         });
     }
+    cfg
+}
+
+/// Starts a device listening on 127.0.0.1:0.
+pub async fn start(spec: Spec) -> TestDevice {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let cfg = conn_config(&spec, Side::Server);
     let acceptor = spec
         .tls
         .as_ref()
@@ -207,6 +191,38 @@ pub async fn start(spec: Spec) -> TestDevice {
         task,
         listener,
     }
+}
+
+/// Starts a device that connects up to a controller at `addr` (plain TCP), retrying until
+/// the controller listens.
+pub fn start_up(spec: Spec, addr: SocketAddr) -> TestDevice {
+    let shutdown = CancellationToken::new();
+    let cfg = conn_config(&spec, Side::Client);
+    let target = net::ConnectTarget {
+        addr: addr.to_string(),
+        tls: None,
+    };
+    let backoff = net::Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+    };
+    let (tx, rx) = mpsc::channel(4096);
+    let listener = tokio::spawn(net::connect(target, cfg, backoff, tx, shutdown.clone()));
+    let task = tokio::spawn(run_device(spec, rx, shutdown.clone()));
+    TestDevice {
+        addr,
+        shutdown,
+        task,
+        listener,
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; the devices retry until it is used).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 async fn run_device(
