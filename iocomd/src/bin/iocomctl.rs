@@ -217,6 +217,9 @@ impl Output {
         }
         match p {
             Progress::Started { total, .. } if self.tty => {
+                if let Some(line) = describe(p) {
+                    eprintln!("{device}: {line}");
+                }
                 let bar = ProgressBar::new(*total);
                 let style = ProgressStyle::with_template(
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -226,6 +229,7 @@ impl Output {
                 bar.set_style(style);
                 bar.set_message(device.to_owned());
                 self.bar = Some(bar);
+                return;
             }
             Progress::Transfer { bytes, total } => {
                 if let Some(bar) = &self.bar {
