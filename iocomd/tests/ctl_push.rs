@@ -404,3 +404,30 @@ async fn push_many_in_listen_mode_routes_each_device_its_connection() {
     assert!(a.stop().await == data);
     assert!(b.stop().await == data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_restarting_after_the_transfer_is_reconnected_for_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = package(&dir, 20_000);
+    let dev = start(Spec {
+        restart: true,
+        ..Spec::new("gina", 3)
+    })
+    .await;
+    let opts = PushOptions::new(connect_to("gina3.cafenet", dev.addr), options(), file);
+    let mut events = Vec::new();
+    let out = ctl::push(&opts, |p| events.push(p)).await.unwrap();
+    assert_eq!(out.report.code.as_deref(), Some("ok"));
+    assert_eq!(out.report.seq, Some(6));
+    let reconnect = events
+        .iter()
+        .position(|e| matches!(e, Progress::Reconnecting { .. }))
+        .expect("Reconnecting event");
+    assert!(
+        events[reconnect..]
+            .iter()
+            .any(|e| matches!(e, Progress::Authenticated { .. })),
+        "{events:?}"
+    );
+    assert!(dev.stop().await == data);
+}

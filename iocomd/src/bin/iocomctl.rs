@@ -281,6 +281,9 @@ fn describe(p: &Progress) -> Option<String> {
         Progress::Transferred { bytes, crc } => {
             format!("transfer complete: {bytes} bytes, CRC {crc:#06x}; waiting for the device")
         }
+        Progress::Reconnecting { reason } => {
+            format!("connection lost while installing ({reason}); reconnecting")
+        }
         Progress::Device { state, percent } => match percent {
             Some(p) => format!("device: {} {p}%", state.label()),
             None => format!("device: {}", state.label()),

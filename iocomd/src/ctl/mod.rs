@@ -198,6 +198,12 @@ pub enum Progress {
         /// CRC-16 of the data.
         crc: u16,
     },
+    /// The connection dropped while the device installs; iocomctl reconnects (connect mode)
+    /// and reads the result the device publishes after a restart.
+    Reconnecting {
+        /// Why the connection closed.
+        reason: String,
+    },
     /// The device's update state changed while it verifies and installs.
     Device {
         /// `upd_state`.

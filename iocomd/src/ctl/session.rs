@@ -37,6 +37,8 @@ const FRAMES_PER_FLUSH: usize = 128;
 const EVENTS_PER_STEP: usize = 256;
 /// After a failed transfer, how long to wait for the device to publish why.
 const FAILURE_GRACE: Duration = Duration::from_secs(5);
+/// Pause between reconnect attempts while waiting for a restarted device.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Least time between two transfer progress events.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -122,6 +124,17 @@ impl<'p> Core<'p> {
             status: None,
             progress,
         }
+    }
+
+    /// Starts over on a new connection (same device, same progress callback).
+    fn reset(&mut self, rx: mpsc::Receiver<NetEvent>) {
+        self.rx = rx;
+        self.ep = ControllerEndpoint::new(&self.device.name);
+        self.conn = None;
+        self.authenticated = false;
+        self.frame_size = 0;
+        self.infos.clear();
+        self.status = None;
     }
 
     fn conn_id(&self) -> ConnId {
@@ -515,26 +528,81 @@ async fn push_on(
     };
     // Result.
     let waited = opts.connect.timeouts.result;
+    let deadline = Instant::now() + waited;
     let mut last_state = None;
-    let report = core
+    let mut watch = |c: &mut Core<'_>, reconnected: bool| {
+        let r = c.report();
+        let shown = (r.state, r.progress);
+        if r.state.is_some() && Some(shown) != last_state {
+            last_state = Some(shown);
+            (c.progress)(Progress::Device {
+                state: r.state.unwrap_or(UpdState::Idle),
+                percent: r.progress,
+            });
+        }
+        verdict(c, &before, r, reconnected)
+    };
+    let first = core
         .run_until(
-            Instant::now() + waited,
+            deadline,
             "waiting for the device's result",
             waited,
-            |c, _| {
-                let r = c.report();
-                let shown = (r.state, r.progress);
-                if r.state.is_some() && Some(shown) != last_state {
-                    last_state = Some(shown);
-                    (c.progress)(Progress::Device {
-                        state: r.state.unwrap_or(UpdState::Idle),
-                        percent: r.progress,
+            |c, _| watch(c, false),
+        )
+        .await;
+    let report = match (first, &opts.target.transport) {
+        // The device went away while installing (e.g. iocomd updated itself and restarted):
+        // reconnect and read the result it publishes after the restart.
+        (Err(CtlError::Dropped { reason, .. }), Transport::Connect(_)) => {
+            (core.progress)(Progress::Reconnecting { reason });
+            let mut links = None;
+            let r = loop {
+                if Instant::now() >= deadline {
+                    break Err(CtlError::Timeout {
+                        device: core.name.clone(),
+                        what: "waiting for the device's result",
+                        waited,
                     });
                 }
-                verdict(c, &before, r)
-            },
-        )
-        .await?;
+                let rx = match open_one(&opts.target, &opts.connect).await {
+                    Ok((l, rx)) => {
+                        links = Some(l);
+                        rx
+                    }
+                    Err(CtlError::Connect { .. }) => {
+                        tokio::time::sleep(RECONNECT_DELAY).await;
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                };
+                core.reset(rx);
+                let step = async {
+                    core.ready(deadline, waited, true).await?;
+                    core.run_until(
+                        deadline,
+                        "waiting for the device's result",
+                        waited,
+                        |c, _| watch(c, true),
+                    )
+                    .await
+                };
+                match step.await {
+                    Err(CtlError::Dropped { .. }) => {
+                        if let Some(l) = links.take() {
+                            l.close().await;
+                        }
+                        tokio::time::sleep(RECONNECT_DELAY).await;
+                    }
+                    r => break r,
+                }
+            };
+            if let Some(l) = links {
+                l.close().await;
+            }
+            r?
+        }
+        (r, _) => r?,
+    };
     Ok(PushOutcome {
         device: core.name.clone(),
         bytes,
@@ -546,10 +614,14 @@ async fn push_on(
 }
 
 /// The final verdict once the device published one for this push.
+///
+/// After a reconnect the stream (and its `tod_err`) belongs to the old connection: the result
+/// is `upd_seq` changed, the device idle and a non-empty `upd_code`.
 fn verdict(
     c: &Core<'_>,
     before: &DeviceReport,
     r: DeviceReport,
+    reconnected: bool,
 ) -> Result<Step<DeviceReport>, CtlError> {
     let with_status = c.status.as_ref().is_some_and(StatusSignals::present);
     if with_status {
@@ -557,8 +629,11 @@ fn verdict(
             return Ok(Step::Wait);
         }
         let code = r.code.clone().unwrap_or_default();
+        if reconnected && (code.is_empty() || r.state != Some(UpdState::Idle)) {
+            return Ok(Step::Wait);
+        }
         return match classify(&code, r.result) {
-            None if r.tod_err == Some(status::COMPLETED) => Ok(Step::Done(r)),
+            None if reconnected || r.tod_err == Some(status::COMPLETED) => Ok(Step::Done(r)),
             // "ok" but the stream verdict is not there yet: wait for it.
             None if !r.tod_err.is_some_and(tod_err_is_final) => Ok(Step::Wait),
             None => Err(CtlError::Device {

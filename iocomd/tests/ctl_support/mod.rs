@@ -51,6 +51,9 @@ pub struct Spec {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Publish iocomd's status signals.
     pub status_signals: bool,
+    /// Drop every connection right after the transfer and publish the verdict afterwards,
+    /// like iocomd restarting during a self-update (tod_err back to 0).
+    pub restart: bool,
 }
 
 impl Spec {
@@ -65,6 +68,7 @@ impl Spec {
             password: None,
             tls: None,
             status_signals: true,
+            restart: false,
         }
     }
 }
@@ -258,6 +262,7 @@ async fn run_device(
     let mut conns: HashMap<ConnId, (ConnHandle, usize)> = HashMap::new();
     let mut sink = Sink::default();
     let mut received = Vec::new();
+    let mut restart: Option<(Instant, &str, u16, &str)> = None;
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return received,
@@ -348,11 +353,36 @@ async fn run_device(
                     if code == "ok" {
                         set_str(&mut dev, "inst_ver", "2.0");
                     }
+                    if spec.restart {
+                        // Installing; the verdict comes after the "restart" below.
+                        set(&mut dev, "upd_state", 3);
+                        restart = Some((
+                            Instant::now() + Duration::from_millis(300),
+                            code,
+                            number,
+                            msg,
+                        ));
+                        continue;
+                    }
                     set(&mut dev, "upd_seq", seq);
                     dev.report(tod_err).unwrap();
                 }
                 _ => {}
             }
+        }
+        if let Some((at, code, number, msg)) = restart
+            && Instant::now() >= at
+        {
+            restart = None;
+            for (h, _) in conns.values() {
+                let _ = h.close("restarting").await;
+            }
+            set(&mut dev, "upd_state", 0);
+            set(&mut dev, "upd_result", i64::from(number));
+            set_str(&mut dev, "upd_code", code);
+            set_str(&mut dev, "upd_msg", msg);
+            set(&mut dev, "upd_seq", seq);
+            dev.report(0).unwrap();
         }
         for (id, (h, fs)) in &conns {
             if *fs == 0 {
