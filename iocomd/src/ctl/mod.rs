@@ -26,6 +26,7 @@
 
 mod link;
 mod path;
+mod push;
 mod report;
 mod session;
 
@@ -400,7 +401,7 @@ pub async fn push(
     opts: &PushOptions,
     progress: impl FnMut(Progress) + Send,
 ) -> Result<PushOutcome, CtlError> {
-    session::push(opts, progress).await
+    push::push(opts, progress).await
 }
 
 /// Reads the device's update status.
@@ -433,7 +434,7 @@ pub async fn push_many(
     file: &std::path::Path,
     progress: impl FnMut(usize, Progress) + Send,
 ) -> Vec<ManyResult> {
-    session::push_many(targets, connect, file, progress).await
+    push::push_many(targets, connect, file, progress).await
 }
 
 /// The largest exit status of `results` (0 when all succeeded).
