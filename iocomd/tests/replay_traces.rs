@@ -392,3 +392,107 @@ fn trace_c_controller_reads_select_3() {
         })
     );
 }
+
+/// Replays the device→controller side of an upload trace into our controller core, which
+/// uploads the same file; our conf_imp frames must equal the reference controller's.
+fn assert_controller_upload(name: &str, side: Side, upload: &str) {
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "ctl".into(),
+        device_nr: 0,
+        network_name: "iocafenet".into(),
+        unique_id: None,
+        password: String::new(),
+    };
+    let mut conn = Connection::new(ConnConfig::new(Role::Controller, side, identity), base);
+    let mut ep = ControllerEndpoint::new("gina");
+    let data = file(upload);
+    let (mut sink, mut source) = (Sink::default(), Source::new(data.clone()));
+    let mut started = false;
+    let mut result = None;
+    let mut sent = Vec::new();
+    for (t, dir, bytes) in load(name) {
+        let now = base + Duration::from_secs_f64(t);
+        if dir == "D2C" {
+            conn.handle_input(&bytes, now)
+                .unwrap_or_else(|e| panic!("{name} at {t}: connection closed: {e}"));
+            while let Some(ev) = conn.poll_event() {
+                let out = ep.handle(CONN, ev).unwrap();
+                for info in out.infos {
+                    conn.queue_system_frame(SystemFrame::MblkInfo(info))
+                        .unwrap();
+                }
+            }
+            if !started && ep.ready() {
+                ep.start_upload(1).unwrap();
+                started = true;
+            }
+        }
+        if dir == "C2D" {
+            // The reference controller sent here what its last stream call wrote.
+            for f in ep.transmit(CONN, conn.send_frame_size() as usize, usize::MAX) {
+                sent.push(f.clone());
+                conn.queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                    .unwrap();
+            }
+            let mut out = Vec::new();
+            conn.poll_transmit(now, &mut out);
+        }
+        // It ran its stream after received data and again after each send (on its timer).
+        if started && result.is_none() {
+            let p = ep.poll_transfer(now, &mut source, &mut sink).unwrap();
+            if p != Progress::Running {
+                result = Some(p);
+            }
+        }
+    }
+    assert!(!conn.is_closed(), "{name}: {:?}", conn.close_reason());
+    assert_eq!(
+        result,
+        Some(Progress::Completed {
+            bytes: data.len() as u64,
+            crc: crc16(&data),
+            device_err: Some(6)
+        }),
+        "{name}"
+    );
+    let ours: Vec<&DataFrame> = sent.iter().filter(|f| f.mblk_id == 13).collect();
+    let reference = reference_frames(name, "C2D");
+    let theirs: Vec<&DataFrame> = reference.iter().filter(|f| f.mblk_id == 13).collect();
+    assert!(theirs.len() > data.len() / 256, "{name}");
+    // The reference closed its stream 30 ms later, a last frame resetting tod_head to 0; we
+    // leave tod_head for the next transfer's start.
+    let (last, theirs) = theirs.split_last().unwrap();
+    assert_eq!((last.addr, last.flags), (7, 0x11), "{name}: tod_head reset");
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{name}: number of conf_imp frames"
+    );
+    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
+        assert_eq!(a, b, "{name}: conf_imp frame {i}");
+    }
+}
+
+#[test]
+fn trace_b_our_controller_uploads_like_the_reference() {
+    assert_controller_upload("b-listen-program-write-4k.txt", Side::Server, "test4k.bin");
+}
+
+#[test]
+fn trace_e_our_controller_uploads_like_the_reference() {
+    assert_controller_upload(
+        "e-listen-program-write-4k-random.txt",
+        Side::Server,
+        "rand4k.bin",
+    );
+}
+
+#[test]
+fn trace_f_our_controller_uploads_like_the_reference() {
+    assert_controller_upload(
+        "f-listen-program-write-20k.txt",
+        Side::Server,
+        "test20k.bin",
+    );
+}
