@@ -496,3 +496,132 @@ fn trace_f_our_controller_uploads_like_the_reference() {
         "test20k.bin",
     );
 }
+
+/// A source that refuses every select with `code`.
+struct Refuse(u8);
+
+impl ChunkSource for Refuse {
+    fn open(&mut self, _select: i64) -> Result<(), u8> {
+        Err(self.0)
+    }
+    fn read(&mut self, _buf: &mut [u8]) -> Result<SourceRead, u8> {
+        Err(self.0)
+    }
+}
+
+#[test]
+fn trace_h_device_refuses_a_missing_select_like_the_reference() {
+    let name = "h-listen-read-select2-missing.txt";
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "gina".into(),
+        device_nr: 9000,
+        network_name: "*".into(),
+        unique_id: Some([7; 12]),
+        password: String::new(),
+    };
+    let mut conn = Connection::new(ConnConfig::new(Role::Device, Side::Client, identity), base);
+    let mut ep = reference_device();
+    let (mut sink, mut source) = (Sink::default(), Refuse(140));
+    let (mut events, mut sent) = (Vec::new(), Vec::new());
+    for (t, dir, bytes) in load(name) {
+        let now = base + Duration::from_secs_f64(t);
+        if dir == "D2C" {
+            transmit_device(&mut conn, &mut ep, now, &mut sent);
+            continue;
+        }
+        conn.handle_input(&bytes, now).unwrap();
+        pump_device(&mut conn, &mut ep);
+        events.extend(ep.poll_streams(now, &mut sink, &mut source));
+    }
+    let frd: Vec<DeviceEvent> = events
+        .into_iter()
+        .filter(|e| e.dir == Direction::FromDevice)
+        .map(|e| e.event)
+        .collect();
+    assert!(matches!(
+        frd.as_slice(),
+        [
+            DeviceEvent::Failed {
+                select: 2,
+                error: iocomd::proto::stream::StreamError::Local(140),
+                ..
+            },
+            DeviceEvent::Released
+        ]
+    ));
+    let ours: Vec<&DataFrame> = sent.iter().filter(|f| f.mblk_id == 12).collect();
+    let reference = reference_frames(name, "D2C");
+    let theirs: Vec<&DataFrame> = reference.iter().filter(|f| f.mblk_id == 12).collect();
+    assert_eq!(theirs.len(), 3, "key frame, refusal, release");
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn trace_h_controller_gives_up_like_the_reference() {
+    let name = "h-listen-read-select2-missing.txt";
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "ctl".into(),
+        device_nr: 0,
+        network_name: "iocafenet".into(),
+        unique_id: None,
+        password: String::new(),
+    };
+    let mut conn = Connection::new(
+        ConnConfig::new(Role::Controller, Side::Server, identity),
+        base,
+    );
+    let mut ep = ControllerEndpoint::new("gina");
+    let (mut sink, mut source) = (Sink::default(), Source::new(vec![]));
+    let (mut started, mut result, mut sent) = (false, None, Vec::new());
+    let mut lines = load(name);
+    // The reference started just before its first send at 0.351 s and gave up 5 s later.
+    lines.push((0.349, "tick".into(), vec![]));
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, dir, bytes) in lines {
+        let now = base + Duration::from_secs_f64(t);
+        if dir == "D2C" {
+            conn.handle_input(&bytes, now).unwrap();
+            while let Some(ev) = conn.poll_event() {
+                let out = ep.handle(CONN, ev).unwrap();
+                for info in out.infos {
+                    conn.queue_system_frame(SystemFrame::MblkInfo(info))
+                        .unwrap();
+                }
+            }
+        }
+        if !started && ep.ready() && t >= 0.349 {
+            ep.start_download(2).unwrap();
+            started = true;
+        }
+        if started && result.is_none() {
+            let p = ep.poll_transfer(now, &mut source, &mut sink).unwrap();
+            if p != Progress::Running {
+                result = Some(p);
+            }
+        }
+        if dir == "C2D" {
+            for f in ep.transmit(CONN, conn.send_frame_size() as usize, usize::MAX) {
+                sent.push(f.clone());
+                conn.queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                    .unwrap();
+            }
+            let mut out = Vec::new();
+            conn.poll_transmit(now, &mut out);
+        }
+    }
+    // Like the reference: the device's INTERRUPT (frd_err 140) is waited out, then failure.
+    assert_eq!(
+        result,
+        Some(Progress::Failed(
+            iocomd::proto::stream::StreamError::Timeout
+        ))
+    );
+    assert_eq!(sink.closed, [false]);
+    let ours: Vec<&DataFrame> = sent.iter().filter(|f| f.mblk_id == 13).collect();
+    let reference = reference_frames(name, "C2D");
+    let theirs: Vec<&DataFrame> = reference.iter().filter(|f| f.mblk_id == 13).collect();
+    assert_eq!(theirs.len(), 3, "key frame, start, cmd 0");
+    assert_eq!(ours, theirs);
+}
