@@ -10,7 +10,7 @@
 use crate::proto::conn::{ConnEvent, Role};
 use crate::proto::info::{DeviceInfo, InfoError, conf_exp_block, conf_imp_block};
 use crate::proto::mblk::{ConnId, DataFrame, Mblk};
-use crate::proto::node::{DeviceId, Node, NodeError, NodeOutput, device_flags};
+use crate::proto::node::{DeviceId, DevicePath, Node, NodeError, NodeOutput, device_flags};
 use crate::proto::pjson::Json;
 use crate::proto::signals::BlockLayout;
 use crate::proto::stream::controller::{ControllerReader, ControllerWriter, Progress};
@@ -294,6 +294,7 @@ enum Transfer {
 #[derive(Debug, Clone)]
 pub struct ControllerEndpoint {
     node: Node,
+    path: DevicePath,
     device_name: String,
     device: Option<DeviceId>,
     peer_info: Option<Result<DeviceInfo, InfoError>>,
@@ -301,11 +302,22 @@ pub struct ControllerEndpoint {
 }
 
 impl ControllerEndpoint {
-    /// A controller for the device named `device_name` (its blocks are bound dynamically).
+    /// A controller for the device named `device_name` (any number and network; its blocks
+    /// are bound dynamically).
     pub fn new(device_name: &str) -> Self {
+        Self::for_path(DevicePath {
+            name: device_name.to_owned(),
+            nr: None,
+            network: None,
+        })
+    }
+
+    /// A controller for the device at `path` (e.g. parsed from `gina3.cafenet`).
+    pub fn for_path(path: DevicePath) -> Self {
         Self {
             node: Node::new(Role::Controller),
-            device_name: device_name.to_owned(),
+            device_name: path.name.clone(),
+            path,
             device: None,
             peer_info: None,
             transfer: None,
@@ -336,7 +348,7 @@ impl ControllerEndpoint {
         let out = self.node.handle(conn, ev)?;
         for ix in &out.bound {
             if let Some(d) = self.node.device_of(*ix)
-                && d.name == self.device_name
+                && self.path.matches(d)
                 && self.device.is_none()
             {
                 self.device = Some(d.clone());
