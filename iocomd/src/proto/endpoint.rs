@@ -6,6 +6,20 @@
 //! Both are sans-I/O: feed them [`ConnEvent`]s, queue the `MblkInfo`s they return with
 //! `Connection::queue_system_frame`, poll the streams after received data, then queue
 //! [`Node::transmit`] frames with `Connection::queue_data_frame`.
+//!
+//! The device core loop, per wake-up (a `NetEvent`, or `poll_timeout()` reached):
+//! 1. `NetEvent::Conn { id, event }` → [`DeviceEndpoint::handle`]; queue `out.infos` in order
+//!    (`SystemFrame::MblkInfo`); an `Err` means: close that connection.
+//!    `NetEvent::Closed` → [`DeviceEndpoint::disconnect`].
+//! 2. [`DeviceEndpoint::poll_streams`] with the spool sink (select 1: open a spool file, other
+//!    selects: refuse with a status code) and the frd source; act on the [`StreamEvent`]s
+//!    (a completed upload goes to the install helper; [`DeviceEndpoint::report`] publishes
+//!    the final `tod_err` later; status signals go in `exp` through
+//!    [`DeviceEndpoint::block_mut`]).
+//! 3. [`DeviceEndpoint::transmit_all`] → `ConnHandle::queue_data` for each frame, at once
+//!    (publish every change promptly, design.md §5a).
+//!
+//! Wake up again at [`DeviceEndpoint::poll_timeout`] even if nothing arrives.
 
 use crate::proto::conn::{ConnEvent, Role};
 use crate::proto::info::{DeviceInfo, InfoError, conf_exp_block, conf_imp_block};
