@@ -40,7 +40,7 @@ use super::handshake::{
     ClientHello, HandshakeError, INITIAL_ACKNOWLEDGED, NO_TRUST_CERTIFICATE, TLS_MARK,
 };
 use super::password::{Accounts, AuthRejection, hash_password};
-use super::sysframe::{MblkInfo, SysFrameError, SystemFrame};
+use super::sysframe::{MAX_MBLK_ID, MIN_MBLK_ID, MblkInfo, SysFrameError, SystemFrame};
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -284,6 +284,9 @@ pub enum QueueError {
     /// The system frame cannot be encoded.
     #[error("system frame: {0}")]
     SysFrame(#[from] SysFrameError),
+    /// Our own block ids must be in 8..=32767 (C peers keep peer ids in 16 signed bits).
+    #[error("memory block id {0} is outside 8..=32767")]
+    BadMblkId(u32),
 }
 
 /// Sub-state of the socket handshake.
@@ -692,6 +695,9 @@ impl Connection {
     pub fn queue_system_frame(&mut self, frame: SystemFrame) -> Result<(), QueueError> {
         match frame {
             SystemFrame::MblkInfo(info) => {
+                if !(MIN_MBLK_ID..=MAX_MBLK_ID).contains(&info.mblk_id) {
+                    return Err(QueueError::BadMblkId(info.mblk_id));
+                }
                 let f = info.to_frame(0)?;
                 self.check_queueable(&f)?;
                 self.announced.insert(info.mblk_id);

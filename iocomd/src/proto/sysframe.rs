@@ -222,6 +222,14 @@ pub fn write_intser(out: &mut Vec<u8>, v: i64) {
     out.extend(rest.to_le_bytes().iter().take(usize::from(n)));
 }
 
+/// Decodes one packed integer (osal_intser) from the start of `b`: the value and the number of
+/// bytes it used.
+pub fn decode_intser(b: &[u8]) -> Result<(i64, usize), SysFrameError> {
+    let mut r = Reader::new(b);
+    let v = read_intser(&mut r)?;
+    Ok((v, r.pos))
+}
+
 /// Reads one packed integer (osal_intser) from `r`.
 pub(crate) fn read_intser(r: &mut Reader<'_>) -> Result<i64, SysFrameError> {
     let first = r.u8("intser")?;
@@ -668,6 +676,7 @@ mod tests {
             let mut r = Reader::new(&out);
             assert_eq!(read_intser(&mut r).unwrap(), v);
             r.finish().unwrap();
+            assert_eq!(decode_intser(&out), Ok((v, out.len())));
         }
         for v in [i64::MAX, i64::MIN + 1, 1 << 40, -(1 << 33)] {
             let mut out = Vec::new();

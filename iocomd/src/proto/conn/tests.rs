@@ -412,6 +412,12 @@ fn queueing_rules() {
             max: 1392
         })
     );
+    for bad in [0, 7, 32768] {
+        assert_eq!(
+            d.queue_system_frame(SystemFrame::MblkInfo(info(bad, "exp", 2))),
+            Err(QueueError::BadMblkId(bad))
+        );
+    }
     assert_eq!(
         d.queue_system_frame(SystemFrame::Unknown(7)),
         Err(QueueError::NotAllowed)
