@@ -1,8 +1,10 @@
 //! State machine tests: every transition and rejection of [`Connection`], with injected time.
 
 use super::*;
-use crate::proto::frame::{Element, FrameDecoder};
+use crate::proto::frame::{Element, FrameDecoder, FrameError};
 use crate::proto::password::{Account, hash_password};
+use crate::proto::password::{Accounts, AuthRejection};
+use crate::proto::sysframe::MblkInfo;
 use crate::proto::sysframe::{RemoveMblk, mblk_flags};
 
 fn hex(s: &str) -> Vec<u8> {
