@@ -392,3 +392,236 @@ fn trace_c_controller_reads_select_3() {
         })
     );
 }
+
+/// Replays the device→controller side of an upload trace into our controller core, which
+/// uploads the same file; our conf_imp frames must equal the reference controller's.
+fn assert_controller_upload(name: &str, side: Side, upload: &str) {
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "ctl".into(),
+        device_nr: 0,
+        network_name: "iocafenet".into(),
+        unique_id: None,
+        password: String::new(),
+    };
+    let mut conn = Connection::new(ConnConfig::new(Role::Controller, side, identity), base);
+    let mut ep = ControllerEndpoint::new("gina");
+    let data = file(upload);
+    let (mut sink, mut source) = (Sink::default(), Source::new(data.clone()));
+    let mut started = false;
+    let mut result = None;
+    let mut sent = Vec::new();
+    for (t, dir, bytes) in load(name) {
+        let now = base + Duration::from_secs_f64(t);
+        if dir == "D2C" {
+            conn.handle_input(&bytes, now)
+                .unwrap_or_else(|e| panic!("{name} at {t}: connection closed: {e}"));
+            while let Some(ev) = conn.poll_event() {
+                let out = ep.handle(CONN, ev).unwrap();
+                for info in out.infos {
+                    conn.queue_system_frame(SystemFrame::MblkInfo(info))
+                        .unwrap();
+                }
+            }
+            if !started && ep.ready() {
+                ep.start_upload(1).unwrap();
+                started = true;
+            }
+        }
+        if dir == "C2D" {
+            // The reference controller sent here what its last stream call wrote.
+            for f in ep.transmit(CONN, conn.send_frame_size() as usize, usize::MAX) {
+                sent.push(f.clone());
+                conn.queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                    .unwrap();
+            }
+            let mut out = Vec::new();
+            conn.poll_transmit(now, &mut out);
+        }
+        // It ran its stream after received data and again after each send (on its timer).
+        if started && result.is_none() {
+            let p = ep.poll_transfer(now, &mut source, &mut sink).unwrap();
+            if p != Progress::Running {
+                result = Some(p);
+            }
+        }
+    }
+    assert!(!conn.is_closed(), "{name}: {:?}", conn.close_reason());
+    assert_eq!(
+        result,
+        Some(Progress::Completed {
+            bytes: data.len() as u64,
+            crc: crc16(&data),
+            device_err: Some(6)
+        }),
+        "{name}"
+    );
+    let ours: Vec<&DataFrame> = sent.iter().filter(|f| f.mblk_id == 13).collect();
+    let reference = reference_frames(name, "C2D");
+    let theirs: Vec<&DataFrame> = reference.iter().filter(|f| f.mblk_id == 13).collect();
+    assert!(theirs.len() > data.len() / 256, "{name}");
+    // The reference closed its stream 30 ms later, a last frame resetting tod_head to 0; we
+    // leave tod_head for the next transfer's start.
+    let (last, theirs) = theirs.split_last().unwrap();
+    assert_eq!((last.addr, last.flags), (7, 0x11), "{name}: tod_head reset");
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{name}: number of conf_imp frames"
+    );
+    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
+        assert_eq!(a, b, "{name}: conf_imp frame {i}");
+    }
+}
+
+#[test]
+fn trace_b_our_controller_uploads_like_the_reference() {
+    assert_controller_upload("b-listen-program-write-4k.txt", Side::Server, "test4k.bin");
+}
+
+#[test]
+fn trace_e_our_controller_uploads_like_the_reference() {
+    assert_controller_upload(
+        "e-listen-program-write-4k-random.txt",
+        Side::Server,
+        "rand4k.bin",
+    );
+}
+
+#[test]
+fn trace_f_our_controller_uploads_like_the_reference() {
+    assert_controller_upload(
+        "f-listen-program-write-20k.txt",
+        Side::Server,
+        "test20k.bin",
+    );
+}
+
+/// A source that refuses every select with `code`.
+struct Refuse(u8);
+
+impl ChunkSource for Refuse {
+    fn open(&mut self, _select: i64) -> Result<(), u8> {
+        Err(self.0)
+    }
+    fn read(&mut self, _buf: &mut [u8]) -> Result<SourceRead, u8> {
+        Err(self.0)
+    }
+}
+
+#[test]
+fn trace_h_device_refuses_a_missing_select_like_the_reference() {
+    let name = "h-listen-read-select2-missing.txt";
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "gina".into(),
+        device_nr: 9000,
+        network_name: "*".into(),
+        unique_id: Some([7; 12]),
+        password: String::new(),
+    };
+    let mut conn = Connection::new(ConnConfig::new(Role::Device, Side::Client, identity), base);
+    let mut ep = reference_device();
+    let (mut sink, mut source) = (Sink::default(), Refuse(140));
+    let (mut events, mut sent) = (Vec::new(), Vec::new());
+    for (t, dir, bytes) in load(name) {
+        let now = base + Duration::from_secs_f64(t);
+        if dir == "D2C" {
+            transmit_device(&mut conn, &mut ep, now, &mut sent);
+            continue;
+        }
+        conn.handle_input(&bytes, now).unwrap();
+        pump_device(&mut conn, &mut ep);
+        events.extend(ep.poll_streams(now, &mut sink, &mut source));
+    }
+    let frd: Vec<DeviceEvent> = events
+        .into_iter()
+        .filter(|e| e.dir == Direction::FromDevice)
+        .map(|e| e.event)
+        .collect();
+    assert!(matches!(
+        frd.as_slice(),
+        [
+            DeviceEvent::Failed {
+                select: 2,
+                error: iocomd::proto::stream::StreamError::Local(140),
+                ..
+            },
+            DeviceEvent::Released
+        ]
+    ));
+    let ours: Vec<&DataFrame> = sent.iter().filter(|f| f.mblk_id == 12).collect();
+    let reference = reference_frames(name, "D2C");
+    let theirs: Vec<&DataFrame> = reference.iter().filter(|f| f.mblk_id == 12).collect();
+    assert_eq!(theirs.len(), 3, "key frame, refusal, release");
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn trace_h_controller_gives_up_like_the_reference() {
+    let name = "h-listen-read-select2-missing.txt";
+    let base = Instant::now();
+    let identity = LocalIdentity {
+        device_name: "ctl".into(),
+        device_nr: 0,
+        network_name: "iocafenet".into(),
+        unique_id: None,
+        password: String::new(),
+    };
+    let mut conn = Connection::new(
+        ConnConfig::new(Role::Controller, Side::Server, identity),
+        base,
+    );
+    let mut ep = ControllerEndpoint::new("gina");
+    let (mut sink, mut source) = (Sink::default(), Source::new(vec![]));
+    let (mut started, mut result, mut sent) = (false, None, Vec::new());
+    let mut lines = load(name);
+    // The reference started just before its first send at 0.351 s and gave up 5 s later.
+    lines.push((0.349, "tick".into(), vec![]));
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, dir, bytes) in lines {
+        let now = base + Duration::from_secs_f64(t);
+        if dir == "D2C" {
+            conn.handle_input(&bytes, now).unwrap();
+            while let Some(ev) = conn.poll_event() {
+                let out = ep.handle(CONN, ev).unwrap();
+                for info in out.infos {
+                    conn.queue_system_frame(SystemFrame::MblkInfo(info))
+                        .unwrap();
+                }
+            }
+        }
+        if !started && ep.ready() && t >= 0.349 {
+            ep.start_download(2).unwrap();
+            started = true;
+        }
+        if started && result.is_none() {
+            let p = ep.poll_transfer(now, &mut source, &mut sink).unwrap();
+            if p != Progress::Running {
+                result = Some(p);
+            }
+        }
+        if dir == "C2D" {
+            for f in ep.transmit(CONN, conn.send_frame_size() as usize, usize::MAX) {
+                sent.push(f.clone());
+                conn.queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                    .unwrap();
+            }
+            let mut out = Vec::new();
+            conn.poll_transmit(now, &mut out);
+        }
+    }
+    // Like the reference: the device's INTERRUPT (frd_err 140) is waited out, then failure.
+    assert_eq!(
+        result,
+        Some(Progress::Failed(
+            iocomd::proto::stream::StreamError::Timeout
+        ))
+    );
+    assert_eq!(sink.closed, [false]);
+    let ours: Vec<&DataFrame> = sent.iter().filter(|f| f.mblk_id == 13).collect();
+    let reference = reference_frames(name, "C2D");
+    let theirs: Vec<&DataFrame> = reference.iter().filter(|f| f.mblk_id == 13).collect();
+    assert_eq!(theirs.len(), 3, "key frame, start, cmd 0");
+    assert_eq!(ours, theirs);
+}

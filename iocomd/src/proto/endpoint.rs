@@ -6,11 +6,25 @@
 //! Both are sans-I/O: feed them [`ConnEvent`]s, queue the `MblkInfo`s they return with
 //! `Connection::queue_system_frame`, poll the streams after received data, then queue
 //! [`Node::transmit`] frames with `Connection::queue_data_frame`.
+//!
+//! The device core loop, per wake-up (a `NetEvent`, or `poll_timeout()` reached):
+//! 1. `NetEvent::Conn { id, event }` → [`DeviceEndpoint::handle`]; queue `out.infos` in order
+//!    (`SystemFrame::MblkInfo`); an `Err` means: close that connection.
+//!    `NetEvent::Closed` → [`DeviceEndpoint::disconnect`].
+//! 2. [`DeviceEndpoint::poll_streams`] with the spool sink (select 1: open a spool file, other
+//!    selects: refuse with a status code) and the frd source; act on the [`StreamEvent`]s
+//!    (a completed upload goes to the install helper; [`DeviceEndpoint::report`] publishes
+//!    the final `tod_err` later; status signals go in `exp` through
+//!    [`DeviceEndpoint::block_mut`]).
+//! 3. [`DeviceEndpoint::transmit_all`] → `ConnHandle::queue_data` for each frame, at once
+//!    (publish every change promptly, design.md §5a).
+//!
+//! Wake up again at [`DeviceEndpoint::poll_timeout`] even if nothing arrives.
 
 use crate::proto::conn::{ConnEvent, Role};
 use crate::proto::info::{DeviceInfo, InfoError, conf_exp_block, conf_imp_block};
 use crate::proto::mblk::{ConnId, DataFrame, Mblk};
-use crate::proto::node::{DeviceId, Node, NodeError, NodeOutput, device_flags};
+use crate::proto::node::{DeviceId, DevicePath, Node, NodeError, NodeOutput, device_flags};
 use crate::proto::pjson::Json;
 use crate::proto::signals::BlockLayout;
 use crate::proto::stream::controller::{ControllerReader, ControllerWriter, Progress};
@@ -294,6 +308,7 @@ enum Transfer {
 #[derive(Debug, Clone)]
 pub struct ControllerEndpoint {
     node: Node,
+    path: DevicePath,
     device_name: String,
     device: Option<DeviceId>,
     peer_info: Option<Result<DeviceInfo, InfoError>>,
@@ -301,11 +316,22 @@ pub struct ControllerEndpoint {
 }
 
 impl ControllerEndpoint {
-    /// A controller for the device named `device_name` (its blocks are bound dynamically).
+    /// A controller for the device named `device_name` (any number and network; its blocks
+    /// are bound dynamically).
     pub fn new(device_name: &str) -> Self {
+        Self::for_path(DevicePath {
+            name: device_name.to_owned(),
+            nr: None,
+            network: None,
+        })
+    }
+
+    /// A controller for the device at `path` (e.g. parsed from `gina3.cafenet`).
+    pub fn for_path(path: DevicePath) -> Self {
         Self {
             node: Node::new(Role::Controller),
-            device_name: device_name.to_owned(),
+            device_name: path.name.clone(),
+            path,
             device: None,
             peer_info: None,
             transfer: None,
@@ -336,7 +362,7 @@ impl ControllerEndpoint {
         let out = self.node.handle(conn, ev)?;
         for ix in &out.bound {
             if let Some(d) = self.node.device_of(*ix)
-                && d.name == self.device_name
+                && self.path.matches(d)
                 && self.device.is_none()
             {
                 self.device = Some(d.clone());

@@ -11,6 +11,7 @@
 //! pending snapshot into data frames (delta + zero-run compression, split to the frame size).
 
 use crate::proto::compress::{self, COMPRESSED, DELTA_ENCODED, SYNC_COMPLETE};
+use crate::proto::frame::{Framing, header_len_for};
 use std::ops::Range;
 use thiserror::Error;
 
@@ -75,15 +76,7 @@ pub enum MblkError {
 
 /// Header bytes of a socket frame carrying `mblk_id` and `addr` (transport.md §3.2/3.5).
 pub fn socket_header_len(mblk_id: u32, addr: u32) -> usize {
-    fn field(v: u32) -> usize {
-        match v {
-            0..=255 => 1,
-            256..=65535 => 2,
-            _ => 4,
-        }
-    }
-    let extra = usize::from(mblk_id > 65535 || addr > 65535);
-    4 + extra + field(mblk_id) + field(addr)
+    header_len_for(Framing::Socket, mblk_id, addr)
 }
 
 /// A snapshot being transmitted.

@@ -50,6 +50,50 @@ impl DeviceId {
     }
 }
 
+/// An IOCOM device path such as `gina3.cafenet`: name, optional number, optional network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePath {
+    /// Device name without the number (`gina`).
+    pub name: String,
+    /// Device number (`3`), if given.
+    pub nr: Option<u32>,
+    /// Network name (`cafenet`), if given.
+    pub network: Option<String>,
+}
+
+impl DevicePath {
+    /// Parses `name[nr][.network]`; the number is the trailing decimal digits of the first part.
+    pub fn parse(path: &str) -> Option<Self> {
+        let (dev, network) = match path.split_once('.') {
+            Some((d, n)) if !n.is_empty() => (d, Some(n.to_owned())),
+            Some(_) => return None,
+            None => (path, None),
+        };
+        let digits = dev.len() - dev.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (name, nr) = dev.split_at_checked(dev.len() - digits)?;
+        if name.is_empty() || name.len() > 15 {
+            return None;
+        }
+        let nr = if nr.is_empty() {
+            None
+        } else {
+            Some(nr.parse().ok()?)
+        };
+        Some(Self {
+            name: name.to_owned(),
+            nr,
+            network,
+        })
+    }
+
+    /// True when a block's device identity matches this path.
+    pub fn matches(&self, d: &DeviceId) -> bool {
+        d.name == self.name
+            && self.nr.is_none_or(|n| n == d.nr)
+            && self.network.as_deref().is_none_or(|n| n == d.network)
+    }
+}
+
 /// Errors handling a connection's events; the connection should be closed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NodeError {

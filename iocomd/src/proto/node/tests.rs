@@ -202,6 +202,31 @@ fn ids_stay_below_32768_and_names_fit() {
 }
 
 #[test]
+fn device_paths() {
+    let p = DevicePath::parse("gina3.cafenet").unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.nr, p.network.as_deref()),
+        ("gina", Some(3), Some("cafenet"))
+    );
+    assert!(p.matches(&DeviceId::new("gina", 3, "cafenet")));
+    assert!(!p.matches(&DeviceId::new("gina", 4, "cafenet")));
+    assert!(!p.matches(&DeviceId::new("gina", 3, "other")));
+    let p = DevicePath::parse("iocomd").unwrap();
+    assert_eq!((p.nr, p.network.as_deref()), (None, None));
+    assert!(p.matches(&DeviceId::new("iocomd", 9001, "x")));
+    for bad in [
+        "",
+        "12",
+        ".net",
+        "gina.",
+        "a_name_that_is_too_long1.x",
+        "g99999999999",
+    ] {
+        assert_eq!(DevicePath::parse(bad), None, "{bad}");
+    }
+}
+
+#[test]
 fn huge_peer_blocks_are_refused() {
     let mut n = Node::new(Role::Controller);
     n.connect(5, "cafenet", 1392);

@@ -238,6 +238,7 @@ impl ControllerWriter {
         let mut wrote = 0usize;
         let mut ended = false;
         let mut room = 0usize;
+        let mut stopped = false;
         let mut tmp = Vec::new();
         'segments: for (a, b) in write_segments(*head, tail, n) {
             room += b.saturating_sub(a);
@@ -254,7 +255,10 @@ impl ControllerWriter {
                         wrote += k;
                         *bytes += k as u64;
                     }
-                    SourceRead::Bytes(_) | SourceRead::Pending => break 'segments,
+                    SourceRead::Bytes(_) | SourceRead::Pending => {
+                        stopped = true;
+                        break 'segments;
+                    }
                     SourceRead::End => {
                         ended = true;
                         break 'segments;
@@ -262,18 +266,19 @@ impl ControllerWriter {
                 }
             }
         }
-        if room == 0 && !ended {
-            // A full ring cannot tell us whether the source is at its end: ask for nothing.
-            *ring_full = true;
-        } else {
-            *ring_full = false;
+        if !stopped && !ended {
+            // The ring is full: an empty read only asks whether the source is at its end.
+            ended = source.read(&mut []).map_err(StreamError::Local)? == SourceRead::End;
         }
+        *ring_full = room == 0 && !ended;
         if wrote > 0 {
             *head = (*head + wrote) % n;
             *last_progress = now;
             sig.head.set_int(imp, *head as i64)?;
         }
-        if ended {
+        // Like the C controller, the end (cs, cmd = COMPLETED) goes out in a later snapshot
+        // than the last data: only a poll that wrote nothing and found the source at its end.
+        if ended && wrote == 0 {
             let (bytes, crc) = (*bytes, crc.value());
             sig.cs.set_int(imp, i64::from(crc))?;
             sig.cmd.set_int(imp, cmd::COMPLETED)?;

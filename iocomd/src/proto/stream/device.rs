@@ -517,6 +517,7 @@ impl DeviceWriter {
         };
         let mut wrote = 0usize;
         let mut ended = false;
+        let mut stopped = false;
         let mut tmp = Vec::new();
         'segments: for (a, b) in write_segments(*head, tail, n) {
             let mut at = a;
@@ -534,7 +535,10 @@ impl DeviceWriter {
                         wrote += k;
                         *bytes += k as u64;
                     }
-                    Ok(SourceRead::Bytes(_) | SourceRead::Pending) => break 'segments,
+                    Ok(SourceRead::Bytes(_) | SourceRead::Pending) => {
+                        stopped = true;
+                        break 'segments;
+                    }
                     Ok(SourceRead::End) => {
                         ended = true;
                         break 'segments;
@@ -545,6 +549,10 @@ impl DeviceWriter {
                     }
                 }
             }
+        }
+        if !stopped && !ended {
+            // The ring is full: an empty read only asks whether the source is at its end.
+            ended = source.read(&mut []) == Ok(SourceRead::End);
         }
         if wrote > 0 {
             *head = (*head + wrote) % n;

@@ -82,6 +82,42 @@ fn spec_section_7_upload_of_3000_bytes() {
         (sink.opened.as_slice(), sink.closed.as_slice()),
         (&[1][..], &[true][..])
     );
+    // The frames of the spec's lock-step table (section 7), after the key frames.
+    let log: Vec<(bool, Vec<u8>, u32, u8)> = p
+        .log
+        .iter()
+        .skip_while(|(_, f)| f.flags & 0x12 == 0x12)
+        .map(|(d, f)| (*d, f.payload.clone(), f.addr, f.flags))
+        .collect();
+    let row = |i: usize| &log[i];
+    // 1 C: open + select 1 + cmd 1; 1 D: tod_err/tail reset, state RUNNING.
+    assert_eq!(row(0), &(false, vec![3, 1, 3, 1, 2, 0, 0, 2], 0, 0x11));
+    assert_eq!(row(1), &(true, vec![1, 1, 2, 0, 2], 0, 0x11));
+    // 2 C: 256 bytes + head 256; 2 D: tail 256.
+    assert_eq!((row(2).2, row(2).3, row(2).1.len()), (7, 0x11, 262));
+    assert_eq!(&row(2).1[..8], [1, 0, 1, 0, 0, 2, 0, 1]);
+    assert_eq!(row(3), &(true, vec![1, 0, 1], 4, 0x11));
+    // 3 C: delta +1 everywhere, head 255 (raw, 260 bytes); 3 D: tail 255.
+    assert_eq!((row(4).2, row(4).3, row(4).1.len()), (8, 0x11, 260));
+    assert_eq!(&row(4).1[..6], [0xFF, 0xFF, 0, 0, 0, 1]);
+    assert_eq!(row(5), &(true, vec![0xFF, 0xFF], 5, 0x11));
+    // 13 C: the last 184 bytes, delta + compressed (a zero run of 73), head 173.
+    let mut r13 = vec![0x01, 0xB7, 0x04, 0xAD];
+    r13.extend([1; 173]);
+    r13.extend([0x49, 0x0B]);
+    r13.extend([1; 11]);
+    assert_eq!(row(24), &(false, r13, 8, 0x13));
+    assert_eq!(row(25), &(true, vec![0xB7], 5, 0x11));
+    // 14 C: cs = 0xB6E5 and cmd 2 in their own snapshot.
+    assert_eq!(row(26), &(false, vec![1, 0, 0, 1, 0xE5, 0xB6], 1, 0x11));
+    // 15 D: idle, tail 0; tod_err = 4 (pending) where the C device leaves 0.
+    assert_eq!(
+        row(27),
+        &(true, vec![0xFF, 0xFF, 1, 4, 0xFF, 0x53], 0, 0x11)
+    );
+    // 16 C: cmd back to 0.
+    assert_eq!(row(28), &(false, vec![0xFF, 0xFE], 0, 0x11));
+    assert_eq!(log.len(), 29);
     // PENDING went out with tod_state = IDLE; the final code follows.
     assert_eq!(get(&p.tod.state, &p.ctl_exp), (0, 2));
     assert_eq!(

@@ -105,7 +105,7 @@ pub enum SourceRead {
     Bytes(usize),
     /// No data right now; ask again later.
     Pending,
-    /// End of the data.
+    /// End of the data (and every later read returns `End` too).
     End,
 }
 
@@ -113,7 +113,8 @@ pub enum SourceRead {
 pub trait ChunkSource {
     /// A transfer for `select` starts (device side). `Err(code)` refuses it.
     fn open(&mut self, select: i64) -> Result<(), u8>;
-    /// Fills `buf` with the next bytes. `Err(code)` aborts the transfer.
+    /// Fills `buf` with the next bytes. `Err(code)` aborts the transfer. An empty `buf`
+    /// only asks whether the end is reached: answer `End` then, else `Bytes(0)` or `Pending`.
     fn read(&mut self, buf: &mut [u8]) -> Result<SourceRead, u8>;
 }
 
