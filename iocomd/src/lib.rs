@@ -6,10 +6,12 @@
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 //! - [`spool`]: received packages streamed to disk with bounded memory.
 //! - [`config`] and [`paths`]: validated settings from TOML fragments; every system path.
+//! - [`daemon`]: the core loop (connections, update state machine, helper) and `run`.
 //! - [`status`]: the update status signals published in the `exp` block.
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod helper_client;
 pub mod logging;
