@@ -27,6 +27,15 @@ pub struct DevicePathError {
 }
 
 impl DevicePath {
+    /// The same path for the protocol core's block binding.
+    pub fn to_proto(&self) -> crate::proto::node::DevicePath {
+        crate::proto::node::DevicePath {
+            name: self.name.clone(),
+            nr: Some(self.nr),
+            network: Some(self.network.clone()),
+        }
+    }
+
     /// The account name the device authenticates with (`gina3`).
     pub fn account_name(&self) -> String {
         format!("{}{}", self.name, self.nr)

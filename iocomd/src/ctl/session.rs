@@ -64,7 +64,7 @@ impl<'p> Core<'p> {
             name: device.to_string(),
             check_identity,
             rx,
-            ep: ControllerEndpoint::new(&device.name),
+            ep: ControllerEndpoint::for_path(device.to_proto()),
             conn: None,
             authenticated: false,
             frame_size: 0,
@@ -77,7 +77,7 @@ impl<'p> Core<'p> {
     /// Starts over on a new connection (same device, same progress callback).
     pub(super) fn reset(&mut self, rx: mpsc::Receiver<NetEvent>) {
         self.rx = rx;
-        self.ep = ControllerEndpoint::new(&self.device.name);
+        self.ep = ControllerEndpoint::for_path(self.device.to_proto());
         self.conn = None;
         self.authenticated = false;
         self.frame_size = 0;
