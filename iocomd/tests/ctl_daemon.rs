@@ -102,3 +102,71 @@ async fn pushes_to_the_daemon_core_end_with_its_result() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_password_account_on_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = iocomd::demo::prepare(&dir.path().join("state")).unwrap();
+    let mut settings = Settings::demo(&env.state_dir);
+    settings.listen.clear();
+    settings.allow_plain_tcp_push = false;
+    settings.accounts = vec![iocomd::config::Account {
+        user: "ctl".into(),
+        password_hash: iocomd::config::PasswordHash::from_password("s3cret"),
+    }];
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let device = format!("gina3.{}", settings.device.network);
+    let tls = iocomd::net::tls::acceptor(&cert, &key).unwrap();
+    let task = tokio::spawn(daemon::run(
+        vec![Listener {
+            tcp,
+            tls: Some(tls),
+        }],
+        settings,
+        None,
+        shutdown.clone(),
+    ));
+    let run = |password: &'static str| {
+        let (addr, device, cert, pkg) = (
+            addr.to_string(),
+            device.clone(),
+            cert.clone(),
+            env.sample_package.clone(),
+        );
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_iocomctl"))
+                .args(["push", "--tls", "--ca"])
+                .arg(&cert)
+                .args(["--server-name", "localhost", "--user", "ctl", "--connect"])
+                .args([&addr, &device])
+                .arg(&pkg)
+                .env("IOCOMCTL_PASSWORD", password)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run("wrong").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("authentication refused"), "{stderr}");
+    // The right password gets through to the daemon's verdict (no helper here: exit 8).
+    let out = run("s3cret").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("helper-unavailable"), "{stderr}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
