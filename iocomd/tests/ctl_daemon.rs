@@ -2,7 +2,8 @@
 //! settings and no install helper, so every push is received, spooled and then reported as
 //! `helper-unavailable` (206). Checks the whole controller path against the daemon's stream
 //! handling and status signals: the result of *this* push is detected (upd_seq), classified
-//! (exit 8), shown in JSON by the binary, and `status` reads it back.
+//! (exit 8), shown in JSON by the binary, and `status` reads it back; TLS with a password
+//! account; a plain TCP push refused at the start of the stream (exit 4).
 
 use iocomd::config::Settings;
 use iocomd::ctl::{
@@ -163,6 +164,45 @@ async fn tls_with_a_password_account_on_the_daemon() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(8), "{stderr}");
     assert!(stderr.contains("helper-unavailable"), "{stderr}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_push_refused_by_the_daemon_is_an_auth_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = iocomd::demo::prepare(&dir.path().join("state")).unwrap();
+    let mut settings = Settings::demo(&env.state_dir);
+    settings.listen.clear();
+    settings.allow_plain_tcp_push = false;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let device = format!("gina3.{}", settings.device.network);
+    let task = tokio::spawn(daemon::run(
+        vec![Listener { tcp, tls: None }],
+        settings,
+        None,
+        shutdown.clone(),
+    ));
+    let target = Target {
+        device: device.parse::<DevicePath>().unwrap(),
+        transport: Transport::Connect(addr.to_string()),
+    };
+    let opts = PushOptions::new(target, options(), env.sample_package.clone());
+    let e = ctl::push(&opts, |_| {}).await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e:?}");
+    let r = e.report().expect("device report");
+    assert_eq!(r.tod_err, Some(186));
+    assert_eq!(r.code, None, "no result code of an earlier push is shown");
+    assert!(
+        e.to_string().contains("refused the stream at its start"),
+        "{e}"
+    );
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), task)
         .await

@@ -150,6 +150,11 @@ async fn push_on(
                         device: c.name.clone(),
                         reason: e.to_string(),
                     })?;
+            // Refused at the start (the device set a failure code instead of RUNNING): stop
+            // waiting for the stream timeout.
+            if source.bytes == 0 && new_refusal(&before, c.ep.device_status()) {
+                c.ep.abort();
+            }
             if source.bytes != last_bytes && now.duration_since(last_emit) >= PROGRESS_EVERY {
                 last_bytes = source.bytes;
                 last_emit = now;
@@ -175,7 +180,8 @@ async fn push_on(
             (bytes, crc)
         }
         StreamProgress::Failed(e) => {
-            return Err(failed_transfer(&mut core, &before, &e.to_string()).await);
+            let at_start = source.bytes == 0;
+            return Err(failed_transfer(&mut core, &before, &e.to_string(), at_start).await);
         }
         StreamProgress::Running => return Err(CtlError::Internal("transfer still running".into())),
     };
@@ -320,19 +326,38 @@ fn verdict(
     }
 }
 
+/// A failure code in `tod_err` that was not there before the push: the device refused it
+/// without (yet) publishing a result.
+fn new_refusal(before: &DeviceReport, tod_err: Option<u8>) -> bool {
+    tod_err.is_some_and(|t| tod_err_is_final(t) && t != status::COMPLETED)
+        && tod_err != before.tod_err
+}
+
+/// The class of a refusal seen only in `tod_err`. At the start of the stream (no byte sent)
+/// "no access right" means the device does not take pushes from us (iocomd: plain TCP not
+/// allowed, or no account), which is the authentication class.
+fn refusal_class(tod_err: Option<u8>, at_start: bool) -> Option<super::FailureClass> {
+    match tod_err {
+        Some(crate::status::tod_err::NO_ACCESS_RIGHT) if at_start => {
+            Some(super::FailureClass::Auth)
+        }
+        t => t.and_then(classify_tod_err),
+    }
+}
+
 /// After a failed transfer: the device's reason if it publishes one soon, else a transfer error.
-async fn failed_transfer(core: &mut Core<'_>, before: &DeviceReport, reason: &str) -> CtlError {
+async fn failed_transfer(
+    core: &mut Core<'_>,
+    before: &DeviceReport,
+    reason: &str,
+    at_start: bool,
+) -> CtlError {
     let new_result = |c: &Core<'_>, r: &DeviceReport| {
         c.status.as_ref().is_some_and(StatusSignals::present)
             && r.seq.is_some()
             && r.seq != before.seq
     };
-    // A refusal without a result: a final failure code in tod_err that was not there before.
-    let new_refusal = |r: &DeviceReport| {
-        r.tod_err
-            .is_some_and(|t| tod_err_is_final(t) && t != status::COMPLETED)
-            && r.tod_err != before.tod_err
-    };
+    let new_refusal = |r: &DeviceReport| new_refusal(before, r.tod_err);
     let r = core
         .run_until(Instant::now() + FAILURE_GRACE, "", FAILURE_GRACE, |c, _| {
             let r = c.report();
@@ -344,11 +369,19 @@ async fn failed_transfer(core: &mut Core<'_>, before: &DeviceReport, reason: &st
         })
         .await;
     match r {
-        Ok(r) => {
+        Ok(mut r) => {
             let class = if new_result(core, &r) {
                 classify(r.code.as_deref().unwrap_or_default(), r.result)
             } else {
-                r.tod_err.and_then(classify_tod_err)
+                // Code, number and message still describe an earlier result.
+                r.code = None;
+                r.result = None;
+                r.message = Some(format!(
+                    "the device refused the stream{} (tod_err {})",
+                    if at_start { " at its start" } else { "" },
+                    r.tod_err.unwrap_or(0)
+                ));
+                refusal_class(r.tod_err, at_start)
             };
             CtlError::Device {
                 device: core.name.clone(),
