@@ -54,7 +54,7 @@ mod driver;
 mod listen;
 pub mod tls;
 
-pub use connect::{Backoff, ConnectTarget, connect};
+pub use connect::{Backoff, ConnectError, ConnectTarget, connect, connect_once};
 pub use listen::{DRAIN_TIMEOUT, listen};
 
 use crate::proto::conn::{CloseReason, ConnEvent, QueueError};
