@@ -330,6 +330,16 @@ async fn tls_client_refuses_an_untrusted_server() {
     // Several attempts fail in the TLS handshake: no connection is ever reported.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.try_recv().is_err());
+    // A single attempt reports why.
+    let (tx1, _rx1) = mpsc::channel(8);
+    let target = ConnectTarget {
+        addr: ctl.addr.to_string(),
+        tls: Some((pki().connector, ServerName::try_from("localhost").unwrap())),
+    };
+    let err = net::connect_once(&target, device_cfg(), &tx1, &shutdown)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, net::ConnectError::Tls { .. }), "{err}");
     stop(shutdown, vec![ctl.task, dev]).await;
 }
 
@@ -577,5 +587,52 @@ async fn tls12_only_client_is_accepted() {
         matches!(r, CloseReason::PeerClosed | CloseReason::Io(_)),
         "{r:?}"
     );
+    stop(shutdown, vec![ctl.task]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_once_reports_refusal_and_runs_a_session() {
+    let shutdown = CancellationToken::new();
+    // Nothing listens on a port we just released.
+    let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = free.local_addr().unwrap();
+    drop(free);
+    let (tx, _rx) = mpsc::channel(8);
+    let target = ConnectTarget {
+        addr: dead.to_string(),
+        tls: None,
+    };
+    let err = net::connect_once(&target, device_cfg(), &tx, &shutdown)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, net::ConnectError::Connect { .. }), "{err}");
+
+    let mut ctl = start_controller(controller_cfg(), None, &shutdown).await;
+    let target = ConnectTarget {
+        addr: ctl.addr.to_string(),
+        tls: None,
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let sd = shutdown.clone();
+    let session =
+        tokio::spawn(async move { net::connect_once(&target, device_cfg(), &tx, &sd).await });
+    let (did, _) = connected(&mut rx).await;
+    let (cid, ch) = connected(&mut ctl.rx).await;
+    assert!(matches!(
+        event_of(&mut rx, did, "auth").await,
+        ConnEvent::Authenticated { .. }
+    ));
+    assert!(matches!(
+        event_of(&mut ctl.rx, cid, "auth").await,
+        ConnEvent::Authenticated { .. }
+    ));
+    ch.close("done").await.unwrap();
+    let (reason, authenticated) = tokio::time::timeout(WAIT, session)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, CloseReason::PeerClosed);
+    assert!(authenticated);
     stop(shutdown, vec![ctl.task]).await;
 }

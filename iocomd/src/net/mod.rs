@@ -54,7 +54,7 @@ mod driver;
 mod listen;
 pub mod tls;
 
-pub use connect::{Backoff, ConnectTarget, connect};
+pub use connect::{Backoff, ConnectError, ConnectTarget, connect, connect_once};
 pub(crate) use driver::run_stream;
 pub use listen::{DRAIN_TIMEOUT, listen};
 

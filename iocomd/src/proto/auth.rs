@@ -198,6 +198,17 @@ pub const fn wire_device_nr(device_nr: u32) -> u32 {
     }
 }
 
+/// The device number a device compares with its own when matching a received memory block
+/// info: a controller writes 8999 ("to the automatically numbered device") for a device whose
+/// own number is 9000 (spec §2.9).
+pub const fn device_side_device_nr(received: u32) -> u32 {
+    if received == TO_AUTO_DEVICE_NR {
+        AUTO_DEVICE_NR
+    } else {
+        received
+    }
+}
+
 /// True if `name` means "adopt the peer's network name" (`"*"` or empty, spec §2.10).
 pub fn is_auto_network(name: &str) -> bool {
     name.is_empty() || name == "*"

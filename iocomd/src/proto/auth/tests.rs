@@ -144,6 +144,9 @@ fn wire_device_numbers() {
     assert_eq!(wire_device_nr(9000), 0);
     assert_eq!(wire_device_nr(9001), 0);
     assert!(is_auto_network("*") && is_auto_network("") && !is_auto_network("cafenet"));
+    assert_eq!(device_side_device_nr(8999), 9000);
+    assert_eq!(device_side_device_nr(3), 3);
+    assert_eq!(device_side_device_nr(9001), 9001);
 }
 
 #[test]

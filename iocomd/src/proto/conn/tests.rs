@@ -16,13 +16,7 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn ident(name: &str, nr: u32, net: &str) -> LocalIdentity {
-    LocalIdentity {
-        device_name: name.into(),
-        device_nr: nr,
-        network_name: net.into(),
-        unique_id: None,
-        password: String::new(),
-    }
+    LocalIdentity::new(name, nr, net)
 }
 
 fn device_client(now: Instant) -> Connection {

@@ -43,6 +43,19 @@ pub struct LocalIdentity {
     pub password: String,
 }
 
+impl LocalIdentity {
+    /// An identity without unique id and password.
+    pub fn new(device_name: &str, device_nr: u32, network_name: &str) -> Self {
+        Self {
+            device_name: device_name.to_owned(),
+            device_nr,
+            network_name: network_name.to_owned(),
+            unique_id: None,
+            password: String::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for LocalIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalIdentity")
