@@ -344,10 +344,17 @@ async fn push_many_runs_devices_concurrently_with_a_summary() {
     let targets = [
         connect_to("gina3.cafenet", good.addr),
         connect_to("gina4.cafenet", bad.addr),
+        connect_to("gina5.cafenet", free_addr()),
     ];
-    let mut seen = [0usize; 2];
+    let mut seen = [0usize; 3];
     let results = ctl::push_many(&targets, &options(), &file, |i, _| seen[i] += 1).await;
-    assert_eq!(results.len(), 2);
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(results[2].result, Err(CtlError::Connect { .. })),
+        "{:?}",
+        results[2].result
+    );
+    assert_eq!(results[2].exit_code(), 3);
     assert_eq!(results[0].device.to_string(), "gina3.cafenet");
     assert!(results[0].result.is_ok(), "{:?}", results[0].result);
     assert_eq!(results[1].exit_code(), 7);
