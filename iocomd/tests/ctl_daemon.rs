@@ -403,3 +403,72 @@ async fn install_refuse_and_status_against_the_real_daemon() {
     let mut child = helper.child;
     let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_push_while_one_is_received_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = iocomd::demo::prepare(&dir.path().join("state")).unwrap();
+    let mut settings = Settings::demo(&env.state_dir);
+    settings.listen.clear();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let device = format!("gina3.{}", settings.device.network);
+    let task = tokio::spawn(daemon::run(
+        vec![Listener { tcp, tls: None }],
+        settings,
+        None,
+        shutdown.clone(),
+    ));
+    let target = Target {
+        device: device.parse::<DevicePath>().unwrap(),
+        transport: Transport::Connect(addr.to_string()),
+    };
+    // A large first push keeps the daemon receiving while the second one starts.
+    let big = dir.path().join("big.deb");
+    let data: Vec<u8> = (0..16_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&big, data).unwrap();
+    let first = PushOptions::new(target.clone(), options(), big);
+    let second = PushOptions::new(target, options(), env.sample_package.clone());
+    let receiving = tokio::sync::Notify::new();
+    let a = ctl::push(&first, |p| {
+        if matches!(
+            p,
+            ctl::Progress::Transfer { .. } | ctl::Progress::Transferred { .. }
+        ) {
+            receiving.notify_one();
+        }
+    });
+    let b = async {
+        receiving.notified().await;
+        ctl::push(&second, |_| {}).await
+    };
+    let (ra, rb) = tokio::join!(a, b);
+    let eb = rb.unwrap_err();
+    assert!(
+        matches!(
+            &eb,
+            CtlError::Device {
+                class: FailureClass::Busy,
+                ..
+            }
+        ),
+        "{eb:?}"
+    );
+    assert_eq!(eb.exit_code(), 5);
+    // The first push went on undisturbed to the daemon's verdict (no helper here).
+    let ea = ra.unwrap_err();
+    assert_eq!(
+        ea.report().and_then(|r| r.code.as_deref()),
+        Some("helper-unavailable"),
+        "{ea:?}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -438,3 +438,26 @@ async fn a_device_restarting_after_the_transfer_is_reconnected_for_its_result() 
     );
     assert!(dev.stop().await == data);
 }
+
+/// Regression: when the ring is exactly full the writer asks the source whether it is at its
+/// end with an empty read; that must not end the file early (it did, after one ring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_many_rings_long_arrive_whole_whatever_the_ring_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = package(&dir, 1_000_000);
+    for ring in [262_144, 262_145, 4096] {
+        let dev = start(Spec {
+            tod_ring: ring,
+            ..Spec::new("gina", 3)
+        })
+        .await;
+        let opts = PushOptions::new(
+            connect_to("gina3.cafenet", dev.addr),
+            options(),
+            file.clone(),
+        );
+        let out = ctl::push(&opts, |_| {}).await.unwrap();
+        assert_eq!(out.bytes, 1_000_000, "ring {ring}");
+        assert!(dev.stop().await == data, "ring {ring}: different bytes");
+    }
+}
