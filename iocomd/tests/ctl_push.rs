@@ -461,3 +461,20 @@ async fn files_many_rings_long_arrive_whole_whatever_the_ring_size() {
         assert!(dev.stop().await == data, "ring {ring}: different bytes");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_in_listen_mode() {
+    let addr = free_addr();
+    let dev = start_up(Spec::new("gina", 3), addr);
+    let opts = StatusOptions {
+        target: Target {
+            device: device("gina3.cafenet"),
+            transport: Transport::Listen(addr),
+        },
+        connect: options(),
+    };
+    let r = ctl::status(&opts).await.unwrap();
+    assert_eq!(r.installed_version.as_deref(), Some("1.0"));
+    assert_eq!(r.seq, Some(5));
+    assert!(dev.stop().await.is_empty());
+}
