@@ -2,14 +2,18 @@
 //! docs/architecture.md "D-Bus contract of the helper"), over the system bus, a bus at an
 //! explicit address, or a peer-to-peer socket to a helper spawned as a child (demo).
 //!
-//! Spawned helpers get their end of a socketpair as **standard input** (fd 0) and must serve
-//! the interface on it as a peer-to-peer D-Bus server (`connection::Builder::unix_stream(..)
-//! .server(guid).p2p()`), at `/org/iocom/InstallHelper1`.
+//! A spawned helper inherits its end of a socketpair as an extra file descriptor; every
+//! `{fd}` in its arguments is replaced by that descriptor's number (e.g.
+//! `iocom-install-helper --p2p-fd {fd}`). It must serve the interface on it as a peer-to-peer
+//! D-Bus server (`connection::Builder::unix_stream(..).server(guid).p2p()`) at
+//! `/org/iocom/InstallHelper1`. Its standard input is `/dev/null`; standard output and error
+//! are inherited.
 
 use crate::config::HelperConnection;
 use futures_util::stream::{Stream, StreamExt};
+use nix::fcntl::{FcntlArg, FdFlag};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -155,6 +159,24 @@ impl HelperError {
             _ => None,
         }
     }
+
+    /// The helper's stable error code (e.g. `dpkg-locked`): its D-Bus error messages start
+    /// with `code: `.
+    pub fn remote_error_code(&self) -> Option<String> {
+        let HelperError::Call {
+            source: zbus::Error::MethodError(_, Some(desc), _),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let (code, _) = desc.split_once(": ")?;
+        let valid = !code.is_empty()
+            && code
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        valid.then(|| code.to_owned())
+    }
 }
 
 /// A connection to the install helper.
@@ -211,20 +233,27 @@ impl HelperClient {
         Self::on_connection(conn, "a peer-to-peer socket").await
     }
 
-    /// Spawns `program args…` with one end of a socketpair as its standard input and connects
-    /// peer-to-peer over the other end. The child is killed when the client is dropped.
+    /// Spawns `program args…` with one end of a socketpair inherited (its number replaces
+    /// `{fd}` in `args`) and connects peer-to-peer over the other end. The child is killed
+    /// when the client is dropped.
     pub async fn spawn(program: &Path, args: &[String]) -> Result<Self, HelperError> {
         let spawn_err = |source| HelperError::Spawn {
             program: program.to_path_buf(),
             source,
         };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        // Let the child inherit `theirs`: clear close-on-exec just for the spawn. Our copy is
+        // closed right after, so only this child keeps it.
+        nix::fcntl::fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map_err(|e| spawn_err(std::io::Error::from(e)))?;
+        let fd = theirs.as_raw_fd().to_string();
         let child = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .args(args.iter().map(|a| a.replace("{fd}", &fd)))
+            .stdin(Stdio::null())
             .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
+            .spawn();
+        drop(theirs);
+        let child = child.map_err(spawn_err)?;
         let mut client = match tokio::time::timeout(SPAWN_TIMEOUT, Self::p2p(ours)).await {
             Ok(r) => r?,
             Err(_) => {
@@ -258,6 +287,37 @@ impl HelperClient {
     /// The spawned helper's process id, if this client spawned one.
     pub fn child_pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Resolves when the connection to the helper has closed (e.g. a spawned helper exited);
+    /// the owner then reconnects or respawns.
+    pub async fn closed(&self) {
+        self.proxy.inner().connection().closed().await;
+    }
+
+    /// Closes the connection. A spawned helper then finishes a running transaction and exits;
+    /// it gets `grace` to do so before it is killed. Returns its exit status (`None` if this
+    /// client spawned no helper, or its status could not be read).
+    pub async fn close(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let conn = self.proxy.inner().connection().clone();
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the helper connection");
+        }
+        let mut child = self.child.take()?;
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot wait for the install helper");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(?grace, "install helper did not exit; killing it");
+                if let Err(e) = child.kill().await {
+                    tracing::warn!(error = %e, "cannot kill the install helper");
+                }
+                child.wait().await.ok()
+            }
+        }
     }
 
     /// Hands `package` (an open file) to the helper; returns the transaction id.

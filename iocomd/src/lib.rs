@@ -5,7 +5,9 @@
 //! - [`net`]: the tokio driver: TCP/TLS listen and connect, one task per connection.
 //! - [`proto`]: the sans-I/O IOCOM protocol core (bytes and `now` in, bytes and events out).
 //! - [`spool`]: received packages streamed to disk with bounded memory.
+//! - [`helper_client`]: the D-Bus client of the install helper (system bus or peer-to-peer).
 //! - [`config`] and [`paths`]: validated settings from TOML fragments; every system path.
+//! - [`systemd`] and [`logging`]: sd-notify contact; journald or stderr logging.
 //! - [`daemon`]: the core loop (connections, update state machine, helper) and `run`.
 //! - [`status`]: the update status signals published in the `exp` block.
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).

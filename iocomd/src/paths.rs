@@ -5,6 +5,7 @@
 //! in `/usr/lib/iocomd` < `/run/iocomd` < `/etc/iocomd`, state in `/var/lib/iocomd`, the spool in
 //! `/var/cache/iocomd/spool`, runtime files in `/run/iocomd`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Where the daemon reads its configuration and keeps its files.
@@ -40,6 +41,32 @@ impl Paths {
             spool_dir: PathBuf::from(SYSTEM_SPOOL_DIR),
             runtime_dir: PathBuf::from(SYSTEM_RUNTIME_DIR),
         }
+    }
+
+    /// The production paths, except where systemd passes the unit's directories
+    /// (`STATE_DIRECTORY`, `CACHE_DIRECTORY` → `…/spool`, `RUNTIME_DIRECTORY`; the first of a
+    /// colon-separated list). `var` looks a variable up, normally `|k| std::env::var_os(k)`.
+    pub fn system_from_env(var: impl Fn(&str) -> Option<OsString>) -> Self {
+        let first = |k: &str| {
+            var(k).and_then(|v| {
+                let v = v.to_string_lossy().into_owned();
+                v.split(':')
+                    .next()
+                    .filter(|p| p.starts_with('/'))
+                    .map(PathBuf::from)
+            })
+        };
+        let mut p = Self::system();
+        if let Some(d) = first("STATE_DIRECTORY") {
+            p.state_dir = d;
+        }
+        if let Some(d) = first("CACHE_DIRECTORY") {
+            p.spool_dir = d.join("spool");
+        }
+        if let Some(d) = first("RUNTIME_DIRECTORY") {
+            p.runtime_dir = d;
+        }
+        p
     }
 
     /// The production layout below `root` (for tests: `root/etc/iocomd`, `root/var/lib/iocomd`, …).
@@ -99,6 +126,22 @@ mod tests {
             Some(Path::new("/etc/iocomd"))
         );
         assert_eq!(p.spool_dir, Path::new("/var/cache/iocomd/spool"));
+    }
+
+    #[test]
+    fn systemd_directories_override_the_defaults() {
+        let env = |k: &str| match k {
+            "STATE_DIRECTORY" => Some(OsString::from("/var/lib/private/iocomd:/other")),
+            "CACHE_DIRECTORY" => Some(OsString::from("/var/cache/iocomd")),
+            "RUNTIME_DIRECTORY" => Some(OsString::from("relative/ignored")),
+            _ => None,
+        };
+        let p = Paths::system_from_env(env);
+        assert_eq!(p.state_dir, Path::new("/var/lib/private/iocomd"));
+        assert_eq!(p.spool_dir, Path::new("/var/cache/iocomd/spool"));
+        assert_eq!(p.runtime_dir, Path::new("/run/iocomd"));
+        assert_eq!(p.config_dirs, Paths::system().config_dirs);
+        assert_eq!(Paths::system_from_env(|_| None), Paths::system());
     }
 
     #[test]

@@ -101,6 +101,15 @@ impl Spool {
             .mode(0o700)
             .create(dir)
             .map_err(io_err(dir))?;
+        // Refuse at once, before the sender starts, if the reserve is already eaten into.
+        let available = available_bytes(dir)?;
+        if available < reserve {
+            return Err(SpoolError::NoSpace {
+                path: dir.to_path_buf(),
+                available,
+                needed: reserve,
+            });
+        }
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let stem = sanitize(name_hint);
         loop {
@@ -188,6 +197,10 @@ fn sanitize(hint: &str) -> String {
 }
 
 /// A package being received. Dropping it before [`SpoolWriter::finish`] deletes the file.
+///
+/// Writes are blocking file I/O through a 64 KiB buffer; [`SpoolWriter::finish`] fsyncs and
+/// may take long on a slow disk, so async callers should run it in `spawn_blocking` (the
+/// writer is `Send`).
 #[derive(Debug)]
 pub struct SpoolWriter {
     /// `None` once finished or failed.

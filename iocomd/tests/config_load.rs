@@ -486,6 +486,13 @@ fn demo_settings() {
     assert!(s.allow_plain_tcp_push);
     assert_eq!(s.spool.dir, Path::new("/tmp/demo-state/spool"));
     assert_eq!(s.stream_buffer_size, 256 << 10);
-    assert!(matches!(s.helper, HelperConnection::Spawn { .. }));
+    let HelperConnection::Spawn { args, .. } = &s.helper else {
+        panic!("demo spawns its helper: {:?}", s.helper)
+    };
+    assert_eq!(
+        args[..4],
+        ["--p2p-fd", "{fd}", "--root", "/tmp/demo-state/root"]
+    );
+    assert!(args.contains(&"/tmp/demo-state/install-policy.toml".to_owned()));
     assert_eq!(s.device_path(), "gina3.iocafenet");
 }

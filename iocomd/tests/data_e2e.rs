@@ -120,123 +120,214 @@ struct Run {
     elapsed: Duration,
 }
 
+/// Our device and our controller, each with its `Connection`, wired back to back.
+struct Link {
+    now: Instant,
+    dconn: Connection,
+    cconn: Connection,
+    dev: DeviceEndpoint,
+    ctl: ControllerEndpoint,
+    sink: Sink,
+    device_events: Vec<DeviceEvent>,
+    wire: Vec<u8>,
+}
+
+impl Link {
+    fn new(tod_ring: usize) -> Self {
+        let now = Instant::now();
+        let dev_id = LocalIdentity {
+            device_name: "iocomd".into(),
+            device_nr: 3,
+            network_name: "*".into(),
+            unique_id: None,
+            password: String::new(),
+        };
+        let ctl_id = LocalIdentity {
+            device_name: "ctl".into(),
+            device_nr: 1,
+            network_name: "cafenet".into(),
+            unique_id: None,
+            password: String::new(),
+        };
+        let status_block = BlockDef {
+            name: "exp".into(),
+            flags: device_flags::EXP,
+            json: Some(signal_block(
+                "exp",
+                "up",
+                "status",
+                &[("result", "uchar", 1), ("package", "str", 40)],
+            )),
+            min_size: 0,
+        };
+        Self {
+            now,
+            dconn: Connection::new(ConnConfig::new(Role::Device, Side::Client, dev_id), now),
+            cconn: Connection::new(ConnConfig::new(Role::Controller, Side::Server, ctl_id), now),
+            dev: DeviceEndpoint::new(DeviceConfig {
+                device: DeviceId::new("iocomd", 3, "*"),
+                blocks: vec![status_block],
+                tod_ring,
+                frd_ring: REFERENCE_RING,
+            })
+            .unwrap(),
+            ctl: ControllerEndpoint::new("iocomd"),
+            sink: Sink::default(),
+            device_events: Vec::new(),
+            wire: Vec::new(),
+        }
+    }
+
+    /// Device side: events, streams, frames out, bytes to the controller.
+    fn device_turn(&mut self) {
+        while let Some(ev) = self.dconn.poll_event() {
+            let out = self.dev.handle(DEV, ev).unwrap();
+            for i in out.infos {
+                self.dconn
+                    .queue_system_frame(SystemFrame::MblkInfo(i))
+                    .unwrap();
+            }
+        }
+        let mut no_data = Source {
+            data: Vec::new(),
+            pos: 0,
+        };
+        for StreamEvent { dir, event } in
+            self.dev
+                .poll_streams(self.now, &mut self.sink, &mut no_data)
+        {
+            assert_eq!(dir, Direction::ToDevice);
+            self.device_events.push(event);
+        }
+        if self.dconn.queued_frames() < 64 {
+            for (conn, f) in self.dev.transmit_all(256) {
+                assert_eq!(conn, DEV);
+                assert!(
+                    f.payload.len() < self.dconn.send_frame_size() as usize,
+                    "frame size from Authenticated"
+                );
+                self.dconn
+                    .queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                    .unwrap();
+            }
+        }
+        self.wire.clear();
+        self.dconn.poll_transmit(self.now, &mut self.wire);
+        self.cconn.handle_input(&self.wire, self.now).unwrap();
+    }
+
+    /// Controller side: events in.
+    fn controller_events(&mut self) {
+        while let Some(ev) = self.cconn.poll_event() {
+            let out = self.ctl.handle(CTL, ev).unwrap();
+            for i in out.infos {
+                self.cconn
+                    .queue_system_frame(SystemFrame::MblkInfo(i))
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Controller side: frames out, bytes to the device (optionally tampered with).
+    fn controller_send(&mut self, tamper: &mut dyn FnMut(&mut Vec<u8>)) {
+        if self.cconn.queued_frames() < 64 {
+            for f in self
+                .ctl
+                .transmit(CTL, self.cconn.send_frame_size() as usize, 256)
+            {
+                self.cconn
+                    .queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                    .unwrap();
+            }
+        }
+        self.wire.clear();
+        self.cconn.poll_transmit(self.now, &mut self.wire);
+        tamper(&mut self.wire);
+        self.dconn.handle_input(&self.wire, self.now).unwrap();
+        self.now += Duration::from_millis(1);
+    }
+
+    fn round(&mut self) {
+        self.device_turn();
+        self.controller_events();
+        self.controller_send(&mut |_| {});
+    }
+}
+
 fn run_upload(file: &[u8], tod_ring: usize, corrupt: bool) -> Run {
     let t0 = Instant::now();
-    let mut now = t0;
-    let dev_id = LocalIdentity {
-        device_name: "iocomd".into(),
-        device_nr: 3,
-        network_name: "*".into(),
-        unique_id: None,
-        password: String::new(),
-    };
-    let ctl_id = LocalIdentity {
-        device_name: "ctl".into(),
-        device_nr: 1,
-        network_name: "cafenet".into(),
-        unique_id: None,
-        password: String::new(),
-    };
-    let mut dconn = Connection::new(ConnConfig::new(Role::Device, Side::Client, dev_id), now);
-    let mut cconn = Connection::new(ConnConfig::new(Role::Controller, Side::Server, ctl_id), now);
-    let status_block = BlockDef {
-        name: "exp".into(),
-        flags: device_flags::EXP,
-        json: Some(signal_block(
-            "exp",
-            "up",
-            "status",
-            &[("result", "uchar", 1), ("package", "str", 40)],
-        )),
-        min_size: 0,
-    };
-    let mut dev = DeviceEndpoint::new(DeviceConfig {
-        device: DeviceId::new("iocomd", 3, "*"),
-        blocks: vec![status_block],
-        tod_ring,
-        frd_ring: REFERENCE_RING,
-    })
-    .unwrap();
-    let mut ctl = ControllerEndpoint::new("iocomd");
-    let mut sink = Sink::default();
-    let mut dev_source = Source {
-        data: Vec::new(),
-        pos: 0,
-    };
+    let mut link = Link::new(tod_ring);
     let mut ctl_source = Source {
         data: file.to_vec(),
         pos: 0,
     };
     let mut ctl_sink = Sink::default();
     let mut started = false;
-    let mut device_events = Vec::new();
     let mut corrupted = false;
-    let mut wire = Vec::new();
     for _ in 0..200_000 {
-        // Device side.
-        while let Some(ev) = dconn.poll_event() {
-            let out = dev.handle(DEV, ev).unwrap();
-            for i in out.infos {
-                dconn.queue_system_frame(SystemFrame::MblkInfo(i)).unwrap();
-            }
-        }
-        for StreamEvent { dir, event } in dev.poll_streams(now, &mut sink, &mut dev_source) {
-            assert_eq!(dir, Direction::ToDevice);
-            device_events.push(event);
-        }
-        if dconn.queued_frames() < 64 {
-            for f in dev.transmit(DEV, dconn.send_frame_size() as usize, 256) {
-                dconn
-                    .queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
-                    .unwrap();
-            }
-        }
-        wire.clear();
-        dconn.poll_transmit(now, &mut wire);
-        cconn.handle_input(&wire, now).unwrap();
-
-        // Controller side.
-        while let Some(ev) = cconn.poll_event() {
-            let out = ctl.handle(CTL, ev).unwrap();
-            for i in out.infos {
-                cconn.queue_system_frame(SystemFrame::MblkInfo(i)).unwrap();
-            }
-        }
-        if !started && ctl.ready() {
-            ctl.start_upload(1).unwrap();
+        link.device_turn();
+        link.controller_events();
+        if !started && link.ctl.ready() {
+            link.ctl.start_upload(1).unwrap();
             started = true;
         }
         if started {
-            let p = ctl
-                .poll_transfer(now, &mut ctl_source, &mut ctl_sink)
+            let p = link
+                .ctl
+                .poll_transfer(link.now, &mut ctl_source, &mut ctl_sink)
                 .unwrap();
             if p != Progress::Running {
                 return Run {
-                    device_events,
+                    device_events: link.device_events,
                     progress: p,
-                    sink,
-                    tod_err_at_end: ctl.device_status(),
+                    tod_err_at_end: link.ctl.device_status(),
+                    sink: link.sink,
                     elapsed: t0.elapsed(),
                 };
             }
         }
-        if cconn.queued_frames() < 64 {
-            for f in ctl.transmit(CTL, cconn.send_frame_size() as usize, 256) {
-                cconn
-                    .queue_data_frame(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
-                    .unwrap();
+        let sending = started && ctl_source.pos > 0;
+        link.controller_send(&mut |wire| {
+            if corrupt && !corrupted && sending {
+                // conf_imp on the device has id 10 (exp 8, conf_exp 9, conf_imp 10, info 11).
+                corrupted = corrupt_one_data_byte(wire, 10);
             }
-        }
-        wire.clear();
-        cconn.poll_transmit(now, &mut wire);
-        if corrupt && !corrupted && started && ctl_source.pos > 0 {
-            // conf_imp on the device has id 10 (exp 8, conf_exp 9, conf_imp 10, info 11).
-            corrupted = corrupt_one_data_byte(&mut wire, 10);
-        }
-        dconn.handle_input(&wire, now).unwrap();
-        now += Duration::from_millis(1);
+        });
     }
     panic!("upload did not finish");
+}
+
+#[test]
+fn device_status_signals_reach_the_controller() {
+    let mut link = Link::new(REFERENCE_RING);
+    for _ in 0..50 {
+        link.round();
+    }
+    assert!(link.ctl.ready());
+    assert_eq!(link.ctl.poll_timeout(), None, "no transfer, no timer");
+    let (exp, layout) = link.dev.block_mut("exp").unwrap();
+    let (result, package) = (
+        layout.signal("result").unwrap().clone(),
+        layout.signal("package").unwrap().clone(),
+    );
+    result.set_int(exp, 168).unwrap();
+    package.set_str(exp, "hello 2.0-1").unwrap();
+    link.dev
+        .report(status::PROGRAM_INSTALLATION_FAILED)
+        .unwrap();
+    for _ in 0..5 {
+        link.round();
+    }
+    let (exp, layout) = link.ctl.device_block("exp").unwrap();
+    assert_eq!(
+        layout.signal("result").unwrap().get_int(exp).unwrap(),
+        (168, 3)
+    );
+    assert_eq!(
+        layout.signal("package").unwrap().get_str(exp).unwrap(),
+        ("hello 2.0-1".to_owned(), 2)
+    );
+    assert_eq!(link.ctl.device_status(), Some(168));
 }
 
 #[test]

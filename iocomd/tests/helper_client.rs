@@ -8,7 +8,7 @@ use iocomd::helper_client::{HelperClient, HelperError, HelperEvent, InstallMeta}
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,7 +45,9 @@ impl FakeHelper {
         file.read_to_end(&mut bytes)
             .map_err(|e| FakeError::BadPackage(e.to_string()))?;
         if bytes.is_empty() {
-            return Err(FakeError::BadPackage("empty package".into()));
+            return Err(FakeError::BadPackage(
+                "empty package, no code prefix".into(),
+            ));
         }
         let sha: String = Sha256::digest(&bytes)
             .iter()
@@ -82,7 +84,9 @@ impl FakeHelper {
             .unwrap()
             .get(transaction_id)
             .cloned()
-            .ok_or_else(|| FakeError::UnknownTransaction(transaction_id.to_owned()))
+            .ok_or_else(|| {
+                FakeError::UnknownTransaction(format!("unknown-transaction: {transaction_id}"))
+            })
     }
 
     #[zbus(signal)]
@@ -210,17 +214,29 @@ async fn proxy_talks_to_a_p2p_helper_with_fd_passing_and_signals() {
     exercise(&client).await;
 }
 
-/// The fake helper as a child process: serves on standard input until the peer hangs up.
+/// The fake helper as a child process: serves on the inherited socket named by
+/// `IOCOMD_FAKE_HELPER_FD` until the peer hangs up.
 #[test]
-#[ignore = "run as a child process by spawned_helper_serves_on_its_stdin"]
+#[ignore = "run as a child process by spawned_helper_serves_on_an_inherited_fd"]
+#[allow(unsafe_code)]
 fn fake_helper_child() {
-    if std::env::var_os("IOCOMD_FAKE_HELPER").is_none() {
+    let Some(fd) = std::env::var("IOCOMD_FAKE_HELPER_FD").ok() else {
         return;
-    }
-    let stdin = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+    };
+    let fd: i32 = fd.parse().unwrap();
+    assert!(fd > 2, "the socket must not be a stdio descriptor");
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    assert!(
+        target.to_string_lossy().starts_with("socket:"),
+        "{}",
+        target.display()
+    );
+    // SAFETY: the descriptor was inherited for exactly this purpose (checked to be an open
+    // socket above) and nothing else in this process uses it.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conn = serve(UnixStream::from(stdin)).await;
+        let conn = serve(UnixStream::from(owned)).await;
         // Serve until the client hangs up (the stream ends when the socket closes).
         let mut messages = zbus::MessageStream::from(&conn);
         while messages.next().await.is_some() {}
@@ -228,15 +244,15 @@ fn fake_helper_child() {
 }
 
 #[tokio::test]
-async fn spawned_helper_serves_on_its_stdin() {
-    // The child needs IOCOMD_FAKE_HELPER in its environment; changing our own environment is
-    // not safe in a threaded test, so start it through env(1).
+async fn spawned_helper_serves_on_an_inherited_fd() {
+    // The child learns the fd through its environment; env(1) sets it, with `{fd}` replaced
+    // by the spawn code like in any other argument.
     let exe = std::env::current_exe()
         .unwrap()
         .to_string_lossy()
         .into_owned();
     let args = [
-        "IOCOMD_FAKE_HELPER=1",
+        "IOCOMD_FAKE_HELPER_FD={fd}",
         &exe,
         "--exact",
         "fake_helper_child",
@@ -251,6 +267,35 @@ async fn spawned_helper_serves_on_its_stdin() {
     .unwrap();
     assert!(client.child_pid().is_some());
     exercise(&client).await;
+    // Closing the connection lets the helper exit by itself (no kill needed).
+    let status = client.close(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn closed_resolves_when_the_helper_goes_away() {
+    let (client, server) = with_p2p_helper().await;
+    assert_eq!(client.status().await.unwrap(), r#"{"transactions":0}"#);
+    server.close().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), client.closed())
+        .await
+        .expect("closed() did not resolve");
+    let e = client.status().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HelperError::Call {
+                method: "Status",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        client.close(Duration::from_secs(1)).await,
+        None,
+        "no child to wait for"
+    );
 }
 
 #[tokio::test]
@@ -269,4 +314,145 @@ async fn spawn_failures_are_reported() {
         .await
         .unwrap_err();
     assert!(matches!(e, HelperError::Connect { .. }), "{e:?}");
+}
+
+/// A private `dbus-daemon`, killed on drop.
+struct PrivateBus {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateBus {
+    fn start() -> PrivateBus {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon is installed (scripts/install-deps)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        PrivateBus {
+            child,
+            address: line.trim().to_owned(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn proxy_works_over_a_bus_and_ignores_signals_from_other_senders() {
+    let bus = PrivateBus::start();
+    assert!(bus.address.starts_with("unix:"), "{}", bus.address);
+    let _server = zbus::connection::Builder::address(bus.address.as_str())
+        .name("org.iocom.InstallHelper1")
+        .serve_at("/org/iocom/InstallHelper1", FakeHelper::default())
+        .build()
+        .await
+        .unwrap();
+    let client = HelperClient::connect(&HelperConnection::Bus {
+        address: bus.address.clone(),
+    })
+    .await
+    .unwrap();
+
+    exercise(&client).await;
+
+    // Another client on the bus forges signals with the helper's path and interface, before
+    // the helper sends its own: the client must only see the helper's.
+    let forger = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let mut events = client.events().await.unwrap();
+    // Control: a plain match rule without a sender does see the forged signals.
+    let listener = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let rule = "type='signal',interface='org.iocom.InstallHelper1'";
+    let mut unfiltered = zbus::MessageStream::for_match_rule(rule, &listener, None)
+        .await
+        .unwrap();
+    let (path, iface) = ("/org/iocom/InstallHelper1", "org.iocom.InstallHelper1");
+    forger
+        .emit_signal(
+            None::<&str>,
+            path,
+            iface,
+            "Progress",
+            &("txn-2", "forged", 1u32, "forged"),
+        )
+        .await
+        .unwrap();
+    forger
+        .emit_signal(
+            None::<&str>,
+            path,
+            iface,
+            "Finished",
+            &("txn-2", "ok", "forged", "{}"),
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), unfiltered.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (_, phase, _, _): (String, String, u32, String) = first.body().deserialize().unwrap();
+    assert_eq!(
+        phase, "forged",
+        "the forged signal was delivered on the bus"
+    );
+
+    let content = b"second package";
+    let id = client
+        .install(&package_file(content), &meta(content))
+        .await
+        .unwrap();
+    match next_event(&mut events).await {
+        HelperEvent::Progress {
+            transaction_id,
+            phase,
+            ..
+        } => {
+            assert_eq!(
+                (transaction_id.as_str(), phase.as_str()),
+                (id.as_str(), "verify")
+            );
+        }
+        other => panic!("expected the helper's Progress, got {other:?}"),
+    }
 }

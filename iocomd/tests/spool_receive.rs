@@ -197,10 +197,9 @@ fn hostile_name_hints_stay_inside_the_spool() {
 }
 
 #[test]
-fn reserve_larger_than_the_free_space_is_refused() {
+fn reserve_larger_than_the_free_space_is_refused_before_any_file_exists() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut w = Spool::begin(tmp.path(), "x", MIB, u64::MAX / 2).unwrap();
-    match w.write(b"data") {
+    match Spool::begin(tmp.path(), "x", MIB, u64::MAX / 2) {
         Err(SpoolError::NoSpace {
             path,
             available,
@@ -208,11 +207,25 @@ fn reserve_larger_than_the_free_space_is_refused() {
         }) => {
             assert_eq!(path, tmp.path());
             assert!(available > 0 && available < needed, "{available} {needed}");
-            assert_eq!(needed, u64::MAX / 2 + 4);
+            assert_eq!(needed, u64::MAX / 2);
         }
         other => panic!("expected NoSpace, got {other:?}"),
     }
     assert!(entries(tmp.path()).is_empty());
+}
+
+#[test]
+fn writer_can_move_to_a_blocking_thread() {
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Spool::begin(tmp.path(), "x", MIB, 0).unwrap();
+    assert_send(&w);
+    w.write(b"123456789").unwrap();
+    let p = std::thread::spawn(move || w.finish(0x4B37))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.size, 9);
 }
 
 /// A 1 MiB tmpfs mounted for the test; unmounted on drop.

@@ -11,7 +11,8 @@ use iocomd::proto::frame::{FrameError, FrameFlags, Framing};
 use iocomd::proto::handshake::{ClientHello, HandshakeError};
 use iocomd::proto::password::{Account, Accounts, AuthRejection, hash_password};
 use iocomd::proto::sysframe::{MblkInfo, SystemFrame, mblk_flags};
-use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -231,6 +232,7 @@ async fn plain_tcp_device_connects_up_and_shuts_down() {
 
 struct Pki {
     _dir: tempfile::TempDir,
+    cert: std::path::PathBuf,
     acceptor: tokio_rustls::TlsAcceptor,
     connector: tokio_rustls::TlsConnector,
 }
@@ -245,6 +247,7 @@ fn pki() -> Pki {
     Pki {
         acceptor: net::tls::acceptor(&cert, &key).unwrap(),
         connector: net::tls::connector(&cert).unwrap(),
+        cert,
         _dir: dir,
     }
 }
@@ -327,6 +330,16 @@ async fn tls_client_refuses_an_untrusted_server() {
     // Several attempts fail in the TLS handshake: no connection is ever reported.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.try_recv().is_err());
+    // A single attempt reports why.
+    let (tx1, _rx1) = mpsc::channel(8);
+    let target = ConnectTarget {
+        addr: ctl.addr.to_string(),
+        tls: Some((pki().connector, ServerName::try_from("localhost").unwrap())),
+    };
+    let err = net::connect_once(&target, device_cfg(), &tx1, &shutdown)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, net::ConnectError::Tls { .. }), "{err}");
     stop(shutdown, vec![ctl.task, dev]).await;
 }
 
@@ -475,4 +488,151 @@ fn backoff_doubles_up_to_the_maximum() {
     }
     let secs: Vec<u64> = seen.iter().map(|d| d.as_secs()).collect();
     assert_eq!(secs, vec![2, 4, 8, 16, 32, 60, 60]);
+}
+
+/// The device can be the TLS server: a controller connects down to it over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_as_tls_server_controller_connects_down() {
+    let pki = pki();
+    let shutdown = CancellationToken::new();
+    // Our device listens (Role::Device, CONNECT_UP): it waits for the controller's auth first.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (dtx, mut drx) = mpsc::channel(64);
+    let mut dcfg = device_cfg();
+    dcfg.side = Side::Server;
+    let dev_task = tokio::spawn(net::listen(
+        listener,
+        Some(pki.acceptor.clone()),
+        dcfg,
+        dtx,
+        shutdown.clone(),
+    ));
+    let (ctx, mut crx) = mpsc::channel(64);
+    let mut ccfg = controller_cfg();
+    ccfg.identity.password = "ctlpass".into();
+    let target = ConnectTarget {
+        addr: addr.to_string(),
+        tls: Some((
+            pki.connector.clone(),
+            ServerName::try_from("localhost").unwrap(),
+        )),
+    };
+    let ctl_task = tokio::spawn(net::connect(
+        target,
+        ccfg,
+        Backoff::default(),
+        ctx,
+        shutdown.clone(),
+    ));
+    let (did, _) = connected(&mut drx).await;
+    let (cid, _) = connected(&mut crx).await;
+    let ConnEvent::Authenticated { peer, .. } = event_of(&mut drx, did, "auth").await else {
+        panic!("device: expected Authenticated")
+    };
+    // The controller is the TLS client, so its password travelled (hashed on receipt).
+    assert_eq!(peer.user_name, "frank");
+    assert_eq!(peer.password_hash, hash_password("ctlpass"));
+    let ConnEvent::Authenticated { peer, .. } = event_of(&mut crx, cid, "auth").await else {
+        panic!("controller: expected Authenticated")
+    };
+    assert_eq!(peer.account_name(), "gina3");
+    assert_eq!(
+        peer.password_hash, "",
+        "a TLS server never sends a password"
+    );
+    stop(shutdown, vec![dev_task, ctl_task]).await;
+}
+
+/// A TLS 1.2-only client (like older mbedTLS builds of the C library) is accepted, and the mark
+/// byte `5B` arrives first inside the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_only_client_is_accepted() {
+    use tokio::io::AsyncReadExt;
+    let pki = pki();
+    let shutdown = CancellationToken::new();
+    let mut ctl = start_controller(controller_cfg(), Some(pki.acceptor.clone()), &shutdown).await;
+    // A TLS 1.2-only client trusting the server's certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = TcpStream::connect(ctl.addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut mark = [0u8; 1];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut mark))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mark[0], 0x5B);
+    let (id, _) = connected(&mut ctl.rx).await;
+    drop(tls);
+    let r = closed(&mut ctl.rx, id).await;
+    assert!(
+        matches!(r, CloseReason::PeerClosed | CloseReason::Io(_)),
+        "{r:?}"
+    );
+    stop(shutdown, vec![ctl.task]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_once_reports_refusal_and_runs_a_session() {
+    let shutdown = CancellationToken::new();
+    // Nothing listens on a port we just released.
+    let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = free.local_addr().unwrap();
+    drop(free);
+    let (tx, _rx) = mpsc::channel(8);
+    let target = ConnectTarget {
+        addr: dead.to_string(),
+        tls: None,
+    };
+    let err = net::connect_once(&target, device_cfg(), &tx, &shutdown)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, net::ConnectError::Connect { .. }), "{err}");
+
+    let mut ctl = start_controller(controller_cfg(), None, &shutdown).await;
+    let target = ConnectTarget {
+        addr: ctl.addr.to_string(),
+        tls: None,
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let sd = shutdown.clone();
+    let session =
+        tokio::spawn(async move { net::connect_once(&target, device_cfg(), &tx, &sd).await });
+    let (did, _) = connected(&mut rx).await;
+    let (cid, ch) = connected(&mut ctl.rx).await;
+    assert!(matches!(
+        event_of(&mut rx, did, "auth").await,
+        ConnEvent::Authenticated { .. }
+    ));
+    assert!(matches!(
+        event_of(&mut ctl.rx, cid, "auth").await,
+        ConnEvent::Authenticated { .. }
+    ));
+    ch.close("done").await.unwrap();
+    let (reason, authenticated) = tokio::time::timeout(WAIT, session)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, CloseReason::PeerClosed);
+    assert!(authenticated);
+    stop(shutdown, vec![ctl.task]).await;
 }

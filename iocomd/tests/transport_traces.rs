@@ -366,77 +366,138 @@ fn auth_and_mblk_info_fields_of_traces_a_and_b() {
     }
 }
 
-/// Our controller connection fed the device's bytes from trace a: it accepts everything, and
-/// what it sends up to the first data frames is byte-identical to the reference controller.
-#[test]
-fn controller_connection_replays_trace_a() {
-    let segs = load("a");
-    let c2d = direction("a", Dir::C2D);
+/// Replays one side of a trace through our [`Connection`]: the peer's segments are fed in
+/// capture order, and we transmit whenever the reference sent next. When the peer has
+/// authenticated (and, for a controller, sent its 7 info frames), we queue the same system frames
+/// the reference sent (and, for a controller, its first 3 data frames). Returns what we sent and
+/// the number of data events.
+fn replay(name: &str, us: Dir, role: Role, side: Side) -> (Vec<u8>, usize) {
+    let segs = load(name);
+    let ours = direction(name, us);
     let t0 = Instant::now();
-    let ident = LocalIdentity {
-        device_name: "ctl".into(),
-        device_nr: 9000,
-        network_name: "iocafenet".into(),
-        unique_id: None,
-        password: String::new(),
+    let ident = match role {
+        Role::Controller => LocalIdentity {
+            device_name: "ctl".into(),
+            device_nr: 9000,
+            network_name: "iocafenet".into(),
+            unique_id: None,
+            password: String::new(),
+        },
+        Role::Device => LocalIdentity {
+            device_name: "gina".into(),
+            device_nr: 9000,
+            network_name: "*".into(),
+            unique_id: Some(hex("7c1f90a2d5d3c8164cac0bae").try_into().unwrap()),
+            password: String::new(),
+        },
     };
-    let mut conn = Connection::new(ConnConfig::new(Role::Controller, Side::Server, ident), t0);
+    let mut conn = Connection::new(ConnConfig::new(role, side, ident), t0);
     let mut sent: Vec<u8> = Vec::new();
     let mut data_events = 0usize;
     let mut infos = 0usize;
-    let mut replies_queued = false;
+    let mut authenticated = false;
+    let mut queued = false;
     for (i, s) in segs.iter().enumerate() {
         let now = t0 + Duration::from_secs_f64(s.secs);
-        if s.dir == Dir::D2C {
+        if s.dir != us {
             conn.handle_input(&s.bytes, now)
-                .unwrap_or_else(|e| panic!("at {}: {e}", s.secs));
+                .unwrap_or_else(|e| panic!("{name} at {}: {e}", s.secs));
             while let Some(ev) = conn.poll_event() {
                 match ev {
-                    ConnEvent::Authenticated { peer, .. } => {
-                        assert_eq!(peer.user_name, "gina");
+                    ConnEvent::Authenticated {
+                        peer, network_name, ..
+                    } => {
+                        assert_eq!(network_name, "iocafenet");
                         assert_eq!(peer.network_name, "iocafenet");
+                        authenticated = true;
                     }
                     ConnEvent::MblkInfo(_) => infos += 1,
                     ConnEvent::Data { .. } => data_events += 1,
-                    ConnEvent::RemoveMblk(_) => panic!("no remove requests in trace a"),
+                    ConnEvent::RemoveMblk(_) => panic!("no remove requests in {name}"),
                 }
             }
-            if infos == 7 && !replies_queued {
-                // Answer like the reference: its 7 info replies, then its 3 key frames.
-                for f in &c2d.frames[1..8] {
+            let ready = match role {
+                Role::Device => authenticated,
+                Role::Controller => infos == 7,
+            };
+            if ready && !queued {
+                for f in &ours.frames[1..8] {
                     let info = MblkInfo::from_frame(f).unwrap();
                     conn.queue_system_frame(SystemFrame::MblkInfo(info))
                         .unwrap();
                 }
-                for f in &c2d.frames[8..11] {
-                    assert!(!f.flags.system());
-                    conn.queue_data_frame(f.mblk_id, f.addr, f.flags, f.payload.clone())
-                        .unwrap();
+                if role == Role::Controller {
+                    for f in &ours.frames[8..11] {
+                        assert!(!f.flags.system());
+                        conn.queue_data_frame(f.mblk_id, f.addr, f.flags, f.payload.clone())
+                            .unwrap();
+                    }
                 }
-                replies_queued = true;
+                queued = true;
             }
         }
         conn.handle_timeout(now);
-        // Send when the reference controller sent next, so ACK values match its timing.
-        if segs.get(i + 1).is_none_or(|n| n.dir == Dir::C2D) {
+        // Send when the reference sent next, so ACK values match its timing.
+        if segs.get(i + 1).is_none_or(|n| n.dir == us) {
             conn.poll_transmit(now, &mut sent);
         }
     }
-    assert_eq!(conn.state(), &State::Running);
-    assert_eq!(infos, 7);
+    assert_eq!(conn.state(), &State::Running, "{name}");
+    assert_eq!(infos, 7, "{name}");
+    (sent, data_events)
+}
+
+fn first_segments(name: &str, dir: Dir, n: usize) -> Vec<u8> {
+    load(name)
+        .iter()
+        .filter(|s| s.dir == dir)
+        .take(n)
+        .flat_map(|s| s.bytes.clone())
+        .collect()
+}
+
+/// Our controller, listening, fed the device's bytes from trace a: it accepts everything, and
+/// what it sends up to the first data frames (ACK, authentication, 7 info replies, 3 key frames)
+/// is the reference controller's first three segments byte for byte.
+#[test]
+fn controller_server_replays_trace_a() {
+    let (sent, data) = replay("a", Dir::C2D, Role::Controller, Side::Server);
     let d2c = direction("a", Dir::D2C);
     assert_eq!(
-        data_events,
+        data,
         d2c.frames.iter().filter(|f| !f.flags.system()).count()
     );
-    // Our first bytes: ACK (4 received), auth, 7 replies, 3 data frames: the reference's first
-    // three C2D segments exactly.
-    let reference: Vec<u8> = segs
-        .iter()
-        .filter(|s| s.dir == Dir::C2D)
-        .take(3)
-        .flat_map(|s| s.bytes.clone())
-        .collect();
+    let reference = first_segments("a", Dir::C2D, 3);
+    assert_eq!(&sent[..reference.len()], &reference[..]);
+}
+
+/// Our device connecting up (network `*`, automatic number, unique id) against the reference
+/// controller of trace a: handshake `53 02 2a 00`, initial ACK, then authentication with the
+/// adopted network name and the 7 info frames, byte for byte as the C device sent them.
+#[test]
+fn device_client_replays_trace_a() {
+    let (sent, data) = replay("a", Dir::D2C, Role::Device, Side::Client);
+    let c2d = direction("a", Dir::C2D);
+    assert_eq!(
+        data,
+        c2d.frames.iter().filter(|f| !f.flags.system()).count()
+    );
+    let reference = first_segments("a", Dir::D2C, 3);
+    assert_eq!(&sent[..reference.len()], &reference[..]);
+}
+
+/// Trace d has the roles reversed: the device listens and the controller connects down. Our
+/// device as the TCP server answers `FF 1D 00 00` and then its authentication and info frames
+/// exactly like the C device; our controller as the TCP client sends the reference's handshake,
+/// ACK and authentication.
+#[test]
+fn reversed_roles_replay_trace_d() {
+    let (sent, data) = replay("d", Dir::D2C, Role::Device, Side::Server);
+    assert!(data > 0);
+    let reference = first_segments("d", Dir::D2C, 2);
+    assert_eq!(&sent[..reference.len()], &reference[..]);
+    let (sent, _) = replay("d", Dir::C2D, Role::Controller, Side::Client);
+    let reference = first_segments("d", Dir::C2D, 3);
     assert_eq!(&sent[..reference.len()], &reference[..]);
 }
 

@@ -256,11 +256,14 @@ pub fn parse_str(name: &Path, text: &str, paths: &Paths) -> Result<Settings, Con
 
 impl Settings {
     /// The embedded demo configuration: plain TCP on 127.0.0.1:6368 with pushes allowed, the
-    /// spool in `state_dir/spool`, and the helper spawned as a child (`iocom-install-helper` next to
-    /// the running executable if present, else the installed one) with state in
-    /// `state_dir/helper`.
+    /// spool in `state_dir/spool`, and the helper spawned as a child (`iocom-install-helper`
+    /// next to the running executable if present, else the installed one) with
+    /// `--p2p-fd {fd} --root STATE/root --state-dir STATE/helper --policy
+    /// STATE/install-policy.toml --allow-uid UID` (our uid), so dpkg stays in `STATE/root`. The
+    /// demo setup writes `install-policy.toml` (with the demo signing key) before starting.
     pub fn demo(state_dir: &Path) -> Settings {
         let paths = Paths::demo(state_dir);
+        let state = |p: &str| state_dir.join(p).to_string_lossy().into_owned();
         Settings {
             device: DeviceIdentity {
                 name: "gina".into(),
@@ -282,12 +285,20 @@ impl Settings {
             stream_buffer_size: defaults::STREAM_BUFFER_SIZE,
             helper: HelperConnection::Spawn {
                 program: demo_helper_program(),
-                args: vec![
-                    "--peer-stdin".into(),
-                    "--demo".into(),
-                    "--state-dir".into(),
-                    state_dir.join("helper").to_string_lossy().into_owned(),
-                ],
+                args: [
+                    "--p2p-fd",
+                    "{fd}",
+                    "--root",
+                    &state("root"),
+                    "--state-dir",
+                    &state("helper"),
+                    "--policy",
+                    &state("install-policy.toml"),
+                    "--allow-uid",
+                    &nix::unistd::getuid().to_string(),
+                ]
+                .map(String::from)
+                .to_vec(),
             },
             log: LogSettings {
                 level: defaults::LOG_LEVEL.into(),

@@ -88,6 +88,57 @@ pub async fn connect(
     }
 }
 
+/// Why [`connect_once`] could not open a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect failed.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// Target address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TCP connect or TLS handshake took longer than the handshake timeout.
+    #[error("connect to {addr}: no connection within {after:?}")]
+    Timeout {
+        /// Target address.
+        addr: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The TLS handshake failed (e.g. the server certificate is not trusted).
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        /// Target address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `shutdown` was cancelled first.
+    #[error("shut down before connecting")]
+    Shutdown,
+}
+
+/// One connection to `target` without retries (for tools such as a CLI): opens TCP (and TLS),
+/// then runs the IOCOM connection with `cfg` as a client until it closes, reporting
+/// [`NetEvent`]s like [`connect`]. Returns the close reason and whether the peer had
+/// authenticated, or why no connection could be opened (no events are sent then).
+pub async fn connect_once(
+    target: &ConnectTarget,
+    mut cfg: ConnConfig,
+    events: &mpsc::Sender<NetEvent>,
+    shutdown: &CancellationToken,
+) -> Result<(crate::proto::conn::CloseReason, bool), ConnectError> {
+    cfg.side = Side::Client;
+    cfg.secure = target.tls.is_some();
+    let id = next_conn_id();
+    let span = tracing::info_span!("iocom", conn = id, peer = %target.addr);
+    open_and_run(id, target, cfg, events, shutdown)
+        .instrument(span)
+        .await
+}
+
 /// One connection attempt; true if the peer authenticated.
 async fn attempt(
     id: super::ConnId,
@@ -96,47 +147,69 @@ async fn attempt(
     events: &mpsc::Sender<NetEvent>,
     shutdown: &CancellationToken,
 ) -> bool {
+    match open_and_run(id, target, cfg, events, shutdown).await {
+        Ok((_, authenticated)) => authenticated,
+        Err(e @ ConnectError::Tls { .. }) => {
+            tracing::warn!(error = %e, "connection attempt failed");
+            false
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "connection attempt failed");
+            false
+        }
+    }
+}
+
+async fn open_and_run(
+    id: super::ConnId,
+    target: &ConnectTarget,
+    cfg: ConnConfig,
+    events: &mpsc::Sender<NetEvent>,
+    shutdown: &CancellationToken,
+) -> Result<(crate::proto::conn::CloseReason, bool), ConnectError> {
     let limit = cfg.handshake_timeout;
+    let addr = || target.addr.clone();
     let tcp = tokio::select! {
-        _ = shutdown.cancelled() => return false,
+        _ = shutdown.cancelled() => return Err(ConnectError::Shutdown),
         r = tokio::time::timeout(limit, TcpStream::connect(&target.addr)) => r,
     };
     let tcp = match tcp {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "connect failed");
-            return false;
+        Ok(Err(source)) => {
+            return Err(ConnectError::Connect {
+                addr: addr(),
+                source,
+            });
         }
         Err(_) => {
-            tracing::info!("connect timed out");
-            return false;
+            return Err(ConnectError::Timeout {
+                addr: addr(),
+                after: limit,
+            });
         }
     };
     let _ = tcp.set_nodelay(true);
-    let peer = match tcp.peer_addr() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(error = %e, "no peer address");
-            return false;
-        }
-    };
+    let peer = tcp.peer_addr().map_err(|source| ConnectError::Connect {
+        addr: addr(),
+        source,
+    })?;
     match &target.tls {
-        None => run_stream(id, peer, tcp, cfg, events, shutdown).await.1,
+        None => Ok(run_stream(id, peer, tcp, cfg, events, shutdown).await),
         Some((connector, name)) => {
             let hs = tokio::select! {
-                _ = shutdown.cancelled() => return false,
+                _ = shutdown.cancelled() => return Err(ConnectError::Shutdown),
                 r = tokio::time::timeout(limit, connector.connect(name.clone(), tcp)) => r,
             };
             match hs {
-                Ok(Ok(s)) => run_stream(id, peer, s, cfg, events, shutdown).await.1,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "TLS handshake failed");
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!("TLS handshake timed out");
-                    false
-                }
+                Ok(Ok(s)) => Ok(run_stream(id, peer, s, cfg, events, shutdown).await),
+                Ok(Err(source)) => Err(ConnectError::Tls {
+                    addr: addr(),
+                    source,
+                }),
+                Err(_) => Err(ConnectError::Timeout {
+                    addr: addr(),
+                    after: limit,
+                }),
             }
         }
     }

@@ -67,8 +67,15 @@ where
                 wr.write_all(&out).await?;
                 wr.flush().await
             };
-            if let Err(e) = w.await {
-                conn.close(CloseReason::Io(format!("write: {e}")));
+            // A peer that stops reading must not pin the task: bound the write.
+            let limit = conn.config().silence_timeout;
+            tokio::select! {
+                _ = shutdown.cancelled() => conn.close(CloseReason::Local("shutdown".into())),
+                r = tokio::time::timeout(limit, w) => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => conn.close(CloseReason::Io(format!("write: {e}"))),
+                    Err(_) => conn.close(CloseReason::Io(format!("write stalled for {limit:?}"))),
+                },
             }
         }
         while let Some(event) = conn.poll_event() {
@@ -84,8 +91,19 @@ where
             break r.clone();
         }
         let deadline = conn.poll_timeout().map(Instant::from_std);
+        // Biased: received bytes are handled before timers, so a slow owner (events back-pressure)
+        // cannot make received data look like silence.
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => conn.close(CloseReason::Local("shutdown".into())),
+            cmd = cmds.recv(), if cmds_open => match cmd {
+                Some(cmd) => {
+                    if let Some(ev) = apply(&mut conn, id, cmd) {
+                        let _ = events.send(ev).await;
+                    }
+                }
+                None => cmds_open = false,
+            },
             r = rd.read(&mut buf) => {
                 let now = Instant::now().into_std();
                 match r {
@@ -97,14 +115,6 @@ where
                     Err(e) => conn.close(CloseReason::Io(format!("read: {e}"))),
                 }
             }
-            cmd = cmds.recv(), if cmds_open => match cmd {
-                Some(cmd) => {
-                    if let Some(ev) = apply(&mut conn, id, cmd) {
-                        let _ = events.send(ev).await;
-                    }
-                }
-                None => cmds_open = false,
-            },
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,

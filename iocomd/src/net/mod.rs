@@ -14,6 +14,38 @@
 //! the reason logged (`warn`) and reported. Shutdown is a [`CancellationToken`]: listeners stop
 //! accepting, connections close, and [`listen`] / [`connect`] return after their tasks ended.
 //!
+//! ```no_run
+//! use iocomd::net::{self, NetEvent};
+//! use iocomd::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
+//! use tokio::sync::mpsc;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let identity = LocalIdentity {
+//!     device_name: "gina".into(),
+//!     device_nr: 3,
+//!     network_name: "cafenet".into(),
+//!     unique_id: None,
+//!     password: String::new(),
+//! };
+//! let cfg = ConnConfig::new(Role::Device, Side::Server, identity);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:6368").await?;
+//! let (tx, mut rx) = mpsc::channel(64);
+//! let shutdown = CancellationToken::new();
+//! tokio::spawn(net::listen(listener, None, cfg, tx, shutdown.clone()));
+//! while let Some(ev) = rx.recv().await {
+//!     match ev {
+//!         NetEvent::Connected { id, handle, .. } => { /* keep `handle` for queueing frames */ }
+//!         NetEvent::Conn { id, event: ConnEvent::Authenticated { .. } } => { /* announce blocks */ }
+//!         NetEvent::Conn { id, event } => { /* MblkInfo, RemoveMblk, Data */ }
+//!         NetEvent::QueueFailed { id, error } => {}
+//!         NetEvent::Closed { id, reason } => { /* forget the connection's bindings */ }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [`Connection`]: crate::proto::conn::Connection
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
@@ -22,8 +54,8 @@ mod driver;
 mod listen;
 pub mod tls;
 
-pub use connect::{Backoff, ConnectTarget, connect};
-pub use listen::listen;
+pub use connect::{Backoff, ConnectError, ConnectTarget, connect, connect_once};
+pub use listen::{DRAIN_TIMEOUT, listen};
 
 use crate::proto::conn::{CloseReason, ConnEvent, QueueError};
 use crate::proto::frame::FrameFlags;

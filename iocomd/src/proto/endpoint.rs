@@ -3,19 +3,33 @@
 //! writer) and [`ControllerEndpoint`] (a controller: blocks created from the device's info
 //! frames, the device's `info` decoded, one upload or download at a time).
 //!
-//! Both are sans-I/O: feed them [`ConnEvent`]s, queue the [`MblkInfo`]s they return with
+//! Both are sans-I/O: feed them [`ConnEvent`]s, queue the `MblkInfo`s they return with
 //! `Connection::queue_system_frame`, poll the streams after received data, then queue
 //! [`Node::transmit`] frames with `Connection::queue_data_frame`.
+//!
+//! The device core loop, per wake-up (a `NetEvent`, or `poll_timeout()` reached):
+//! 1. `NetEvent::Conn { id, event }` → [`DeviceEndpoint::handle`]; queue `out.infos` in order
+//!    (`SystemFrame::MblkInfo`); an `Err` means: close that connection.
+//!    `NetEvent::Closed` → [`DeviceEndpoint::disconnect`].
+//! 2. [`DeviceEndpoint::poll_streams`] with the spool sink (select 1: open a spool file, other
+//!    selects: refuse with a status code) and the frd source; act on the [`StreamEvent`]s
+//!    (a completed upload goes to the install helper; [`DeviceEndpoint::report`] publishes
+//!    the final `tod_err` later; status signals go in `exp` through
+//!    [`DeviceEndpoint::block_mut`]).
+//! 3. [`DeviceEndpoint::transmit_all`] → `ConnHandle::queue_data` for each frame, at once
+//!    (publish every change promptly, design.md §5a).
+//!
+//! Wake up again at [`DeviceEndpoint::poll_timeout`] even if nothing arrives.
 
 use crate::proto::conn::{ConnEvent, Role};
 use crate::proto::info::{DeviceInfo, InfoError, conf_exp_block, conf_imp_block};
-use crate::proto::mblk::{ConnId, DataFrame};
-use crate::proto::node::{DeviceId, Node, NodeError, NodeOutput, device_flags};
+use crate::proto::mblk::{ConnId, DataFrame, Mblk};
+use crate::proto::node::{DeviceId, DevicePath, Node, NodeError, NodeOutput, device_flags};
 use crate::proto::pjson::Json;
+use crate::proto::signals::BlockLayout;
 use crate::proto::stream::controller::{ControllerReader, ControllerWriter, Progress};
 use crate::proto::stream::device::{DeviceEvent, DeviceReader, DeviceWriter};
 use crate::proto::stream::{ChunkSink, ChunkSource, Direction, StreamError, StreamSignals};
-use crate::proto::sysframe::MblkInfo;
 use std::time::Instant;
 use thiserror::Error;
 
@@ -174,8 +188,13 @@ impl DeviceEndpoint {
     /// Handles one connection event. For `Authenticated` the returned infos announce all our
     /// blocks; queue them in order.
     pub fn handle(&mut self, conn: ConnId, ev: ConnEvent) -> Result<NodeOutput, NodeError> {
-        if let ConnEvent::Authenticated { network_name, .. } = &ev {
-            let infos = self.node.connect(conn, network_name);
+        if let ConnEvent::Authenticated {
+            network_name,
+            send_frame_size,
+            ..
+        } = &ev
+        {
+            let infos = self.node.connect(conn, network_name, *send_frame_size);
             return Ok(NodeOutput {
                 infos,
                 ..NodeOutput::default()
@@ -215,6 +234,45 @@ impl DeviceEndpoint {
         out
     }
 
+    /// When [`DeviceEndpoint::poll_streams`] must run again even without received data.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.reader.poll_timeout(), self.writer.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True while a from-device transfer is sending (poll whenever the source has data).
+    pub fn frd_active(&self) -> bool {
+        !matches!(
+            self.writer.state(),
+            crate::proto::stream::device::WriterState::Idle { .. }
+        )
+    }
+
+    /// Block `name` and its signal layout, for reading and writing our own signals.
+    pub fn block_mut(&mut self, name: &str) -> Option<(&mut Mblk, &BlockLayout)> {
+        let ix = self.node.find(name, None)?;
+        let layout = self.info.block(name)?;
+        Some((self.node.block_mut(ix)?, layout))
+    }
+
+    /// Aborts a running upload with `code` in `tod_err` (see [`DeviceReader::abort`]).
+    pub fn abort_upload(
+        &mut self,
+        code: u8,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+    ) -> Option<StreamEvent> {
+        let exp = self.node.block_mut(self.conf_exp)?;
+        self.reader
+            .abort(exp, code, now, sink)
+            .map(|event| StreamEvent {
+                dir: Direction::ToDevice,
+                event,
+            })
+    }
+
     /// Publishes the final result code of the last upload in `tod_err`.
     pub fn report(&mut self, code: u8) -> Result<(), StreamError> {
         match self.node.block_mut(self.conf_exp) {
@@ -226,6 +284,11 @@ impl DeviceEndpoint {
     /// Data frames for `conn` (see [`Node::transmit`]).
     pub fn transmit(&mut self, conn: ConnId, frame_size: usize, max: usize) -> Vec<DataFrame> {
         self.node.transmit(conn, frame_size, max)
+    }
+
+    /// Data frames for every connection (see [`Node::transmit_all`]).
+    pub fn transmit_all(&mut self, max: usize) -> Vec<(ConnId, DataFrame)> {
+        self.node.transmit_all(max)
     }
 
     /// The tod reader (for its state).
@@ -245,6 +308,7 @@ enum Transfer {
 #[derive(Debug, Clone)]
 pub struct ControllerEndpoint {
     node: Node,
+    path: DevicePath,
     device_name: String,
     device: Option<DeviceId>,
     peer_info: Option<Result<DeviceInfo, InfoError>>,
@@ -252,11 +316,22 @@ pub struct ControllerEndpoint {
 }
 
 impl ControllerEndpoint {
-    /// A controller for the device named `device_name` (its blocks are bound dynamically).
+    /// A controller for the device named `device_name` (any number and network; its blocks
+    /// are bound dynamically).
     pub fn new(device_name: &str) -> Self {
+        Self::for_path(DevicePath {
+            name: device_name.to_owned(),
+            nr: None,
+            network: None,
+        })
+    }
+
+    /// A controller for the device at `path` (e.g. parsed from `gina3.cafenet`).
+    pub fn for_path(path: DevicePath) -> Self {
         Self {
             node: Node::new(Role::Controller),
-            device_name: device_name.to_owned(),
+            device_name: path.name.clone(),
+            path,
             device: None,
             peer_info: None,
             transfer: None,
@@ -275,14 +350,19 @@ impl ControllerEndpoint {
 
     /// Handles one connection event; queue the returned infos (replies) in order.
     pub fn handle(&mut self, conn: ConnId, ev: ConnEvent) -> Result<NodeOutput, NodeError> {
-        if let ConnEvent::Authenticated { network_name, .. } = &ev {
-            self.node.connect(conn, network_name);
+        if let ConnEvent::Authenticated {
+            network_name,
+            send_frame_size,
+            ..
+        } = &ev
+        {
+            self.node.connect(conn, network_name, *send_frame_size);
             return Ok(NodeOutput::default());
         }
         let out = self.node.handle(conn, ev)?;
         for ix in &out.bound {
             if let Some(d) = self.node.device_of(*ix)
-                && d.name == self.device_name
+                && self.path.matches(d)
                 && self.device.is_none()
             {
                 self.device = Some(d.clone());
@@ -331,9 +411,23 @@ impl ControllerEndpoint {
             .ok_or_else(|| EndpointError::Missing("stream signals in the device's info".into()))
     }
 
-    /// True when the device's info and conf blocks are known.
+    /// True when the device's info and conf blocks are known and its stream states are
+    /// CONNECTED (its conf_exp key frame arrived), so a transfer can start.
     pub fn ready(&self) -> bool {
-        self.conf().is_ok()
+        let Ok((exp_ix, imp_ix, _)) = self.conf() else {
+            return false;
+        };
+        let (Some(exp), Some(imp)) = (self.node.block(exp_ix), self.node.block(imp_ix)) else {
+            return false;
+        };
+        let connected = |dir| {
+            self.signals(dir).ok().is_some_and(|s| {
+                s.state
+                    .state(exp)
+                    .is_ok_and(|b| b & crate::proto::signals::STATE_CONNECTED != 0)
+            })
+        };
+        imp.remote_id_known() && connected(Direction::ToDevice) && connected(Direction::FromDevice)
     }
 
     /// Starts an upload to `select`.
@@ -388,6 +482,25 @@ impl ControllerEndpoint {
         Ok(progress)
     }
 
+    /// When [`ControllerEndpoint::poll_transfer`] must run again even without received data.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.transfer {
+            Some(Transfer::Upload(w)) => w.poll_timeout(),
+            Some(Transfer::Download(r)) => r.poll_timeout(),
+            None => None,
+        }
+    }
+
+    /// The device's block `name` and its signal layout from the device's info.
+    pub fn device_block(&self, name: &str) -> Option<(&Mblk, &BlockLayout)> {
+        let dev = self.device.as_ref()?;
+        let layout = match &self.peer_info {
+            Some(Ok(info)) => info.block(name)?,
+            _ => return None,
+        };
+        Some((self.node.block(self.node.find(name, Some(dev))?)?, layout))
+    }
+
     /// The device's `tod_err` (its verdict on the last upload), if connected.
     pub fn device_status(&self) -> Option<u8> {
         let sig = self.signals(Direction::ToDevice).ok()?;
@@ -401,18 +514,4 @@ impl ControllerEndpoint {
     pub fn transmit(&mut self, conn: ConnId, frame_size: usize, max: usize) -> Vec<DataFrame> {
         self.node.transmit(conn, frame_size, max)
     }
-}
-
-/// The info frame of our block for the connection (exposed for tests and logging).
-pub fn describe(info: &MblkInfo) -> String {
-    format!(
-        "{}.{}{}.{} id {} size {} flags {:#x}",
-        info.mblk_name,
-        info.device_name,
-        info.device_nr,
-        info.network_name,
-        info.mblk_id,
-        info.size,
-        info.flags
-    )
 }

@@ -3,7 +3,9 @@
 //! peer's to find its signal addresses (a controller reads the `tod_buf` ring size from it).
 
 use crate::proto::pjson::{self, Json, PjsonError};
-use crate::proto::signals::{BlockLayout, LayoutError, Signal, layout_from_json};
+use crate::proto::signals::{
+    BlockLayout, LayoutError, Signal, layout_from_json, layout_from_peer_json,
+};
 use thiserror::Error;
 
 /// Reference ring size of `tod_buf`/`frd_buf` (iocom `device_conf_signals.json`).
@@ -37,7 +39,7 @@ impl DeviceInfo {
     /// Decodes a peer's `info` block content.
     pub fn decode(bytes: &[u8]) -> Result<Self, InfoError> {
         let root = Json::Object(pjson::decode(bytes)?);
-        let blocks = layout_from_json(&root.to_value())?;
+        let blocks = layout_from_peer_json(&root.to_value())?;
         Ok(Self { json: root, blocks })
     }
 

@@ -3,6 +3,12 @@
 //! Nothing in here performs I/O or reads a clock: codecs and state machines take bytes and
 //! the current time as arguments and return bytes to send and events. Decoders return errors
 //! for any malformed input and never panic.
+//!
+//! Transport layer (spec `transport.md`): [`frame`] (frame/ACK codec and stream decoder),
+//! [`handshake`] (socket handshake), [`auth`] (authentication frame, automatic device numbers),
+//! [`sysframe`] (memory block info [`sysframe::MblkInfo`], remove requests, our block ids),
+//! [`password`] (hashes and accounts), [`serial`] (serial CRC and control characters) and
+//! [`conn`] (the connection state machine the net driver and tests run).
 
 #![cfg_attr(
     not(test),

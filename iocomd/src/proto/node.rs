@@ -25,6 +25,8 @@ use thiserror::Error;
 pub const FIRST_MBLK_ID: u32 = 8;
 /// Ids must stay below this for C peers.
 pub const MBLK_ID_LIMIT: u32 = 32768;
+/// Largest block a peer may make us allocate (a dynamic block or a resize).
+pub const MAX_PEER_BLOCK_SIZE: usize = 64 * 1024 * 1024;
 
 /// Device name, number and network of a block (the binding key besides the block name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,50 @@ impl DeviceId {
     }
 }
 
+/// An IOCOM device path such as `gina3.cafenet`: name, optional number, optional network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePath {
+    /// Device name without the number (`gina`).
+    pub name: String,
+    /// Device number (`3`), if given.
+    pub nr: Option<u32>,
+    /// Network name (`cafenet`), if given.
+    pub network: Option<String>,
+}
+
+impl DevicePath {
+    /// Parses `name[nr][.network]`; the number is the trailing decimal digits of the first part.
+    pub fn parse(path: &str) -> Option<Self> {
+        let (dev, network) = match path.split_once('.') {
+            Some((d, n)) if !n.is_empty() => (d, Some(n.to_owned())),
+            Some(_) => return None,
+            None => (path, None),
+        };
+        let digits = dev.len() - dev.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (name, nr) = dev.split_at_checked(dev.len() - digits)?;
+        if name.is_empty() || name.len() > 15 {
+            return None;
+        }
+        let nr = if nr.is_empty() {
+            None
+        } else {
+            Some(nr.parse().ok()?)
+        };
+        Some(Self {
+            name: name.to_owned(),
+            nr,
+            network,
+        })
+    }
+
+    /// True when a block's device identity matches this path.
+    pub fn matches(&self, d: &DeviceId) -> bool {
+        d.name == self.name
+            && self.nr.is_none_or(|n| n == d.nr)
+            && self.network.as_deref().is_none_or(|n| n == d.network)
+    }
+}
+
 /// Errors handling a connection's events; the connection should be closed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NodeError {
@@ -61,6 +107,13 @@ pub enum NodeError {
     /// No more block ids below 32768.
     #[error("out of memory block ids")]
     OutOfIds,
+    /// The peer announced a block larger than [`MAX_PEER_BLOCK_SIZE`].
+    #[error("connection {conn}: peer block {name:?} of {size} bytes is too large")]
+    TooLarge {
+        conn: ConnId,
+        name: String,
+        size: u32,
+    },
     /// A block name or identity does not fit the wire limits.
     #[error("memory block {0:?}: name too long for the wire")]
     BadName(String),
@@ -87,6 +140,8 @@ struct Entry {
 struct ConnInfo {
     /// The peer's network after authentication.
     network: String,
+    /// Largest frame we send on this connection.
+    frame_size: usize,
 }
 
 /// Our memory blocks and their per-connection bindings.
@@ -195,7 +250,7 @@ impl Node {
             return None;
         }
         let (lo, hi, swap) = if a < b { (a, b, false) } else { (b, a, true) };
-        let (left, right) = self.entries.split_at_mut(hi);
+        let (left, right) = self.entries.split_at_mut_checked(hi)?;
         let x = &mut left.get_mut(lo)?.mblk;
         let y = &mut right.first_mut()?.mblk;
         Some(if swap { (y, x) } else { (x, y) })
@@ -213,13 +268,16 @@ impl Node {
         }
     }
 
-    /// A connection authenticated; `network` is the network name after adoption. A device
-    /// adopts it for blocks whose network is automatic and returns info for all its blocks.
-    pub fn connect(&mut self, conn: ConnId, network: &str) -> Vec<MblkInfo> {
+    /// A connection authenticated; `network` is the network name after adoption and
+    /// `frame_size` the largest frame we may send (both from `ConnEvent::Authenticated`). A
+    /// device adopts the network for blocks whose network is automatic and returns info for
+    /// all its blocks.
+    pub fn connect(&mut self, conn: ConnId, network: &str, frame_size: u32) -> Vec<MblkInfo> {
         self.conns.insert(
             conn,
             ConnInfo {
                 network: network.to_owned(),
+                frame_size: frame_size as usize,
             },
         );
         if self.role != Role::Device {
@@ -285,6 +343,13 @@ impl Node {
         } else {
             info.device_nr
         };
+        if info.size as usize > MAX_PEER_BLOCK_SIZE {
+            return Err(NodeError::TooLarge {
+                conn,
+                name: info.mblk_name.clone(),
+                size: info.size,
+            });
+        }
         let key = DeviceId::new(&info.device_name, nr, &info.network_name);
         let found = self.find(&info.mblk_name, Some(&key));
         let ix = match (found, device) {
@@ -354,6 +419,23 @@ impl Node {
         frames
     }
 
+    /// [`Node::transmit`] for every connection, with its own frame size: up to `max` frames
+    /// per connection.
+    pub fn transmit_all(&mut self, max: usize) -> Vec<(ConnId, DataFrame)> {
+        let mut conns: Vec<(ConnId, usize)> =
+            self.conns.iter().map(|(c, i)| (*c, i.frame_size)).collect();
+        conns.sort_unstable();
+        let mut out = Vec::new();
+        for (conn, frame_size) in conns {
+            out.extend(
+                self.transmit(conn, frame_size, max)
+                    .into_iter()
+                    .map(|f| (conn, f)),
+            );
+        }
+        out
+    }
+
     /// True when some block has frames waiting for `conn` (after a snapshot was taken).
     pub fn has_pending(&self, conn: ConnId) -> bool {
         self.entries.iter().any(|e| e.mblk.has_pending(conn))
@@ -382,3 +464,6 @@ pub mod device_flags {
     /// `info`.
     pub const INFO: u16 = MBLK_UP | MBLK_STATIC;
 }
+
+#[cfg(test)]
+mod tests;

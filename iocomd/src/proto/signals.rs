@@ -2,9 +2,11 @@
 //! (spec data-and-streams.md §3), and the address layout from signal JSON (§3.3), identical
 //! to the reference code generator `signals_to_c.py` and the controller's `ioc_dyn_root.c`.
 
-use crate::proto::mblk::{MIN_MBLK_SIZE, Mblk, MblkError};
-use serde_json::Value;
+use crate::proto::mblk::{Mblk, MblkError};
 use thiserror::Error;
+
+mod layout;
+pub use layout::{BlockLayout, LayoutError, layout_from_json, layout_from_peer_json};
 
 /// State bit: boolean value / "value is non-zero".
 pub const STATE_BOOLEAN_VALUE: u8 = 0x01;
@@ -158,10 +160,10 @@ impl Signal {
     /// Bytes the signal occupies, state byte included (C `ioc_nro_signal_bytes`).
     pub fn nbytes(&self) -> usize {
         match self.ty {
-            SignalType::Str => self.n + 1,
+            SignalType::Str => self.n.saturating_add(1),
             SignalType::Boolean if self.n > 1 => 1 + self.n.div_ceil(8),
             SignalType::Boolean => 1,
-            ty => 1 + self.n * ty.value_size(),
+            ty => self.n.saturating_mul(ty.value_size()).saturating_add(1),
         }
     }
 
@@ -170,6 +172,13 @@ impl Signal {
             .data()
             .get(self.addr..self.addr.saturating_add(self.nbytes()))
             .ok_or_else(|| self.out_of(block))
+    }
+
+    /// True when the whole signal lies inside `block`.
+    pub fn fits(&self, block: &Mblk) -> bool {
+        self.addr
+            .checked_add(self.nbytes())
+            .is_some_and(|end| end <= block.size())
     }
 
     fn out_of(&self, block: &Mblk) -> SignalError {
@@ -322,10 +331,14 @@ impl Signal {
         if offset.checked_add(data.len()).is_none_or(|e| e > self.n) {
             return Err(self.unsupported("write past the end of the array"));
         }
+        let at = self
+            .addr
+            .checked_add(1 + offset)
+            .ok_or_else(|| self.out_of(block))?;
         if self.raw_state(block)? != STATE_CONNECTED {
             block.write(self.addr, &[STATE_CONNECTED])?;
         }
-        block.write(self.addr + 1 + offset, data)?;
+        block.write(at, data)?;
         Ok(())
     }
 
@@ -339,11 +352,119 @@ impl Signal {
         if offset.checked_add(len).is_none_or(|e| e > self.n) {
             return Err(self.unsupported("read past the end of the array"));
         }
-        let start = self.addr + 1 + offset;
+        let start = self
+            .addr
+            .checked_add(1 + offset)
+            .ok_or_else(|| self.out_of(block))?;
         block
             .data()
-            .get(start..start + len)
+            .get(start..start.saturating_add(len))
             .ok_or_else(|| self.out_of(block))
+    }
+
+    /// Writes integer array elements from `offset` like `ioc_move_array`: state byte
+    /// `CONNECTED`, element `k` at `addr + 1 + k·size` (little endian, truncated to the type).
+    pub fn set_array_int(
+        &self,
+        block: &mut Mblk,
+        offset: usize,
+        values: &[i64],
+    ) -> Result<(), SignalError> {
+        let size = match self.ty {
+            SignalType::Boolean | SignalType::Str | SignalType::Float | SignalType::Double => {
+                return Err(self.unsupported("not an integer array"));
+            }
+            ty if ty.value_size() == 0 => return Err(self.unsupported("type has no value")),
+            ty => ty.value_size(),
+        };
+        if offset.checked_add(values.len()).is_none_or(|e| e > self.n) {
+            return Err(self.unsupported("write past the end of the array"));
+        }
+        let at = offset
+            .checked_mul(size)
+            .and_then(|o| self.addr.checked_add(1 + o))
+            .ok_or_else(|| self.out_of(block))?;
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| v.to_le_bytes().into_iter().take(size))
+            .collect();
+        if self.raw_state(block)? != STATE_CONNECTED {
+            block.write(self.addr, &[STATE_CONNECTED])?;
+        }
+        block.write(at, &bytes)?;
+        Ok(())
+    }
+
+    /// Reads `count` integer array elements from `offset` (sign-extended for signed types).
+    pub fn get_array_int(
+        &self,
+        block: &Mblk,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<i64>, SignalError> {
+        let size = self.ty.value_size();
+        if size == 0
+            || matches!(
+                self.ty,
+                SignalType::Float | SignalType::Double | SignalType::Str
+            )
+        {
+            return Err(self.unsupported("not an integer array"));
+        }
+        if offset.checked_add(count).is_none_or(|e| e > self.n) {
+            return Err(self.unsupported("read past the end of the array"));
+        }
+        let start = self.addr.saturating_add(1 + offset * size);
+        let raw = block
+            .data()
+            .get(start..start.saturating_add(count * size))
+            .ok_or_else(|| self.out_of(block))?;
+        let shift = 64 - 8 * size as u32;
+        Ok(raw
+            .chunks(size)
+            .map(|c| {
+                let mut le = [0u8; 8];
+                for (d, s) in le.iter_mut().zip(c) {
+                    *d = *s;
+                }
+                let u = u64::from_le_bytes(le);
+                if self.ty.is_signed() {
+                    ((u << shift) as i64) >> shift
+                } else {
+                    u as i64
+                }
+            })
+            .collect())
+    }
+
+    /// Writes a boolean array (n > 1): bit 0 of the state byte = element 0, then `ceil(n/8)`
+    /// bytes, element `k` in bit `k mod 8` of byte `k/8`. All `n` elements at once.
+    pub fn set_bools(&self, block: &mut Mblk, values: &[bool]) -> Result<(), SignalError> {
+        if self.ty != SignalType::Boolean || self.n < 2 || values.len() != self.n {
+            return Err(self.unsupported("needs all elements of a boolean array"));
+        }
+        let mut bytes = vec![0u8; 1 + self.n.div_ceil(8)];
+        for (k, v) in values.iter().enumerate() {
+            if let Some(b) = bytes.get_mut(1 + k / 8) {
+                *b |= u8::from(*v) << (k % 8);
+            }
+        }
+        if let (Some(state), Some(first)) = (bytes.first_mut(), values.first()) {
+            *state = STATE_CONNECTED | u8::from(*first);
+        }
+        block.write(self.addr, &bytes)?;
+        Ok(())
+    }
+
+    /// Reads a boolean array.
+    pub fn get_bools(&self, block: &Mblk) -> Result<Vec<bool>, SignalError> {
+        if self.ty != SignalType::Boolean || self.n < 2 {
+            return Err(self.unsupported("not a boolean array"));
+        }
+        let b = self.bytes(block)?;
+        Ok((0..self.n)
+            .map(|k| b.get(1 + k / 8).is_some_and(|x| x & (1 << (k % 8)) != 0))
+            .collect())
     }
 
     /// Writes a string like `ioc_move_str`: state `CONNECTED`, the bytes plus a NUL, cut to
@@ -371,264 +492,5 @@ impl Signal {
     }
 }
 
-/// The layout of one block from signal JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockLayout {
-    /// Block name (`exp`, `conf_imp`, ...).
-    pub name: String,
-    /// Signals in JSON order with their addresses.
-    pub signals: Vec<Signal>,
-    /// Block size: at least 24, else the largest address reached.
-    pub size: usize,
-}
-
-impl BlockLayout {
-    /// Finds a signal by name.
-    pub fn signal(&self, name: &str) -> Option<&Signal> {
-        self.signals.iter().find(|s| s.name == name)
-    }
-}
-
-/// Errors in signal JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum LayoutError {
-    /// A required key is missing or has the wrong JSON type.
-    #[error("signal JSON: {0}")]
-    Malformed(String),
-    /// An unknown type name.
-    #[error("signal JSON: signal {signal} has unknown type {ty:?}")]
-    UnknownType { signal: String, ty: String },
-}
-
-fn as_usize(v: &Value, what: &str) -> Result<usize, LayoutError> {
-    if let Some(n) = v.as_u64() {
-        return usize::try_from(n).map_err(|_| LayoutError::Malformed(format!("{what} too large")));
-    }
-    v.as_str()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| LayoutError::Malformed(format!("{what} is not a non-negative integer")))
-}
-
-/// Lays out every block of a signal JSON document (`{"mblk":[...]}`) like the reference
-/// code generator: addresses run from 0, the type sticks until changed (default `ushort`),
-/// an explicit `addr` moves the position.
-pub fn layout_from_json(doc: &Value) -> Result<Vec<BlockLayout>, LayoutError> {
-    let mblks = doc
-        .get("mblk")
-        .and_then(Value::as_array)
-        .ok_or_else(|| LayoutError::Malformed("no \"mblk\" array".into()))?;
-    let mut out = Vec::new();
-    for mb in mblks {
-        let name = mb
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| LayoutError::Malformed("block without a name".into()))?;
-        let mut addr = 0usize;
-        let mut max = 0usize;
-        let mut ty = SignalType::UShort;
-        let mut signals = Vec::new();
-        let groups = mb
-            .get("groups")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        for g in groups {
-            let sigs = g
-                .get("signals")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            for s in sigs {
-                let sname = s.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    LayoutError::Malformed(format!("signal without a name in {name}"))
-                })?;
-                if let Some(t) = s.get("type") {
-                    let t = t.as_str().unwrap_or_default();
-                    ty = SignalType::from_name(t).ok_or_else(|| LayoutError::UnknownType {
-                        signal: sname.to_owned(),
-                        ty: t.to_owned(),
-                    })?;
-                }
-                if let Some(a) = s.get("addr") {
-                    addr = as_usize(a, "addr")?;
-                }
-                let n = match s.get("array") {
-                    Some(a) => as_usize(a, "array")?,
-                    None => 1,
-                };
-                let sig = Signal::new(sname, addr, n, ty);
-                addr = addr
-                    .checked_add(sig.nbytes())
-                    .ok_or_else(|| LayoutError::Malformed("address overflow".into()))?;
-                max = max.max(addr);
-                signals.push(sig);
-            }
-        }
-        out.push(BlockLayout {
-            name: name.to_owned(),
-            signals,
-            size: max.max(MIN_MBLK_SIZE),
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::mblk::MBLK_DOWN;
-    use serde_json::json;
-
-    /// iocom `config/signals/device_conf_signals.json`, with the ring size as a parameter.
-    pub(crate) fn conf_json(ring: usize) -> Value {
-        json!({"mblk": [
-            {"name": "conf_exp", "groups": [{"name": "conf_transfer", "signals": [
-                {"name": "tod_state", "type": "char"},
-                {"name": "tod_err", "type": "uchar"},
-                {"name": "tod_tail", "type": "int"},
-                {"name": "frd_state", "type": "char"},
-                {"name": "frd_err", "type": "uchar"},
-                {"name": "frd_cs", "type": "ushort"},
-                {"name": "frd_head", "type": "int"},
-                {"name": "frd_buf", "type": "uchar", "array": 257}
-            ]}]},
-            {"name": "conf_imp", "groups": [{"name": "conf_transfer", "signals": [
-                {"name": "tod_cmd", "type": "char"},
-                {"name": "tod_select", "type": "char"},
-                {"name": "tod_cs", "type": "ushort"},
-                {"name": "tod_head", "type": "int"},
-                {"name": "tod_buf", "type": "uchar", "array": ring},
-                {"name": "frd_cmd", "type": "char"},
-                {"name": "frd_select", "type": "uchar"},
-                {"name": "frd_tail", "type": "int"}
-            ]}]}
-        ]})
-    }
-
-    fn addrs(l: &BlockLayout) -> Vec<(&str, usize)> {
-        l.signals
-            .iter()
-            .map(|s| (s.name.as_str(), s.addr))
-            .collect()
-    }
-
-    #[test]
-    fn reference_conf_layout_257() {
-        let l = layout_from_json(&conf_json(257)).unwrap();
-        assert_eq!(
-            addrs(&l[1]),
-            [
-                ("tod_cmd", 0),
-                ("tod_select", 2),
-                ("tod_cs", 4),
-                ("tod_head", 7),
-                ("tod_buf", 12),
-                ("frd_cmd", 270),
-                ("frd_select", 272),
-                ("frd_tail", 274)
-            ]
-        );
-        assert_eq!(l[1].size, 279);
-        assert_eq!(
-            addrs(&l[0]),
-            [
-                ("tod_state", 0),
-                ("tod_err", 2),
-                ("tod_tail", 4),
-                ("frd_state", 9),
-                ("frd_err", 11),
-                ("frd_cs", 13),
-                ("frd_head", 16),
-                ("frd_buf", 21)
-            ]
-        );
-        assert_eq!(l[0].size, 279);
-    }
-
-    #[test]
-    fn conf_layout_shifts_with_a_bigger_ring() {
-        let l = layout_from_json(&conf_json(1025)).unwrap();
-        assert_eq!(
-            addrs(&l[1])[4..],
-            [
-                ("tod_buf", 12),
-                ("frd_cmd", 1038),
-                ("frd_select", 1040),
-                ("frd_tail", 1042)
-            ]
-        );
-        assert_eq!(l[1].size, 1047);
-        let big = 256 * 1024 + 1;
-        let l = layout_from_json(&conf_json(big)).unwrap();
-        let imp = &l[1];
-        assert_eq!(imp.signal("frd_cmd").unwrap().addr, 12 + 1 + big);
-        assert_eq!(imp.size, 12 + 1 + big + 2 + 2 + 5);
-        assert_eq!(l[0].size, 279, "conf_exp does not depend on tod_buf");
-    }
-
-    #[test]
-    fn type_sticks_default_is_ushort_and_addr_moves() {
-        let doc = json!({"mblk":[{"name":"exp","groups":[{"signals":[
-            {"name":"a"}, {"name":"b","type":"boolean","array":9}, {"name":"c"},
-            {"name":"d","type":"str","array":6}, {"name":"e","addr":40,"type":"double"}
-        ]}]}]});
-        let l = &layout_from_json(&doc).unwrap()[0];
-        assert_eq!(
-            addrs(l),
-            [("a", 0), ("b", 3), ("c", 6), ("d", 7), ("e", 40)]
-        );
-        assert_eq!(l.size, 49);
-        let bad =
-            json!({"mblk":[{"name":"x","groups":[{"signals":[{"name":"a","type":"nope"}]}]}]});
-        assert!(matches!(
-            layout_from_json(&bad),
-            Err(LayoutError::UnknownType { .. })
-        ));
-    }
-
-    #[test]
-    fn scalar_state_byte_rules() {
-        let mut b = Mblk::new("imp", 8, MBLK_DOWN, 24);
-        b.add_target(1, 9);
-        let a = Signal::new("a", 0, 1, SignalType::UShort);
-        a.set_int(&mut b, 0).unwrap();
-        assert_eq!(&b.data()[..3], [2, 0, 0]);
-        a.set_int(&mut b, 1000).unwrap();
-        assert_eq!(&b.data()[..3], [3, 0xE8, 3]);
-        assert_eq!(a.get_int(&b).unwrap(), (1000, 3));
-        let c = Signal::new("c", 3, 1, SignalType::Char);
-        c.set_int(&mut b, -3).unwrap();
-        assert_eq!(c.get_int(&b).unwrap(), (-3, 3));
-        let f = Signal::new("f", 5, 1, SignalType::Float);
-        f.set_double_state(&mut b, 1.5, STATE_CONNECTED).unwrap();
-        assert_eq!(&b.data()[5..10], [3, 0, 0, 0xC0, 0x3F]);
-        assert_eq!(f.get_double(&b).unwrap(), (1.5, 3));
-        let s = Signal::new("s", 10, 4, SignalType::Str);
-        s.set_str(&mut b, "hello").unwrap();
-        assert_eq!(&b.data()[10..15], b"\x02hell");
-        s.set_str(&mut b, "o").unwrap();
-        assert_eq!(&b.data()[10..15], b"\x02o\0ll");
-        assert_eq!(s.get_str(&b).unwrap(), ("o".to_owned(), 2));
-        let arr = Signal::new("arr", 16, 4, SignalType::UChar);
-        arr.write_bytes(&mut b, 1, &[7, 8]).unwrap();
-        assert_eq!(&b.data()[16..21], [2, 0, 7, 8, 0]);
-        assert!(arr.write_bytes(&mut b, 3, &[1, 2]).is_err());
-        assert_eq!(arr.read_bytes(&b, 1, 2).unwrap(), [7, 8]);
-        let past = Signal::new("past", 22, 1, SignalType::Int);
-        assert!(matches!(
-            past.set_int(&mut b, 1),
-            Err(SignalError::OutOfBlock { .. })
-        ));
-    }
-
-    #[test]
-    fn connected_is_cleared_without_a_target_buffer() {
-        let mut b = Mblk::new("conf_imp", 8, MBLK_DOWN, 24);
-        let a = Signal::new("tod_cmd", 0, 1, SignalType::Char);
-        a.set_int(&mut b, 1).unwrap();
-        assert_eq!(a.get_int(&b).unwrap(), (1, 1));
-        assert_eq!(a.raw_state(&b).unwrap(), 3);
-        b.add_target(4, 10);
-        assert_eq!(a.get_int(&b).unwrap(), (1, 3));
-    }
-}
+mod tests;

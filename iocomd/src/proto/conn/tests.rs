@@ -1,8 +1,10 @@
 //! State machine tests: every transition and rejection of [`Connection`], with injected time.
 
 use super::*;
-use crate::proto::frame::{Element, FrameDecoder};
+use crate::proto::frame::{Element, FrameDecoder, FrameError};
 use crate::proto::password::{Account, hash_password};
+use crate::proto::password::{Accounts, AuthRejection};
+use crate::proto::sysframe::MblkInfo;
 use crate::proto::sysframe::{RemoveMblk, mblk_flags};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -14,13 +16,7 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn ident(name: &str, nr: u32, net: &str) -> LocalIdentity {
-    LocalIdentity {
-        device_name: name.into(),
-        device_nr: nr,
-        network_name: net.into(),
-        unique_id: None,
-        password: String::new(),
-    }
+    LocalIdentity::new(name, nr, net)
 }
 
 fn device_client(now: Instant) -> Connection {
@@ -412,6 +408,12 @@ fn queueing_rules() {
             max: 1392
         })
     );
+    for bad in [0, 7, 32768] {
+        assert_eq!(
+            d.queue_system_frame(SystemFrame::MblkInfo(info(bad, "exp", 2))),
+            Err(QueueError::BadMblkId(bad))
+        );
+    }
     assert_eq!(
         d.queue_system_frame(SystemFrame::Unknown(7)),
         Err(QueueError::NotAllowed)

@@ -84,6 +84,29 @@ impl ControllerWriter {
         &self.state
     }
 
+    /// When the upload must be polled again even if nothing arrives, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            WriterState::Start => None,
+            WriterState::WaitRunning { since }
+            | WriterState::Done { since, .. }
+            | WriterState::Failing { since, .. } => Some(*since + STREAM_TIMEOUT),
+            WriterState::Transfer {
+                last_progress,
+                ring_full,
+                ..
+            } => Some(
+                *last_progress
+                    + if *ring_full {
+                        RING_FULL_TIMEOUT
+                    } else {
+                        STREAM_TIMEOUT
+                    },
+            ),
+            WriterState::Finished(_) => None,
+        }
+    }
+
     /// Asks the machine to interrupt the transfer at the next poll.
     pub fn abort(&mut self) {
         self.abort = true;
@@ -107,6 +130,10 @@ impl ControllerWriter {
     ) -> Progress {
         if let WriterState::Finished(p) = &self.state {
             return p.clone();
+        }
+        if let Err(e) = self.sig.check_fits(exp, imp) {
+            self.state = WriterState::Finished(Progress::Failed(e.clone()));
+            return Progress::Failed(e);
         }
         let dev_state = match get_connected(&self.sig.state, exp) {
             Ok(Some(s)) => s,
@@ -211,6 +238,7 @@ impl ControllerWriter {
         let mut wrote = 0usize;
         let mut ended = false;
         let mut room = 0usize;
+        let mut stopped = false;
         let mut tmp = Vec::new();
         'segments: for (a, b) in write_segments(*head, tail, n) {
             room += b.saturating_sub(a);
@@ -227,7 +255,10 @@ impl ControllerWriter {
                         wrote += k;
                         *bytes += k as u64;
                     }
-                    SourceRead::Bytes(_) | SourceRead::Pending => break 'segments,
+                    SourceRead::Bytes(_) | SourceRead::Pending => {
+                        stopped = true;
+                        break 'segments;
+                    }
                     SourceRead::End => {
                         ended = true;
                         break 'segments;
@@ -235,18 +266,19 @@ impl ControllerWriter {
                 }
             }
         }
-        if room == 0 && !ended {
-            // A full ring cannot tell us whether the source is at its end: ask for nothing.
-            *ring_full = true;
-        } else {
-            *ring_full = false;
+        if !stopped && !ended {
+            // The ring is full: an empty read only asks whether the source is at its end.
+            ended = source.read(&mut []).map_err(StreamError::Local)? == SourceRead::End;
         }
+        *ring_full = room == 0 && !ended;
         if wrote > 0 {
             *head = (*head + wrote) % n;
             *last_progress = now;
             sig.head.set_int(imp, *head as i64)?;
         }
-        if ended {
+        // Like the C controller, the end (cs, cmd = COMPLETED) goes out in a later snapshot
+        // than the last data: only a poll that wrote nothing and found the source at its end.
+        if ended && wrote == 0 {
             let (bytes, crc) = (*bytes, crc.value());
             sig.cs.set_int(imp, i64::from(crc))?;
             sig.cmd.set_int(imp, cmd::COMPLETED)?;
@@ -322,6 +354,17 @@ impl ControllerReader {
         &self.state
     }
 
+    /// When the download must be polled again even if nothing arrives, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            ReaderState::Start | ReaderState::Finished(_) => None,
+            ReaderState::WaitRunning { since }
+            | ReaderState::Done { since, .. }
+            | ReaderState::Failing { since, .. } => Some(*since + STREAM_TIMEOUT),
+            ReaderState::Transfer { last_data, .. } => Some(*last_data + STREAM_TIMEOUT),
+        }
+    }
+
     /// Asks the machine to interrupt the transfer at the next poll.
     pub fn abort(&mut self) {
         self.abort = true;
@@ -338,6 +381,11 @@ impl ControllerReader {
     ) -> Progress {
         if let ReaderState::Finished(p) = &self.state {
             return p.clone();
+        }
+        if let Err(e) = self.sig.check_fits(exp, imp) {
+            sink.close(false);
+            self.state = ReaderState::Finished(Progress::Failed(e.clone()));
+            return Progress::Failed(e);
         }
         let dev_state = match get_connected(&self.sig.state, exp) {
             Ok(Some(s)) => s,

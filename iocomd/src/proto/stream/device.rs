@@ -73,10 +73,44 @@ impl DeviceReader {
         &self.state
     }
 
+    /// When the reader must be polled again even if no data arrives (a timeout), if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            ReaderState::Idle { .. } => None,
+            ReaderState::Transfer { last_data, .. } => Some(*last_data + STREAM_TIMEOUT),
+            ReaderState::Failing { since } => Some(*since + STREAM_TIMEOUT),
+        }
+    }
+
     /// Start-up values: `tod_state` = IDLE with CONNECTED, so controllers may start.
     pub fn init(&self, exp: &mut Mblk) -> Result<(), StreamError> {
         self.sig.state.set_int(exp, cmd::IDLE)?;
         Ok(())
+    }
+
+    /// Aborts a running transfer from our side (e.g. shutdown): publishes `code` in `tod_err`
+    /// and INTERRUPT in `tod_state`, tells the sink to discard. Returns the failure event, or
+    /// `None` if no transfer was running.
+    pub fn abort(
+        &mut self,
+        exp: &mut Mblk,
+        code: u8,
+        now: Instant,
+        sink: &mut dyn ChunkSink,
+    ) -> Option<DeviceEvent> {
+        let ReaderState::Transfer { select, bytes, .. } = &self.state else {
+            return None;
+        };
+        let (select, bytes) = (*select, *bytes);
+        let _ = self.sig.err.set_int(exp, i64::from(code));
+        let _ = self.sig.state.set_int(exp, cmd::INTERRUPT);
+        sink.close(false);
+        self.state = ReaderState::Failing { since: now };
+        Some(DeviceEvent::Failed {
+            select,
+            bytes,
+            error: StreamError::Aborted,
+        })
     }
 
     /// Publishes the final result code of the last transfer in `tod_err`.
@@ -117,6 +151,7 @@ impl DeviceReader {
         now: Instant,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
+        self.sig.check_fits(exp, imp).map_err(|e| (0, 0, e))?;
         let command = get_connected(&self.sig.cmd, imp).map_err(|e| (0, 0, e.into()))?;
         let mut started = None;
         match &mut self.state {
@@ -333,6 +368,18 @@ impl DeviceWriter {
         &self.state
     }
 
+    /// When the writer must be polled again even if nothing arrives, if ever. While sending,
+    /// poll whenever the source may have more data, too.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            WriterState::Idle { .. } => None,
+            WriterState::Transfer { last_progress, .. } => Some(*last_progress + STREAM_TIMEOUT),
+            WriterState::Done { since, .. } | WriterState::Failing { since } => {
+                Some(*since + STREAM_TIMEOUT)
+            }
+        }
+    }
+
     /// Start-up values: `frd_state` = IDLE with CONNECTED.
     pub fn init(&self, exp: &mut Mblk) -> Result<(), StreamError> {
         self.sig.state.set_int(exp, cmd::IDLE)?;
@@ -369,6 +416,7 @@ impl DeviceWriter {
         now: Instant,
         source: &mut dyn ChunkSource,
     ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
+        self.sig.check_fits(exp, imp).map_err(|e| (0, 0, e))?;
         let command = get_connected(&self.sig.cmd, imp).map_err(|e| (0, 0, e.into()))?;
         let holding = matches!(command, Some(cmd::RUNNING | cmd::COMPLETED));
         let sig = self.sig.clone();
@@ -469,6 +517,7 @@ impl DeviceWriter {
         };
         let mut wrote = 0usize;
         let mut ended = false;
+        let mut stopped = false;
         let mut tmp = Vec::new();
         'segments: for (a, b) in write_segments(*head, tail, n) {
             let mut at = a;
@@ -486,7 +535,10 @@ impl DeviceWriter {
                         wrote += k;
                         *bytes += k as u64;
                     }
-                    Ok(SourceRead::Bytes(_) | SourceRead::Pending) => break 'segments,
+                    Ok(SourceRead::Bytes(_) | SourceRead::Pending) => {
+                        stopped = true;
+                        break 'segments;
+                    }
                     Ok(SourceRead::End) => {
                         ended = true;
                         break 'segments;
@@ -497,6 +549,10 @@ impl DeviceWriter {
                     }
                 }
             }
+        }
+        if !stopped && !ended {
+            // The ring is full: an empty read only asks whether the source is at its end.
+            ended = source.read(&mut []) == Ok(SourceRead::End);
         }
         if wrote > 0 {
             *head = (*head + wrote) % n;

@@ -82,6 +82,42 @@ fn spec_section_7_upload_of_3000_bytes() {
         (sink.opened.as_slice(), sink.closed.as_slice()),
         (&[1][..], &[true][..])
     );
+    // The frames of the spec's lock-step table (section 7), after the key frames.
+    let log: Vec<(bool, Vec<u8>, u32, u8)> = p
+        .log
+        .iter()
+        .skip_while(|(_, f)| f.flags & 0x12 == 0x12)
+        .map(|(d, f)| (*d, f.payload.clone(), f.addr, f.flags))
+        .collect();
+    let row = |i: usize| &log[i];
+    // 1 C: open + select 1 + cmd 1; 1 D: tod_err/tail reset, state RUNNING.
+    assert_eq!(row(0), &(false, vec![3, 1, 3, 1, 2, 0, 0, 2], 0, 0x11));
+    assert_eq!(row(1), &(true, vec![1, 1, 2, 0, 2], 0, 0x11));
+    // 2 C: 256 bytes + head 256; 2 D: tail 256.
+    assert_eq!((row(2).2, row(2).3, row(2).1.len()), (7, 0x11, 262));
+    assert_eq!(&row(2).1[..8], [1, 0, 1, 0, 0, 2, 0, 1]);
+    assert_eq!(row(3), &(true, vec![1, 0, 1], 4, 0x11));
+    // 3 C: delta +1 everywhere, head 255 (raw, 260 bytes); 3 D: tail 255.
+    assert_eq!((row(4).2, row(4).3, row(4).1.len()), (8, 0x11, 260));
+    assert_eq!(&row(4).1[..6], [0xFF, 0xFF, 0, 0, 0, 1]);
+    assert_eq!(row(5), &(true, vec![0xFF, 0xFF], 5, 0x11));
+    // 13 C: the last 184 bytes, delta + compressed (a zero run of 73), head 173.
+    let mut r13 = vec![0x01, 0xB7, 0x04, 0xAD];
+    r13.extend([1; 173]);
+    r13.extend([0x49, 0x0B]);
+    r13.extend([1; 11]);
+    assert_eq!(row(24), &(false, r13, 8, 0x13));
+    assert_eq!(row(25), &(true, vec![0xB7], 5, 0x11));
+    // 14 C: cs = 0xB6E5 and cmd 2 in their own snapshot.
+    assert_eq!(row(26), &(false, vec![1, 0, 0, 1, 0xE5, 0xB6], 1, 0x11));
+    // 15 D: idle, tail 0; tod_err = 4 (pending) where the C device leaves 0.
+    assert_eq!(
+        row(27),
+        &(true, vec![0xFF, 0xFF, 1, 4, 0xFF, 0x53], 0, 0x11)
+    );
+    // 16 C: cmd back to 0.
+    assert_eq!(row(28), &(false, vec![0xFF, 0xFE], 0, 0x11));
+    assert_eq!(log.len(), 29);
     // PENDING went out with tod_state = IDLE; the final code follows.
     assert_eq!(get(&p.tod.state, &p.ctl_exp), (0, 2));
     assert_eq!(
@@ -846,4 +882,184 @@ fn download_interrupted_by_the_controller() {
         dw.poll(&mut p.dev_exp, &p.dev_imp, t, &mut src),
         Some(DeviceEvent::Released) | None
     ));
+}
+
+#[test]
+fn signals_that_do_not_fit_their_blocks_are_refused() {
+    // A hostile info claims a 1 GiB ring in a 279-byte conf_imp.
+    let mut p = Pair::new(257, 257);
+    let mut bad = p.tod.clone();
+    bad.buf.n = 1 << 30;
+    let t = Instant::now();
+    let mut w = ControllerWriter::new(bad.clone(), 1);
+    let mut src = VecSource::new(vec![1; 10]);
+    assert!(matches!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src),
+        Progress::Failed(StreamError::Ring(_))
+    ));
+    assert_eq!(src.pos, 0);
+    let mut r = DeviceReader::new(bad);
+    let mut sink = VecSink::default();
+    assert!(matches!(
+        r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink),
+        Some(DeviceEvent::Failed {
+            error: StreamError::Ring(_),
+            ..
+        })
+    ));
+    let mut bad_frd = p.frd.clone();
+    bad_frd.head.addr = usize::MAX - 2;
+    let mut cr = ControllerReader::new(bad_frd, 3);
+    assert!(matches!(
+        cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink),
+        Progress::Failed(StreamError::Ring(_))
+    ));
+}
+
+#[test]
+fn poll_timeouts_follow_the_states() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    assert_eq!(r.poll_timeout(), None);
+    manual_start(&mut p, &mut r, &mut sink, t);
+    assert_eq!(r.poll_timeout(), Some(t + Duration::from_secs(5)));
+    p.tod.cmd.set_int(&mut p.ctl_imp, cmd::INTERRUPT).unwrap();
+    p.sync();
+    let t1 = t + Duration::from_secs(1);
+    r.poll(&mut p.dev_exp, &p.dev_imp, t1, &mut sink);
+    assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_secs(5)));
+    r.poll(&mut p.dev_exp, &p.dev_imp, t1, &mut sink);
+    assert_eq!(r.poll_timeout(), None);
+
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(vec![1; 10]);
+    assert_eq!(w.poll_timeout(), None);
+    w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+    assert_eq!(w.poll_timeout(), Some(t + Duration::from_secs(5)));
+    let mut cr = ControllerReader::new(p.frd.clone(), 3);
+    cr.poll(&p.ctl_exp, &mut p.ctl_imp, t1, &mut sink);
+    assert_eq!(cr.poll_timeout(), Some(t1 + Duration::from_secs(5)));
+    let dw = DeviceWriter::new(p.frd.clone());
+    assert_eq!(dw.poll_timeout(), None);
+}
+
+/// A source that hands out at most `chunk` bytes per read and is sometimes not ready.
+struct ChoppySource {
+    inner: VecSource,
+    chunk: usize,
+    pending_every: usize,
+    calls: usize,
+}
+
+impl super::ChunkSource for ChoppySource {
+    fn open(&mut self, select: i64) -> Result<(), u8> {
+        self.inner.open(select)
+    }
+    fn read(&mut self, buf: &mut [u8]) -> Result<super::SourceRead, u8> {
+        self.calls += 1;
+        if self.pending_every > 0 && self.calls.is_multiple_of(self.pending_every) {
+            return Ok(super::SourceRead::Pending);
+        }
+        let n = buf.len().min(self.chunk);
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_ring_and_chunking_delivers_the_file(
+        ring in 2usize..700,
+        len in 0usize..2500,
+        chunk in 1usize..900,
+        pending_every in proptest::sample::select(vec![0usize, 2, 3, 7]),
+        seed in proptest::prelude::any::<u8>(),
+    ) {
+        let file: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add(seed)).collect();
+        // Upload.
+        let (mut p, mut r, mut t) = device_pair(ring);
+        let mut w = ControllerWriter::new(p.tod.clone(), 1);
+        let mut src = ChoppySource { inner: VecSource::new(file.clone()), chunk, pending_every, calls: 0 };
+        let mut sink = VecSink::default();
+        let mut done = None;
+        for _ in 0..20_000 {
+            let prog = w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+            p.sync();
+            r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+            p.sync();
+            t += TICK;
+            if prog != Progress::Running {
+                done = Some(prog);
+                break;
+            }
+        }
+        proptest::prop_assert_eq!(done, Some(Progress::Completed { bytes: len as u64, crc: crc16(&file), device_err: Some(status::PENDING) }));
+        proptest::prop_assert_eq!(&sink.data, &file);
+        // Download of the same bytes through a ring of the same size.
+        let mut p = Pair::new(257, ring);
+        let mut dw = DeviceWriter::new(p.frd.clone());
+        dw.init(&mut p.dev_exp).unwrap();
+        p.sync();
+        let mut cr = ControllerReader::new(p.frd.clone(), 3);
+        let mut src = ChoppySource { inner: VecSource::new(file.clone()), chunk, pending_every, calls: 0 };
+        let mut sink = VecSink::default();
+        let mut done = None;
+        for _ in 0..20_000 {
+            let prog = cr.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut sink);
+            p.sync();
+            dw.poll(&mut p.dev_exp, &p.dev_imp, t, &mut src);
+            p.sync();
+            t += TICK;
+            if prog != Progress::Running {
+                done = Some(prog);
+                break;
+            }
+        }
+        proptest::prop_assert_eq!(done, Some(Progress::Completed { bytes: len as u64, crc: crc16(&file), device_err: Some(status::COMPLETED) }));
+        proptest::prop_assert_eq!(&sink.data, &file);
+    }
+}
+
+#[test]
+fn device_reader_local_abort() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    assert_eq!(r.abort(&mut p.dev_exp, status::FAILED, t, &mut sink), None);
+    manual_start(&mut p, &mut r, &mut sink, t);
+    put_ring(&mut p, 0, &[3; 10], 10);
+    p.sync();
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(
+        r.abort(&mut p.dev_exp, status::FAILED, t, &mut sink),
+        Some(DeviceEvent::Failed {
+            select: 1,
+            bytes: 10,
+            error: StreamError::Aborted
+        })
+    );
+    assert_eq!(sink.closed, [false]);
+    p.sync();
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, i64::from(status::FAILED));
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::INTERRUPT);
+    // The controller keeps RUNNING: released after 5 s, no re-open while it stays 1.
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t + Duration::from_secs(5),
+            &mut sink
+        ),
+        Some(DeviceEvent::Released)
+    );
+    assert_eq!(
+        r.poll(
+            &mut p.dev_exp,
+            &p.dev_imp,
+            t + Duration::from_secs(6),
+            &mut sink
+        ),
+        None
+    );
+    assert_eq!(sink.opened, [1]);
 }

@@ -105,7 +105,7 @@ pub enum SourceRead {
     Bytes(usize),
     /// No data right now; ask again later.
     Pending,
-    /// End of the data.
+    /// End of the data (and every later read returns `End` too).
     End,
 }
 
@@ -113,7 +113,8 @@ pub enum SourceRead {
 pub trait ChunkSource {
     /// A transfer for `select` starts (device side). `Err(code)` refuses it.
     fn open(&mut self, select: i64) -> Result<(), u8>;
-    /// Fills `buf` with the next bytes. `Err(code)` aborts the transfer.
+    /// Fills `buf` with the next bytes. `Err(code)` aborts the transfer. An empty `buf`
+    /// only asks whether the end is reached: answer `End` then, else `Bytes(0)` or `Pending`.
     fn read(&mut self, buf: &mut [u8]) -> Result<SourceRead, u8>;
 }
 
@@ -190,6 +191,28 @@ impl StreamSignals {
             state: find("state")?,
             tod,
         })
+    }
+
+    /// Checks that every signal lies inside its block (a peer's info may claim otherwise).
+    pub fn check_fits(&self, exp: &Mblk, imp: &Mblk) -> Result<(), StreamError> {
+        let (buf_blk, head_blk, tail_blk, cs_blk) = if self.tod {
+            (imp, imp, exp, imp)
+        } else {
+            (exp, exp, imp, exp)
+        };
+        let ok = self.cmd.fits(imp)
+            && self.select.fits(imp)
+            && self.err.fits(exp)
+            && self.state.fits(exp)
+            && self.buf.fits(buf_blk)
+            && self.head.fits(head_blk)
+            && self.tail.fits(tail_blk)
+            && self.cs.fits(cs_blk);
+        if ok {
+            Ok(())
+        } else {
+            Err(StreamError::Ring("stream signals do not fit the blocks"))
+        }
     }
 
     /// Ring size `N` (capacity `N − 1`).

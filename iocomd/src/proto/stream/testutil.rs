@@ -3,7 +3,7 @@
 
 use super::{ChunkSink, ChunkSource, Direction, SourceRead, StreamSignals};
 use crate::proto::info::{conf_exp_block, conf_imp_block};
-use crate::proto::mblk::{MBLK_DOWN, MBLK_UP, Mblk};
+use crate::proto::mblk::{DataFrame, MBLK_DOWN, MBLK_UP, Mblk};
 use crate::proto::pjson::Json;
 use crate::proto::signals::layout_from_json;
 
@@ -85,6 +85,8 @@ pub struct Pair {
     pub ctl_imp: Mblk,
     pub tod: StreamSignals,
     pub frd: StreamSignals,
+    /// Every frame sent, `true` when from the device.
+    pub log: Vec<(bool, DataFrame)>,
 }
 
 const DEV: u64 = 1;
@@ -113,21 +115,29 @@ impl Pair {
             ctl_imp,
             tod: StreamSignals::resolve(Direction::ToDevice, exp_l, imp_l).unwrap(),
             frd: StreamSignals::resolve(Direction::FromDevice, exp_l, imp_l).unwrap(),
+            log: Vec::new(),
         }
     }
 
     /// Sends every pending change both ways (device first, then controller).
     pub fn sync(&mut self) {
-        Self::pump(&mut self.dev_exp, DEV, &mut self.ctl_exp, CTL);
-        Self::pump(&mut self.ctl_imp, CTL, &mut self.dev_imp, DEV);
+        for f in Self::pump(&mut self.dev_exp, DEV, &mut self.ctl_exp, CTL) {
+            self.log.push((true, f));
+        }
+        for f in Self::pump(&mut self.ctl_imp, CTL, &mut self.dev_imp, DEV) {
+            self.log.push((false, f));
+        }
     }
 
-    fn pump(from: &mut Mblk, fc: u64, to: &mut Mblk, tc: u64) {
+    fn pump(from: &mut Mblk, fc: u64, to: &mut Mblk, tc: u64) -> Vec<DataFrame> {
         from.synchronize();
+        let mut sent = Vec::new();
         while let Some(f) = from.next_frame(fc, 1392) {
             to.apply_frame(tc, f.addr as usize, f.flags, &f.payload)
                 .unwrap();
+            sent.push(f);
         }
+        sent
     }
 
     /// The controller loses the device: its conf_exp has no sender any more.

@@ -1,0 +1,135 @@
+//! Unit tests of [`super`].
+
+use super::*;
+
+fn pair(size: usize) -> (Mblk, Mblk) {
+    let mut tx = Mblk::new("imp", 8, MBLK_DOWN, size);
+    let mut rx = Mblk::new("imp", 9, MBLK_DOWN, size);
+    tx.add_source(1, 9);
+    rx.add_target(2, 8);
+    (tx, rx)
+}
+
+fn pump(tx: &mut Mblk, rx: &mut Mblk, frame: usize) -> Vec<DataFrame> {
+    tx.synchronize();
+    let mut frames = Vec::new();
+    while let Some(f) = tx.next_frame(1, frame) {
+        rx.apply_frame(2, f.addr as usize, f.flags, &f.payload)
+            .unwrap();
+        frames.push(f);
+    }
+    frames
+}
+
+#[test]
+fn spec_2_8_worked_example() {
+    let (mut tx, mut rx) = pair(24);
+    let f = pump(&mut tx, &mut rx, 1392);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].addr, f[0].flags, f[0].payload.clone()),
+        (0, 0x12, vec![0, 24])
+    );
+    tx.write(0, &[3, 0xE8, 3]).unwrap();
+    tx.write(4, &[3, 0, 0, 0xC0, 0x3F]).unwrap();
+    tx.write(9, &[2, b'h', b'i', 0]).unwrap();
+    let f = pump(&mut tx, &mut rx, 1392);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].flags, 0x11);
+    assert_eq!(
+        f[0].payload,
+        [3, 0xE8, 3, 0, 3, 0, 0, 0xC0, 0x3F, 2, b'h', b'i']
+    );
+    tx.write(1, &[0xE9]).unwrap();
+    tx.write(11, b"o").unwrap();
+    let f = pump(&mut tx, &mut rx, 1392);
+    assert_eq!((f[0].addr, f[0].flags), (1, 0x13));
+    assert_eq!(f[0].payload, [1, 1, 9, 1, 6]);
+    assert_eq!(rx.data(), tx.data());
+}
+
+#[test]
+fn nothing_changed_sends_nothing() {
+    let (mut tx, mut rx) = pair(24);
+    pump(&mut tx, &mut rx, 1392);
+    tx.write(5, &[0]).unwrap();
+    assert!(pump(&mut tx, &mut rx, 1392).is_empty());
+}
+
+#[test]
+fn large_snapshot_is_split_and_committed_only_at_the_end() {
+    let (mut tx, mut rx) = pair(5000);
+    pump(&mut tx, &mut rx, 1392);
+    let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 253 + 1) as u8).collect();
+    tx.write(100, &data).unwrap();
+    tx.synchronize();
+    let mut n = 0;
+    while let Some(f) = tx.next_frame(1, 200) {
+        assert!(f.payload.len() + socket_header_len(f.mblk_id, f.addr) <= 200);
+        rx.apply_frame(2, f.addr as usize, f.flags, &f.payload)
+            .unwrap();
+        n += 1;
+        if f.flags & SYNC_COMPLETE == 0 {
+            assert!(
+                rx.data()[100..4100].iter().all(|b| *b == 0),
+                "no partial commit"
+            );
+        }
+    }
+    assert!(n > 20);
+    assert_eq!(rx.data(), tx.data());
+}
+
+#[test]
+fn out_of_range_frames_are_rejected_and_change_nothing() {
+    let (_, mut rx) = pair(24);
+    assert!(matches!(
+        rx.apply_frame(2, 25, 0x10, &[1]),
+        Err(MblkError::AddressBeyondBlock { addr: 25, .. })
+    ));
+    assert!(matches!(
+        rx.apply_frame(2, 20, 0x10, &[1, 2, 3, 4, 5]),
+        Err(MblkError::Payload { .. })
+    ));
+    assert!(matches!(
+        rx.apply_frame(2, 0, 0x12, &[0, 30]),
+        Err(MblkError::Payload { .. })
+    ));
+    assert_eq!(rx.data(), &[0; 24]);
+    assert_eq!(rx.apply_frame(2, 24, 0x10, &[]), Ok(None));
+    assert!(matches!(
+        rx.write(20, &[1; 5]),
+        Err(MblkError::WriteOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn static_block_is_sent_raw_once() {
+    let mut info = Mblk::new_static(
+        "info",
+        12,
+        MBLK_UP,
+        (0..=255u8).cycle().take(3000).collect(),
+    );
+    info.add_source(1, 40);
+    info.synchronize();
+    let mut got = Vec::new();
+    let mut last = 0;
+    while let Some(f) = info.next_frame(1, 1392) {
+        assert_eq!(f.flags & (COMPRESSED | DELTA_ENCODED), 0);
+        assert_eq!(f.addr as usize, got.len());
+        got.extend_from_slice(&f.payload);
+        last = f.flags;
+    }
+    assert_eq!(last, SYNC_COMPLETE);
+    assert_eq!(got, info.data());
+    info.synchronize();
+    assert!(info.next_frame(1, 1392).is_none());
+}
+
+#[test]
+fn frames_for_unbound_connections_are_ignored() {
+    let (_, mut rx) = pair(24);
+    assert_eq!(rx.apply_frame(7, 0, 0x10, &[1]), Ok(None));
+    assert_eq!(rx.data()[0], 0);
+}
