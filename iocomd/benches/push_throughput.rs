@@ -8,7 +8,7 @@
 //! SHA-256), fsynced and renamed, then ends with `helper-unavailable`.
 
 #[path = "../tests/daemon_support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod daemon_support;
 
 use daemon_support::{Ctl, Source, pseudo_random};

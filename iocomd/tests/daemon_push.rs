@@ -45,7 +45,8 @@ async fn a_signed_package_is_installed_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_transfer_is_a_crc_error_and_the_next_push_works() {
     let d = Daemon::start(|_| {}).await;
-    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let pkg = build_package(&d.env, "iocom-test-crc", "1.0", 64 << 10);
+    let bytes = std::fs::read(&pkg).unwrap();
     let mut c = Ctl::connect(d.addr, "gina", None).await;
     c.wait_ready().await;
     c.corrupt = true;
@@ -62,14 +63,14 @@ async fn a_corrupted_transfer_is_a_crc_error_and_the_next_push_works() {
         .await;
     assert_eq!(st.code, "crc-mismatch", "{st:?}");
     assert_eq!(st.result, DaemonCode::CrcMismatch.number());
-    assert_eq!(c.tod_err(), Some(tod_err::CHECKSUM_ERROR));
+    assert_eq!(c.wait_final_tod_err().await, Some(tod_err::CHECKSUM_ERROR));
     assert!(d.spool_files().is_empty());
-    assert_eq!(d.installed(SAMPLE), None);
+    assert_eq!(d.installed("iocom-test-crc"), None);
     c.disconnect();
 
     let (_, st, _) = push(d.addr, bytes).await;
     assert_eq!(st.code, "ok", "{st:?}");
-    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    assert_eq!(d.installed("iocom-test-crc").as_deref(), Some("1.0"));
     d.stop().await;
 }
 
@@ -227,7 +228,7 @@ async fn a_wrong_password_is_refused_counted_and_harmless() {
     assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
     let st = good.wait_status(|s| s.seq == 1).await;
     assert_eq!((st.code.as_str(), st.auth_fail), ("ok", 1), "{st:?}");
-    assert_eq!(good.tod_err(), Some(tod_err::COMPLETED));
+    assert_eq!(good.wait_final_tod_err().await, Some(tod_err::COMPLETED));
     assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
     d.stop().await;
 }

@@ -2,7 +2,7 @@
 //! published status; consumes network, helper and internal events from one channel.
 
 use super::helper::{HelperStatus, TxSummary, code_of_dbus_error, phase_state};
-use super::sink::{Note, NoSource, PushSink};
+use super::sink::{NoSource, Note, PushSink};
 use super::update::{Rejection, Update};
 use super::{CoreEvent, DaemonError};
 use crate::config::Settings;
@@ -16,9 +16,9 @@ use crate::proto::mblk::DataFrame;
 use crate::proto::node::DeviceId;
 use crate::proto::password::AuthRejection;
 use crate::proto::stream::device::DeviceEvent;
-use crate::proto::stream::{ChunkSink, ChunkSource, Direction, SourceRead, StreamError};
+use crate::proto::stream::{Direction, StreamError};
 use crate::proto::sysframe::{MblkInfo, SystemFrame};
-use crate::spool::{Spool, SpoolError, SpoolWriter};
+use crate::spool::{SpoolError, SpoolWriter};
 use crate::status::{DaemonCode, UpdState, UpdateStatus, status_block_def, tod_err, tod_err_for};
 use std::collections::HashMap;
 use std::net::SocketAddr;

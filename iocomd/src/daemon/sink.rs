@@ -102,4 +102,3 @@ impl ChunkSource for NoSource {
         Ok(SourceRead::End)
     }
 }
-

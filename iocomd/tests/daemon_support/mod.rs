@@ -489,6 +489,21 @@ impl Ctl {
         }
     }
 
+    /// Waits until `tod_err` is no longer 0 or 4 (pending); returns it.
+    pub async fn wait_final_tod_err(&mut self) -> Option<u8> {
+        let until = Instant::now() + WAIT;
+        while matches!(self.tod_err(), None | Some(0) | Some(4)) {
+            assert!(Instant::now() < until, "tod_err stays {:?}", self.tod_err());
+            assert!(
+                self.pump(Duration::from_millis(200)).await,
+                "closed: {:?}",
+                self.closed
+            );
+            self.transmit().await;
+        }
+        self.tod_err()
+    }
+
     /// Drops the connection.
     pub fn disconnect(&self) {
         self.stop.cancel();
@@ -519,8 +534,9 @@ pub async fn push(addr: SocketAddr, bytes: Vec<u8>) -> (Progress, UpdateStatus, 
     let st = c
         .wait_status(|s| s.seq != seq0 && s.state == iocomd::status::UpdState::Idle)
         .await;
-    // The final tod_err travels with the status.
-    let tod = c.tod_err();
+    // The final tod_err is published in the same flush as the status (conf_exp frames follow
+    // the exp frames).
+    let tod = c.wait_final_tod_err().await;
     c.disconnect();
     (p, st, tod)
 }
