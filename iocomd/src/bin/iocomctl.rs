@@ -510,6 +510,10 @@ fn main() -> ExitCode {
     let json_mode = match &cli.cmd {
         Cmd::Push { conn, .. } | Cmd::PushMany { conn, .. } | Cmd::Status { conn, .. } => conn.json,
     };
+    let device = match &cli.cmd {
+        Cmd::Push { device, .. } | Cmd::Status { device, .. } => device.clone(),
+        Cmd::PushMany { .. } => String::new(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -525,7 +529,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json_mode {
-                println!("{}", error_json("", &e));
+                println!("{}", error_json(&device, &e));
             } else {
                 eprintln!("iocomctl: {e}");
             }
