@@ -162,6 +162,8 @@ async fn usage_and_connection_errors() {
         (v["class"].as_str(), v["exit_code"].as_u64()),
         (Some("usage"), Some(2))
     );
+    assert_eq!(v["device"], "gina3");
+    assert_eq!(v["ok"], false);
     // Neither --connect nor --listen.
     let r = iocomctl(&["push", "gina3.cafenet", f], &[]).await;
     assert_eq!(r.code, 2);
