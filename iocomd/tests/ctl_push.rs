@@ -478,3 +478,47 @@ async fn status_in_listen_mode() {
     assert_eq!(r.seq, Some(5));
     assert!(dev.stop().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_failing_mid_transfer_is_class_6_and_a_drop_class_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = package(&dir, 200_000);
+    // The device's sink fails (writing file failed, 142): the stream is interrupted, and the
+    // device says why in tod_err only.
+    let dev = start(Spec {
+        sink_fail_after: Some((50_000, 142)),
+        ..Spec::new("gina", 3)
+    })
+    .await;
+    let opts = PushOptions::new(
+        connect_to("gina3.cafenet", dev.addr),
+        options(),
+        file.clone(),
+    );
+    let e = ctl::push(&opts, |_| {}).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            CtlError::Device {
+                class: FailureClass::Transfer,
+                report,
+                ..
+            } if report.tod_err == Some(142)
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.exit_code(), 6);
+    dev.stop().await;
+
+    // The device drops the connection in the middle of the transfer.
+    let dev = start(Spec {
+        drop_after: Some(50_000),
+        ..Spec::new("gina", 3)
+    })
+    .await;
+    let opts = PushOptions::new(connect_to("gina3.cafenet", dev.addr), options(), file);
+    let e = ctl::push(&opts, |_| {}).await.unwrap_err();
+    assert!(matches!(e, CtlError::Dropped { .. }), "{e:?}");
+    assert_eq!(e.exit_code(), 3);
+    dev.stop().await;
+}
