@@ -62,7 +62,17 @@ fn helper_cmd(w: &World, policy: &Path) -> Command {
 
 /// Starts the helper in its own process group, connected to us peer-to-peer.
 async fn start(w: &World, policy: &Path, via: Via) -> (Child, zbus::Connection) {
+    start_with(w, policy, via, &[]).await
+}
+
+async fn start_with(
+    w: &World,
+    policy: &Path,
+    via: Via,
+    extra: &[&str],
+) -> (Child, zbus::Connection) {
     let mut cmd = helper_cmd(w, policy);
+    cmd.args(extra);
     cmd.process_group(0);
     let (child, stream) = match via {
         Via::Fd => {
@@ -243,4 +253,25 @@ async fn killed_mid_postinst_is_rolled_back_when_configure_fails() {
             .unwrap()
             .success()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_helper_exits_by_itself() {
+    let w = World::new();
+    let signer = Signer::new(w.tmp.path());
+    let (mut child, conn) =
+        start_with(&w, &signer.policy, Via::Socket, &["--idle-exit", "1"]).await;
+    let proxy = InstallHelper1Proxy::new(&conn).await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&proxy.status().await.unwrap()).unwrap();
+    assert!(status["current"].is_null());
+    // The connection stays open; the helper leaves after one idle second.
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    assert!(
+        tokio::time::timeout(LONG, exit)
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    drop(proxy);
 }
