@@ -579,3 +579,82 @@ fn missing_file_is_io_error() {
     assert_eq!(err.code(), ErrorCode::IoError);
     assert!(err.to_string().contains("nope.deb"), "{err}");
 }
+
+mod robustness {
+    //! Mutated unsigned packages under a policy that does not require signatures reach the
+    //! decompressors and tar readers: they must never panic, only refuse.
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        debs: Vec<Vec<u8>>,
+        policy: Policy,
+        work: tempfile::TempDir,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static F: OnceLock<Fixture> = OnceLock::new();
+        F.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let debs = [Comp::Xz, Comp::Gzip, Comp::Zstd, Comp::None]
+                .into_iter()
+                .map(|c| {
+                    let d = app("1.0")
+                        .compression(c)
+                        .file("lib/systemd/system/iocom-app.service", b"[Service]\n")
+                        .build(dir.path());
+                    fs::read(d).unwrap()
+                })
+                .collect();
+            let pdir = dir.path().join("policy");
+            fs::create_dir_all(&pdir).unwrap();
+            let ppath = pdir.join("p.toml");
+            fs::write(
+                &ppath,
+                "allowed_packages = [\"iocom-*\"]\nrequire_signature = false\n",
+            )
+            .unwrap();
+            Fixture {
+                policy: Policy::load(&ppath).unwrap(),
+                _dir: dir,
+                debs,
+                work: tempfile::tempdir().unwrap(),
+            }
+        })
+    }
+
+    #[test]
+    fn unmutated_fixtures_verify() {
+        let f = fixture();
+        for (i, d) in f.debs.iter().enumerate() {
+            let p = f.work.path().join(format!("ok{i}.deb"));
+            fs::write(&p, d).unwrap();
+            let v = verify_package(&p, &f.policy, "amd64", None).unwrap();
+            assert_eq!(v.units, ["iocom-app.service"]);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn mutated_packages_never_panic(
+            which in 0usize..4,
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            let f = fixture();
+            let mut bytes = f.debs[which].clone();
+            for (i, b) in &flips {
+                let i = i.index(bytes.len());
+                bytes[i] = *b;
+            }
+            let p = f.work.path().join(format!("m{which}.deb"));
+            fs::write(&p, &bytes).unwrap();
+            if let Err(e) = verify_package(&p, &f.policy, "amd64", None) {
+                prop_assert!(e.code() != ErrorCode::IoError, "{}", e);
+            }
+        }
+    }
+}

@@ -76,22 +76,22 @@ impl Default for Limits {
     }
 }
 
-/// The result of a successful [`scan`].
+/// The result of a successful [`scan`]. It always has the three required members.
 #[derive(Debug, Clone)]
 pub struct DebArchive {
-    /// All members in archive order: `debian-binary`, control, data, extras.
-    pub members: Vec<Member>,
-    /// Contents of the control member (still compressed).
-    pub control: Vec<u8>,
-    /// Names and contents of the `_` members.
-    pub extras: Vec<(String, Vec<u8>)>,
-    /// SHA-256 of the whole file, lowercase hex.
-    pub sha256: String,
-    /// Length of the whole file.
-    pub len: u64,
+    members: Vec<Member>,
+    control: Vec<u8>,
+    extras: Vec<(String, Vec<u8>)>,
+    sha256: String,
+    len: u64,
 }
 
 impl DebArchive {
+    /// All members in archive order: `debian-binary`, control, data, then the `_` members.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
     /// The `control.tar*` member.
     pub fn control_member(&self) -> &Member {
         &self.members[1]
@@ -107,12 +107,32 @@ impl DebArchive {
         &self.members[..3]
     }
 
+    /// Contents of the control member (still compressed).
+    pub fn control(&self) -> &[u8] {
+        &self.control
+    }
+
     /// Contents of the `_` member called `name`.
     pub fn extra(&self, name: &str) -> Option<&[u8]> {
         self.extras
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, d)| d.as_slice())
+    }
+
+    /// SHA-256 of the whole file, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Length of the whole file in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: a valid archive has members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 }
 
@@ -470,19 +490,19 @@ mod tests {
     fn accepts_well_formed_archive() {
         let bytes = good();
         let a = scan(&bytes[..], &Limits::default()).unwrap();
-        assert_eq!(a.members.len(), 4);
+        assert_eq!(a.members().len(), 4);
         assert_eq!(a.data_member().name, "data.tar.gz");
         assert_eq!(a.data_member().kind, MemberKind::Data(Compression::Gzip));
         let d = a.data_member();
         assert_eq!(&bytes[d.offset as usize..][..d.size as usize], b"data!");
-        assert_eq!(a.control, b"ctl");
+        assert_eq!(a.control(), b"ctl");
         assert_eq!(a.extra("_gpgorigin"), Some(&b"sig"[..]));
-        assert_eq!(a.len, bytes.len() as u64);
+        assert_eq!(a.len(), bytes.len() as u64);
         let want: String = Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(a.sha256, want);
+        assert_eq!(a.sha256(), want);
     }
 
     #[test]
@@ -493,7 +513,7 @@ mod tests {
         assert_eq!(
             scan(&bytes[..after_data], &Limits::default())
                 .unwrap()
-                .members
+                .members()
                 .len(),
             3
         );

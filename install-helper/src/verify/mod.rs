@@ -16,6 +16,9 @@
 //! Memory stays bounded: the control member (≤ 16 MiB compressed, ≤ 64 MiB uncompressed) and
 //! `_` members (≤ 1 MiB each) are the only things held in memory.
 //!
+//! An installed version that is not a valid Debian version cannot be ordered: the package is
+//! refused as `not-newer` unless the policy allows both reinstall and downgrade.
+//!
 //! `path` must be the helper's own root-only copy: the file is opened three times and must not
 //! change in between.
 
@@ -227,6 +230,7 @@ pub fn verify_package(
         reason,
     };
 
+    let _span = tracing::info_span!("verify", path = %path.display()).entered();
     // 1. Structure and hash.
     let file = File::open(path).map_err(io_err)?;
     let archive = match ar::scan(
@@ -281,7 +285,7 @@ pub fn verify_package(
     let ar::MemberKind::Control(ccomp) = cm.kind else {
         return Err(bad_archive("internal: control member kind".into()));
     };
-    let text = control::extract_control(&cm.name, ccomp, &archive.control).map_err(content_err)?;
+    let text = control::extract_control(&cm.name, ccomp, archive.control()).map_err(content_err)?;
     let info = control::parse_paragraph(&text)
         .and_then(control::validate)
         .map_err(content_err)?;
@@ -337,14 +341,85 @@ pub fn verify_package(
         }
     }
 
+    tracing::info!(
+        package = %info.package,
+        version = %info.version,
+        sha256 = archive.sha256(),
+        signer = %signer,
+        units = ?units,
+        "package verified"
+    );
     Ok(VerifiedPackage {
         name: info.package,
         version: info.version.to_string(),
         architecture: info.architecture,
-        sha256: archive.sha256,
+        sha256: archive.sha256().to_owned(),
         signer,
         installed_size_kib: info.installed_size_kib,
         units,
         control: info.fields,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_types_can_move_to_worker_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Policy>();
+        send_sync::<VerifiedPackage>();
+        send_sync::<VerifyError>();
+    }
+
+    #[test]
+    fn every_error_maps_to_its_code() {
+        let p = PathBuf::from("/x.deb");
+        let cases = [
+            (
+                VerifyError::BadArchive {
+                    path: p.clone(),
+                    reason: "r".into(),
+                },
+                ErrorCode::BadArchive,
+            ),
+            (
+                VerifyError::BadControl {
+                    path: p.clone(),
+                    reason: "r".into(),
+                },
+                ErrorCode::BadControl,
+            ),
+            (
+                VerifyError::SignatureMissing { path: p.clone() },
+                ErrorCode::SignatureMissing,
+            ),
+            (
+                VerifyError::SignatureInvalid {
+                    path: p.clone(),
+                    reason: "r".into(),
+                },
+                ErrorCode::SignatureInvalid,
+            ),
+            (
+                VerifyError::UntrustedSigner {
+                    path: p.clone(),
+                    reason: "r".into(),
+                },
+                ErrorCode::UntrustedSigner,
+            ),
+            (
+                VerifyError::Io {
+                    path: p.clone(),
+                    source: io::Error::other("e"),
+                },
+                ErrorCode::IoError,
+            ),
+        ];
+        for (e, c) in cases {
+            assert_eq!(e.code(), c);
+            assert!(e.to_string().contains("/x.deb"), "{e}");
+        }
+    }
 }

@@ -248,6 +248,19 @@ pub struct Gpg {
     pub home: TempDir,
 }
 
+impl Drop for Gpg {
+    /// Stops the gpg-agent (and other daemons) gpg started for this home.
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "all"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Default for Gpg {
     fn default() -> Self {
         Gpg::new()
@@ -388,6 +401,52 @@ impl Gpg {
         run(self.cmd().arg("--import").arg(&p));
     }
 
+    /// Makes and imports a revocation of `key` with a reason: gpg's menu numbers, `"1"` key
+    /// compromised (hard), `"2"` superseded, `"3"` no longer used (soft); `extra` gpg options,
+    /// e.g. `--faked-system-time=EPOCH!` to date it.
+    pub fn revoke_with_reason(&self, key: &Key, menu: &str, extra: &[&str]) {
+        let out = self.home.path().join(format!("rev-{menu}.asc"));
+        let _ = fs::remove_file(&out);
+        let mut child = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args([
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--no-tty",
+            ])
+            .args([
+                "--command-fd",
+                "0",
+                "--status-fd",
+                "2",
+                "--armor",
+                "--output",
+            ])
+            .arg(&out)
+            .args(extra)
+            .args(["--gen-revoke", &key.fingerprint])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("y\n{menu}\ntest revocation\n\ny\n").as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "gen-revoke: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        run(self.cmd().arg("--import").arg(&out));
+    }
+
     /// Detached binary (or armored) signature of `data` by `key`, with extra gpg options.
     pub fn detach_sign(&self, key: &Key, data: &[u8], armored: bool, extra: &[&str]) -> Vec<u8> {
         let input = self.home.path().join("to-sign");
@@ -466,7 +525,12 @@ pub fn debsigs_sign(gpg: &Gpg, deb: &Path, key: &Key) {
 /// Signs `deb` in place the way debsigs should: a detached signature over the three member
 /// contents, appended as `_gpgorigin` (works for zstd; `armored` for an ASCII signature).
 pub fn sign_by_hand(gpg: &Gpg, deb: &Path, key: &Key, armored: bool) {
-    let sig = gpg.detach_sign(key, &signed_payload(deb), armored, &[]);
+    sign_by_hand_with(gpg, deb, key, armored, &[]);
+}
+
+/// [`sign_by_hand`] with extra gpg options (e.g. `--faked-system-time=EPOCH!`).
+pub fn sign_by_hand_with(gpg: &Gpg, deb: &Path, key: &Key, armored: bool, extra: &[&str]) {
+    let sig = gpg.detach_sign(key, &signed_payload(deb), armored, extra);
     append_ar_member(deb, "_gpgorigin", &sig);
 }
 
