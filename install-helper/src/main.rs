@@ -165,7 +165,8 @@ fn settings(cli: &Cli, host_arch: String) -> Settings {
 fn run_recovery(settings: &Settings, rt: tokio::runtime::Handle) -> anyhow::Result<()> {
     let mut real;
     let mut systemd: Option<&mut dyn Systemd> = None;
-    if settings.systemd == SystemdMode::SystemBus {
+    // systemd is only needed to finish a journaled transaction (restart + gate).
+    if settings.systemd == SystemdMode::SystemBus && settings.paths.journal().exists() {
         real = SystemdDbus::connect(rt).context("connecting to systemd")?;
         systemd = Some(&mut real);
     }
