@@ -289,14 +289,11 @@ impl MblkInfo {
         if self.flags > 0xFF {
             iflags |= info_flags::F_2BYTES;
         }
-        let has_dev = !self.device_name.is_empty();
+        // The device and network names travel together behind one flag; a network name with an
+        // empty device name is carried as an empty string (what the decoder accepts, too).
+        let has_dev = !self.device_name.is_empty() || !self.network_name.is_empty();
         if has_dev {
             iflags |= info_flags::HAS_DEVICE_NAME;
-        } else if !self.network_name.is_empty() {
-            // The wire cannot carry a network name without a device name.
-            return Err(SysFrameError::OutOfRange {
-                field: "network name without device name",
-            });
         }
         if !self.mblk_name.is_empty() {
             iflags |= info_flags::HAS_MBLK_NAME;
