@@ -581,6 +581,9 @@ impl Core {
         if let Update::Receiving { writer, .. } = &self.update {
             self.status.bytes = u32::try_from(writer.size()).unwrap_or(u32::MAX);
         }
+        // Stream signals (tod_err, tod_state) go out before the status that explains them, so
+        // a controller that sees a new `upd_seq` already has the final `tod_err`.
+        self.transmit_dirty();
         if self.published.as_ref() != Some(&self.status) {
             for p in self.peers.values_mut() {
                 if let Some(ep) = p.ep.as_mut() {
@@ -589,7 +592,12 @@ impl Core {
                 }
             }
             self.published = Some(self.status.clone());
+            self.transmit_dirty();
         }
+    }
+
+    /// Transmits the changes of every dirty connection (as much as its queue takes).
+    fn transmit_dirty(&mut self) {
         for (id, p) in self.peers.iter_mut() {
             if !p.dirty {
                 continue;

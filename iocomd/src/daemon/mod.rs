@@ -33,6 +33,11 @@ use tokio_util::sync::CancellationToken;
 /// How long shutdown waits for a running install to finish before leaving it to the helper.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The receive frame size we announce: the protocol's largest. A peer sends frames of the
+/// smaller of its own size and ours, so reference peers (1392) are unaffected, while our own
+/// controller moves 16 KiB per frame (12 times fewer frames, and a 44-frame window of 704 KiB).
+pub const DEVICE_FRAME_SIZE: u32 = crate::proto::frame::MAX_FRAME_SIZE;
+
 /// A bound listening socket, plain TCP or TLS.
 pub struct Listener {
     /// The socket (bind it to `127.0.0.1:0` in tests and read `local_addr` first).
@@ -97,6 +102,7 @@ fn identity(settings: &Settings) -> LocalIdentity {
 
 fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
     let mut cfg = ConnConfig::new(Role::Device, Side::Server, identity(settings));
+    cfg.frame_size = DEVICE_FRAME_SIZE;
     if tls {
         cfg.peer_auth = PeerAuth::Accounts(Accounts {
             accounts: settings

@@ -302,7 +302,8 @@ impl Ctl {
             unique_id: None,
             password,
         };
-        let cfg = ConnConfig::new(Role::Controller, Side::Client, identity);
+        let mut cfg = ConnConfig::new(Role::Controller, Side::Client, identity);
+        cfg.frame_size = iocomd::proto::frame::MAX_FRAME_SIZE;
         let (tx, events) = mpsc::channel(4096);
         let stop = CancellationToken::new();
         tokio::spawn(net::connect(
