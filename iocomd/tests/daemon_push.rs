@@ -233,6 +233,33 @@ async fn a_wrong_password_is_refused_counted_and_harmless() {
     d.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_reports_the_last_result_and_cleans_the_spool() {
+    let d = Daemon::start(|_| {}).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let (_, st, _) = push(d.addr, bytes).await;
+    assert_eq!(st.code, "ok", "{st:?}");
+    let stale = d.settings.spool.dir.join("1-0-push.partial");
+    let d = d
+        .restart(|s| {
+            std::fs::write(s.spool.dir.join("1-0-push.partial"), b"left by a crash").unwrap();
+        })
+        .await;
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    assert!(!stale.exists(), "stale partial file not removed");
+    let st = c.status().unwrap();
+    assert_eq!(st.state, UpdState::Idle);
+    assert_eq!(
+        (st.code.as_str(), st.result, st.seq),
+        ("ok", 0, 1),
+        "{st:?}"
+    );
+    assert_eq!((st.pkg.as_str(), st.inst_ver.as_str()), (SAMPLE, "1.0"));
+    c.disconnect();
+    d.stop().await;
+}
+
 struct NoSinkT;
 impl iocomd::proto::stream::ChunkSink for NoSinkT {
     fn open(&mut self, _: i64) -> Result<(), u8> {

@@ -72,7 +72,32 @@ impl Daemon {
     /// Starts a demo daemon, with a second, TLS listener when `tls` (certificate for
     /// `localhost`, self-signed).
     pub async fn start_with(tune: impl FnOnce(&mut Settings), tls: bool) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), tune, tls).await
+    }
+
+    /// Stops the daemon and starts a new one on the same state (helper state, dpkg root,
+    /// spool); `tune` runs on the new settings before it starts.
+    pub async fn restart(mut self, tune: impl FnOnce(&mut Settings)) -> Daemon {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = tokio::time::timeout(WAIT, c.wait()).await;
+        }
+        let tls = self.tls.is_some();
+        Self::start_in(self._dir, tune, tls).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut Settings),
+        tls: bool,
+    ) -> Daemon {
         let state = dir.path().join("state");
         let env = iocomd::demo::prepare(&state).unwrap();
         let mut settings = Settings::demo(&env.state_dir);
