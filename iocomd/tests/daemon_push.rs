@@ -274,3 +274,38 @@ impl iocomd::proto::stream::ChunkSink for NoSinkT {
 async fn second_transmit(c: &mut Ctl) {
     c.flush().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_connects_up_to_a_listening_iocomctl() {
+    use iocomd::config::ConnectEndpoint;
+    use iocomd::ctl::{ConnectOptions, PushOptions, Target, Transport};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start(|s| {
+        s.connect = vec![ConnectEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+            password_file: None,
+        }];
+    })
+    .await;
+    let target = Target {
+        device: "gina3.iocafenet".parse().unwrap(),
+        transport: Transport::Listen(([127, 0, 0, 1], port).into()),
+    };
+    let opts = PushOptions::new(
+        target,
+        ConnectOptions::default(),
+        d.env.sample_package.clone(),
+    );
+    let out = iocomd::ctl::push(&opts, |_| {}).await.unwrap();
+    assert_eq!(out.report.code.as_deref(), Some("ok"), "{out:?}");
+    assert_eq!(out.report.tod_err, Some(tod_err::COMPLETED));
+    assert_eq!(out.report.installed_version.as_deref(), Some("1.0"));
+    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    d.stop().await;
+}
