@@ -20,7 +20,32 @@ fn the_printed_push_command_installs_the_sample_package() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
+    // The service manager's notification socket, as systemd would pass it.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Read it all the time, as systemd does (a full datagram queue would block the sender).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut messages = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match notify.recv(&mut buf) {
+                    Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) if done.load(std::sync::atomic::Ordering::SeqCst) => break,
+                    Err(_) => {}
+                }
+            }
+            messages
+        })
+    };
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_iocomd"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
         .arg("--demo")
         .arg("--state-dir")
         .arg(&state)
@@ -101,4 +126,16 @@ fn the_printed_push_command_installs_the_sample_package() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(code.success(), "{code:?}");
+
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let messages = reader.join().unwrap();
+    let has = |what: &str| messages.iter().any(|m| m.contains(what));
+    assert!(has("READY=1"), "{messages:?}");
+    assert!(has("STATUS=receiving"), "{messages:?}");
+    assert!(
+        has("STATUS=idle; last push: ok iocom-demo-hello 1.0"),
+        "{messages:?}"
+    );
+    assert!(has("WATCHDOG=1"), "{messages:?}");
+    assert!(has("STOPPING=1"), "{messages:?}");
 }
