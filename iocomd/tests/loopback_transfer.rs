@@ -175,9 +175,12 @@ async fn a_byte_corrupted_on_the_wire_is_a_crc_error() {
     let proxy_addr = listener.local_addr().expect("proxy addr");
     let proxy = tokio::spawn(corrupting_proxy(listener, dev.addr, 300 * 1024));
 
-    let err = ctl::push(&PushOptions::new(target(proxy_addr), options(), file), |_| {})
-        .await
-        .expect_err("a corrupted transfer must not succeed");
+    let err = ctl::push(
+        &PushOptions::new(target(proxy_addr), options(), file),
+        |_| {},
+    )
+    .await
+    .expect_err("a corrupted transfer must not succeed");
     assert_eq!(err.exit_code(), 6, "transfer failure class: {err:?}");
     let text = format!("{err}");
     assert!(
@@ -185,6 +188,9 @@ async fn a_byte_corrupted_on_the_wire_is_a_crc_error() {
         "the error names the checksum failure: {text}"
     );
     let received = dev.stop().await;
-    assert!(received != data, "corrupted bytes were not accepted as the file");
+    assert!(
+        received != data,
+        "corrupted bytes were not accepted as the file"
+    );
     proxy.await.expect("proxy task");
 }

@@ -25,29 +25,49 @@ use tokio_util::sync::CancellationToken;
 /// Generous limit for anything a test waits for (loaded 2-core machine).
 pub const WAIT: Duration = Duration::from_secs(120);
 
-/// The install helper binary: `$IOCOMD_TEST_HELPER`, else the workspace's, built on demand.
+/// The install helper binary: `$IOCOMD_TEST_HELPER`, else the workspace's debug build, which
+/// must exist and be newer than the helper's sources (`cargo test --workspace`, as
+/// `scripts/test` runs it, builds it; so does `cargo build -p install-helper`).
 pub fn helper_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("IOCOMD_TEST_HELPER") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("iocom-install-helper");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "install-helper",
-                "--bin",
-                "iocom-install-helper",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the install helper failed");
-    }
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("iocom-install-helper");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build -p install-helper` (or `cargo test --workspace`)",
+                bin.display()
+            )
+        });
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../install-helper/src");
+    let newest = newest_mtime(&src);
+    assert!(
+        newest.is_none_or(|t| t <= built),
+        "{} is older than its sources: run `cargo build -p install-helper`",
+        bin.display()
+    );
     bin
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let t = if e.file_type().ok()?.is_dir() {
+            newest_mtime(&e.path())
+        } else {
+            e.metadata().ok()?.modified().ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// A running daemon.
