@@ -309,3 +309,27 @@ async fn the_daemon_connects_up_to_a_listening_iocomctl() {
     assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transfer_times_out_and_leaves_nothing_behind() {
+    let d = Daemon::start(|_| {}).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    let half = bytes.len() / 2;
+    let mut src = Source {
+        data: bytes.clone(),
+        pos: 0,
+        hold_at: Some(half),
+    };
+    assert_eq!(c.upload(&mut src, Some(half)).await, None);
+    // Keep the connection alive but send nothing more: the device gives up after 5 s.
+    let st = c.wait_status(|s| s.seq == 1).await;
+    assert_eq!(st.code, "interrupted", "{st:?}");
+    assert!(st.msg.contains("stalled"), "{st:?}");
+    assert_eq!(c.wait_final_tod_err().await, Some(tod_err::TIMEOUT));
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    assert_eq!(d.installed(SAMPLE), None);
+    c.disconnect();
+    d.stop().await;
+}
