@@ -333,3 +333,35 @@ async fn a_stalled_transfer_times_out_and_leaves_nothing_behind() {
     c.disconnect();
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_without_spool_space_is_refused_with_a_result() {
+    // A reserve no filesystem can keep free: the spool refuses at the start.
+    let d = Daemon::start(|s| s.spool.min_free_space = 1 << 60).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    c.ep.start_upload(1).unwrap();
+    let mut src = Source {
+        data: bytes,
+        pos: 0,
+        hold_at: None,
+    };
+    let until = std::time::Instant::now() + WAIT;
+    while c.status().is_none_or(|s| s.seq == 0) {
+        assert!(std::time::Instant::now() < until, "no result");
+        let _ =
+            c.ep.poll_transfer(std::time::Instant::now(), &mut src, &mut NoSinkT);
+        c.pump(std::time::Duration::from_millis(50)).await;
+        c.flush().await;
+    }
+    let st = c.status().unwrap();
+    assert_eq!((st.code.as_str(), st.result), ("no-space", 202), "{st:?}");
+    assert_eq!(
+        c.wait_final_tod_err().await,
+        Some(tod_err::WRITING_FILE_FAILED)
+    );
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    c.disconnect();
+    d.stop().await;
+}

@@ -477,6 +477,16 @@ impl Core {
                         span.in_scope(
                             || tracing::warn!(code = code.as_str(), %msg, "push refused"),
                         );
+                        // A refusal of the device's own making is a result. `busy` would hide
+                        // the running push's status, and `not-authorized` would let any
+                        // unauthenticated peer overwrite the last result: those show only in
+                        // the refused connection's tod_err.
+                        if matches!(
+                            code,
+                            DaemonCode::NoSpace | DaemonCode::SpoolError | DaemonCode::BadSelect
+                        ) {
+                            self.publish_result(Outcome::daemon(*code, msg.clone()), Some(id));
+                        }
                     }
                     return;
                 }
