@@ -124,7 +124,10 @@ impl Daemon {
         settings.listen.clear();
         tune(&mut settings);
         let uid = nix::unistd::getuid().as_raw().to_string();
+        // `{fd}` as in the configuration (the demo binary relies on the default instead).
         let args: Vec<String> = vec![
+            "--p2p-fd".into(),
+            "{fd}".into(),
             "--root".into(),
             env.dpkg_root.to_string_lossy().into(),
             "--state-dir".into(),
