@@ -90,6 +90,7 @@ pub(super) struct Core {
     push_span: tracing::Span,
     orphans: Vec<(String, TxSummary)>,
     device_cfg: DeviceConfig,
+    notifier: super::notify::StatusNotifier,
 }
 
 impl Core {
@@ -119,6 +120,7 @@ impl Core {
             push_span: tracing::Span::none(),
             orphans: Vec::new(),
             device_cfg,
+            notifier: super::notify::StatusNotifier::start(),
         })
     }
 
@@ -453,7 +455,7 @@ impl Core {
                     self.status.progress = 0;
                     self.status.bytes = 0;
                     self.status.msg = "receiving".into();
-                    let _ = crate::systemd::status(&self.narrate());
+                    self.notifier.status(self.narrate());
                 }
             }
             DeviceEvent::Completed { bytes, crc, .. } => {

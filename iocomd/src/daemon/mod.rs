@@ -14,6 +14,7 @@
 
 mod core;
 pub mod helper;
+mod notify;
 mod sink;
 pub mod update;
 
