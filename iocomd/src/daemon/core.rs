@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Frames buffered towards one connection before the core loop stops transmitting to it.
 const OUT_QUEUE: usize = 64;
+/// Connections served at once (each has its own blocks, about twice `tod_buf` in memory);
+/// more are closed at once.
+pub const MAX_PEERS: usize = 32;
 /// Events handled before the streams are polled and frames transmitted.
 const BATCH: usize = 256;
 
@@ -262,6 +265,13 @@ impl Core {
                 tokio::spawn(forward(handle, rx));
                 let span = tracing::info_span!("conn", conn = id, %peer, tls = secure);
                 span.in_scope(|| tracing::debug!("connected"));
+                if self.peers.len() >= MAX_PEERS {
+                    span.in_scope(|| {
+                        tracing::warn!(limit = MAX_PEERS, "too many connections; refusing this one")
+                    });
+                    let _ = out.try_send(Out::Close("too many connections".into()));
+                    return;
+                }
                 self.peers.insert(
                     id,
                     Peer {
