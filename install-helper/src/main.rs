@@ -110,7 +110,11 @@ fn init_logging() {
     match journald {
         Some(layer) => registry.with(layer).init(),
         None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init(),
     }
 }

@@ -90,7 +90,9 @@ pub fn build(
             }
         }
     }
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let sub = Registry::default().with(filter).with(fmt);
     let init = LogInit {
         backend: LogBackend::Stderr,
