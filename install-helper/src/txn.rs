@@ -26,24 +26,8 @@ use crate::receipt::{self, StepOutcome, TxResult};
 use crate::stage;
 use crate::units::{self, GateTiming, Systemd};
 
-/// The facts about a verified package the transaction needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// Package name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Architecture.
-    pub architecture: String,
-    /// SHA-256 of the helper's copy, hex.
-    pub sha256: String,
-    /// Signer (key fingerprint / user id).
-    pub signer: String,
-    /// `Installed-Size` in KiB.
-    pub installed_size_kib: Option<u64>,
-    /// Units to restart and gate.
-    pub units: Vec<String>,
-}
+/// The facts about a verified package the transaction needs: what verification found.
+pub use crate::verify::VerifiedPackage as Candidate;
 
 /// A refusal with its stable code.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::txn::{Candidate, Refusal, Verifier};
-use crate::verify::{Policy, PolicyError, VerifiedPackage, VerifyError, verify_package};
+use crate::verify::{Policy, PolicyError, VerifyError, verify_package};
 
 /// Verifies with a loaded policy for one host architecture.
 #[derive(Debug)]
@@ -45,20 +45,11 @@ impl Verifier for PolicyVerifier {
         installed: &dyn Fn(&str) -> Result<Option<String>, Refusal>,
     ) -> Result<Candidate, Refusal> {
         let first = verify_package(path, &self.policy, &self.host_arch, None).map_err(refusal)?;
-        let v: VerifiedPackage = match installed(&first.name)? {
-            None => first,
+        match installed(&first.name)? {
+            None => Ok(first),
             Some(iv) => {
-                verify_package(path, &self.policy, &self.host_arch, Some(&iv)).map_err(refusal)?
+                verify_package(path, &self.policy, &self.host_arch, Some(&iv)).map_err(refusal)
             }
-        };
-        Ok(Candidate {
-            name: v.name,
-            version: v.version,
-            architecture: v.architecture,
-            sha256: v.sha256,
-            signer: v.signer,
-            installed_size_kib: v.installed_size_kib,
-            units: v.units,
-        })
+        }
     }
 }

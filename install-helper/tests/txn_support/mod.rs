@@ -259,6 +259,7 @@ impl Verifier for FieldsVerifier {
             signer: "unverified (test)".into(),
             installed_size_kib: field("Installed-Size").and_then(|s| s.parse().ok()),
             units: vec!["app.service".into()],
+            control: Default::default(),
         })
     }
 }
