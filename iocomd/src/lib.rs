@@ -8,9 +8,12 @@
 //! - [`helper_client`]: the D-Bus client of the install helper (system bus or peer-to-peer).
 //! - [`config`] and [`paths`]: validated settings from TOML fragments; every system path.
 //! - [`systemd`] and [`logging`]: sd-notify contact; journald or stderr logging.
+//! - [`daemon`]: the core loop (connections, update state machine, helper) and `run`.
+//! - [`status`]: the update status signals published in the `exp` block.
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod helper_client;
 pub mod logging;
@@ -18,4 +21,5 @@ pub mod net;
 pub mod paths;
 pub mod proto;
 pub mod spool;
+pub mod status;
 pub mod systemd;

@@ -1,0 +1,184 @@
+//! The daemon: listeners, the core loop and the install helper, wired by channels.
+//!
+//! [`run`] starts one [`crate::net::listen`] task per [`Listener`] and a task forwarding the
+//! helper's signals; all of them send typed events to the core loop ([`core`]), which owns every
+//! connection's [`crate::proto::endpoint::DeviceEndpoint`], the update state machine
+//! ([`update::Update`]) and the published status. Each connection gets its own endpoint (its own
+//! copy of the conf blocks), so a second controller's stream can be refused without touching the
+//! running one; the status block is written into every endpoint.
+//!
+//! Authentication: TLS listeners require a password account from the configuration (wrong
+//! password or unknown user → the connection is refused, counted in `auth_fail` and logged
+//! without the password); plain TCP peers may read the status but push only when
+//! `allow_plain_tcp_push` is set (the demo on loopback).
+
+mod core;
+pub mod helper;
+pub mod update;
+
+use crate::config::{DeviceNumber, Settings};
+use crate::helper_client::HelperClient;
+use crate::net::NetEvent;
+use crate::proto::conn::{ConnConfig, LocalIdentity, PeerAuth, Role, Side};
+use crate::proto::password::{Account, Accounts};
+use crate::spool::{Spool, SpoolError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for a running install to finish before leaving it to the helper.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A bound listening socket, plain TCP or TLS.
+pub struct Listener {
+    /// The socket (bind it to `127.0.0.1:0` in tests and read `local_addr` first).
+    pub tcp: TcpListener,
+    /// TLS acceptor; `None` for plain TCP.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("tcp", &self.tcp.local_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The spool directory is unusable.
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+    /// The configuration cannot be used by the protocol core.
+    #[error("device configuration: {0}")]
+    Endpoint(#[from] crate::proto::endpoint::EndpointError),
+}
+
+/// An event for the core loop.
+#[derive(Debug)]
+pub(crate) enum CoreEvent {
+    /// From a listener; `secure` = TLS.
+    Net { secure: bool, event: NetEvent },
+    /// A helper signal.
+    Helper(crate::helper_client::HelperEvent),
+    /// The helper's signal stream ended (helper gone).
+    HelperGone,
+    /// Finishing the spool file ended.
+    Spooled {
+        push: u64,
+        result: Result<crate::spool::SpooledPackage, SpoolError>,
+    },
+    /// The `Install` call returned.
+    InstallCall {
+        push: u64,
+        result: Result<String, crate::helper_client::HelperError>,
+    },
+}
+
+fn identity(settings: &Settings) -> LocalIdentity {
+    LocalIdentity {
+        device_name: settings.device.name.clone(),
+        device_nr: match settings.device.number {
+            DeviceNumber::Fixed(n) => n,
+            DeviceNumber::Auto => crate::proto::auth::AUTO_DEVICE_NR,
+        },
+        network_name: settings.device.network.clone(),
+        unique_id: None,
+        password: String::new(),
+    }
+}
+
+fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
+    let mut cfg = ConnConfig::new(Role::Device, Side::Server, identity(settings));
+    if tls {
+        cfg.peer_auth = PeerAuth::Accounts(Accounts {
+            accounts: settings
+                .accounts
+                .iter()
+                .map(|a| Account {
+                    user: a.user.clone(),
+                    network: "*".into(),
+                    password_hash: a.password_hash.as_str().to_owned(),
+                    admin: false,
+                })
+                .collect(),
+        });
+    }
+    cfg
+}
+
+/// Runs the daemon until `shutdown` is cancelled: serves `listeners`, receives pushes into
+/// `settings.spool.dir` and hands them to `helper` (`None`: every push ends with
+/// `helper-unavailable`). Removes stale partial spool files first and publishes the helper's
+/// last result. On shutdown a running receive is dropped (partial file deleted) and a running
+/// install is awaited for at most [`DRAIN_TIMEOUT`].
+pub async fn run(
+    listeners: Vec<Listener>,
+    settings: Settings,
+    helper: Option<HelperClient>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&settings.spool.dir).map_err(|source| SpoolError::Io {
+        path: settings.spool.dir.clone(),
+        source,
+    })?;
+    let stale = Spool::remove_stale(&settings.spool.dir)?;
+    for p in &stale {
+        tracing::info!(path = %p.display(), "removed a stale partial spool file");
+    }
+    let (tx, rx) = mpsc::channel::<CoreEvent>(1024);
+    let net_stop = shutdown.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut aux = tokio::task::JoinSet::new();
+    for l in listeners {
+        let secure = l.tls.is_some();
+        let (ntx, mut nrx) = mpsc::channel::<NetEvent>(1024);
+        let cfg = conn_config(&settings, secure);
+        tasks.spawn(crate::net::listen(l.tcp, l.tls, cfg, ntx, net_stop.clone()));
+        let fwd = tx.clone();
+        tasks.spawn(async move {
+            while let Some(event) = nrx.recv().await {
+                if fwd.send(CoreEvent::Net { secure, event }).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let helper = helper.map(Arc::new);
+    if let Some(h) = &helper {
+        match h.events().await {
+            Ok(mut events) => {
+                let fwd = tx.clone();
+                aux.spawn(async move {
+                    use futures_util::StreamExt;
+                    while let Some(ev) = events.next().await {
+                        if fwd.send(CoreEvent::Helper(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = fwd.send(CoreEvent::HelperGone).await;
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to the helper's signals"),
+        }
+    }
+    let mut core = core::Core::new(settings, helper, tx)?;
+    core.load_helper_status().await;
+    let r = core.run(rx, shutdown.clone()).await;
+    net_stop.cancel();
+    aux.abort_all();
+    let drained = tokio::time::timeout(Duration::from_secs(6), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+    }
+    r
+}

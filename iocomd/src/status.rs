@@ -1,0 +1,476 @@
+//! The update status iocomd publishes in its `exp` block: signal names, types and sizes
+//! (the single definition used to build the block and its `info` entry), the phase and
+//! daemon-side result codes, and [`UpdateStatus`] to write (device) or read (controller)
+//! the whole set.
+//!
+//! Result codes: numbers below 200 are the install helper's `ErrorCode` numbers
+//! (`install-helper/src/error.rs`, e.g. 0 `ok`, 21 `signature-invalid`, 50 `dpkg-failed`);
+//! numbers from 200 are iocomd's own ([`DaemonCode`]). `upd_seq` grows by one at every final
+//! result so a controller tells a new result from the previous one.
+
+use crate::proto::endpoint::BlockDef;
+use crate::proto::info::{DeviceInfo, signal_block};
+use crate::proto::mblk::Mblk;
+use crate::proto::node::device_flags;
+use crate::proto::pjson::Json;
+use crate::proto::signals::{BlockLayout, STATE_CONNECTED, SignalError};
+
+/// Name of the block that carries the status signals.
+pub const STATUS_BLOCK: &str = "exp";
+/// Signal group name in the `info` JSON.
+pub const STATUS_GROUP: &str = "update";
+
+/// Phase of the current push ([`UpdState`] number), `uchar`.
+pub const UPD_STATE: &str = "upd_state";
+/// Percent of the current phase, `uchar`.
+pub const UPD_PROGRESS: &str = "upd_progress";
+/// Bytes received of the current push, `uint`.
+pub const UPD_BYTES: &str = "upd_bytes";
+/// Incremented at every final result, `uint`.
+pub const UPD_SEQ: &str = "upd_seq";
+/// Result number of the last push (helper `ErrorCode` or [`DaemonCode`]), `ushort`.
+pub const UPD_RESULT: &str = "upd_result";
+/// Result code string of the last push (`"ok"`, `"signature-invalid"`, `"crc-mismatch"`…).
+pub const UPD_CODE: &str = "upd_code";
+/// Human message of the last result or the current phase.
+pub const UPD_MSG: &str = "upd_msg";
+/// Package being / last installed.
+pub const UPD_PKG: &str = "upd_pkg";
+/// Version being / last installed.
+pub const UPD_VER: &str = "upd_ver";
+/// Installed version of `upd_pkg` after the last result (empty: not installed).
+pub const INST_VER: &str = "inst_ver";
+/// Connections refused for a wrong password or account since iocomd started, `uint`.
+pub const AUTH_FAIL: &str = "auth_fail";
+
+/// Capacity of `upd_code` in bytes.
+pub const CODE_LEN: usize = 32;
+/// Capacity of `upd_msg` in bytes.
+pub const MSG_LEN: usize = 160;
+/// Capacity of `upd_pkg`, `upd_ver` and `inst_ver` in bytes.
+pub const NAME_LEN: usize = 64;
+
+/// The status signals: `(name, type, array size)`; strings hold up to `array` bytes.
+pub const STATUS_SIGNALS: &[(&str, &str, usize)] = &[
+    (UPD_STATE, "uchar", 1),
+    (UPD_PROGRESS, "uchar", 1),
+    (UPD_BYTES, "uint", 1),
+    (UPD_SEQ, "uint", 1),
+    (UPD_RESULT, "ushort", 1),
+    (UPD_CODE, "str", CODE_LEN),
+    (UPD_MSG, "str", MSG_LEN),
+    (UPD_PKG, "str", NAME_LEN),
+    (UPD_VER, "str", NAME_LEN),
+    (INST_VER, "str", NAME_LEN),
+    (AUTH_FAIL, "uint", 1),
+];
+
+/// The `exp` block entry for the `info` JSON.
+pub fn status_block_json() -> Json {
+    signal_block(STATUS_BLOCK, "up", STATUS_GROUP, STATUS_SIGNALS)
+}
+
+/// The `exp` block definition for [`crate::proto::endpoint::DeviceConfig::blocks`].
+pub fn status_block_def() -> BlockDef {
+    BlockDef {
+        name: STATUS_BLOCK.to_owned(),
+        flags: device_flags::EXP,
+        json: Some(status_block_json()),
+        min_size: 0,
+    }
+}
+
+/// Phase of the update, the value of `upd_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum UpdState {
+    /// Nothing running.
+    #[default]
+    Idle = 0,
+    /// A package is arriving.
+    Receiving = 1,
+    /// The helper verifies the package.
+    Verifying = 2,
+    /// dpkg runs.
+    Installing = 3,
+    /// Units restarted, waiting for health.
+    HealthCheck = 4,
+    /// Reinstalling the previous version.
+    RollingBack = 5,
+}
+
+impl UpdState {
+    /// From the signal value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Idle,
+            1 => Self::Receiving,
+            2 => Self::Verifying,
+            3 => Self::Installing,
+            4 => Self::HealthCheck,
+            5 => Self::RollingBack,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name (`"idle"`, `"receiving"`, `"health-check"`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Receiving => "receiving",
+            Self::Verifying => "verifying",
+            Self::Installing => "installing",
+            Self::HealthCheck => "health-check",
+            Self::RollingBack => "rolling-back",
+        }
+    }
+}
+
+/// Result codes of iocomd itself (numbers ≥ 200; below 200 are the helper's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum DaemonCode {
+    /// The stream's CRC-16 did not match the data.
+    CrcMismatch = 200,
+    /// The package exceeds the configured size limit.
+    TooLarge = 201,
+    /// Not enough free space in the spool (reserve kept).
+    NoSpace = 202,
+    /// Another push is running; this one was refused.
+    Busy = 203,
+    /// The controller interrupted the stream, dropped the connection or stalled.
+    Interrupted = 204,
+    /// The peer is not authenticated for pushes (plain TCP not allowed, no account).
+    NotAuthorized = 205,
+    /// The install helper could not be reached or failed to answer.
+    HelperUnavailable = 206,
+    /// Writing the spool file failed.
+    SpoolError = 207,
+    /// The push used a stream select other than 1 (program).
+    BadSelect = 208,
+}
+
+impl DaemonCode {
+    /// Every daemon code.
+    pub const ALL: [DaemonCode; 9] = [
+        Self::CrcMismatch,
+        Self::TooLarge,
+        Self::NoSpace,
+        Self::Busy,
+        Self::Interrupted,
+        Self::NotAuthorized,
+        Self::HelperUnavailable,
+        Self::SpoolError,
+        Self::BadSelect,
+    ];
+
+    /// The number published in `upd_result`.
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+
+    /// The string published in `upd_code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CrcMismatch => "crc-mismatch",
+            Self::TooLarge => "too-large",
+            Self::NoSpace => "no-space",
+            Self::Busy => "busy",
+            Self::Interrupted => "interrupted",
+            Self::NotAuthorized => "not-authorized",
+            Self::HelperUnavailable => "helper-unavailable",
+            Self::SpoolError => "spool-error",
+            Self::BadSelect => "bad-select",
+        }
+    }
+
+    /// The code with this number.
+    pub fn from_number(n: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.number() == n)
+    }
+}
+
+/// `tod_err` codes (osal status numbers the reference controller understands).
+pub mod tod_err {
+    /// `OSAL_PENDING`: transfer over, result not yet known.
+    pub const PENDING: u8 = 4;
+    /// `OSAL_COMPLETED`: installed and healthy.
+    pub const COMPLETED: u8 = 6;
+    /// `OSAL_STATUS_TIMEOUT`: the stream stalled.
+    pub const TIMEOUT: u8 = 104;
+    /// `OSAL_STATUS_READING_FILE_FAILED`.
+    pub const READING_FILE_FAILED: u8 = 140;
+    /// `OSAL_STATUS_WRITING_FILE_FAILED`: spool write failed / no space.
+    pub const WRITING_FILE_FAILED: u8 = 142;
+    /// `OSAL_STATUS_PROGRAM_INSTALLATION_FAILED`.
+    pub const INSTALL_FAILED: u8 = 168;
+    /// `OSAL_STATUS_NO_ACCESS_RIGHT`.
+    pub const NO_ACCESS_RIGHT: u8 = 186;
+    /// `OSAL_STATUS_FAILED_TO_START_PROCESS` ("unable to start installer process").
+    pub const START_PROCESS_FAILED: u8 = 188;
+    /// `OSAL_STATUS_CHECKSUM_ERROR`.
+    pub const CHECKSUM_ERROR: u8 = 204;
+    /// Our own: package refused by verification (shown as "code = 210").
+    pub const REJECTED: u8 = 210;
+    /// Our own: package too large (shown as "code = 211").
+    pub const TOO_LARGE: u8 = 211;
+    /// Our own: device busy with another push ("code = 212").
+    pub const BUSY: u8 = 212;
+    /// Our own: interrupted by the controller ("code = 213").
+    pub const INTERRUPTED: u8 = 213;
+}
+
+/// The final `tod_err` for a result number (helper `ErrorCode` below 200, [`DaemonCode`]
+/// from 200). The table is documented in docs/architecture.md.
+pub fn tod_err_for(result: u16) -> u8 {
+    match result {
+        // ok
+        0 => tod_err::COMPLETED,
+        // not-authorized, signature-missing/-invalid, untrusted-signer, name-not-allowed
+        1 | 20 | 21 | 22 | 30 => tod_err::NO_ACCESS_RIGHT,
+        // busy, dpkg-locked
+        3 | 42 => tod_err::BUSY,
+        // bad-request, bad-archive, bad-control, wrong-architecture, not-newer, unmet-dependencies
+        2 | 10 | 11 | 31 | 32 | 40 => tod_err::REJECTED,
+        // no-space (helper)
+        41 => tod_err::WRITING_FILE_FAILED,
+        _ => match DaemonCode::from_number(result) {
+            Some(DaemonCode::CrcMismatch) => tod_err::CHECKSUM_ERROR,
+            Some(DaemonCode::TooLarge) => tod_err::TOO_LARGE,
+            Some(DaemonCode::NoSpace | DaemonCode::SpoolError) => tod_err::WRITING_FILE_FAILED,
+            Some(DaemonCode::Busy) => tod_err::BUSY,
+            Some(DaemonCode::Interrupted) => tod_err::INTERRUPTED,
+            Some(DaemonCode::NotAuthorized) => tod_err::NO_ACCESS_RIGHT,
+            Some(DaemonCode::HelperUnavailable) => tod_err::START_PROCESS_FAILED,
+            Some(DaemonCode::BadSelect) => tod_err::REJECTED,
+            // dpkg-failed, unhealthy-rolled-back, rollback-failed, io-error, internal, unknown
+            None => tod_err::INSTALL_FAILED,
+        },
+    }
+}
+
+/// The complete status as published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateStatus {
+    /// `upd_state`.
+    pub state: UpdState,
+    /// `upd_progress` (0–100).
+    pub progress: u8,
+    /// `upd_bytes`.
+    pub bytes: u32,
+    /// `upd_seq`.
+    pub seq: u32,
+    /// `upd_result`.
+    pub result: u16,
+    /// `upd_code`.
+    pub code: String,
+    /// `upd_msg`.
+    pub msg: String,
+    /// `upd_pkg`.
+    pub pkg: String,
+    /// `upd_ver`.
+    pub ver: String,
+    /// `inst_ver`.
+    pub inst_ver: String,
+    /// `auth_fail`.
+    pub auth_fail: u32,
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
+}
+
+fn sig<'a>(
+    layout: &'a BlockLayout,
+    name: &str,
+) -> Result<&'a crate::proto::signals::Signal, SignalError> {
+    layout.signal(name).ok_or_else(|| SignalError::Unsupported {
+        signal: name.to_owned(),
+        what: "not in the status block",
+    })
+}
+
+impl UpdateStatus {
+    /// Writes every signal into `block` (laid out by `layout`); unchanged bytes stay clean,
+    /// so only what changed is sent.
+    pub fn write(&self, layout: &BlockLayout, block: &mut Mblk) -> Result<(), SignalError> {
+        let ints: [(&str, i64); 6] = [
+            (UPD_STATE, self.state as i64),
+            (UPD_PROGRESS, i64::from(self.progress)),
+            (UPD_BYTES, i64::from(self.bytes)),
+            (UPD_SEQ, i64::from(self.seq)),
+            (UPD_RESULT, i64::from(self.result)),
+            (AUTH_FAIL, i64::from(self.auth_fail)),
+        ];
+        for (name, v) in ints {
+            sig(layout, name)?.set_int(block, v)?;
+        }
+        let strs: [(&str, &str); 5] = [
+            (UPD_CODE, &self.code),
+            (UPD_MSG, &self.msg),
+            (UPD_PKG, &self.pkg),
+            (UPD_VER, &self.ver),
+            (INST_VER, &self.inst_ver),
+        ];
+        for (name, v) in strs {
+            let s = sig(layout, name)?;
+            s.set_str(block, truncate(v, s.n))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the status from a device's `exp` block; `None` while the block is not connected
+    /// (its `upd_seq` state lacks `CONNECTED`) or the signals are missing.
+    pub fn read(layout: &BlockLayout, block: &Mblk) -> Option<Self> {
+        let int = |name: &str| sig(layout, name).ok()?.get_int(block).ok();
+        let (_, seq_state) = int(UPD_SEQ)?;
+        if seq_state & STATE_CONNECTED == 0 {
+            return None;
+        }
+        let num = |name: &str| int(name).map(|(v, _)| v);
+        let text = |name: &str| {
+            sig(layout, name)
+                .ok()
+                .and_then(|s| s.get_str(block).ok())
+                .map(|(s, _)| s)
+                .unwrap_or_default()
+        };
+        Some(Self {
+            state: UpdState::from_u8(u8::try_from(num(UPD_STATE)?).ok()?)?,
+            progress: u8::try_from(num(UPD_PROGRESS)?).ok()?,
+            bytes: u32::try_from(num(UPD_BYTES)?).ok()?,
+            seq: u32::try_from(num(UPD_SEQ)?).ok()?,
+            result: u16::try_from(num(UPD_RESULT)?).ok()?,
+            code: text(UPD_CODE),
+            msg: text(UPD_MSG),
+            pkg: text(UPD_PKG),
+            ver: text(UPD_VER),
+            inst_ver: text(INST_VER),
+            auth_fail: num(AUTH_FAIL)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// Reads the status using a device's decoded `info` (controller side).
+    pub fn read_with_info(info: &DeviceInfo, block: &Mblk) -> Option<Self> {
+        Self::read(info.block(STATUS_BLOCK)?, block)
+    }
+
+    /// The status as JSON (for `iocomctl --json` and logs).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": self.state.name(),
+            "progress": self.progress,
+            "bytes": self.bytes,
+            "seq": self.seq,
+            "result": self.result,
+            "code": self.code,
+            "message": self.msg,
+            "package": self.pkg,
+            "version": self.ver,
+            "installed_version": self.inst_ver,
+            "auth_failures": self.auth_fail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::signals::layout_from_json;
+
+    fn layout() -> BlockLayout {
+        let doc = Json::Object(vec![(
+            "mblk".to_owned(),
+            Json::Array(vec![status_block_json()]),
+        )]);
+        layout_from_json(&doc.to_value())
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap()
+    }
+
+    #[test]
+    fn status_round_trips_through_the_block() {
+        let l = layout();
+        assert_eq!(l.name, "exp");
+        let mut block = Mblk::new("exp", 8, device_flags::EXP, l.size);
+        block.add_target(1, 8);
+        let st = UpdateStatus {
+            state: UpdState::Installing,
+            progress: 42,
+            bytes: 123_456,
+            seq: 7,
+            result: DaemonCode::CrcMismatch.number(),
+            code: "crc-mismatch".into(),
+            msg: "x".repeat(300),
+            pkg: "iocom-demo-hello".into(),
+            ver: "1.0".into(),
+            inst_ver: "0.9".into(),
+            auth_fail: 3,
+        };
+        st.write(&l, &mut block).unwrap();
+        let mut back = UpdateStatus::read(&l, &block).unwrap();
+        assert_eq!(back.msg.len(), MSG_LEN);
+        back.msg = st.msg.clone();
+        assert_eq!(back, st);
+    }
+
+    #[test]
+    fn an_unwritten_block_reads_as_unknown() {
+        let l = layout();
+        let mut block = Mblk::new("exp", 8, device_flags::EXP, l.size);
+        block.add_target(1, 8);
+        assert_eq!(UpdateStatus::read(&l, &block), None);
+        // Written but no longer delivered by a connection: unknown again.
+        UpdateStatus::default().write(&l, &mut block).unwrap();
+        assert!(UpdateStatus::read(&l, &block).is_some());
+        block.remove_connection(1);
+        assert_eq!(UpdateStatus::read(&l, &block), None);
+    }
+
+    #[test]
+    fn tod_err_mapping_uses_the_reference_codes() {
+        assert_eq!(tod_err_for(0), 6);
+        assert_eq!(tod_err_for(50), 168);
+        assert_eq!(tod_err_for(60), 168);
+        assert_eq!(tod_err_for(61), 168);
+        assert_eq!(tod_err_for(21), 186);
+        assert_eq!(tod_err_for(DaemonCode::CrcMismatch.number()), 204);
+        assert_eq!(tod_err_for(DaemonCode::NotAuthorized.number()), 186);
+        assert_eq!(tod_err_for(DaemonCode::HelperUnavailable.number()), 188);
+        for c in DaemonCode::ALL {
+            let t = tod_err_for(c.number());
+            assert!(t != tod_err::COMPLETED && t != tod_err::PENDING && t != 0);
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("äää", 3), "ä");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+
+    #[test]
+    fn daemon_codes_are_distinct_and_above_the_helper_range() {
+        for c in DaemonCode::ALL {
+            assert!(c.number() >= 200);
+            assert_eq!(DaemonCode::from_number(c.number()), Some(c));
+        }
+        assert_eq!(DaemonCode::from_number(21), None);
+        for v in 0..=5 {
+            assert_eq!(UpdState::from_u8(v).unwrap() as u8, v);
+        }
+        assert_eq!(UpdState::from_u8(6), None);
+    }
+}
