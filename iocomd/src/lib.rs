@@ -7,12 +7,14 @@
 //! - [`spool`]: received packages streamed to disk with bounded memory.
 //! - [`helper_client`]: the D-Bus client of the install helper (system bus or peer-to-peer).
 //! - [`config`] and [`paths`]: validated settings from TOML fragments; every system path.
-//! - [`systemd`] and [`logging`]: sd-notify contact; journald or stderr logging.
 //! - [`daemon`]: the core loop (connections, update state machine, helper) and `run`.
 //! - [`status`]: the update status signals published in the `exp` block.
+//! - [`systemd`] and [`logging`]: sd-notify contact; journald or stderr logging.
+//! - [`ctl`]: the controller side used by `iocomctl` (push, status).
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
 
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod helper_client;

@@ -55,6 +55,7 @@ mod listen;
 pub mod tls;
 
 pub use connect::{Backoff, ConnectError, ConnectTarget, connect, connect_once};
+pub(crate) use driver::run_stream;
 pub use listen::{DRAIN_TIMEOUT, listen};
 
 use crate::proto::conn::{CloseReason, ConnEvent, QueueError};
@@ -69,7 +70,7 @@ pub type ConnId = u64;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-fn next_conn_id() -> ConnId {
+pub(crate) fn next_conn_id() -> ConnId {
     NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
 }
 

@@ -1,0 +1,404 @@
+//! Opening the IOCOM connections of a controller session: one TCP (or TLS) connection to a
+//! listening device, or a listener that hands each requested device its own connection once
+//! it has authenticated as that device.
+//!
+//! Each session receives the [`NetEvent`]s of its connection only, on its own channel; the
+//! connection tasks are the net driver's ([`crate::net`]).
+
+use super::{ConnectOptions, CtlError, DevicePath, TlsOptions, Transport};
+use crate::net::{ConnHandle, ConnId, NetEvent, next_conn_id, run_stream};
+use crate::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Events buffered per session (the connection task blocks when it is full).
+const EVENT_QUEUE: usize = 4096;
+/// Our user name when no credentials are given.
+pub(crate) const DEFAULT_USER: &str = "iocomctl";
+
+/// The connection configuration of a controller talking to `device`.
+pub(crate) fn conn_config(device_network: &str, opts: &ConnectOptions, side: Side) -> ConnConfig {
+    let (user, password) = match &opts.credentials {
+        Some(c) => (c.user.clone(), c.password.clone()),
+        None => (DEFAULT_USER.to_owned(), String::new()),
+    };
+    let identity = LocalIdentity {
+        device_name: user,
+        device_nr: 0,
+        network_name: device_network.to_owned(),
+        unique_id: None,
+        password,
+    };
+    let mut cfg = ConnConfig::new(Role::Controller, side, identity);
+    cfg.secure = opts.tls.is_some();
+    cfg.handshake_timeout = opts.timeouts.connect;
+    cfg
+}
+
+fn tls_err(path: &Path, e: impl std::fmt::Display) -> CtlError {
+    CtlError::TlsConfig(format!("{}: {e}", path.display()))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CtlError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_err(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(path, e))?;
+    if certs.is_empty() {
+        return Err(tls_err(path, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CtlError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_err(path, e))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS connector verifying the device against `tls.ca`, with the optional client identity.
+pub(crate) fn connector(tls: &TlsOptions) -> Result<TlsConnector, CtlError> {
+    let ca = tls.ca.as_deref().ok_or_else(|| {
+        CtlError::Usage("--tls needs --ca FILE to verify the device certificate".into())
+    })?;
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca)? {
+        roots.add(c).map_err(|e| tls_err(ca, e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(ca, e))?
+        .with_root_certificates(roots);
+    let cfg = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| tls_err(key, e))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(CtlError::Usage("--cert and --key go together".into())),
+    };
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// A TLS acceptor for listen mode (our certificate and key are required).
+pub(crate) fn acceptor(tls: &TlsOptions) -> Result<TlsAcceptor, CtlError> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Err(CtlError::Usage(
+            "--listen with --tls needs --cert and --key (our server identity)".into(),
+        ));
+    };
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(cert, e))?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| tls_err(key, e))?;
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// The connections of one or more sessions; dropping it does not stop them, [`Links::close`]
+/// does.
+#[derive(Debug)]
+pub(crate) struct Links {
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Links {
+    /// Stops every connection and listener and waits for their tasks (bounded).
+    pub(crate) async fn close(mut self) {
+        self.shutdown.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// Opens one connection per target with [`Transport::Connect`] and one listener per distinct
+/// listen address; returns the event channel of every target in order. A connect failure
+/// fails the whole call only when `fail_fast`; otherwise that target's channel carries the error.
+pub(crate) async fn open(
+    targets: &[(DevicePath, Transport)],
+    opts: &ConnectOptions,
+) -> (Links, Vec<Result<mpsc::Receiver<NetEvent>, CtlError>>) {
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut out: Vec<Option<Result<mpsc::Receiver<NetEvent>, CtlError>>> =
+        targets.iter().map(|_| None).collect();
+    // Connect targets, concurrently.
+    let mut connecting = JoinSet::new();
+    for (i, (device, transport)) in targets.iter().enumerate() {
+        if let Transport::Connect(addr) = transport {
+            let (device, addr, opts) = (device.clone(), addr.clone(), opts.clone());
+            connecting.spawn(async move { (i, connect(&device, &addr, &opts).await) });
+        }
+    }
+    while let Some(r) = connecting.join_next().await {
+        match r {
+            Ok((i, Ok(conn))) => {
+                let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+                let token = shutdown.clone();
+                let span = tracing::info_span!("iocom", conn = conn.id, peer = %conn.peer);
+                tasks.spawn(conn.run(tx, token).instrument(span));
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(Ok(rx));
+                }
+            }
+            Ok((i, Err(e))) => {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(Err(e));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "connect task failed"),
+        }
+    }
+    // Listen targets, grouped by address.
+    let mut by_addr: HashMap<SocketAddr, Vec<usize>> = HashMap::new();
+    for (i, (_, transport)) in targets.iter().enumerate() {
+        if let Transport::Listen(a) = transport {
+            by_addr.entry(*a).or_default().push(i);
+        }
+    }
+    for (addr, idx) in by_addr {
+        match start_listener(addr, &idx, targets, opts, &shutdown, &mut tasks).await {
+            Ok(rxs) => {
+                for (i, rx) in idx.iter().zip(rxs) {
+                    if let Some(slot) = out.get_mut(*i) {
+                        *slot = Some(Ok(rx));
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for i in idx {
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = Some(Err(CtlError::Listen {
+                            addr,
+                            source: std::io::Error::other(msg.clone()),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    let out = out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(CtlError::Internal("target not opened".into()))))
+        .collect();
+    (Links { shutdown, tasks }, out)
+}
+
+/// An open byte stream, ready to run the IOCOM connection.
+struct Opened {
+    id: ConnId,
+    peer: SocketAddr,
+    stream: Stream,
+    cfg: ConnConfig,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Opened {
+    async fn run(self, tx: mpsc::Sender<NetEvent>, shutdown: CancellationToken) {
+        match self.stream {
+            Stream::Plain(s) => {
+                run_stream(self.id, self.peer, s, self.cfg, &tx, &shutdown).await;
+            }
+            Stream::Tls(s) => {
+                run_stream(self.id, self.peer, *s, self.cfg, &tx, &shutdown).await;
+            }
+        }
+    }
+}
+
+/// TCP connect and TLS handshake, once, within the connect timeout.
+async fn connect(
+    device: &DevicePath,
+    addr: &str,
+    opts: &ConnectOptions,
+) -> Result<Opened, CtlError> {
+    let fail = |reason: String| CtlError::Connect {
+        device: device.to_string(),
+        addr: addr.to_owned(),
+        reason,
+    };
+    let tls = match &opts.tls {
+        Some(t) => {
+            let name = t
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_of(addr).to_owned());
+            let name = ServerName::try_from(name.clone())
+                .map_err(|_| CtlError::Usage(format!("invalid TLS server name {name:?}")))?;
+            Some((connector(t)?, name))
+        }
+        None => None,
+    };
+    let limit = opts.timeouts.connect;
+    let tcp = tokio::time::timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail(format!("no answer within {limit:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().map_err(|e| fail(e.to_string()))?;
+    let cfg = conn_config(&device.network, opts, Side::Client);
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some((connector, name)) => {
+            let s = tokio::time::timeout(limit, connector.connect(name, tcp))
+                .await
+                .map_err(|_| fail(format!("TLS handshake not finished within {limit:?}")))?
+                .map_err(|e| fail(format!("TLS handshake: {e}")))?;
+            Stream::Tls(Box::new(s))
+        }
+    };
+    Ok(Opened {
+        id: next_conn_id(),
+        peer,
+        stream,
+        cfg,
+    })
+}
+
+/// Binds `addr`, runs the net listener and a dispatcher that routes each connection to the
+/// target it authenticates as.
+async fn start_listener(
+    addr: SocketAddr,
+    idx: &[usize],
+    targets: &[(DevicePath, Transport)],
+    opts: &ConnectOptions,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<mpsc::Receiver<NetEvent>>, CtlError> {
+    let acceptor = match &opts.tls {
+        Some(t) => Some(acceptor(t)?),
+        None => None,
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CtlError::Listen { addr, source })?;
+    let devices: Vec<DevicePath> = idx
+        .iter()
+        .filter_map(|i| targets.get(*i).map(|t| t.0.clone()))
+        .collect();
+    // One network for all: adopt the device's when they differ.
+    let network = match devices.first() {
+        Some(d) if devices.iter().all(|x| x.network == d.network) => d.network.clone(),
+        _ => "*".to_owned(),
+    };
+    let cfg = conn_config(&network, opts, Side::Server);
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    tasks.spawn(crate::net::listen(
+        listener,
+        acceptor,
+        cfg,
+        tx,
+        shutdown.clone(),
+    ));
+    let mut outs = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in &devices {
+        let (t, r) = mpsc::channel(EVENT_QUEUE);
+        outs.push(t);
+        rxs.push(r);
+    }
+    tasks.spawn(dispatch(rx, devices, outs, shutdown.clone()));
+    Ok(rxs)
+}
+
+/// Routes the listener's connections: each requested device gets the first connection that
+/// authenticates as it; every other connection is closed.
+async fn dispatch(
+    mut rx: mpsc::Receiver<NetEvent>,
+    devices: Vec<DevicePath>,
+    outs: Vec<mpsc::Sender<NetEvent>>,
+    shutdown: CancellationToken,
+) {
+    let mut pending: HashMap<ConnId, (SocketAddr, ConnHandle)> = HashMap::new();
+    let mut routed: HashMap<ConnId, usize> = HashMap::new();
+    let mut taken = vec![false; devices.len()];
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+        };
+        match ev {
+            NetEvent::Connected { id, peer, handle } => {
+                pending.insert(id, (peer, handle));
+            }
+            NetEvent::Conn { id, event } if pending.contains_key(&id) => {
+                let ConnEvent::Authenticated { peer, .. } = &event else {
+                    continue;
+                };
+                let Some((addr, handle)) = pending.remove(&id) else {
+                    continue;
+                };
+                let found = devices.iter().enumerate().position(|(i, d)| {
+                    !taken.get(i).copied().unwrap_or(true)
+                        && d.name == peer.user_name
+                        && d.nr == peer.device_nr
+                        && (d.network == peer.network_name
+                            || crate::proto::auth::is_auto_network(&peer.network_name))
+                });
+                let Some(i) = found else {
+                    tracing::info!(peer = %peer.account_name(), "not a requested device: closing");
+                    let _ = handle.close("not a requested device").await;
+                    continue;
+                };
+                if let Some(t) = taken.get_mut(i) {
+                    *t = true;
+                }
+                routed.insert(id, i);
+                let Some(out) = outs.get(i) else { continue };
+                let connected = NetEvent::Connected {
+                    id,
+                    peer: addr,
+                    handle,
+                };
+                let _ = out.send(connected).await;
+                let _ = out.send(NetEvent::Conn { id, event }).await;
+            }
+            NetEvent::Conn { id, event } => {
+                if let Some(out) = routed.get(&id).and_then(|i| outs.get(*i)) {
+                    let _ = out.send(NetEvent::Conn { id, event }).await;
+                }
+            }
+            NetEvent::QueueFailed { id, error } => {
+                if let Some(out) = routed.get(&id).and_then(|i| outs.get(*i)) {
+                    let _ = out.send(NetEvent::QueueFailed { id, error }).await;
+                }
+            }
+            NetEvent::Closed { id, reason } => {
+                pending.remove(&id);
+                if let Some(out) = routed.remove(&id).and_then(|i| outs.get(i)) {
+                    let _ = out.send(NetEvent::Closed { id, reason }).await;
+                }
+            }
+        }
+    }
+}
