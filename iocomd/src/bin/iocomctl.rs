@@ -30,7 +30,7 @@ push-many exits with the worst (largest) status of its devices.";
 
 /// Push software packages to IOCOM devices and show their update status.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = EXIT_TABLE)]
+#[command(name = "iocomctl", version, after_help = EXIT_TABLE)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
