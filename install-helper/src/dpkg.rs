@@ -5,7 +5,8 @@
 //! `DEBIAN_FRONTEND=noninteractive`, `HOME=/root` and (while the helper holds the frontend lock)
 //! `DPKG_FRONTEND_LOCKED=1`; stdin from `/dev/null`; stdout and stderr captured; a time limit.
 //! dpkg always gets `--log=<Paths::dpkg_log>`, and `--root=<root>` for an isolated root.
-//! Installs use `--force-confdef --force-confold --status-fd 1`, never `--force-all`.
+//! Installs use `--force-confdef --force-confold --status-fd` (status lines read from a pipe),
+//! never `--force-all`.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};
@@ -16,6 +17,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::paths::Paths;
+
+/// dpkg runs under this `sh -c` wrapper: its status fd 3 is our stdout pipe and its own stdout
+/// goes to stderr. (`--status-fd 1` would not do: dpkg marks the status fd close-on-exec, so
+/// maintainer scripts would run with stdout closed and fail on their first `echo`; a
+/// `--status-logger` runs with stdout closed.)
+const STATUS_WRAPPER: &str = "exec 3>&1 1>&2; exec dpkg --status-fd 3 \"$@\"";
 
 /// `PATH` given to every child.
 pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -129,42 +136,23 @@ impl Dpkg {
     /// `dpkg --install` of one package file.
     pub fn install(&self, deb: &Path, on_line: &mut dyn FnMut(&str)) -> Result<Output, RunError> {
         let mut a = self.dpkg_args();
-        a.extend(
-            [
-                "--force-confdef",
-                "--force-confold",
-                "--status-fd",
-                "1",
-                "--install",
-            ]
-            .map(String::from),
-        );
+        a.extend(["--force-confdef", "--force-confold", "--install"].map(String::from));
         a.push(deb.display().to_string());
-        self.run("dpkg", &a, on_line)
+        self.run_with_status(&a, on_line)
     }
 
     /// `dpkg --purge` of a package.
     pub fn purge(&self, package: &str) -> Result<Output, RunError> {
         let mut a = self.dpkg_args();
-        a.extend(["--status-fd", "1", "--purge", package].map(String::from));
-        self.run("dpkg", &a, &mut |_| {})
+        a.extend(["--purge", package].map(String::from));
+        self.run_with_status(&a, &mut |_| {})
     }
 
     /// `dpkg --configure -a` (repair an interrupted run).
     pub fn configure_pending(&self) -> Result<Output, RunError> {
         let mut a = self.dpkg_args();
-        a.extend(
-            [
-                "--force-confdef",
-                "--force-confold",
-                "--status-fd",
-                "1",
-                "--configure",
-                "-a",
-            ]
-            .map(String::from),
-        );
-        self.run("dpkg", &a, &mut |_| {})
+        a.extend(["--force-confdef", "--force-confold", "--configure", "-a"].map(String::from));
+        self.run_with_status(&a, &mut |_| {})
     }
 
     /// `dpkg --audit`: `Ok(None)` when clean, else its report.
@@ -254,6 +242,24 @@ impl Dpkg {
         let d = Dpkg::new(&Paths::production(), timeout);
         let out = d.run("dpkg", &["--print-architecture".to_string()], &mut |_| {})?;
         Ok(out.stdout.trim().to_string())
+    }
+
+    /// Runs dpkg with `args` plus `--status-fd` on our stdout (`on_line` sees status lines);
+    /// dpkg's and the maintainer scripts' own output is captured as stderr.
+    fn run_with_status(
+        &self,
+        args: &[String],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Output, RunError> {
+        let mut a = vec![
+            "-c".to_string(),
+            STATUS_WRAPPER.to_string(),
+            "dpkg".to_string(),
+        ];
+        a.extend(args.iter().cloned());
+        let mut out = self.run("sh", &a, on_line)?;
+        out.command = format!("dpkg --status-fd 3 {}", args.join(" "));
+        Ok(out)
     }
 
     fn run(
@@ -390,7 +396,7 @@ impl PackageState {
     }
 }
 
-/// Extracts a progress message from a dpkg `--status-fd` line (`processing: unpack: pkg`,
+/// Extracts a progress message from a dpkg status line (`processing: unpack: pkg`,
 /// `status: pkg: half-installed`), or `None` for ordinary output.
 pub fn status_line(line: &str) -> Option<&str> {
     (line.starts_with("processing: ") || line.starts_with("status: ")).then_some(line)

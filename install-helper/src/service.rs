@@ -90,6 +90,15 @@ impl InstallHelper {
         }
     }
 
+    /// True while a transaction runs.
+    pub fn busy(&self) -> bool {
+        self.shared
+            .current
+            .lock()
+            .map(|c| c.is_some())
+            .unwrap_or(true)
+    }
+
     async fn authorize(
         &self,
         hdr: &Header<'_>,

@@ -2,6 +2,7 @@
 //! refusal before dpkg (root unchanged), dpkg failure with purge, rollback, rollback failure,
 //! unhealthy rollback with a scripted systemd.
 
+mod common;
 mod txn_support;
 
 use std::path::Path;

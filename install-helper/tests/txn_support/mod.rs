@@ -296,3 +296,67 @@ impl World {
         settings(&self.root, &self.state)
     }
 }
+
+/// A signing key trusted by a policy file: packages signed with [`Signer::sign`] pass the real
+/// verification (`verify::verify_package`).
+pub struct Signer {
+    pub gpg: crate::common::Gpg,
+    pub key: crate::common::Key,
+    pub policy: PathBuf,
+}
+
+impl Signer {
+    /// A new ed25519 key, trusted by `dir/policy.toml` (packages `iocom-*`, signature required).
+    pub fn new(dir: &Path) -> Self {
+        let gpg = crate::common::Gpg::new();
+        let key = gpg.gen_key(
+            "iocom test origin <origin@example.invalid>",
+            crate::common::KeyAlgo::Ed25519,
+        );
+        let keys = dir.join("trusted-keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        gpg.write_key(&key, &keys, false);
+        let policy = dir.join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "allowed_packages = [\"iocom-*\"]\nrequire_signature = true\ntrusted_keys_dir = \"{}\"\n",
+                keys.display()
+            ),
+        )
+        .unwrap();
+        Signer { gpg, key, policy }
+    }
+
+    /// Signs `deb` in place with `debsigs --sign=origin`.
+    pub fn sign(&self, deb: &Path) -> PathBuf {
+        crate::common::debsigs_sign(&self.gpg, deb, &self.key);
+        deb.to_path_buf()
+    }
+
+    /// The real verifier for this policy.
+    pub fn verifier(&self) -> install_helper::verifier::PolicyVerifier {
+        install_helper::verifier::PolicyVerifier::load(&self.policy, "amd64").unwrap()
+    }
+}
+
+/// Makes `path` and its ancestors up to `/tmp` traversable (and files readable) by other uids,
+/// for tests that act as another user.
+pub fn open_up(path: &Path) {
+    let mut p = Some(path);
+    while let Some(cur) = p {
+        if cur == Path::new("/tmp") || cur == Path::new("/") {
+            break;
+        }
+        let meta = std::fs::metadata(cur).unwrap();
+        let mode = meta.permissions().mode();
+        let add = if meta.is_dir() { 0o711 } else { 0o644 };
+        std::fs::set_permissions(cur, std::fs::Permissions::from_mode(mode | add)).unwrap();
+        p = cur.parent();
+    }
+}
+
+/// Creates a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+}
