@@ -162,6 +162,8 @@ async fn usage_and_connection_errors() {
         (v["class"].as_str(), v["exit_code"].as_u64()),
         (Some("usage"), Some(2))
     );
+    assert_eq!(v["device"], "gina3");
+    assert_eq!(v["ok"], false);
     // Neither --connect nor --listen.
     let r = iocomctl(&["push", "gina3.cafenet", f], &[]).await;
     assert_eq!(r.code, 2);
@@ -180,6 +182,41 @@ async fn usage_and_connection_errors() {
     .await;
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--ca"), "{}", r.stderr);
+    // Listening with TLS needs our certificate and key.
+    let r = iocomctl(
+        &[
+            "push",
+            "--tls",
+            "--listen",
+            "127.0.0.1:0",
+            "gina3.cafenet",
+            f,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--cert and --key"), "{}", r.stderr);
+    // --password works but warns that it shows in ps (here the connection then fails).
+    let r = iocomctl(
+        &[
+            "push",
+            "--password",
+            "pw",
+            "--connect",
+            "127.0.0.1:1",
+            "gina3.cafenet",
+            f,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("visible to other users in ps"),
+        "{}",
+        r.stderr
+    );
     // Nothing listening.
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

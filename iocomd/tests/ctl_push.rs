@@ -344,10 +344,17 @@ async fn push_many_runs_devices_concurrently_with_a_summary() {
     let targets = [
         connect_to("gina3.cafenet", good.addr),
         connect_to("gina4.cafenet", bad.addr),
+        connect_to("gina5.cafenet", free_addr()),
     ];
-    let mut seen = [0usize; 2];
+    let mut seen = [0usize; 3];
     let results = ctl::push_many(&targets, &options(), &file, |i, _| seen[i] += 1).await;
-    assert_eq!(results.len(), 2);
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(results[2].result, Err(CtlError::Connect { .. })),
+        "{:?}",
+        results[2].result
+    );
+    assert_eq!(results[2].exit_code(), 3);
     assert_eq!(results[0].device.to_string(), "gina3.cafenet");
     assert!(results[0].result.is_ok(), "{:?}", results[0].result);
     assert_eq!(results[1].exit_code(), 7);
@@ -430,4 +437,88 @@ async fn a_device_restarting_after_the_transfer_is_reconnected_for_its_result() 
         "{events:?}"
     );
     assert!(dev.stop().await == data);
+}
+
+/// Regression: when the ring is exactly full the writer asks the source whether it is at its
+/// end with an empty read; that must not end the file early (it did, after one ring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_many_rings_long_arrive_whole_whatever_the_ring_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = package(&dir, 1_000_000);
+    for ring in [262_144, 262_145, 4096] {
+        let dev = start(Spec {
+            tod_ring: ring,
+            ..Spec::new("gina", 3)
+        })
+        .await;
+        let opts = PushOptions::new(
+            connect_to("gina3.cafenet", dev.addr),
+            options(),
+            file.clone(),
+        );
+        let out = ctl::push(&opts, |_| {}).await.unwrap();
+        assert_eq!(out.bytes, 1_000_000, "ring {ring}");
+        assert!(dev.stop().await == data, "ring {ring}: different bytes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_in_listen_mode() {
+    let addr = free_addr();
+    let dev = start_up(Spec::new("gina", 3), addr);
+    let opts = StatusOptions {
+        target: Target {
+            device: device("gina3.cafenet"),
+            transport: Transport::Listen(addr),
+        },
+        connect: options(),
+    };
+    let r = ctl::status(&opts).await.unwrap();
+    assert_eq!(r.installed_version.as_deref(), Some("1.0"));
+    assert_eq!(r.seq, Some(5));
+    assert!(dev.stop().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_failing_mid_transfer_is_class_6_and_a_drop_class_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = package(&dir, 200_000);
+    // The device's sink fails (writing file failed, 142): the stream is interrupted, and the
+    // device says why in tod_err only.
+    let dev = start(Spec {
+        sink_fail_after: Some((50_000, 142)),
+        ..Spec::new("gina", 3)
+    })
+    .await;
+    let opts = PushOptions::new(
+        connect_to("gina3.cafenet", dev.addr),
+        options(),
+        file.clone(),
+    );
+    let e = ctl::push(&opts, |_| {}).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            CtlError::Device {
+                class: FailureClass::Transfer,
+                report,
+                ..
+            } if report.tod_err == Some(142)
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.exit_code(), 6);
+    dev.stop().await;
+
+    // The device drops the connection in the middle of the transfer.
+    let dev = start(Spec {
+        drop_after: Some(50_000),
+        ..Spec::new("gina", 3)
+    })
+    .await;
+    let opts = PushOptions::new(connect_to("gina3.cafenet", dev.addr), options(), file);
+    let e = ctl::push(&opts, |_| {}).await.unwrap_err();
+    assert!(matches!(e, CtlError::Dropped { .. }), "{e:?}");
+    assert_eq!(e.exit_code(), 3);
+    dev.stop().await;
 }

@@ -20,17 +20,23 @@ Exit status:
   1  internal error
   2  usage: bad arguments, device path, file, TLS or password file
   3  connection failed or dropped, wrong device, device not ready
-  4  authentication refused (user/password)
+  4  authentication refused (user/password), or not authorized for pushes
   5  device busy with another update
-  6  transfer failed (CRC mismatch, interrupted, too large)
-  7  package refused (signature, policy, version, archive)
+  6  transfer failed (CRC mismatch, interrupted, too large, no spool space)
+  7  package refused (signature, policy, version, archive, dependencies)
   8  install failed or rolled back
   9  timed out waiting for the result
-push-many exits with the worst (largest) status of its devices.";
+push-many exits with the worst (largest) status of its devices.
+Logs: IOCOMCTL_LOG=debug (tracing filter syntax), on stderr.";
 
 /// Push software packages to IOCOM devices and show their update status.
 #[derive(Debug, Parser)]
-#[command(name = "iocomctl", version, after_help = EXIT_TABLE)]
+#[command(
+    name = "iocomctl",
+    version,
+    about = "Push software packages (.deb) to IOCOM devices running iocomd and show their update status",
+    after_help = EXIT_TABLE
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -505,6 +511,10 @@ fn main() -> ExitCode {
     let json_mode = match &cli.cmd {
         Cmd::Push { conn, .. } | Cmd::PushMany { conn, .. } | Cmd::Status { conn, .. } => conn.json,
     };
+    let device = match &cli.cmd {
+        Cmd::Push { device, .. } | Cmd::Status { device, .. } => device.clone(),
+        Cmd::PushMany { .. } => String::new(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -520,7 +530,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json_mode {
-                println!("{}", error_json("", &e));
+                println!("{}", error_json(&device, &e));
             } else {
                 eprintln!("iocomctl: {e}");
             }

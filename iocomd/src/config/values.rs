@@ -3,7 +3,6 @@
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A byte count written as an integer or as a string with a unit: `B`, `KiB`, `MiB`, `GiB`,
@@ -150,19 +149,7 @@ impl<'de> Deserialize<'de> for DeviceNumber {
 #[serde(transparent)]
 pub struct PasswordHash(String);
 
-/// Length of an encoded hash including the leading `!`.
-const HASH_LEN: usize = 44;
-
-fn sixbit_char(v: u8) -> char {
-    let v = v & 63;
-    char::from(match v {
-        0..=9 => b'0' + v,
-        10..=35 => b'a' + (v - 10),
-        36..=61 => b'A' + (v - 36),
-        62 => b'_',
-        _ => b'-',
-    })
-}
+use crate::proto::password::{HASH_LEN, constant_time_eq, hash_password};
 
 fn sixbit_value(c: char) -> Option<u8> {
     let b = u8::try_from(c).ok()?;
@@ -179,24 +166,7 @@ fn sixbit_value(c: char) -> Option<u8> {
 impl PasswordHash {
     /// Hashes a clear password the way IOCOM peers do (`osal_hash_password`).
     pub fn from_password(password: &str) -> Self {
-        let mut h = Sha256::new();
-        h.update(password.as_bytes());
-        h.update([0u8]);
-        let digest = h.finalize();
-        let mut bytes = [0u8; 33];
-        bytes[..32].copy_from_slice(&digest);
-        let mut out = String::with_capacity(HASH_LEN);
-        out.push('!');
-        for (i, g) in bytes.chunks_exact(3).enumerate() {
-            let (s0, s1, s2) = (g[0], g[1], g[2]);
-            out.push(sixbit_char(s0));
-            out.push(sixbit_char((s0 >> 6) | (s1 << 2)));
-            out.push(sixbit_char((s1 >> 4) | (s2 << 4)));
-            if i < 10 {
-                out.push(sixbit_char(s2 >> 2));
-            }
-        }
-        PasswordHash(out)
+        PasswordHash(hash_password(password))
     }
 
     /// Checks the shape of a stored hash: `!` plus 43 characters of the alphabet `0-9a-zA-Z_-`,
@@ -235,9 +205,7 @@ impl PasswordHash {
         if password.is_empty() {
             return false;
         }
-        let other = Self::from_password(password);
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        constant_time_eq(self.0.as_bytes(), hash_password(password).as_bytes())
     }
 
     /// The encoded hash.

@@ -191,12 +191,21 @@ pub(crate) async fn open(
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                // One error for every target on this address (CtlError is not Clone).
+                let usage = e.exit_code() == 2;
+                let (kind, msg) = match &e {
+                    CtlError::Listen { source, .. } => (source.kind(), source.to_string()),
+                    _ => (std::io::ErrorKind::Other, e.to_string()),
+                };
                 for i in idx {
                     if let Some(slot) = out.get_mut(i) {
-                        *slot = Some(Err(CtlError::Listen {
-                            addr,
-                            source: std::io::Error::other(msg.clone()),
+                        *slot = Some(Err(if usage {
+                            CtlError::Usage(msg.clone())
+                        } else {
+                            CtlError::Listen {
+                                addr,
+                                source: std::io::Error::new(kind, msg.clone()),
+                            }
                         }));
                     }
                 }

@@ -17,10 +17,10 @@
 //! | 1 | internal error |
 //! | 2 | usage: bad arguments, device path, file, TLS or credential files |
 //! | 3 | connection failed or dropped, wrong device, device not ready |
-//! | 4 | authentication refused |
+//! | 4 | authentication refused, or not authorized for pushes |
 //! | 5 | device busy |
-//! | 6 | transfer failed (CRC, interrupted, too large) |
-//! | 7 | package refused (signature, policy, version, archive) |
+//! | 6 | transfer failed (CRC, interrupted, too large, no spool space) |
+//! | 7 | package refused (signature, policy, version, archive, dependencies) |
 //! | 8 | install failed or rolled back |
 //! | 9 | timed out waiting for the result |
 
@@ -185,7 +185,8 @@ pub enum Progress {
         /// Version installed before (`inst_ver`), if published.
         installed_version: Option<String>,
     },
-    /// Bytes handed to the ring so far.
+    /// Bytes read from the file into the device's ring so far (at most one ring ahead of what
+    /// the device has taken).
     Transfer {
         /// Bytes so far.
         bytes: u64,

@@ -26,29 +26,69 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Reads the package file in chunks for the stream writer.
-pub(crate) struct FileSource {
-    file: std::fs::File,
+///
+/// An empty read is the writer asking whether the data is at its end (when the ring is
+/// full): answered by reading one byte ahead, which the next read returns first.
+pub(crate) struct FileSource<R> {
+    file: R,
     bytes: u64,
+    peeked: Option<u8>,
     error: Option<std::io::Error>,
 }
 
-impl ChunkSource for FileSource {
+impl<R: Read> FileSource<R> {
+    pub(crate) fn new(file: R) -> Self {
+        Self {
+            file,
+            bytes: 0,
+            peeked: None,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) -> u8 {
+        self.error = Some(e);
+        status::READING_FILE_FAILED
+    }
+}
+
+impl<R: Read> ChunkSource for FileSource<R> {
     fn open(&mut self, _select: i64) -> Result<(), u8> {
         Ok(())
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<SourceRead, u8> {
-        match self.file.read(buf) {
-            Ok(0) => Ok(SourceRead::End),
-            Ok(n) => {
-                self.bytes += n as u64;
-                Ok(SourceRead::Bytes(n))
+        if buf.is_empty() {
+            if self.peeked.is_some() {
+                return Ok(SourceRead::Bytes(0));
             }
-            Err(e) => {
-                self.error = Some(e);
-                Err(status::READING_FILE_FAILED)
-            }
+            let mut one = [0u8; 1];
+            return match self.file.read(&mut one) {
+                Ok(0) => Ok(SourceRead::End),
+                Ok(_) => {
+                    self.peeked = Some(one[0]);
+                    Ok(SourceRead::Bytes(0))
+                }
+                Err(e) => Err(self.fail(e)),
+            };
         }
+        let mut n = 0;
+        if let (Some(b), Some(first)) = (self.peeked, buf.first_mut()) {
+            *first = b;
+            self.peeked = None;
+            n = 1;
+        }
+        let rest = buf.get_mut(n..).unwrap_or_default();
+        match self.file.read(rest) {
+            Ok(k) => n += k,
+            Err(e) => return Err(self.fail(e)),
+        }
+        self.bytes += n as u64;
+        Ok(if n == 0 {
+            SourceRead::End
+        } else {
+            SourceRead::Bytes(n)
+        })
     }
 }
 
@@ -134,11 +174,7 @@ async fn push_on(
     });
     // Transfer.
     let t_transfer = Instant::now();
-    let mut source = FileSource {
-        file,
-        bytes: 0,
-        error: None,
-    };
+    let mut source = FileSource::new(file);
     let mut last_emit = Instant::now();
     let mut last_bytes = 0;
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
@@ -480,4 +516,39 @@ pub(crate) async fn push_many(
             result: r.unwrap_or_else(|| Err(CtlError::Internal("push task failed".into()))),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_source_answers_the_end_question_without_losing_bytes() {
+        let data: Vec<u8> = (0..10u8).collect();
+        let mut src = FileSource::new(&data[..]);
+        let mut buf = [0u8; 4];
+        assert_eq!(src.read(&mut buf), Ok(SourceRead::Bytes(4)));
+        // "At the end?" — no: the peeked byte comes first in the next read.
+        assert_eq!(src.read(&mut []), Ok(SourceRead::Bytes(0)));
+        assert_eq!(src.read(&mut []), Ok(SourceRead::Bytes(0)));
+        let mut rest = [0u8; 16];
+        assert_eq!(src.read(&mut rest), Ok(SourceRead::Bytes(6)));
+        assert_eq!(&rest[..6], &data[4..]);
+        assert_eq!(src.read(&mut []), Ok(SourceRead::End));
+        assert_eq!(src.read(&mut rest), Ok(SourceRead::End));
+        assert_eq!(src.bytes, 10);
+    }
+
+    #[test]
+    fn file_source_read_errors_are_kept() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let mut src = FileSource::new(Broken);
+        assert_eq!(src.read(&mut [0u8; 8]), Err(status::READING_FILE_FAILED));
+        assert_eq!(src.error.unwrap().to_string(), "disk on fire");
+    }
 }

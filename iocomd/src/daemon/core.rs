@@ -2,6 +2,7 @@
 //! published status; consumes network, helper and internal events from one channel.
 
 use super::helper::{HelperStatus, TxSummary, code_of_dbus_error, phase_state};
+use super::sink::{NoSource, Note, PushSink};
 use super::update::{Rejection, Update};
 use super::{CoreEvent, DaemonError};
 use crate::config::Settings;
@@ -15,9 +16,9 @@ use crate::proto::mblk::DataFrame;
 use crate::proto::node::DeviceId;
 use crate::proto::password::AuthRejection;
 use crate::proto::stream::device::DeviceEvent;
-use crate::proto::stream::{ChunkSink, ChunkSource, Direction, SourceRead, StreamError};
+use crate::proto::stream::{Direction, StreamError};
 use crate::proto::sysframe::{MblkInfo, SystemFrame};
-use crate::spool::{Spool, SpoolError, SpoolWriter};
+use crate::spool::{SpoolError, SpoolWriter};
 use crate::status::{DaemonCode, UpdState, UpdateStatus, status_block_def, tod_err, tod_err_for};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,101 +72,6 @@ impl Outcome {
             ver: None,
             installed: None,
         }
-    }
-}
-
-/// What the stream sink noted while it was called from inside the reader.
-#[derive(Debug)]
-enum Note {
-    Refused(DaemonCode, String),
-    WriteFailed(DaemonCode, String),
-}
-
-struct PushSink<'a> {
-    conn: u64,
-    may_push: bool,
-    update: &'a mut Update,
-    settings: &'a Settings,
-    pushes: &'a mut u64,
-    note: Option<Note>,
-    now: Instant,
-}
-
-impl ChunkSink for PushSink<'_> {
-    fn open(&mut self, select: i64) -> Result<(), u8> {
-        if select != 1 {
-            self.note = Some(Note::Refused(
-                DaemonCode::BadSelect,
-                format!("stream select {select} is not supported (1 = program)"),
-            ));
-            return Err(tod_err::REJECTED);
-        }
-        if !self.may_push {
-            self.note = Some(Note::Refused(
-                DaemonCode::NotAuthorized,
-                "pushes need an authenticated TLS connection".into(),
-            ));
-            return Err(tod_err::NO_ACCESS_RIGHT);
-        }
-        if !matches!(self.update, Update::Idle) {
-            self.note = Some(Note::Refused(
-                DaemonCode::Busy,
-                "another package is being received or installed".into(),
-            ));
-            return Err(tod_err::BUSY);
-        }
-        let sp = &self.settings.spool;
-        let writer = match Spool::begin(&sp.dir, "push", sp.max_package_size, sp.min_free_space) {
-            Ok(w) => w,
-            Err(e) => {
-                self.note = Some(Note::Refused(DaemonCode::SpoolError, e.to_string()));
-                return Err(tod_err::WRITING_FILE_FAILED);
-            }
-        };
-        *self.pushes += 1;
-        match self
-            .update
-            .start(self.conn, Box::new(writer), *self.pushes, self.now)
-        {
-            Ok(()) => Ok(()),
-            Err((_, w)) => {
-                w.abort();
-                Err(tod_err::BUSY)
-            }
-        }
-    }
-
-    fn write(&mut self, chunk: &[u8]) -> Result<(), u8> {
-        let Update::Receiving { conn, writer, .. } = &mut *self.update else {
-            return Err(tod_err::WRITING_FILE_FAILED);
-        };
-        if *conn != self.conn {
-            return Err(tod_err::WRITING_FILE_FAILED);
-        }
-        writer.write(chunk).map_err(|e| {
-            let (code, t) = match &e {
-                SpoolError::TooLarge { .. } => (DaemonCode::TooLarge, tod_err::TOO_LARGE),
-                SpoolError::NoSpace { .. } => (DaemonCode::NoSpace, tod_err::WRITING_FILE_FAILED),
-                _ => (DaemonCode::SpoolError, tod_err::WRITING_FILE_FAILED),
-            };
-            self.note = Some(Note::WriteFailed(code, e.to_string()));
-            t
-        })
-    }
-
-    fn close(&mut self, _ok: bool) {
-        // The reader's event (Completed/Failed) decides what happens to the spool file.
-    }
-}
-
-struct NoSource;
-
-impl ChunkSource for NoSource {
-    fn open(&mut self, _select: i64) -> Result<(), u8> {
-        Err(tod_err::REJECTED)
-    }
-    fn read(&mut self, _buf: &mut [u8]) -> Result<SourceRead, u8> {
-        Ok(SourceRead::End)
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod core;
 pub mod helper;
+mod sink;
 pub mod update;
 
 use crate::config::{DeviceNumber, Settings};

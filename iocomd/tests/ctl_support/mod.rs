@@ -54,6 +54,10 @@ pub struct Spec {
     /// Drop every connection right after the transfer and publish the verdict afterwards,
     /// like iocomd restarting during a self-update (tod_err back to 0).
     pub restart: bool,
+    /// The sink refuses the data once this many bytes arrived, with this `tod_err` code.
+    pub sink_fail_after: Option<(usize, u8)>,
+    /// Close the connection once this many bytes arrived.
+    pub drop_after: Option<usize>,
 }
 
 impl Spec {
@@ -69,6 +73,8 @@ impl Spec {
             tls: None,
             status_signals: true,
             restart: false,
+            sink_fail_after: None,
+            drop_after: None,
         }
     }
 }
@@ -98,6 +104,7 @@ impl TestDevice {
 struct Sink {
     data: Vec<u8>,
     done: Option<Vec<u8>>,
+    fail_after: Option<(usize, u8)>,
 }
 
 impl ChunkSink for Sink {
@@ -107,7 +114,10 @@ impl ChunkSink for Sink {
     }
     fn write(&mut self, chunk: &[u8]) -> Result<(), u8> {
         self.data.extend_from_slice(chunk);
-        Ok(())
+        match self.fail_after {
+            Some((n, code)) if self.data.len() >= n => Err(code),
+            _ => Ok(()),
+        }
     }
     fn close(&mut self, ok: bool) {
         if ok {
@@ -260,7 +270,10 @@ async fn run_device(
         set_str(&mut dev, "inst_ver", "1.0");
     }
     let mut conns: HashMap<ConnId, (ConnHandle, usize)> = HashMap::new();
-    let mut sink = Sink::default();
+    let mut sink = Sink {
+        fail_after: spec.sink_fail_after,
+        ..Sink::default()
+    };
     let mut received = Vec::new();
     let mut restart: Option<(Instant, &str, u16, &str)> = None;
     loop {
@@ -383,6 +396,13 @@ async fn run_device(
             set_str(&mut dev, "upd_msg", msg);
             set(&mut dev, "upd_seq", seq);
             dev.report(0).unwrap();
+        }
+        if let Some(n) = spec.drop_after
+            && sink.data.len() >= n
+        {
+            for (h, _) in conns.values() {
+                let _ = h.close("dropping mid-transfer").await;
+            }
         }
         for (id, (h, fs)) in &conns {
             if *fs == 0 {

@@ -1,0 +1,173 @@
+//! Benchmark (not a test): push 64 MiB over IOCOM on loopback to an iocomd core running in a
+//! child process, against a raw TCP copy of the same bytes into a file with SHA-256, in the
+//! same run; for several `tod_buf` sizes. Prints throughput, the ratio, and the daemon
+//! process's idle RSS and peak RSS (VmHWM) during the push.
+//!
+//! `cargo bench -p iocomd --bench push_throughput` (set `IOCOMD_BENCH_MIB` for another size).
+//! The daemon child runs without an install helper: each push is received, checked (CRC-16,
+//! SHA-256), fsynced and renamed, then ends with `helper-unavailable`.
+
+#[path = "../tests/daemon_support/mod.rs"]
+#[allow(unused_imports)]
+mod daemon_support;
+
+use daemon_support::{Ctl, Source, pseudo_random};
+use iocomd::config::Settings;
+use iocomd::daemon::{self, Listener};
+use iocomd::proto::stream::controller::Progress;
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const CHILD_ENV: &str = "IOCOMD_BENCH_CHILD";
+
+fn main() {
+    if let Ok(ring) = std::env::var(CHILD_ENV) {
+        child(ring.parse().expect("ring size"));
+        return;
+    }
+    let mib: usize = std::env::var("IOCOMD_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = pseudo_random(mib << 20, 0x5eed);
+    println!("payload: {mib} MiB of incompressible bytes");
+    for ring in [64 << 10, 256 << 10, 1 << 20] {
+        rt.block_on(run_one(&data, ring));
+    }
+}
+
+async fn run_one(data: &[u8], ring: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_copy(data, dir.path()).await;
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, ring.to_string())
+        .env("IOCOMD_BENCH_STATE", dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line.trim().parse().expect("child address");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = rss(pid);
+
+    let mut ctl = Ctl::connect(addr, "gina", None).await;
+    ctl.wait_ready().await;
+    let mut src = Source {
+        data: data.to_vec(),
+        pos: 0,
+        hold_at: None,
+    };
+    let t0 = Instant::now();
+    let p = ctl.upload(&mut src, None).await.unwrap();
+    let iocom = t0.elapsed();
+    let st = ctl.wait_status(|s| s.seq == 1).await;
+    let peak = rss(pid);
+    assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
+    assert_eq!(st.bytes as usize, data.len(), "{st:?}");
+    ctl.disconnect();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+
+    let mb = data.len() as f64 / 1e6;
+    let (r_iocom, r_raw) = (mb / iocom.as_secs_f64(), mb / raw.as_secs_f64());
+    println!(
+        "tod_buf {:>7} B: IOCOM {:6.1} MB/s ({:.2} s), raw TCP+file+SHA-256 {:6.1} MB/s ({:.2} s), \
+         ratio {:.2}; daemon RSS idle {:.1} MiB, peak (VmHWM) {:.1} MiB; result {}",
+        ring + 1,
+        r_iocom,
+        iocom.as_secs_f64(),
+        r_raw,
+        raw.as_secs_f64(),
+        r_iocom / r_raw,
+        idle.0 as f64 / 1024.0,
+        peak.1 as f64 / 1024.0,
+        st.code
+    );
+}
+
+/// (VmRSS, VmHWM) in KiB of process `pid`.
+fn rss(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Raw TCP copy of `data` on loopback into a file, with SHA-256 over the bytes.
+async fn raw_copy(data: &[u8], dir: &std::path::Path) -> Duration {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let path = dir.join("raw.bin");
+    let t0 = Instant::now();
+    let recv = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            f.write_all(&buf[..n]).unwrap();
+        }
+        sha.finalize()
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(data).await.unwrap();
+    s.shutdown().await.unwrap();
+    drop(s);
+    let digest = recv.await.unwrap();
+    let elapsed = t0.elapsed();
+    assert_eq!(digest.as_slice(), Sha256::digest(data).as_slice());
+    elapsed
+}
+
+/// The daemon child: demo settings without a helper, `tod_buf` = `ring` + 1.
+fn child(ring: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let state = std::path::PathBuf::from(std::env::var("IOCOMD_BENCH_STATE").unwrap());
+        let mut settings = Settings::demo(&state.join("daemon"));
+        settings.stream_buffer_size = u32::try_from(ring + 1).unwrap();
+        settings.spool.min_free_space = 0;
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", tcp.local_addr().unwrap());
+        std::io::stdout().flush().unwrap();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+            term.recv().await;
+            s.cancel();
+        });
+        daemon::run(vec![Listener { tcp, tls: None }], settings, None, stop)
+            .await
+            .unwrap();
+    });
+}

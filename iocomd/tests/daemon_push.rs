@@ -1,0 +1,249 @@
+//! Loopback tests of the daemon: a real install helper child installing with dpkg into an
+//! isolated root, packages built with dpkg-deb and signed with debsigs, pushed over IOCOM by a
+//! controller built on `ControllerEndpoint`.
+
+mod daemon_support;
+
+use daemon_support::{Ctl, Daemon, Source, Tls, WAIT, build_package, pseudo_random, push};
+use iocomd::proto::stream::controller::Progress;
+use iocomd::status::{DaemonCode, UpdState, tod_err};
+
+const SAMPLE: &str = "iocom-demo-hello";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_package_is_installed_and_reported() {
+    let d = Daemon::start(|_| {}).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let (p, st, tod) = push(d.addr, bytes.clone()).await;
+    assert!(
+        matches!(p, Progress::Completed { bytes: b, .. } if b == bytes.len() as u64),
+        "{p:?}"
+    );
+    assert_eq!(st.code, "ok", "{st:?}");
+    assert_eq!(st.result, 0);
+    assert_eq!(st.seq, 1);
+    assert_eq!(st.pkg, SAMPLE);
+    assert_eq!(st.ver, "1.0");
+    assert_eq!(st.inst_ver, "1.0");
+    assert_eq!(st.bytes as usize, bytes.len());
+    assert_eq!(tod, Some(tod_err::COMPLETED));
+    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+
+    // The same version again: the helper refuses it, nothing changes.
+    let (_, st, tod) = push(d.addr, bytes).await;
+    assert_eq!(
+        (st.code.as_str(), st.result, st.seq),
+        ("not-newer", 32, 2),
+        "{st:?}"
+    );
+    assert_eq!(tod, Some(tod_err::REJECTED));
+    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_transfer_is_a_crc_error_and_the_next_push_works() {
+    let d = Daemon::start(|_| {}).await;
+    let pkg = build_package(&d.env, "iocom-test-crc", "1.0", 64 << 10);
+    let bytes = std::fs::read(&pkg).unwrap();
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    c.corrupt = true;
+    let mut src = Source {
+        data: bytes.clone(),
+        pos: 0,
+        hold_at: None,
+    };
+    let p = c.upload(&mut src, None).await.unwrap();
+    assert!(!c.corrupt, "nothing was corrupted");
+    assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
+    let st = c
+        .wait_status(|s| s.seq == 1 && s.state == UpdState::Idle)
+        .await;
+    assert_eq!(st.code, "crc-mismatch", "{st:?}");
+    assert_eq!(st.result, DaemonCode::CrcMismatch.number());
+    assert_eq!(c.wait_final_tod_err().await, Some(tod_err::CHECKSUM_ERROR));
+    assert!(d.spool_files().is_empty());
+    assert_eq!(d.installed("iocom-test-crc"), None);
+    c.disconnect();
+
+    let (_, st, _) = push(d.addr, bytes).await;
+    assert_eq!(st.code, "ok", "{st:?}");
+    assert_eq!(d.installed("iocom-test-crc").as_deref(), Some("1.0"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_controller_leaves_nothing_behind() {
+    let d = Daemon::start(|_| {}).await;
+    let pkg = build_package(&d.env, "iocom-test-big", "1.0", 3 << 20);
+    let bytes = std::fs::read(&pkg).unwrap();
+    let mut watcher = Ctl::connect(d.addr, "gina", None).await;
+    watcher.wait_ready().await;
+
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    let mut src = Source {
+        data: bytes.clone(),
+        pos: 0,
+        hold_at: Some(1 << 20),
+    };
+    assert_eq!(c.upload(&mut src, Some(1 << 20)).await, None);
+    watcher
+        .wait_status(|s| s.state == UpdState::Receiving && s.bytes > 0)
+        .await;
+    assert_eq!(d.spool_files().len(), 1, "a partial file while receiving");
+    c.disconnect();
+    let st = watcher.wait_status(|s| s.seq == 1).await;
+    assert_eq!(st.code, "interrupted", "{st:?}");
+    assert_eq!(st.state, UpdState::Idle);
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    assert_eq!(d.installed("iocom-test-big"), None);
+
+    let (_, st, tod) = push(d.addr, bytes).await;
+    assert_eq!(st.code, "ok", "{st:?}");
+    assert_eq!(tod, Some(tod_err::COMPLETED));
+    assert_eq!(d.installed("iocom-test-big").as_deref(), Some("1.0"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_push_is_refused_while_the_first_runs() {
+    let d = Daemon::start(|_| {}).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let mut first = Ctl::connect(d.addr, "gina", None).await;
+    first.wait_ready().await;
+    let mut src = Source {
+        data: bytes.clone(),
+        pos: 0,
+        hold_at: Some(bytes.len() / 2),
+    };
+    assert_eq!(first.upload(&mut src, Some(bytes.len() / 2)).await, None);
+    first
+        .wait_status(|s| s.state == UpdState::Receiving && s.bytes > 0)
+        .await;
+
+    let mut second = Ctl::connect(d.addr, "gina", None).await;
+    second.wait_ready().await;
+    let mut src2 = Source {
+        data: bytes.clone(),
+        pos: 0,
+        hold_at: None,
+    };
+    second.ep.start_upload(1).unwrap();
+    let until = std::time::Instant::now() + WAIT;
+    while second.tod_err() != Some(tod_err::BUSY) {
+        assert!(std::time::Instant::now() < until, "no busy refusal");
+        let _ = second
+            .ep
+            .poll_transfer(std::time::Instant::now(), &mut src2, &mut NoSinkT);
+        second.pump(std::time::Duration::from_millis(50)).await;
+        second_transmit(&mut second).await;
+    }
+    assert_eq!(second.status().unwrap().state, UpdState::Receiving);
+    second.disconnect();
+
+    // The first push is unaffected and completes.
+    src.hold_at = None;
+    let p = first.upload_continue(&mut src).await;
+    assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
+    let st = first.wait_status(|s| s.seq == 1).await;
+    assert_eq!(st.code, "ok", "{st:?}");
+    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_package_is_refused() {
+    let d = Daemon::start(|s| s.spool.max_package_size = 64 << 10).await;
+    let (p, st, tod) = push(d.addr, pseudo_random(200 << 10, 5)).await;
+    assert_eq!(st.code, "too-large", "{st:?} {p:?}");
+    assert_eq!(st.result, DaemonCode::TooLarge.number());
+    assert_eq!(tod, Some(tod_err::TOO_LARGE));
+    assert!(d.spool_files().is_empty());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_pushes_are_refused_unless_allowed() {
+    let d = Daemon::start(|s| s.allow_plain_tcp_push = false).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    c.ep.start_upload(1).unwrap();
+    let mut src = Source {
+        data: bytes,
+        pos: 0,
+        hold_at: None,
+    };
+    let until = std::time::Instant::now() + WAIT;
+    while c.tod_err() != Some(tod_err::NO_ACCESS_RIGHT) {
+        assert!(std::time::Instant::now() < until, "no refusal");
+        let _ =
+            c.ep.poll_transfer(std::time::Instant::now(), &mut src, &mut NoSinkT);
+        c.pump(std::time::Duration::from_millis(50)).await;
+        second_transmit(&mut c).await;
+    }
+    assert_eq!(c.status().unwrap().seq, 0);
+    assert!(d.spool_files().is_empty());
+    assert_eq!(d.installed(SAMPLE), None);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_counted_and_harmless() {
+    use iocomd::config::{Account, PasswordHash};
+    let d = Daemon::start_with(
+        |s| {
+            s.allow_plain_tcp_push = false;
+            s.accounts = vec![Account {
+                user: "ctl".into(),
+                password_hash: PasswordHash::from_password("secret"),
+            }];
+        },
+        true,
+    )
+    .await;
+    let (tls_addr, ca) = d.tls.clone().unwrap();
+    let mut watcher = Ctl::connect(d.addr, "gina", None).await;
+    watcher.wait_ready().await;
+
+    let mut bad = Ctl::connect(tls_addr, "gina", Some(Tls::to(&ca, "ctl", "wrong"))).await;
+    bad.wait_closed().await;
+    assert!(!bad.ep.ready());
+    let st = watcher.wait_status(|s| s.auth_fail == 1).await;
+    assert_eq!(st.seq, 0);
+
+    // The right password over TLS may push.
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let mut good = Ctl::connect(tls_addr, "gina", Some(Tls::to(&ca, "ctl", "secret"))).await;
+    good.wait_ready().await;
+    let mut src = Source {
+        data: bytes,
+        pos: 0,
+        hold_at: None,
+    };
+    let p = good.upload(&mut src, None).await.unwrap();
+    assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
+    let st = good.wait_status(|s| s.seq == 1).await;
+    assert_eq!((st.code.as_str(), st.auth_fail), ("ok", 1), "{st:?}");
+    assert_eq!(good.wait_final_tod_err().await, Some(tod_err::COMPLETED));
+    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    d.stop().await;
+}
+
+struct NoSinkT;
+impl iocomd::proto::stream::ChunkSink for NoSinkT {
+    fn open(&mut self, _: i64) -> Result<(), u8> {
+        Err(1)
+    }
+    fn write(&mut self, _: &[u8]) -> Result<(), u8> {
+        Err(1)
+    }
+    fn close(&mut self, _: bool) {}
+}
+
+async fn second_transmit(c: &mut Ctl) {
+    c.flush().await;
+}

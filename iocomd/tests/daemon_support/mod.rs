@@ -1,0 +1,542 @@
+//! Test support for the daemon tests: a daemon on 127.0.0.1:0 with the demo environment and
+//! the real install helper as a child (dpkg into an isolated root), and a controller built on
+//! `ControllerEndpoint` over `net::connect`.
+#![allow(dead_code)]
+
+use iocomd::config::Settings;
+use iocomd::daemon::helper::spawn_helper;
+use iocomd::daemon::{self, Listener};
+use iocomd::demo::DemoEnv;
+use iocomd::net::{self, Backoff, ConnHandle, ConnectTarget, NetEvent};
+use iocomd::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
+use iocomd::proto::endpoint::ControllerEndpoint;
+use iocomd::proto::frame::{FrameFlags, flags};
+use iocomd::proto::stream::controller::Progress;
+use iocomd::proto::stream::{ChunkSink, ChunkSource, SourceRead};
+use iocomd::proto::sysframe::SystemFrame;
+use iocomd::status::UpdateStatus;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Generous limit for anything a test waits for (loaded 2-core machine).
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The install helper binary: `$IOCOMD_TEST_HELPER`, else the workspace's, built on demand.
+pub fn helper_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("IOCOMD_TEST_HELPER") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("iocom-install-helper");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "install-helper",
+                "--bin",
+                "iocom-install-helper",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the install helper failed");
+    }
+    bin
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    /// The TLS listener's address and its certificate (the CA for clients), if any.
+    pub tls: Option<(SocketAddr, PathBuf)>,
+    pub env: DemoEnv,
+    pub settings: Settings,
+    pub shutdown: CancellationToken,
+    pub task: Option<tokio::task::JoinHandle<Result<(), daemon::DaemonError>>>,
+    pub child: Option<tokio::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts a demo daemon; `tune` adjusts its settings.
+    pub async fn start(tune: impl FnOnce(&mut Settings)) -> Daemon {
+        Self::start_with(tune, false).await
+    }
+
+    /// Starts a demo daemon, with a second, TLS listener when `tls` (certificate for
+    /// `localhost`, self-signed).
+    pub async fn start_with(tune: impl FnOnce(&mut Settings), tls: bool) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let env = iocomd::demo::prepare(&state).unwrap();
+        let mut settings = Settings::demo(&env.state_dir);
+        settings.listen.clear();
+        tune(&mut settings);
+        let uid = nix::unistd::getuid().as_raw().to_string();
+        let args: Vec<String> = vec![
+            "--root".into(),
+            env.dpkg_root.to_string_lossy().into(),
+            "--state-dir".into(),
+            env.helper_state.to_string_lossy().into(),
+            "--policy".into(),
+            env.policy.to_string_lossy().into(),
+            "--allow-uid".into(),
+            uid,
+        ];
+        let spawned = spawn_helper(&helper_binary(), &args).await.unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listeners = vec![Listener { tcp, tls: None }];
+        let mut tls_info = None;
+        if tls {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let cert = dir.path().join("cert.pem");
+            let key = dir.path().join("key.pem");
+            std::fs::write(&cert, ck.cert.pem()).unwrap();
+            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tls_info = Some((tcp.local_addr().unwrap(), cert.clone()));
+            listeners.push(Listener {
+                tcp,
+                tls: Some(net::tls::acceptor(&cert, &key).unwrap()),
+            });
+        }
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(daemon::run(
+            listeners,
+            settings.clone(),
+            Some(spawned.client),
+            shutdown.clone(),
+        ));
+        Daemon {
+            addr,
+            tls: tls_info,
+            env,
+            settings,
+            shutdown,
+            task: Some(task),
+            child: Some(spawned.child),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the daemon and waits for it and the helper to exit.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = tokio::time::timeout(WAIT, c.wait()).await;
+        }
+    }
+
+    /// Files left in the spool directory.
+    pub fn spool_files(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(&self.settings.spool.dir) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// `dpkg --root ROOT -s pkg`: the installed version, if any.
+    pub fn installed(&self, pkg: &str) -> Option<String> {
+        installed_version(&self.env.dpkg_root, pkg)
+    }
+}
+
+/// `dpkg --root ROOT -s pkg` → `Version:` of an installed package.
+pub fn installed_version(root: &Path, pkg: &str) -> Option<String> {
+    let out = Command::new("dpkg")
+        .arg("--root")
+        .arg(root)
+        .args(["-s", pkg])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("Status: install ok installed") {
+        return None;
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .map(str::to_owned)
+}
+
+/// Builds and signs (with the demo key) a package `name` `version` with `payload` bytes of
+/// incompressible data.
+pub fn build_package(env: &DemoEnv, name: &str, version: &str, payload: usize) -> PathBuf {
+    let work = env.state_dir.join(format!("build-{name}-{version}"));
+    let debian = work.join("DEBIAN");
+    let share = work.join("usr/share").join(name);
+    std::fs::create_dir_all(&debian).unwrap();
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(
+        debian.join("control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t.invalid>\n\
+             Description: test package\n test\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(share.join("data.bin"), pseudo_random(payload, 99)).unwrap();
+    let out = env.state_dir.join(format!("{name}_{version}_all.deb"));
+    let st = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "-z0", "--build"])
+        .arg(&work)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    iocomd::demo::sign(&env.gnupghome, &env.key_fingerprint, &out).unwrap();
+    out
+}
+
+/// Deterministic incompressible bytes.
+pub fn pseudo_random(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+/// Upload source: the bytes, optionally holding back (Pending) after `hold_at` bytes.
+pub struct Source {
+    pub data: Vec<u8>,
+    pub pos: usize,
+    pub hold_at: Option<usize>,
+}
+
+impl ChunkSource for Source {
+    fn open(&mut self, _select: i64) -> Result<(), u8> {
+        Ok(())
+    }
+    fn read(&mut self, buf: &mut [u8]) -> Result<SourceRead, u8> {
+        let limit = self.hold_at.unwrap_or(self.data.len()).min(self.data.len());
+        if self.pos >= limit {
+            return Ok(if limit < self.data.len() {
+                SourceRead::Pending
+            } else {
+                SourceRead::End
+            });
+        }
+        let n = (limit - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(SourceRead::Bytes(n))
+    }
+}
+
+struct NoSink;
+impl ChunkSink for NoSink {
+    fn open(&mut self, _: i64) -> Result<(), u8> {
+        Err(1)
+    }
+    fn write(&mut self, _: &[u8]) -> Result<(), u8> {
+        Err(1)
+    }
+    fn close(&mut self, _: bool) {}
+}
+
+impl Tls {
+    /// TLS to the daemon's TLS listener as `user` with `password`.
+    pub fn to(ca: &Path, user: &str, password: &str) -> Tls {
+        Tls {
+            connector: net::tls::connector(ca).unwrap(),
+            server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+/// Credentials for a TLS connection.
+pub struct Tls {
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    pub user: String,
+    pub password: String,
+}
+
+/// A controller connected to one device.
+pub struct Ctl {
+    events: mpsc::Receiver<NetEvent>,
+    handle: Option<ConnHandle>,
+    id: u64,
+    pub ep: ControllerEndpoint,
+    stop: CancellationToken,
+    frame_size: usize,
+    /// Corrupt one tod_buf byte on the wire (once).
+    pub corrupt: bool,
+    pub closed: Option<String>,
+}
+
+impl Ctl {
+    /// Connects (plain TCP unless `tls`) to `device` at `addr`.
+    pub async fn connect(addr: SocketAddr, device: &str, tls: Option<Tls>) -> Ctl {
+        let (user, password, target_tls) = match tls {
+            Some(t) => (t.user, t.password, Some((t.connector, t.server_name))),
+            None => ("ctl".to_owned(), String::new(), None),
+        };
+        let identity = LocalIdentity {
+            device_name: user,
+            device_nr: 0,
+            network_name: "iocafenet".into(),
+            unique_id: None,
+            password,
+        };
+        let cfg = ConnConfig::new(Role::Controller, Side::Client, identity);
+        let (tx, events) = mpsc::channel(4096);
+        let stop = CancellationToken::new();
+        tokio::spawn(net::connect(
+            ConnectTarget {
+                addr: addr.to_string(),
+                tls: target_tls,
+            },
+            cfg,
+            Backoff {
+                initial: Duration::from_secs(30),
+                max: Duration::from_secs(30),
+            },
+            tx,
+            stop.clone(),
+        ));
+        Ctl {
+            events,
+            handle: None,
+            id: 0,
+            ep: ControllerEndpoint::new(device),
+            stop,
+            frame_size: 0,
+            corrupt: false,
+            closed: None,
+        }
+    }
+
+    /// Handles the next batch of events (waits at most `max`). False once closed.
+    pub async fn pump(&mut self, max: Duration) -> bool {
+        let first = match tokio::time::timeout(max, self.events.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return false,
+            Err(_) => return self.closed.is_none(),
+        };
+        self.on_event(first).await;
+        while let Ok(ev) = self.events.try_recv() {
+            self.on_event(ev).await;
+        }
+        self.closed.is_none()
+    }
+
+    async fn on_event(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Connected { id, handle, .. } => {
+                self.id = id;
+                self.handle = Some(handle);
+            }
+            NetEvent::Conn { id, event } => {
+                if let ConnEvent::Authenticated {
+                    send_frame_size, ..
+                } = &event
+                {
+                    self.frame_size = *send_frame_size as usize;
+                }
+                let out = self.ep.handle(id, event).unwrap();
+                if let Some(h) = &self.handle {
+                    for i in out.infos {
+                        let _ = h.queue_system(SystemFrame::MblkInfo(i)).await;
+                    }
+                }
+            }
+            NetEvent::QueueFailed { error, .. } => panic!("queue failed: {error}"),
+            NetEvent::Closed { reason, .. } => {
+                self.closed = Some(reason.to_string());
+                self.stop.cancel();
+            }
+        }
+    }
+
+    /// Sends what changed in our blocks.
+    pub async fn flush(&mut self) {
+        self.transmit().await;
+    }
+
+    async fn transmit(&mut self) {
+        let Some(h) = &self.handle else { return };
+        if self.frame_size == 0 {
+            return;
+        }
+        for mut f in self.ep.transmit(self.id, self.frame_size, 256) {
+            // conf_imp is the device's block 10 (exp 8, conf_exp 9, conf_imp 10, info 11).
+            if self.corrupt
+                && f.mblk_id == 10
+                && f.payload.len() > 400
+                && f.flags & flags::COMPRESSED == 0
+            {
+                f.payload[200] ^= 0x5A;
+                self.corrupt = false;
+            }
+            let _ = h
+                .queue_data(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                .await;
+        }
+    }
+
+    /// Waits until the device's blocks are bound and its status arrived.
+    pub async fn wait_ready(&mut self) {
+        let until = Instant::now() + WAIT;
+        while !(self.ep.ready() && self.status().is_some()) {
+            assert!(Instant::now() < until, "device not ready");
+            assert!(
+                self.pump(Duration::from_millis(200)).await,
+                "closed: {:?}",
+                self.closed
+            );
+            self.transmit().await;
+        }
+    }
+
+    /// The device's status signals.
+    pub fn status(&self) -> Option<UpdateStatus> {
+        let info = self.ep.peer_info()?.as_ref().ok()?;
+        let ix = self.ep.node().find("exp", None)?;
+        UpdateStatus::read_with_info(info, self.ep.node().block(ix)?)
+    }
+
+    /// The device's `tod_err`.
+    pub fn tod_err(&self) -> Option<u8> {
+        self.ep.device_status()
+    }
+
+    /// Waits until `pred(status)` holds.
+    pub async fn wait_status(&mut self, pred: impl Fn(&UpdateStatus) -> bool) -> UpdateStatus {
+        let until = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.status()
+                && pred(&s)
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < until,
+                "status never matched: {:?}",
+                self.status()
+            );
+            assert!(
+                self.pump(Duration::from_millis(200)).await,
+                "closed: {:?}",
+                self.closed
+            );
+            self.transmit().await;
+        }
+    }
+
+    /// Uploads from `source` to select 1 until the stream ends or `until_bytes` were sent.
+    pub async fn upload(
+        &mut self,
+        source: &mut Source,
+        stop_at: Option<usize>,
+    ) -> Option<Progress> {
+        self.ep.start_upload(1).unwrap();
+        self.run_upload(source, stop_at).await
+    }
+
+    /// Continues an upload started by [`Ctl::upload`] until it ends.
+    pub async fn upload_continue(&mut self, source: &mut Source) -> Progress {
+        self.run_upload(source, None).await.unwrap()
+    }
+
+    async fn run_upload(
+        &mut self,
+        source: &mut Source,
+        stop_at: Option<usize>,
+    ) -> Option<Progress> {
+        let until = Instant::now() + WAIT;
+        loop {
+            let p = self
+                .ep
+                .poll_transfer(Instant::now(), source, &mut NoSink)
+                .unwrap();
+            if p != Progress::Running {
+                return Some(p);
+            }
+            self.transmit().await;
+            if stop_at.is_some_and(|n| source.pos >= n) {
+                return None;
+            }
+            assert!(Instant::now() < until, "upload did not finish");
+            assert!(
+                self.pump(Duration::from_millis(50)).await,
+                "closed: {:?}",
+                self.closed
+            );
+        }
+    }
+
+    /// Waits until `tod_err` is no longer 0 or 4 (pending); returns it.
+    pub async fn wait_final_tod_err(&mut self) -> Option<u8> {
+        let until = Instant::now() + WAIT;
+        while matches!(self.tod_err(), None | Some(0) | Some(4)) {
+            assert!(Instant::now() < until, "tod_err stays {:?}", self.tod_err());
+            assert!(
+                self.pump(Duration::from_millis(200)).await,
+                "closed: {:?}",
+                self.closed
+            );
+            self.transmit().await;
+        }
+        self.tod_err()
+    }
+
+    /// Drops the connection.
+    pub fn disconnect(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the connection closed; returns the reason.
+    pub async fn wait_closed(&mut self) -> String {
+        let until = Instant::now() + WAIT;
+        while self.closed.is_none() {
+            assert!(Instant::now() < until, "not closed");
+            self.pump(Duration::from_millis(200)).await;
+        }
+        self.closed.clone().unwrap_or_default()
+    }
+}
+
+/// Pushes `bytes` and waits for the final result (a new `upd_seq`).
+pub async fn push(addr: SocketAddr, bytes: Vec<u8>) -> (Progress, UpdateStatus, Option<u8>) {
+    let mut c = Ctl::connect(addr, "gina", None).await;
+    c.wait_ready().await;
+    let seq0 = c.status().unwrap().seq;
+    let mut src = Source {
+        data: bytes,
+        pos: 0,
+        hold_at: None,
+    };
+    let p = c.upload(&mut src, None).await.unwrap();
+    let st = c
+        .wait_status(|s| s.seq != seq0 && s.state == iocomd::status::UpdState::Idle)
+        .await;
+    // The final tod_err is published in the same flush as the status (conf_exp frames follow
+    // the exp frames).
+    let tod = c.wait_final_tod_err().await;
+    c.disconnect();
+    (p, st, tod)
+}
