@@ -7,6 +7,14 @@
 //! dpkg always gets `--log=<Paths::dpkg_log>`, and `--root=<root>` for an isolated root.
 //! Installs use `--force-confdef --force-confold --status-fd` (status lines read from a pipe),
 //! never `--force-all`.
+//!
+//! Dependency pre-flight: `apt-get install --simulate <file.deb>` with
+//! `-o Dir::State::status=<admindir>/status` (the target root's dpkg database, so an isolated
+//! root is checked against its own packages), empty package lists and source lists under
+//! `<state>/apt/` (`Dir::State::Lists`, `Dir::Cache`, `Dir::Etc::SourceList=/dev/null`, ...)
+//! and `Debug::NoLocking`. So only already installed packages satisfy dependencies — the helper
+//! installs with `dpkg --install` and never downloads — and apt writes nothing into the root.
+//! Exit 100 means unmet dependencies.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};

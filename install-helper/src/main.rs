@@ -89,6 +89,10 @@ struct Cli {
     /// Largest package accepted, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     max_package_mib: u64,
+    /// Exit after this many idle seconds (no call, no transaction); 0: never. For D-Bus
+    /// activation, which starts the helper again on the next call.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    idle_exit: u64,
     /// Run start-up recovery, then exit.
     #[arg(long)]
     recover_only: bool,
@@ -161,7 +165,8 @@ fn settings(cli: &Cli, host_arch: String) -> Settings {
 fn run_recovery(settings: &Settings, rt: tokio::runtime::Handle) -> anyhow::Result<()> {
     let mut real;
     let mut systemd: Option<&mut dyn Systemd> = None;
-    if settings.systemd == SystemdMode::SystemBus {
+    // systemd is only needed to finish a journaled transaction (restart + gate).
+    if settings.systemd == SystemdMode::SystemBus && settings.paths.journal().exists() {
         real = SystemdDbus::connect(rt).context("connecting to systemd")?;
         systemd = Some(&mut real);
     }
@@ -227,7 +232,18 @@ async fn main() -> anyhow::Result<()> {
         .context("serving on D-Bus")?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let idle_limit = Duration::from_secs(cli.idle_exit);
+    let idle_helper = helper.clone();
+    let idle = async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !idle_limit.is_zero() && idle_helper.idle_for() >= idle_limit {
+                return;
+            }
+        }
+    };
     tokio::select! {
+        _ = idle => tracing::info!("idle: exiting"),
         _ = conn.closed() => tracing::info!("connection closed"),
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),

@@ -56,6 +56,8 @@ struct Shared {
     auth: AuthConfig,
     /// The one running transaction (the busy flag).
     current: Mutex<Option<Current>>,
+    /// Last method call or transaction end (for idle exit).
+    last_activity: Mutex<std::time::Instant>,
 }
 
 impl std::fmt::Debug for dyn Verifier {
@@ -85,6 +87,7 @@ impl InstallHelper {
                 verifier,
                 auth,
                 current: Mutex::new(None),
+                last_activity: Mutex::new(std::time::Instant::now()),
             }),
             p2p: false,
         }
@@ -99,12 +102,31 @@ impl InstallHelper {
             .unwrap_or(true)
     }
 
+    /// How long the service has been idle (zero while a transaction runs).
+    pub fn idle_for(&self) -> std::time::Duration {
+        if self.busy() {
+            return std::time::Duration::ZERO;
+        }
+        self.shared
+            .last_activity
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.shared.last_activity.lock() {
+            *t = std::time::Instant::now();
+        }
+    }
+
     async fn authorize(
         &self,
         hdr: &Header<'_>,
         conn: &Connection,
         install: bool,
     ) -> Result<u32, ServiceError> {
+        self.touch();
         let not_auth = |e: &dyn std::fmt::Display| {
             ServiceError::new(
                 ErrorCode::NotAuthorized,
@@ -237,6 +259,9 @@ impl InstallHelper {
                         let _ = InstallHelper::progress(&emitter, &txid, &phase, pct, &msg).await;
                     }
                     Event::Finished(r) => {
+                        if let Ok(mut t) = shared.last_activity.lock() {
+                            *t = std::time::Instant::now();
+                        }
                         if let Ok(mut c) = shared.current.lock() {
                             *c = None;
                         }

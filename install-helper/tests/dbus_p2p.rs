@@ -190,3 +190,36 @@ async fn peer_uid_not_in_the_allow_list_is_not_authorized() {
     assert!(!w.state.join("staging").exists());
     assert_eq!(dpkg_status(&w.root, "iocom-app"), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_without_free_space_is_no_space_and_keeps_nothing() {
+    let w = World::new();
+    let signer = Signer::new(w.tmp.path());
+    let deb = signer.sign(&Pkg::new("iocom-app", "1.0").build(&w.debs));
+    let mut settings = w.settings();
+    // A reserve larger than any filesystem: the statvfs check before the copy must refuse.
+    settings.space_reserve = u64::MAX / 4;
+    let helper = InstallHelper::new(
+        settings,
+        Arc::new(signer.verifier()),
+        AuthConfig {
+            allowed_uids: vec![0],
+            polkit: false,
+        },
+    );
+    let client = connect(helper).await;
+    let proxy = client.proxy().await;
+    let file = std::fs::File::open(&deb).unwrap();
+    let e = proxy
+        .install(zbus::Fd::from(&file), HashMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), Some(ErrorCode::NoSpace), "{e}");
+    assert_eq!(
+        std::fs::read_dir(w.state.join("staging")).unwrap().count(),
+        0
+    );
+    // The refusal does not leave the helper busy.
+    let status: serde_json::Value = serde_json::from_str(&proxy.status().await.unwrap()).unwrap();
+    assert!(status["current"].is_null());
+}

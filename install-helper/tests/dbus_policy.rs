@@ -43,6 +43,10 @@ struct Bus {
 }
 
 fn start_bus(dir: &Path) -> Bus {
+    start_bus_with(dir, &[])
+}
+
+fn start_bus_with(dir: &Path, extra_includes: &[&str]) -> Bus {
     let shipped = std::fs::read_to_string(SHIPPED).unwrap();
     assert_eq!(
         shipped.matches("user=\"iocomd\"").count(),
@@ -74,9 +78,14 @@ fn start_bus(dir: &Path) -> Bus {
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
   </policy>
   <include>{dir}/org.iocom.InstallHelper1.conf</include>
+  {extra}
 </busconfig>
 "#,
-        dir = dir.display()
+        dir = dir.display(),
+        extra = extra_includes
+            .iter()
+            .map(|i| format!("<include>{i}</include>"))
+            .collect::<String>()
     );
     let conf_path = dir.join("bus.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -99,6 +108,10 @@ fn start_bus(dir: &Path) -> Bus {
 }
 
 fn start_helper(bus: &Bus, w: &World, policy: &Path, uids: &[u32]) -> Killed {
+    start_helper_with(bus, w, policy, uids, &[])
+}
+
+fn start_helper_with(bus: &Bus, w: &World, policy: &Path, uids: &[u32], extra: &[&str]) -> Killed {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iocom-install-helper"));
     cmd.arg("--bus-address")
         .arg(&bus.address)
@@ -114,21 +127,26 @@ fn start_helper(bus: &Bus, w: &World, policy: &Path, uids: &[u32]) -> Killed {
     for u in uids {
         cmd.arg("--allow-uid").arg(u.to_string());
     }
+    cmd.args(extra);
     Killed(cmd.spawn().unwrap())
 }
 
 /// Waits (on the NameOwnerChanged signal) until the helper owns its name.
 async fn wait_for_helper(conn: &zbus::Connection) {
+    wait_for_name(conn, "org.iocom.InstallHelper1").await
+}
+
+async fn wait_for_name(conn: &zbus::Connection, wanted: &str) {
     let dbus = zbus::fdo::DBusProxy::new(conn).await.unwrap();
     let mut changes = dbus.receive_name_owner_changed().await.unwrap();
-    let name = zbus::names::BusName::try_from("org.iocom.InstallHelper1").unwrap();
+    let name = zbus::names::BusName::try_from(wanted).unwrap();
     if dbus.name_has_owner(name.clone()).await.unwrap() {
         return;
     }
     let wait = async {
         while let Some(c) = changes.next().await {
             let a = c.args().unwrap();
-            if a.name().as_str() == "org.iocom.InstallHelper1" && a.new_owner().is_some() {
+            if a.name().as_str() == wanted && a.new_owner().is_some() {
                 return;
             }
         }
@@ -289,4 +307,122 @@ async fn shipped_bus_policy_and_helper_uid_check_both_say_no() {
         Some(("installed".into(), "2.0".into()))
     );
     drop(helper);
+}
+
+const SHIPPED_ACTION: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../systemd/polkit-1/actions/org.iocom.InstallHelper1.policy"
+);
+const SHIPPED_RULE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../systemd/polkit-1/rules.d/50-iocomd.rules"
+);
+
+/// polkitd on the private bus, seeing only the shipped action and `rules` (bind-mounted over
+/// /usr/share/polkit-1/{actions,rules.d} in a private mount namespace; the host is untouched).
+fn start_polkitd(bus: &Bus, dir: &Path, rules: &str) -> Killed {
+    let actions = dir.join("actions");
+    let rules_d = dir.join("rules.d");
+    std::fs::create_dir_all(&actions).unwrap();
+    std::fs::create_dir_all(&rules_d).unwrap();
+    std::fs::copy(
+        SHIPPED_ACTION,
+        actions.join("org.iocom.InstallHelper1.policy"),
+    )
+    .unwrap();
+    std::fs::write(rules_d.join("50-iocomd.rules"), rules).unwrap();
+    open_up(&actions.join("org.iocom.InstallHelper1.policy"));
+    open_up(&rules_d.join("50-iocomd.rules"));
+    // polkitd (user polkitd) lists these directories.
+    for d in [&actions, &rules_d] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script = "mount --bind \"$1\" /usr/share/polkit-1/actions && \
+                  mount --bind \"$2\" /usr/share/polkit-1/rules.d && \
+                  exec /usr/lib/polkit-1/polkitd --no-debug";
+    let child = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&actions)
+        .arg(&rules_d)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polkit_check_uses_the_shipped_action_and_rule() {
+    let w = World::new();
+    let signer = Signer::new(w.tmp.path());
+    let v1 = signer.sign(&Pkg::new("iocom-app", "1.0").build(&w.debs));
+    let busdir = w.tmp.path().join("bus");
+    std::fs::create_dir_all(&busdir).unwrap();
+    open_up(&busdir);
+    open_up(&v1);
+    let bus = start_bus_with(
+        &busdir,
+        &["/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf"],
+    );
+    let root = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let shipped_rule = std::fs::read_to_string(SHIPPED_RULE).unwrap();
+    assert_eq!(
+        shipped_rule.matches("subject.user == \"iocomd\"").count(),
+        1
+    );
+
+    // The shipped rule names the user "iocomd", which this host lacks: polkit says no.
+    let pk = start_polkitd(&bus, &busdir.join("pk1"), &shipped_rule);
+    wait_for_name(&root, "org.freedesktop.PolicyKit1").await;
+    let helper = start_helper_with(&bus, &w, &signer.policy, &[0, 65534], &["--polkit"]);
+    wait_for_helper(&root).await;
+    let r = client_as(65534, &bus, "install", &v1);
+    assert!(
+        r.contains(
+            "Error.NotAuthorized not-authorized: polkit denies org.iocom.InstallHelper1.install"
+        ),
+        "{r}"
+    );
+    assert_eq!(dpkg_status(&w.root, "iocom-app"), None);
+    drop(helper);
+    drop(pk);
+
+    // The same rule mapped to uid 65534's name ("nobody"): polkit says yes.
+    let mapped = shipped_rule.replace("subject.user == \"iocomd\"", "subject.user == \"nobody\"");
+    let _pk = start_polkitd(&bus, &busdir.join("pk2"), &mapped);
+    wait_for_name(&root, "org.freedesktop.PolicyKit1").await;
+    let _helper = start_helper_with(&bus, &w, &signer.policy, &[0, 65534], &["--polkit"]);
+    wait_for_helper(&root).await;
+    let proxy = InstallHelper1Proxy::new(&root).await.unwrap();
+    let mut finished = proxy.receive_finished().await.unwrap();
+    let r = client_as(65534, &bus, "install", &v1);
+    let txid = r
+        .strip_prefix("RESULT ok ")
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let sig = tokio::time::timeout(LONG, finished.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (sig.args().unwrap().txid, sig.args().unwrap().code),
+        (txid, "ok".to_string())
+    );
+    assert_eq!(
+        dpkg_status(&w.root, "iocom-app"),
+        Some(("installed".into(), "1.0".into()))
+    );
 }

@@ -72,9 +72,11 @@ async fn run_one(data: &[u8], ring: usize) {
         pos: 0,
         hold_at: None,
     };
+    let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     let p = ctl.upload(&mut src, None).await.unwrap();
     let iocom = t0.elapsed();
+    let cpu = cpu_secs(pid) - cpu0;
     let st = ctl.wait_status(|s| s.seq == 1).await;
     let peak = rss(pid);
     assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
@@ -87,17 +89,29 @@ async fn run_one(data: &[u8], ring: usize) {
     let (r_iocom, r_raw) = (mb / iocom.as_secs_f64(), mb / raw.as_secs_f64());
     println!(
         "tod_buf {:>7} B: IOCOM {:6.1} MB/s ({:.2} s), raw TCP+file+SHA-256 {:6.1} MB/s ({:.2} s), \
-         ratio {:.2}; daemon RSS idle {:.1} MiB, peak (VmHWM) {:.1} MiB; result {}",
+         ratio {:.2}; daemon CPU {:.2} s; daemon RSS idle {:.1} MiB, peak (VmHWM) {:.1} MiB; result {}",
         ring + 1,
         r_iocom,
         iocom.as_secs_f64(),
         r_raw,
         raw.as_secs_f64(),
         r_iocom / r_raw,
+        cpu,
         idle.0 as f64 / 1024.0,
         peak.1 as f64 / 1024.0,
         st.code
     );
+}
+
+/// User + system CPU seconds of process `pid` (all threads).
+fn cpu_secs(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is 14th, stime 15th.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// (VmRSS, VmHWM) in KiB of process `pid`.

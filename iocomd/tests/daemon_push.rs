@@ -233,6 +233,33 @@ async fn a_wrong_password_is_refused_counted_and_harmless() {
     d.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_reports_the_last_result_and_cleans_the_spool() {
+    let d = Daemon::start(|_| {}).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let (_, st, _) = push(d.addr, bytes).await;
+    assert_eq!(st.code, "ok", "{st:?}");
+    let stale = d.settings.spool.dir.join("1-0-push.partial");
+    let d = d
+        .restart(|s| {
+            std::fs::write(s.spool.dir.join("1-0-push.partial"), b"left by a crash").unwrap();
+        })
+        .await;
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    assert!(!stale.exists(), "stale partial file not removed");
+    let st = c.status().unwrap();
+    assert_eq!(st.state, UpdState::Idle);
+    assert_eq!(
+        (st.code.as_str(), st.result, st.seq),
+        ("ok", 0, 1),
+        "{st:?}"
+    );
+    assert_eq!((st.pkg.as_str(), st.inst_ver.as_str()), (SAMPLE, "1.0"));
+    c.disconnect();
+    d.stop().await;
+}
+
 struct NoSinkT;
 impl iocomd::proto::stream::ChunkSink for NoSinkT {
     fn open(&mut self, _: i64) -> Result<(), u8> {
@@ -246,4 +273,95 @@ impl iocomd::proto::stream::ChunkSink for NoSinkT {
 
 async fn second_transmit(c: &mut Ctl) {
     c.flush().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_connects_up_to_a_listening_iocomctl() {
+    use iocomd::config::ConnectEndpoint;
+    use iocomd::ctl::{ConnectOptions, PushOptions, Target, Transport};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start(|s| {
+        s.connect = vec![ConnectEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+            password_file: None,
+        }];
+    })
+    .await;
+    let target = Target {
+        device: "gina3.iocafenet".parse().unwrap(),
+        transport: Transport::Listen(([127, 0, 0, 1], port).into()),
+    };
+    let opts = PushOptions::new(
+        target,
+        ConnectOptions::default(),
+        d.env.sample_package.clone(),
+    );
+    let out = iocomd::ctl::push(&opts, |_| {}).await.unwrap();
+    assert_eq!(out.report.code.as_deref(), Some("ok"), "{out:?}");
+    assert_eq!(out.report.tod_err, Some(tod_err::COMPLETED));
+    assert_eq!(out.report.installed_version.as_deref(), Some("1.0"));
+    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transfer_times_out_and_leaves_nothing_behind() {
+    let d = Daemon::start(|_| {}).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    let half = bytes.len() / 2;
+    let mut src = Source {
+        data: bytes.clone(),
+        pos: 0,
+        hold_at: Some(half),
+    };
+    assert_eq!(c.upload(&mut src, Some(half)).await, None);
+    // Keep the connection alive but send nothing more: the device gives up after 5 s.
+    let st = c.wait_status(|s| s.seq == 1).await;
+    assert_eq!(st.code, "interrupted", "{st:?}");
+    assert!(st.msg.contains("stalled"), "{st:?}");
+    assert_eq!(c.wait_final_tod_err().await, Some(tod_err::TIMEOUT));
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    assert_eq!(d.installed(SAMPLE), None);
+    c.disconnect();
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_without_spool_space_is_refused_with_a_result() {
+    // A reserve no filesystem can keep free: the spool refuses at the start.
+    let d = Daemon::start(|s| s.spool.min_free_space = 1 << 60).await;
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    c.ep.start_upload(1).unwrap();
+    let mut src = Source {
+        data: bytes,
+        pos: 0,
+        hold_at: None,
+    };
+    let until = std::time::Instant::now() + WAIT;
+    while c.status().is_none_or(|s| s.seq == 0) {
+        assert!(std::time::Instant::now() < until, "no result");
+        let _ =
+            c.ep.poll_transfer(std::time::Instant::now(), &mut src, &mut NoSinkT);
+        c.pump(std::time::Duration::from_millis(50)).await;
+        c.flush().await;
+    }
+    let st = c.status().unwrap();
+    assert_eq!((st.code.as_str(), st.result), ("no-space", 202), "{st:?}");
+    assert_eq!(
+        c.wait_final_tod_err().await,
+        Some(tod_err::WRITING_FILE_FAILED)
+    );
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    c.disconnect();
+    d.stop().await;
 }

@@ -195,9 +195,6 @@ async fn production(config_file: Option<&Path>) -> anyhow::Result<()> {
         };
         listeners.push(Listener { tcp, tls });
     }
-    if !settings.connect.is_empty() {
-        tracing::warn!("endpoints.connect is not supported by this version; ignored");
-    }
     let mut spawned = None;
     let helper = match &settings.helper {
         HelperConnection::Spawn { program, args } => match spawn_helper(program, args).await {

@@ -1,12 +1,15 @@
 //! The core loop: owns the connections' device endpoints, the update state machine and the
 //! published status; consumes network, helper and internal events from one channel.
 
-use super::helper::{HelperStatus, TxSummary, code_of_dbus_error, phase_state};
+use super::helper::{HelperStatus, TxSummary, phase_state};
 use super::sink::{NoSource, Note, PushSink};
-use super::update::{Rejection, Update};
+use super::update::Update;
 use super::{CoreEvent, DaemonError};
+use results::{finish_spool, outcome_of};
+
+mod results;
 use crate::config::Settings;
-use crate::helper_client::{HelperClient, HelperEvent, InstallMeta};
+use crate::helper_client::HelperClient;
 use crate::net::{ConnHandle, NetEvent};
 use crate::proto::conn::{CloseReason, ConnEvent};
 use crate::proto::endpoint::{DeviceConfig, DeviceEndpoint};
@@ -18,8 +21,7 @@ use crate::proto::password::AuthRejection;
 use crate::proto::stream::device::DeviceEvent;
 use crate::proto::stream::{Direction, StreamError};
 use crate::proto::sysframe::{MblkInfo, SystemFrame};
-use crate::spool::{SpoolError, SpoolWriter};
-use crate::status::{DaemonCode, UpdState, UpdateStatus, status_block_def, tod_err, tod_err_for};
+use crate::status::{DaemonCode, UpdState, UpdateStatus, status_block_def, tod_err};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -360,212 +362,6 @@ impl Core {
         }
     }
 
-    fn on_helper(&mut self, ev: HelperEvent) {
-        match ev {
-            HelperEvent::Progress {
-                transaction_id,
-                phase,
-                percent,
-                message,
-            } => {
-                let Some(state) = phase_state(&phase) else {
-                    return;
-                };
-                if self.update.progress(&transaction_id, state).is_ok() {
-                    self.push_span.in_scope(|| {
-                        tracing::info!(txid = %transaction_id, %phase, percent, %message, "helper progress")
-                    });
-                    self.status.state = state;
-                    self.status.progress = u8::try_from(percent.min(100)).unwrap_or(100);
-                    self.status.msg = message;
-                    let _ = crate::systemd::status(&self.narrate());
-                }
-            }
-            HelperEvent::Finished {
-                transaction_id,
-                code,
-                message,
-                result_json,
-            } => {
-                let mut summary: TxSummary = serde_json::from_str(&result_json).unwrap_or_default();
-                if summary.code.is_empty() {
-                    summary.code = code;
-                    summary.message = message;
-                    summary.code_number = super::helper::HELPER_CODES
-                        .iter()
-                        .find(|(c, _)| *c == summary.code)
-                        .map_or(99, |(_, n)| *n);
-                }
-                summary.txid = transaction_id.clone();
-                match self.update.finish(Some(&transaction_id)) {
-                    Ok(conn) => self.publish_result(outcome_of(&summary), conn),
-                    Err(Rejection::NotApplicable | Rejection::Busy) => {
-                        if matches!(self.update, Update::Installing { txid: None, .. }) {
-                            self.orphans.push((transaction_id, summary));
-                            if self.orphans.len() > 8 {
-                                self.orphans.remove(0);
-                            }
-                        } else {
-                            tracing::debug!(txid = %transaction_id, "result of another transaction");
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_spooled(&mut self, push: u64, result: Result<crate::spool::SpooledPackage, SpoolError>) {
-        if self.update.push() != Some(push) {
-            if let Ok(pkg) = result {
-                let _ = pkg.remove();
-            }
-            return;
-        }
-        let pkg = match result {
-            Ok(p) => p,
-            Err(e) => {
-                let code = match &e {
-                    SpoolError::CrcMismatch { .. } => DaemonCode::CrcMismatch,
-                    SpoolError::TooLarge { .. } => DaemonCode::TooLarge,
-                    SpoolError::NoSpace { .. } => DaemonCode::NoSpace,
-                    _ => DaemonCode::SpoolError,
-                };
-                if let Ok(conn) = self.update.finish(None) {
-                    self.publish_result(Outcome::daemon(code, e.to_string()), conn);
-                }
-                return;
-            }
-        };
-        let Some(helper) = self.helper.clone() else {
-            let _ = pkg.remove();
-            if let Ok(conn) = self.update.finish(None) {
-                self.publish_result(
-                    Outcome::daemon(
-                        DaemonCode::HelperUnavailable,
-                        "the install helper is not available",
-                    ),
-                    conn,
-                );
-            }
-            return;
-        };
-        let _ = self.update.spooled();
-        self.status.state = UpdState::Verifying;
-        self.status.progress = 0;
-        self.status.msg = format!("received {} bytes, handing over to the installer", pkg.size);
-        self.push_span.in_scope(|| {
-            tracing::info!(path = %pkg.path.display(), size = pkg.size, sha256 = %pkg.sha256_hex(), "package received")
-        });
-        let origin = self
-            .update
-            .conn()
-            .and_then(|c| self.peers.get(&c))
-            .map(|p| format!("iocom {} user {}", p.addr, p.user.as_deref().unwrap_or("?")))
-            .unwrap_or_default();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let meta = InstallMeta {
-                sha256: pkg.sha256_hex(),
-                size: pkg.size,
-                origin,
-            };
-            let result = match pkg.open() {
-                Ok(file) => helper.install(&file, &meta).await,
-                Err(e) => Err(crate::helper_client::HelperError::Spawn {
-                    program: pkg.path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                }),
-            };
-            // The helper has its own copy (or refused it): ours goes away either way.
-            let _ = pkg.remove();
-            let _ = tx.send(CoreEvent::InstallCall { push, result }).await;
-        });
-    }
-
-    fn on_install_call(
-        &mut self,
-        push: u64,
-        result: Result<String, crate::helper_client::HelperError>,
-    ) {
-        if self.update.push() != Some(push) {
-            return;
-        }
-        match result {
-            Ok(txid) => {
-                self.push_span
-                    .in_scope(|| tracing::info!(%txid, "install transaction started"));
-                let _ = self.update.install_started(&txid);
-                if let Some(i) = self.orphans.iter().position(|(t, _)| *t == txid) {
-                    let (_, summary) = self.orphans.remove(i);
-                    if let Ok(conn) = self.update.finish(Some(&txid)) {
-                        self.publish_result(outcome_of(&summary), conn);
-                    }
-                }
-            }
-            Err(e) => {
-                let outcome = match code_of_dbus_error(&e) {
-                    Some((code, number)) => Outcome {
-                        number,
-                        code,
-                        message: e.to_string(),
-                        pkg: None,
-                        ver: None,
-                        installed: None,
-                    },
-                    None => Outcome::daemon(DaemonCode::HelperUnavailable, e.to_string()),
-                };
-                if let Ok(conn) = self.update.finish(None) {
-                    self.publish_result(outcome, conn);
-                }
-            }
-        }
-    }
-
-    fn apply_outcome(&mut self, o: Outcome) {
-        self.status.seq = self.status.seq.wrapping_add(1);
-        self.status.state = UpdState::Idle;
-        self.status.progress = if o.number == 0 { 100 } else { 0 };
-        self.status.result = o.number;
-        self.status.code = o.code;
-        self.status.msg = o.message;
-        if let Some(p) = o.pkg {
-            self.status.pkg = p;
-            self.status.ver = o.ver.unwrap_or_default();
-            self.status.inst_ver = o.installed.unwrap_or_default();
-        }
-    }
-
-    /// Publishes a final result: status signals (upd_seq + 1) and the pusher's `tod_err`.
-    fn publish_result(&mut self, o: Outcome, conn: Option<u64>) {
-        let t = tod_err_for(o.number);
-        self.push_span.in_scope(|| {
-            if o.number == 0 {
-                tracing::info!(code = %o.code, message = %o.message, "push finished");
-            } else {
-                tracing::warn!(code = %o.code, number = o.number, message = %o.message, "push failed");
-            }
-        });
-        self.push_span = tracing::Span::none();
-        self.apply_outcome(o);
-        if let Some(p) = conn.and_then(|c| self.peers.get_mut(&c))
-            && let Some(ep) = p.ep.as_mut()
-        {
-            let _ = ep.report(t);
-            p.dirty = true;
-        }
-        let _ = crate::systemd::status(&self.narrate());
-    }
-
-    fn narrate(&self) -> String {
-        let s = &self.status;
-        match s.state {
-            UpdState::Idle if s.seq == 0 => format!("idle on {}", self.settings.device_path()),
-            UpdState::Idle => format!("idle; last push: {} {} {}: {}", s.code, s.pkg, s.ver, s.msg),
-            UpdState::Receiving => format!("receiving a package ({} bytes)", s.bytes),
-            st => format!("{} {} {}: {}", st.name(), s.pkg, s.ver, s.msg),
-        }
-    }
-
     /// Polls every dirty connection's streams, publishes the status and transmits.
     fn flush(&mut self) {
         let now = Instant::now();
@@ -581,6 +377,9 @@ impl Core {
         if let Update::Receiving { writer, .. } = &self.update {
             self.status.bytes = u32::try_from(writer.size()).unwrap_or(u32::MAX);
         }
+        // Stream signals (tod_err, tod_state) go out before the status that explains them, so
+        // a controller that sees a new `upd_seq` already has the final `tod_err`.
+        self.transmit_dirty();
         if self.published.as_ref() != Some(&self.status) {
             for p in self.peers.values_mut() {
                 if let Some(ep) = p.ep.as_mut() {
@@ -589,7 +388,12 @@ impl Core {
                 }
             }
             self.published = Some(self.status.clone());
+            self.transmit_dirty();
         }
+    }
+
+    /// Transmits the changes of every dirty connection (as much as its queue takes).
+    fn transmit_dirty(&mut self) {
         for (id, p) in self.peers.iter_mut() {
             if !p.dirty {
                 continue;
@@ -673,6 +477,16 @@ impl Core {
                         span.in_scope(
                             || tracing::warn!(code = code.as_str(), %msg, "push refused"),
                         );
+                        // A refusal of the device's own making is a result. `busy` would hide
+                        // the running push's status, and `not-authorized` would let any
+                        // unauthenticated peer overwrite the last result: those show only in
+                        // the refused connection's tod_err.
+                        if matches!(
+                            code,
+                            DaemonCode::NoSpace | DaemonCode::SpoolError | DaemonCode::BadSelect
+                        ) {
+                            self.publish_result(Outcome::daemon(*code, msg.clone()), Some(id));
+                        }
                     }
                     return;
                 }
@@ -717,31 +531,6 @@ fn write_status(ep: &mut DeviceEndpoint, status: &UpdateStatus) {
         && let Err(e) = status.write(&layout, block)
     {
         tracing::error!(error = %e, "cannot write the status block");
-    }
-}
-
-async fn finish_spool(
-    writer: Box<SpoolWriter>,
-    crc: u16,
-) -> Result<crate::spool::SpooledPackage, SpoolError> {
-    let path = writer.partial_path().to_path_buf();
-    match tokio::task::spawn_blocking(move || writer.finish(crc)).await {
-        Ok(r) => r,
-        Err(e) => Err(SpoolError::Io {
-            path,
-            source: std::io::Error::other(e.to_string()),
-        }),
-    }
-}
-
-fn outcome_of(s: &TxSummary) -> Outcome {
-    Outcome {
-        number: s.code_number,
-        code: s.code.clone(),
-        message: s.message.clone(),
-        pkg: s.package.clone(),
-        ver: s.to.clone(),
-        installed: s.installed.clone(),
     }
 }
 

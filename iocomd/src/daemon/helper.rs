@@ -18,8 +18,9 @@ pub struct SpawnedHelper {
     pub child: tokio::process::Child,
 }
 
-/// Spawns `program --p2p-fd N args…`, where N is the child's end of a new socketpair, and
-/// connects to it peer-to-peer.
+/// Spawns the helper with the child's end of a new socketpair as fd N and connects to it
+/// peer-to-peer. `{fd}` in `args` is replaced by N (the configuration's convention, e.g.
+/// `--p2p-fd {fd}`); without a `{fd}`, `--p2p-fd N` is put first.
 #[allow(unsafe_code)]
 pub async fn spawn_helper(program: &Path, args: &[String]) -> Result<SpawnedHelper, HelperError> {
     let spawn_err = |source| HelperError::Spawn {
@@ -29,7 +30,11 @@ pub async fn spawn_helper(program: &Path, args: &[String]) -> Result<SpawnedHelp
     let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
     let fd = theirs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(program);
-    cmd.arg("--p2p-fd").arg(fd.to_string()).args(args);
+    let n = fd.to_string();
+    if !args.iter().any(|a| a.contains("{fd}")) {
+        cmd.arg("--p2p-fd").arg(&n);
+    }
+    cmd.args(args.iter().map(|a| a.replace("{fd}", &n)));
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl(2), which
     // is async-signal-safe. `fd` is open in the child (inherited from the parent, where
     // `theirs` lives until after spawn) and the borrow does not outlive the call.

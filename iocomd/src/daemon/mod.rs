@@ -33,6 +33,11 @@ use tokio_util::sync::CancellationToken;
 /// How long shutdown waits for a running install to finish before leaving it to the helper.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The receive frame size we announce: the protocol's largest. A peer sends frames of the
+/// smaller of its own size and ours, so reference peers (1392) are unaffected, while our own
+/// controller moves 16 KiB per frame (12 times fewer frames, and a 44-frame window of 704 KiB).
+pub const DEVICE_FRAME_SIZE: u32 = crate::proto::frame::MAX_FRAME_SIZE;
+
 /// A bound listening socket, plain TCP or TLS.
 pub struct Listener {
     /// The socket (bind it to `127.0.0.1:0` in tests and read `local_addr` first).
@@ -59,6 +64,55 @@ pub enum DaemonError {
     /// The configuration cannot be used by the protocol core.
     #[error("device configuration: {0}")]
     Endpoint(#[from] crate::proto::endpoint::EndpointError),
+    /// A connect-up endpoint cannot be set up (TLS files, password file, server name).
+    #[error("endpoints.connect {target}: {message}")]
+    Connect {
+        /// `host:port`.
+        target: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Resolves a connect-up endpoint: target (TLS connector, server name) and the connection
+/// configuration carrying our password.
+fn connect_up(
+    settings: &Settings,
+    ep: &crate::config::ConnectEndpoint,
+) -> Result<(crate::net::ConnectTarget, ConnConfig), DaemonError> {
+    let addr = if ep.host.contains(':') {
+        format!("[{}]:{}", ep.host, ep.port)
+    } else {
+        format!("{}:{}", ep.host, ep.port)
+    };
+    let fail = |message: String| DaemonError::Connect {
+        target: addr.clone(),
+        message,
+    };
+    let tls = match &ep.tls {
+        Some(t) => {
+            if t.identity.is_some() {
+                tracing::warn!(target = %addr, "TLS client certificates are not supported yet; connecting without one");
+            }
+            let connector = crate::net::tls::connector(&t.ca).map_err(|e| fail(e.to_string()))?;
+            let name = rustls_pki_types::ServerName::try_from(t.server_name.clone())
+                .map_err(|e| fail(format!("server name {:?}: {e}", t.server_name)))?;
+            Some((connector, name))
+        }
+        None => None,
+    };
+    let mut cfg = ConnConfig::new(Role::Device, Side::Client, identity(settings));
+    cfg.frame_size = DEVICE_FRAME_SIZE;
+    if let Some(f) = &ep.password_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| fail(format!("password file {}: {e}", f.display())))?;
+        cfg.identity.password = text.trim_end_matches(['\n', '\r']).to_owned();
+    }
+    let target = crate::net::ConnectTarget {
+        addr: addr.clone(),
+        tls,
+    };
+    Ok((target, cfg))
 }
 
 /// An event for the core loop.
@@ -97,6 +151,7 @@ fn identity(settings: &Settings) -> LocalIdentity {
 
 fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
     let mut cfg = ConnConfig::new(Role::Device, Side::Server, identity(settings));
+    cfg.frame_size = DEVICE_FRAME_SIZE;
     if tls {
         cfg.peer_auth = PeerAuth::Accounts(Accounts {
             accounts: settings
@@ -114,7 +169,8 @@ fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
     cfg
 }
 
-/// Runs the daemon until `shutdown` is cancelled: serves `listeners`, receives pushes into
+/// Runs the daemon until `shutdown` is cancelled: serves `listeners` and connects up to the
+/// controllers of `settings.connect` (reconnecting with backoff), receives pushes into
 /// `settings.spool.dir` and hands them to `helper` (`None`: every push ends with
 /// `helper-unavailable`). Removes stale partial spool files first and publishes the helper's
 /// last result. On shutdown a running receive is dropped (partial file deleted) and a running
@@ -142,6 +198,26 @@ pub async fn run(
         let (ntx, mut nrx) = mpsc::channel::<NetEvent>(1024);
         let cfg = conn_config(&settings, secure);
         tasks.spawn(crate::net::listen(l.tcp, l.tls, cfg, ntx, net_stop.clone()));
+        let fwd = tx.clone();
+        tasks.spawn(async move {
+            while let Some(event) = nrx.recv().await {
+                if fwd.send(CoreEvent::Net { secure, event }).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    for ep in &settings.connect {
+        let (target, cfg) = connect_up(&settings, ep)?;
+        let secure = target.tls.is_some();
+        let (ntx, mut nrx) = mpsc::channel::<NetEvent>(1024);
+        tasks.spawn(crate::net::connect(
+            target,
+            cfg,
+            crate::net::Backoff::default(),
+            ntx,
+            net_stop.clone(),
+        ));
         let fwd = tx.clone();
         tasks.spawn(async move {
             while let Some(event) = nrx.recv().await {

@@ -52,7 +52,11 @@ impl ChunkSink for PushSink<'_> {
         let writer = match Spool::begin(&sp.dir, "push", sp.max_package_size, sp.min_free_space) {
             Ok(w) => w,
             Err(e) => {
-                self.note = Some(Note::Refused(DaemonCode::SpoolError, e.to_string()));
+                let code = match &e {
+                    SpoolError::NoSpace { .. } => DaemonCode::NoSpace,
+                    _ => DaemonCode::SpoolError,
+                };
+                self.note = Some(Note::Refused(code, e.to_string()));
                 return Err(tod_err::WRITING_FILE_FAILED);
             }
         };

@@ -25,29 +25,49 @@ use tokio_util::sync::CancellationToken;
 /// Generous limit for anything a test waits for (loaded 2-core machine).
 pub const WAIT: Duration = Duration::from_secs(120);
 
-/// The install helper binary: `$IOCOMD_TEST_HELPER`, else the workspace's, built on demand.
+/// The install helper binary: `$IOCOMD_TEST_HELPER`, else the workspace's debug build, which
+/// must exist and be newer than the helper's sources (`cargo test --workspace`, as
+/// `scripts/test` runs it, builds it; so does `cargo build -p install-helper`).
 pub fn helper_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("IOCOMD_TEST_HELPER") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("iocom-install-helper");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "install-helper",
-                "--bin",
-                "iocom-install-helper",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the install helper failed");
-    }
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("iocom-install-helper");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build -p install-helper` (or `cargo test --workspace`)",
+                bin.display()
+            )
+        });
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../install-helper/src");
+    let newest = newest_mtime(&src);
+    assert!(
+        newest.is_none_or(|t| t <= built),
+        "{} is older than its sources: run `cargo build -p install-helper`",
+        bin.display()
+    );
     bin
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let t = if e.file_type().ok()?.is_dir() {
+            newest_mtime(&e.path())
+        } else {
+            e.metadata().ok()?.modified().ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// A running daemon.
@@ -72,14 +92,42 @@ impl Daemon {
     /// Starts a demo daemon, with a second, TLS listener when `tls` (certificate for
     /// `localhost`, self-signed).
     pub async fn start_with(tune: impl FnOnce(&mut Settings), tls: bool) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), tune, tls).await
+    }
+
+    /// Stops the daemon and starts a new one on the same state (helper state, dpkg root,
+    /// spool); `tune` runs on the new settings before it starts.
+    pub async fn restart(mut self, tune: impl FnOnce(&mut Settings)) -> Daemon {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = tokio::time::timeout(WAIT, c.wait()).await;
+        }
+        let tls = self.tls.is_some();
+        Self::start_in(self._dir, tune, tls).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut Settings),
+        tls: bool,
+    ) -> Daemon {
         let state = dir.path().join("state");
         let env = iocomd::demo::prepare(&state).unwrap();
         let mut settings = Settings::demo(&env.state_dir);
         settings.listen.clear();
         tune(&mut settings);
         let uid = nix::unistd::getuid().as_raw().to_string();
+        // `{fd}` as in the configuration (the demo binary relies on the default instead).
         let args: Vec<String> = vec![
+            "--p2p-fd".into(),
+            "{fd}".into(),
             "--root".into(),
             env.dpkg_root.to_string_lossy().into(),
             "--state-dir".into(),
@@ -302,7 +350,8 @@ impl Ctl {
             unique_id: None,
             password,
         };
-        let cfg = ConnConfig::new(Role::Controller, Side::Client, identity);
+        let mut cfg = ConnConfig::new(Role::Controller, Side::Client, identity);
+        cfg.frame_size = iocomd::proto::frame::MAX_FRAME_SIZE;
         let (tx, events) = mpsc::channel(4096);
         let stop = CancellationToken::new();
         tokio::spawn(net::connect(
