@@ -131,11 +131,92 @@ fn the_printed_push_command_installs_the_sample_package() {
     let messages = reader.join().unwrap();
     let has = |what: &str| messages.iter().any(|m| m.contains(what));
     assert!(has("READY=1"), "{messages:?}");
-    assert!(has("STATUS=receiving"), "{messages:?}");
     assert!(
         has("STATUS=idle; last push: ok iocom-demo-hello 1.0"),
         "{messages:?}"
     );
     assert!(has("WATCHDOG=1"), "{messages:?}");
     assert!(has("STOPPING=1"), "{messages:?}");
+}
+
+#[test]
+fn iocomd_runs_from_a_configuration_file() {
+    let helper = daemon_support::helper_binary();
+    let dir = tempfile::tempdir().unwrap();
+    // The demo environment supplies a signing key, a policy and a signed package.
+    let env = iocomd::demo::prepare(&dir.path().join("env")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let spool = dir.path().join("spool");
+    let config = dir.path().join("iocomd.toml");
+    let q = |p: &std::path::Path| format!("{:?}", p.to_str().unwrap());
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nname = \"gina\"\nnumber = 7\nnetwork = \"iocafenet\"\n\
+             [[endpoints.listen]]\ntransport = \"tcp\"\naddress = \"{listen}\"\n\
+             [security]\nallow_plain_tcp_push = true\n\
+             [spool]\ndir = {}\n\
+             [helper]\nconnection = \"spawn\"\nprogram = {}\n\
+             args = [\"--p2p-fd\", \"{{fd}}\", \"--root\", {}, \"--state-dir\", {}, \"--policy\", {}, \
+             \"--allow-uid\", \"{}\"]\n\
+             [log]\ntarget = \"stderr\"\n",
+            q(&spool),
+            q(&helper),
+            q(&env.dpkg_root),
+            q(&env.helper_state),
+            q(&env.policy),
+            nix::unistd::getuid()
+        ),
+    )
+    .unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(daemon_support::WAIT)).unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_iocomd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // READY=1 comes once the listener is bound and the core loop runs.
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = notify.recv(&mut buf).expect("no READY=1 from iocomd");
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            break;
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_iocomctl"))
+        .args(["push", "--connect", &listen, "gina7.iocafenet"])
+        .arg(&env.sample_package)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        daemon_support::installed_version(&env.dpkg_root, "iocom-demo-hello").as_deref(),
+        Some("1.0")
+    );
+    assert!(std::fs::read_dir(&spool).unwrap().next().is_none());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // STOPPING=1 is sent when shutdown starts; then the process exits.
+    loop {
+        let n = notify.recv(&mut buf).expect("no STOPPING=1 from iocomd");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(daemon.wait().unwrap().success());
 }

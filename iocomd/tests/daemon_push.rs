@@ -365,3 +365,33 @@ async fn a_push_without_spool_space_is_refused_with_a_result() {
     c.disconnect();
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
+    let d = Daemon::start(|_| {}).await;
+    let mut watcher = Ctl::connect(d.addr, "gina", None).await;
+    watcher.wait_ready().await;
+    // More controllers fill the remaining places (each ready, so the daemon has counted it).
+    let mut idle = Vec::new();
+    for _ in 1..iocomd::daemon::MAX_PEERS {
+        let mut c = Ctl::connect(d.addr, "gina", None).await;
+        c.wait_ready().await;
+        idle.push(c);
+    }
+    let mut extra = Ctl::connect(d.addr, "gina", None).await;
+    extra.wait_closed().await;
+    assert!(!extra.ep.ready());
+    // The connection that was there is unaffected, and places come back when peers leave.
+    for c in &idle {
+        c.disconnect();
+    }
+    for c in &mut idle {
+        c.wait_closed().await;
+    }
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let (_, st, _) = push(d.addr, bytes).await;
+    assert_eq!(st.code, "ok", "{st:?}");
+    let st = watcher.wait_status(|s| s.seq == 1).await;
+    assert_eq!(st.inst_ver, "1.0");
+    d.stop().await;
+}

@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Frames buffered towards one connection before the core loop stops transmitting to it.
 const OUT_QUEUE: usize = 64;
+/// Connections served at once (each has its own blocks, about twice `tod_buf` in memory);
+/// more are closed at once.
+pub const MAX_PEERS: usize = 32;
 /// Events handled before the streams are polled and frames transmitted.
 const BATCH: usize = 256;
 
@@ -90,6 +93,7 @@ pub(super) struct Core {
     push_span: tracing::Span,
     orphans: Vec<(String, TxSummary)>,
     device_cfg: DeviceConfig,
+    notifier: super::notify::StatusNotifier,
 }
 
 impl Core {
@@ -119,6 +123,7 @@ impl Core {
             push_span: tracing::Span::none(),
             orphans: Vec::new(),
             device_cfg,
+            notifier: super::notify::StatusNotifier::start(),
         })
     }
 
@@ -260,6 +265,13 @@ impl Core {
                 tokio::spawn(forward(handle, rx));
                 let span = tracing::info_span!("conn", conn = id, %peer, tls = secure);
                 span.in_scope(|| tracing::debug!("connected"));
+                if self.peers.len() >= MAX_PEERS {
+                    span.in_scope(|| {
+                        tracing::warn!(limit = MAX_PEERS, "too many connections; refusing this one")
+                    });
+                    let _ = out.try_send(Out::Close("too many connections".into()));
+                    return;
+                }
                 self.peers.insert(
                     id,
                     Peer {
@@ -453,7 +465,7 @@ impl Core {
                     self.status.progress = 0;
                     self.status.bytes = 0;
                     self.status.msg = "receiving".into();
-                    let _ = crate::systemd::status(&self.narrate());
+                    self.notifier.status(self.narrate());
                 }
             }
             DeviceEvent::Completed { bytes, crc, .. } => {

@@ -13,7 +13,9 @@
 //! `allow_plain_tcp_push` is set (the demo on loopback).
 
 mod core;
+pub use self::core::MAX_PEERS;
 pub mod helper;
+mod notify;
 mod sink;
 pub mod update;
 

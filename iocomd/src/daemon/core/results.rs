@@ -28,7 +28,7 @@ impl Core {
                     self.status.state = state;
                     self.status.progress = u8::try_from(percent.min(100)).unwrap_or(100);
                     self.status.msg = message;
-                    let _ = crate::systemd::status(&self.narrate());
+                    self.notifier.status(self.narrate());
                 }
             }
             HelperEvent::Finished {
@@ -207,7 +207,7 @@ impl Core {
             let _ = ep.report(t);
             p.dirty = true;
         }
-        let _ = crate::systemd::status(&self.narrate());
+        self.notifier.status(self.narrate());
     }
 
     pub(super) fn narrate(&self) -> String {
