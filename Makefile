@@ -1,5 +1,5 @@
 # Convenience targets. The test command is ./scripts/test (CI calls it too).
-.PHONY: test deb demo clean-deb
+.PHONY: test deb system-test demo clean-deb
 
 test:
 	./scripts/test
@@ -7,6 +7,11 @@ test:
 # Builds target/deb/iocomd_<version>_<arch>.deb (xz members) with debhelper.
 deb:
 	./scripts/build-deb
+
+# End-to-end test on a real systemd (root): builds the package, boots a Debian 12 container
+# with systemd-nspawn, installs iocomd with apt and pushes updates with iocomctl.
+system-test:
+	tests/system/run
 
 demo:
 	cargo run --release -p iocomd --bin iocomd -- --demo

@@ -658,3 +658,22 @@ mod robustness {
         }
     }
 }
+
+#[test]
+fn the_helpers_own_unit_is_never_restarted() {
+    // The iocomd package ships the helper's unit; restarting it would stop the running
+    // transaction (self-update), so it is not among the units to restart, even when named.
+    let e = env();
+    let policy = e.policy("");
+    let deb = e.signed(
+        app("2.0")
+            .file("lib/systemd/system/iocom-app.service", b"[Service]\n")
+            .file(
+                "lib/systemd/system/iocom-install-helper.service",
+                b"[Service]\n",
+            )
+            .field("X-Iocom-Units", "iocom-install-helper.service"),
+    );
+    let p = e.verify(&deb, &policy, Some("1.0")).unwrap();
+    assert_eq!(p.units, ["iocom-app.service"]);
+}

@@ -43,6 +43,11 @@ pub use version::{Version, VersionError, compare_versions};
 /// The member holding the origin signature.
 pub const ORIGIN_SIGNATURE_MEMBER: &str = "_gpgorigin";
 
+/// The helper's own unit. It is never in [`VerifiedPackage::units`]: restarting it would stop
+/// the transaction that asked for the restart (the iocomd package ships it). A helper updated
+/// that way runs its new binary from its next D-Bus activation (it exits when idle).
+pub const HELPER_UNIT: &str = "iocom-install-helper.service";
+
 /// A package that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedPackage {
@@ -340,6 +345,7 @@ pub fn verify_package(
             units.push(u);
         }
     }
+    units.retain(|u| u != HELPER_UNIT);
 
     tracing::info!(
         package = %info.package,

@@ -32,6 +32,7 @@ Logs: IOCOMCTL_LOG=debug (tracing filter syntax), on stderr.";
 /// Push software packages to IOCOM devices and show their update status.
 #[derive(Debug, Parser)]
 #[command(
+    name = "iocomctl",
     version,
     about = "Push software packages (.deb) to IOCOM devices running iocomd and show their update status",
     after_help = EXIT_TABLE
