@@ -28,10 +28,10 @@ fn shipped_sample_validates() {
     let s = config::load_file(&sample_path(), &Paths::rooted(root.path())).unwrap();
     assert_eq!(s.device_path(), "gina3.iocafenet");
     assert_eq!(s.listen.len(), 1);
-    assert_eq!(s.listen[0].address.to_string(), "0.0.0.0:6369");
-    let tls = s.listen[0].tls.as_ref().unwrap();
-    assert_eq!(tls.cert, Path::new("/etc/iocomd/tls/device.crt"));
-    assert_eq!(tls.client_ca, None);
+    // Out of the box: loopback plain TCP, so a fresh install starts without certificates,
+    // and pushes over it stay refused.
+    assert_eq!(s.listen[0].address.to_string(), "127.0.0.1:6368");
+    assert!(s.listen[0].tls.is_none());
     assert!(s.connect.is_empty());
     assert!(!s.allow_plain_tcp_push);
     assert!(s.accounts.is_empty());

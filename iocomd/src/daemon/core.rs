@@ -8,7 +8,7 @@ use super::{CoreEvent, DaemonError};
 use results::{finish_spool, outcome_of};
 
 mod results;
-use crate::config::Settings;
+use crate::config::{HelperConnection, Settings};
 use crate::helper_client::HelperClient;
 use crate::net::{ConnHandle, NetEvent};
 use crate::proto::conn::{CloseReason, ConnEvent};
@@ -212,9 +212,24 @@ impl Core {
         if matches!(self.update, Update::Idle) {
             return;
         }
+        // A helper on the bus is a service of its own: it finishes the transaction, persists
+        // the result, and this daemon publishes it after its restart. Waiting for it would
+        // deadlock a self-update, whose postinst restarts us while the helper waits for dpkg.
+        // A helper we spawned (demo) dies with us, so its install is awaited.
+        let helper_outlives_us = !matches!(self.settings.helper, HelperConnection::Spawn { .. });
+        if helper_outlives_us && matches!(self.update, Update::Installing { .. }) {
+            tracing::info!(
+                "leaving the running install to the helper; its result is published after the restart"
+            );
+            return;
+        }
         tracing::info!("waiting for the running install before exiting");
         let until = tokio::time::Instant::now() + super::DRAIN_TIMEOUT;
         while !matches!(self.update, Update::Idle) {
+            if helper_outlives_us && matches!(self.update, Update::Installing { .. }) {
+                tracing::info!("the package is handed over; the helper finishes the install");
+                break;
+            }
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(CoreEvent::Net { .. })) => {}
                 Ok(Some(ev)) => self.handle(ev),

@@ -175,8 +175,9 @@ fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
 /// controllers of `settings.connect` (reconnecting with backoff), receives pushes into
 /// `settings.spool.dir` and hands them to `helper` (`None`: every push ends with
 /// `helper-unavailable`). Removes stale partial spool files first and publishes the helper's
-/// last result. On shutdown a running receive is dropped (partial file deleted) and a running
-/// install is awaited for at most [`DRAIN_TIMEOUT`].
+/// last result. On shutdown a running receive is dropped (partial file deleted); a running
+/// install is left to a helper on the bus (it persists the result, published after the
+/// restart) and awaited for at most [`DRAIN_TIMEOUT`] when the helper is our child (demo).
 pub async fn run(
     listeners: Vec<Listener>,
     settings: Settings,
