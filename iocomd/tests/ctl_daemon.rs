@@ -10,6 +10,9 @@
 //! (exit 8), shown in JSON by the binary, and `status` reads it back; TLS with a password
 //! account; a plain TCP push refused at the start of the stream (exit 4).
 
+mod daemon_support;
+
+use daemon_support::{helper_binary, installed_version};
 use iocomd::config::Settings;
 use iocomd::ctl::{
     self, ConnectOptions, CtlError, DevicePath, FailureClass, PushOptions, StatusOptions, Target,
@@ -22,51 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// The install helper binary: `$IOCOMD_TEST_HELPER`, else the workspace's (built on demand).
-fn helper_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("IOCOMD_TEST_HELPER") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("iocom-install-helper");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "install-helper",
-                "--bin",
-                "iocom-install-helper",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the install helper failed");
-    }
-    bin
-}
-
-fn installed_version(root: &Path, pkg: &str) -> Option<String> {
-    let out = Command::new("dpkg")
-        .arg("--root")
-        .arg(root)
-        .args(["-s", pkg])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || !text.contains("Status: install ok installed") {
-        return None;
-    }
-    text.lines()
-        .find_map(|l| l.strip_prefix("Version: "))
-        .map(str::to_owned)
-}
 
 /// An unsigned package `name` `version` built with dpkg-deb.
 fn unsigned_package(dir: &Path, name: &str, version: &str) -> PathBuf {
