@@ -214,33 +214,40 @@ impl<'p> Core<'p> {
                 .conn
                 .as_ref()
                 .is_some_and(|(id, _)| self.ep.node().has_pending(*id));
-            let wait = if busy {
-                Duration::ZERO
-            } else {
-                TICK.min(deadline - now)
-            };
-            match tokio::time::timeout(wait, self.rx.recv()).await {
-                Ok(Some(ev)) => {
-                    self.on_event(ev)?;
-                    for _ in 0..EVENTS_PER_STEP {
-                        match self.rx.try_recv() {
-                            Ok(ev) => self.on_event(ev)?,
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Ok(None) => {
-                    return Err(CtlError::Dropped {
-                        device: self.name.clone(),
-                        reason: "connection task ended".into(),
-                    });
-                }
-                Err(_) => {
-                    if busy {
+            let first = if busy {
+                // Frames are waiting: take what has arrived and go on at once. (A zero
+                // timeout would not do: tokio's timer fires on whole milliseconds.)
+                match self.rx.try_recv() {
+                    Ok(ev) => Some(ev),
+                    Err(mpsc::error::TryRecvError::Empty) => {
                         tokio::task::yield_now().await;
+                        None
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Err(self.ended()),
+                }
+            } else {
+                match tokio::time::timeout(TICK.min(deadline - now), self.rx.recv()).await {
+                    Ok(Some(ev)) => Some(ev),
+                    Ok(None) => return Err(self.ended()),
+                    Err(_) => None,
+                }
+            };
+            if let Some(ev) = first {
+                self.on_event(ev)?;
+                for _ in 0..EVENTS_PER_STEP {
+                    match self.rx.try_recv() {
+                        Ok(ev) => self.on_event(ev)?,
+                        Err(_) => break,
                     }
                 }
             }
+        }
+    }
+
+    fn ended(&self) -> CtlError {
+        CtlError::Dropped {
+            device: self.name.clone(),
+            reason: "connection task ended".into(),
         }
     }
 

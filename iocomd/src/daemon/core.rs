@@ -36,6 +36,8 @@ const OUT_QUEUE: usize = 64;
 pub const MAX_PEERS: usize = 32;
 /// Events handled before the streams are polled and frames transmitted.
 const BATCH: usize = 256;
+/// When frames are left over for a connection whose queue was full, transmit again after this.
+const BACKLOG_RETRY: Duration = Duration::from_millis(2);
 
 /// Something to send on a connection (forwarded by a small task to its [`ConnHandle`]).
 #[derive(Debug)]
@@ -175,6 +177,7 @@ impl Core {
         let _ = crate::systemd::ready_with_status(&self.narrate());
         tracing::info!(device = %self.settings.device_path(), "ready");
         loop {
+            let backlog = self.peers.values().any(|p| p.dirty && p.ep.is_some());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = rx.recv() => {
@@ -188,6 +191,7 @@ impl Core {
                     }
                 }
                 _ = tick.tick() => self.mark_all(),
+                _ = tokio::time::sleep(BACKLOG_RETRY), if backlog => {}
                 _ = wd_tick.tick(), if watchdog.is_some() => {
                     if let Some(w) = &watchdog { let _ = w.ping(); }
                 }
@@ -433,7 +437,9 @@ impl Core {
             for f in ep.transmit(*id, p.frame_size, room) {
                 let _ = p.out.try_send(Out::Data(f));
             }
-            p.dirty = false;
+            // Frames left over (the queue was full) keep the connection dirty: the loop comes
+            // back after BACKLOG_RETRY instead of waiting for the next event.
+            p.dirty = ep.node().has_pending(*id);
         }
     }
 

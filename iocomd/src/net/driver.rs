@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 /// Commands buffered per connection before the owner's sends wait.
 const COMMAND_QUEUE: usize = 256;
 /// Read buffer size.
-const READ_BUF: usize = 16 * 1024;
+const READ_BUF: usize = 64 * 1024;
+/// Queued frames up to which commands already waiting are taken in one go, so that one write
+/// carries many frames (one write per frame costs a syscall and a TCP segment each). Above
+/// it the command channel fills and the owner's sends wait: memory stays bounded.
+const DRAIN_BELOW: usize = 64;
 
 pub(crate) fn handle_pair(id: ConnId) -> (ConnHandle, mpsc::Receiver<Command>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -98,8 +102,14 @@ where
             _ = shutdown.cancelled() => conn.close(CloseReason::Local("shutdown".into())),
             cmd = cmds.recv(), if cmds_open => match cmd {
                 Some(cmd) => {
-                    if let Some(ev) = apply(&mut conn, id, cmd) {
-                        let _ = events.send(ev).await;
+                    let mut next = Some(cmd);
+                    while let Some(cmd) = next.take() {
+                        if let Some(ev) = apply(&mut conn, id, cmd) {
+                            let _ = events.send(ev).await;
+                        }
+                        if conn.queued_frames() < DRAIN_BELOW {
+                            next = cmds.try_recv().ok();
+                        }
                     }
                 }
                 None => cmds_open = false,
@@ -160,4 +170,138 @@ where
         })
         .await;
     (reason, authenticated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
+    use crate::proto::frame::FrameFlags;
+    use crate::proto::sysframe::{MblkInfo, SystemFrame, mblk_flags};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+    use tokio::io::{DuplexStream, ReadBuf};
+
+    /// A stream that counts the writes made on it.
+    struct Counting(DuplexStream, Arc<AtomicUsize>);
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.0).poll_write(cx, buf);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                self.1.fetch_add(1, Ordering::SeqCst);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    fn start<S>(
+        id: ConnId,
+        stream: S,
+        cfg: ConnConfig,
+        stop: &CancellationToken,
+    ) -> (ConnHandle, mpsc::Receiver<NetEvent>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (handle, cmds) = handle_pair(id);
+        let (tx, rx) = mpsc::channel(1024);
+        let stop = stop.clone();
+        let conn = Connection::new(cfg, Instant::now().into_std());
+        tokio::spawn(async move { drive(id, stream, conn, &tx, cmds, &stop).await });
+        (handle, rx)
+    }
+
+    async fn next_event(rx: &mut mpsc::Receiver<NetEvent>) -> ConnEvent {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(NetEvent::Conn { event, .. })) => event,
+            other => panic!("expected a connection event, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn frames_waiting_together_leave_in_few_writes() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let dev_cfg = ConnConfig::new(
+            Role::Device,
+            Side::Client,
+            LocalIdentity::new("gina", 3, "cafenet"),
+        );
+        let ctl_cfg = ConnConfig::new(
+            Role::Controller,
+            Side::Server,
+            LocalIdentity::new("frank", 9000, "cafenet"),
+        );
+        let (dev, mut dev_rx) = start(1, Counting(a, writes.clone()), dev_cfg, &stop);
+        let (ctl, mut ctl_rx) = start(2, b, ctl_cfg, &stop);
+        assert!(matches!(
+            next_event(&mut dev_rx).await,
+            ConnEvent::Authenticated { .. }
+        ));
+        assert!(matches!(
+            next_event(&mut ctl_rx).await,
+            ConnEvent::Authenticated { .. }
+        ));
+        // The controller announces its block 10; the device may send data to it from then on.
+        let info = MblkInfo {
+            mblk_id: 10,
+            device_name: "gina".into(),
+            device_nr: 3,
+            network_name: "cafenet".into(),
+            mblk_name: "exp".into(),
+            size: 4096,
+            flags: mblk_flags::UP,
+        };
+        ctl.queue_system(SystemFrame::MblkInfo(info)).await.unwrap();
+        assert!(matches!(
+            next_event(&mut dev_rx).await,
+            ConnEvent::MblkInfo(_)
+        ));
+        tokio::task::yield_now().await;
+        let before = writes.load(Ordering::SeqCst);
+        // 40 frames queued without yielding: the device's task finds them all waiting.
+        for i in 0..40u32 {
+            dev.queue_data(10, i * 100, FrameFlags::NONE, vec![i as u8; 100])
+                .await
+                .unwrap();
+        }
+        for i in 0..40u32 {
+            match next_event(&mut ctl_rx).await {
+                ConnEvent::Data { addr, payload, .. } => {
+                    assert_eq!((addr, payload.len()), (i * 100, 100));
+                }
+                other => panic!("expected data, got {other:?}"),
+            }
+        }
+        let used = writes.load(Ordering::SeqCst) - before;
+        assert!(used <= 3, "40 frames took {used} writes");
+        stop.cancel();
+    }
 }

@@ -58,12 +58,12 @@ pub fn compress(src: &[u8], cap: usize) -> Option<Compressed> {
     compress_runs(src, cap)
 }
 
-/// True if `data` holds two adjacent zero bytes (jumps from zero to zero: in incompressible
-/// data a zero byte is rare).
+/// True if `data` holds two adjacent zero bytes (jumps from zero to zero with a vectorised
+/// search: in incompressible data a zero byte is rare).
 fn has_zero_pair(data: &[u8]) -> bool {
     let mut from = 0;
     while let Some(rest) = data.get(from..) {
-        let Some(at) = rest.iter().position(|&b| b == 0) else {
+        let Some(at) = memchr::memchr(0, rest) else {
             return false;
         };
         let zero = from + at;
@@ -75,53 +75,32 @@ fn has_zero_pair(data: &[u8]) -> bool {
     false
 }
 
-/// The run-by-run encoder behind [`compress`].
+/// The run-by-run encoder behind [`compress`]. Runs are found with vectorised searches
+/// (`memchr` for zeros in literals, word compares for zero runs) instead of byte by byte.
 fn compress_runs(src: &[u8], cap: usize) -> Option<Compressed> {
     let mut out: Vec<u8> = Vec::with_capacity(cap.min(src.len()));
     let mut p = 0usize;
-    let mut remaining = src.len();
-    while remaining > 0 {
-        // Literal run.
-        let run_start = p;
-        let max = remaining.min(255);
-        let mut count = 0usize;
-        while count < max {
-            let here = src.get(p).copied().unwrap_or(0);
-            let next = if count + 1 < max {
-                src.get(p + 1).copied().unwrap_or(0)
-            } else {
-                here
-            };
-            if here == 0 && next == 0 {
-                break;
-            }
-            count += 1;
-            p += 1;
-        }
+    while p < src.len() {
+        // Literal run: up to 255 bytes, ended by a zero pair (or by a zero in its last slot).
+        let window = src.get(p..p + (src.len() - p).min(255)).unwrap_or(&[]);
+        let count = literal_len(window);
         if out.len() + count + 1 > cap {
-            p = run_start;
             break;
         }
         out.push(count as u8); // count <= 255
-        out.extend_from_slice(src.get(run_start..p).unwrap_or(&[]));
-        remaining -= count;
-        if remaining == 0 {
+        out.extend_from_slice(window.get(..count).unwrap_or(&[]));
+        p += count;
+        if p == src.len() {
             break;
         }
-        // Zero run.
-        let zero_start = p;
-        let max = remaining.min(255);
-        let mut zeros = 0usize;
-        while zeros < max && src.get(p).copied() == Some(0) {
-            zeros += 1;
-            p += 1;
-        }
+        // Zero run: up to 255 zero bytes.
+        let window = src.get(p..p + (src.len() - p).min(255)).unwrap_or(&[]);
+        let zeros = zero_len(window);
         if out.len() + 1 > cap {
-            p = zero_start;
             break;
         }
         out.push(zeros as u8); // zeros <= 255
-        remaining -= zeros;
+        p += zeros;
     }
     if out.len() < p {
         Some(Compressed {
@@ -131,6 +110,35 @@ fn compress_runs(src: &[u8], cap: usize) -> Option<Compressed> {
     } else {
         None
     }
+}
+
+/// Length of the literal run at the start of `w` (at most 255 bytes long): up to the first
+/// zero that is followed by another zero or is the window's last byte.
+fn literal_len(w: &[u8]) -> usize {
+    for at in memchr::memchr_iter(0, w) {
+        if at + 1 == w.len() || w.get(at + 1) == Some(&0) {
+            return at;
+        }
+    }
+    w.len()
+}
+
+/// Number of leading zero bytes of `w`, eight at a time.
+fn zero_len(w: &[u8]) -> usize {
+    let mut n = 0;
+    let mut words = w.chunks_exact(8);
+    for c in &mut words {
+        if c.iter().fold(0u8, |acc, b| acc | b) != 0 {
+            break;
+        }
+        n += 8;
+    }
+    n + w
+        .get(n..)
+        .unwrap_or(&[])
+        .iter()
+        .take_while(|&&b| b == 0)
+        .count()
 }
 
 /// Applies a received payload to `dst` (the receiver's buffer from the frame's start address
@@ -225,6 +233,64 @@ pub fn delta(new: &[u8], old: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The byte-by-byte encoder the C `ioc_compress` is (the reference for the fast one).
+    fn reference(src: &[u8], cap: usize) -> Option<Compressed> {
+        let mut out: Vec<u8> = Vec::with_capacity(cap.min(src.len()));
+        let mut p = 0usize;
+        let mut remaining = src.len();
+        while remaining > 0 {
+            // Literal run.
+            let run_start = p;
+            let max = remaining.min(255);
+            let mut count = 0usize;
+            while count < max {
+                let here = src.get(p).copied().unwrap_or(0);
+                let next = if count + 1 < max {
+                    src.get(p + 1).copied().unwrap_or(0)
+                } else {
+                    here
+                };
+                if here == 0 && next == 0 {
+                    break;
+                }
+                count += 1;
+                p += 1;
+            }
+            if out.len() + count + 1 > cap {
+                p = run_start;
+                break;
+            }
+            out.push(count as u8); // count <= 255
+            out.extend_from_slice(src.get(run_start..p).unwrap_or(&[]));
+            remaining -= count;
+            if remaining == 0 {
+                break;
+            }
+            // Zero run.
+            let zero_start = p;
+            let max = remaining.min(255);
+            let mut zeros = 0usize;
+            while zeros < max && src.get(p).copied() == Some(0) {
+                zeros += 1;
+                p += 1;
+            }
+            if out.len() + 1 > cap {
+                p = zero_start;
+                break;
+            }
+            out.push(zeros as u8); // zeros <= 255
+            remaining -= zeros;
+        }
+        if out.len() < p {
+            Some(Compressed {
+                payload: out,
+                consumed: p,
+            })
+        } else {
+            None
+        }
+    }
+
     #[test]
     fn fast_path_gives_the_same_result_as_the_run_encoder() {
         let mut seed = 0x9e37_79b9u32;
@@ -261,13 +327,46 @@ mod tests {
             } else {
                 without_pair += 1;
             }
-            assert_eq!(compress(&src, cap), compress_runs(&src, cap), "case {case}");
+            assert_eq!(compress(&src, cap), reference(&src, cap), "case {case}");
         }
         // Both sides of the fast path were exercised.
         assert!(
             with_pair > 200 && without_pair > 200,
             "{with_pair} / {without_pair}"
         );
+    }
+
+    #[test]
+    fn run_encoder_equals_the_byte_by_byte_reference() {
+        let mut seed = 0x2545_f491u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for case in 0..3000 {
+            // Alternating literal and zero stretches of random lengths (0..600), the literals
+            // sprinkled with lone zeros: runs longer than 255, zeros at the 255th slot, etc.
+            let mut src = Vec::new();
+            while src.len() < (next() % 2000) as usize + 1 {
+                for _ in 0..next() % 600 {
+                    src.push(if next() % 9 == 0 {
+                        0
+                    } else {
+                        (next() % 255 + 1) as u8
+                    });
+                }
+                src.extend(std::iter::repeat_n(0, (next() % 600) as usize));
+            }
+            let cap = (next() % 1500) as usize + 1;
+            assert_eq!(
+                compress_runs(&src, cap),
+                reference(&src, cap),
+                "case {case}"
+            );
+            assert_eq!(compress(&src, cap), reference(&src, cap), "case {case}");
+        }
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -2,6 +2,8 @@
 //! polynomial 0xA001, no final XOR. IOCOM uses it for serial frames and for the stream
 //! checksum (`tod_cs` / `frd_cs`).
 
+use crc_fast::{CrcAlgorithm, Digest};
+
 /// Incremental CRC-16/MODBUS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Crc16 {
@@ -14,49 +16,8 @@ impl Default for Crc16 {
     }
 }
 
+#[cfg(test)]
 const POLY: u16 = 0xA001;
-
-/// Lookup tables for slicing-by-8, built at compile time: `TABLES[0]` is the classic byte-wise
-/// table, `TABLES[k][i]` is the CRC contribution of byte `i` followed by `k` zero bytes.
-#[allow(clippy::indexing_slicing)] // const evaluation: an out-of-range index fails the build
-const TABLES: [[u16; 256]; 8] = {
-    let mut t = [[0u16; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u16;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        t[0][i] = crc;
-        i += 1;
-    }
-    let mut k = 1;
-    while k < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let prev = t[k - 1][i];
-            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
-            i += 1;
-        }
-        k += 1;
-    }
-    t
-};
-
-/// One byte through the classic table.
-#[inline]
-fn step(crc: u16, b: u8) -> u16 {
-    // The index is a u8, so it is always inside the 256-entry table.
-    #[allow(clippy::indexing_slicing)]
-    let t = TABLES[0][usize::from((crc as u8) ^ b)];
-    (crc >> 8) ^ t
-}
 
 impl Crc16 {
     /// A checksum over no bytes yet (0xFFFF).
@@ -64,32 +25,17 @@ impl Crc16 {
         Self { value: 0xFFFF }
     }
 
-    /// Continues the checksum over `data` (slicing-by-8: eight bytes per step, the streams
-    /// are checksummed three times on their way into a spool file).
+    /// Continues the checksum over `data`. The streams are checksummed on both ends of every
+    /// transfer, so this uses `crc-fast` (carry-less multiply folding where the CPU has it,
+    /// tables otherwise): several times faster than slicing-by-8.
     pub fn update(&mut self, data: &[u8]) {
-        let mut crc = self.value;
-        let mut chunks = data.chunks_exact(8);
-        for c in &mut chunks {
-            let &[b0, b1, b2, b3, b4, b5, b6, b7] = c else {
-                continue; // chunks_exact yields exactly 8 bytes
-            };
-            // Every index is a u8 into a 256-entry table; chunks_exact guarantees 8 bytes.
-            #[allow(clippy::indexing_slicing)]
-            {
-                crc = TABLES[7][usize::from(b0 ^ crc as u8)]
-                    ^ TABLES[6][usize::from(b1 ^ (crc >> 8) as u8)]
-                    ^ TABLES[5][usize::from(b2)]
-                    ^ TABLES[4][usize::from(b3)]
-                    ^ TABLES[3][usize::from(b4)]
-                    ^ TABLES[2][usize::from(b5)]
-                    ^ TABLES[1][usize::from(b6)]
-                    ^ TABLES[0][usize::from(b7)];
-            }
+        if data.is_empty() {
+            return;
         }
-        for &b in chunks.remainder() {
-            crc = step(crc, b);
-        }
-        self.value = crc;
+        let mut d = Digest::new_with_init_state(CrcAlgorithm::Crc16Modbus, u64::from(self.value));
+        d.update(data);
+        // CRC-16/MODBUS has no final XOR: the state is the checksum, and it fits 16 bits.
+        self.value = d.get_state() as u16;
     }
 
     /// The checksum of everything passed to [`Crc16::update`] so far.
@@ -116,7 +62,7 @@ mod tests {
     }
 
     #[test]
-    fn sliced_update_equals_the_bitwise_definition() {
+    fn update_equals_the_bitwise_definition() {
         fn bitwise(data: &[u8]) -> u16 {
             let mut crc = 0xFFFFu16;
             for &b in data {
@@ -138,8 +84,22 @@ mod tests {
                 (seed >> 16) as u8
             })
             .collect();
-        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4099] {
+        for len in [
+            0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 1000, 4099,
+        ] {
             assert_eq!(crc16(&data[..len]), bitwise(&data[..len]), "length {len}");
+        }
+        // Continued in uneven pieces (short ones below the folding width, long ones above).
+        let mut c = Crc16::new();
+        let mut at = 0;
+        for piece in [1, 15, 16, 17, 200, 3, 1392, 2000].iter().cycle() {
+            let end = (at + piece).min(data.len());
+            c.update(&data[at..end]);
+            assert_eq!(c.value(), bitwise(&data[..end]), "after {end} bytes");
+            at = end;
+            if at == data.len() {
+                break;
+            }
         }
     }
 

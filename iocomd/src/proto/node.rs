@@ -399,17 +399,19 @@ impl Node {
     }
 
     /// Takes snapshots of changed blocks and returns up to `max` data frames for `conn`,
-    /// each at most `frame_size` bytes on the wire.
+    /// each at most `frame_size` bytes on the wire. When a snapshot's last frame goes out and
+    /// the block changed meanwhile, the next snapshot is taken in the same call: changes never
+    /// wait for another call (whose trigger may be the peer's answer to exactly these changes).
     pub fn transmit(&mut self, conn: ConnId, frame_size: usize, max: usize) -> Vec<DataFrame> {
         let mut frames = Vec::new();
         for e in &mut self.entries {
             if !e.mblk.has_source(conn) {
                 continue;
             }
-            if !e.mblk.has_pending(conn) {
-                e.mblk.synchronize();
-            }
             while frames.len() < max {
+                if !e.mblk.has_pending(conn) {
+                    e.mblk.synchronize();
+                }
                 match e.mblk.next_frame(conn, frame_size) {
                     Some(f) => frames.push(f),
                     None => break,

@@ -246,3 +246,30 @@ fn pair_mut_gives_two_blocks_in_order() {
     assert!(n.pair_mut(1, 1).is_none());
     assert!(n.pair_mut(0, 7).is_none());
 }
+
+#[test]
+fn a_change_made_while_a_snapshot_is_in_flight_goes_out_in_the_same_call() {
+    let mut n = device_node();
+    n.connect(1, "cafenet", 1392);
+    n.handle(
+        1,
+        ConnEvent::MblkInfo(info(20, "gina", TO_AUTO_DEVICE_NR, "exp", 44, 0x3A)),
+    )
+    .unwrap();
+    assert_eq!(n.transmit(1, 1392, 10).len(), 1, "key frame");
+    let syncs = |f: &[DataFrame]| f.iter().filter(|f| f.flags & 0x10 != 0).count();
+    // Snapshot A: 40 changed bytes in frames of at most 30 bytes → several frames.
+    let a: Vec<u8> = (1..=40).collect();
+    n.block_mut(0).unwrap().write(2, &a).unwrap();
+    let first = n.transmit(1, 30, 1);
+    assert_eq!((first.len(), syncs(&first)), (1, 0));
+    assert!(n.has_pending(1));
+    // Change B while A is still being sent: the call that ends A starts and sends B.
+    n.block_mut(0).unwrap().write(43, &[9]).unwrap();
+    let rest = n.transmit(1, 30, 100);
+    assert_eq!(syncs(&rest), 2, "A's end and all of B: {rest:?}");
+    assert!(!n.has_pending(1));
+    assert_eq!(rest.last().unwrap().addr, 43);
+    // Nothing changed since: nothing more to send.
+    assert!(n.transmit(1, 30, 100).is_empty());
+}

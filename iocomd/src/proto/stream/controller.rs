@@ -66,6 +66,18 @@ pub struct ControllerWriter {
     select: i64,
     state: WriterState,
     abort: bool,
+    /// Read buffer for the source, kept between polls (sized to the ring once).
+    scratch: Scratch,
+}
+
+/// A reusable buffer whose `Debug` shows only its size.
+#[derive(Clone, Default)]
+struct Scratch(Vec<u8>);
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scratch({} bytes)", self.0.len())
+    }
 }
 
 impl ControllerWriter {
@@ -76,6 +88,7 @@ impl ControllerWriter {
             select,
             state: WriterState::Start,
             abort: false,
+            scratch: Scratch::default(),
         }
     }
 
@@ -239,13 +252,16 @@ impl ControllerWriter {
         let mut ended = false;
         let mut room = 0usize;
         let mut stopped = false;
-        let mut tmp = Vec::new();
+        let tmp = &mut self.scratch.0;
+        if tmp.len() < n {
+            tmp.resize(n, 0);
+        }
         'segments: for (a, b) in write_segments(*head, tail, n) {
             room += b.saturating_sub(a);
             let mut at = a;
             while at < b {
-                tmp.resize(b - at, 0);
-                match source.read(&mut tmp).map_err(StreamError::Local)? {
+                let want = tmp.get_mut(..b - at).unwrap_or(&mut []);
+                match source.read(want).map_err(StreamError::Local)? {
                     SourceRead::Bytes(k) if k > 0 => {
                         let k = k.min(b - at);
                         let chunk = tmp.get(..k).unwrap_or(&[]);
