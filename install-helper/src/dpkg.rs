@@ -245,6 +245,43 @@ impl Dpkg {
         self.run("apt-get", &a, &mut |_| {})
     }
 
+    /// `dpkg-repack --tag=none <package>` run in `out_dir`: rebuilds the installed version's
+    /// package file from the files on disk and the dpkg database (a rollback source for a
+    /// version the helper did not install itself, e.g. one installed by apt).
+    pub fn repack(&self, package: &str, out_dir: &Path) -> Result<Output, RunError> {
+        let mut a = self.root_args();
+        a.extend(["--tag=none".to_string(), package.to_string()]);
+        self.run_in("dpkg-repack", &a, Some(out_dir), &mut |_| {})
+    }
+
+    /// `dpkg-deb --field <deb> Package Version Architecture`, parsed.
+    pub fn deb_identity(&self, deb: &Path) -> Result<Option<(String, String, String)>, RunError> {
+        let a = vec![
+            "--field".to_string(),
+            deb.display().to_string(),
+            "Package".into(),
+            "Version".into(),
+            "Architecture".into(),
+        ];
+        let out = self.run("dpkg-deb", &a, &mut |_| {})?;
+        if !out.success() {
+            return Ok(None);
+        }
+        let field = |name: &str| {
+            out.stdout.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        Ok(
+            match (field("Package"), field("Version"), field("Architecture")) {
+                (Some(p), Some(v), Some(a)) => Some((p, v, a)),
+                _ => None,
+            },
+        )
+    }
+
     /// `dpkg --print-architecture` of the host.
     pub fn host_architecture(timeout: Duration) -> Result<String, RunError> {
         let d = Dpkg::new(&Paths::production(), timeout);
@@ -276,9 +313,22 @@ impl Dpkg {
         args: &[String],
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Output, RunError> {
+        self.run_in(program, args, None, on_line)
+    }
+
+    fn run_in(
+        &self,
+        program: &str,
+        args: &[String],
+        cwd: Option<&Path>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Output, RunError> {
         let command = format!("{program} {}", args.join(" "));
         tracing::debug!(%command, "running");
         let mut cmd = Command::new(program);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         cmd.args(args)
             .env_clear()
             .env("PATH", SAFE_PATH)

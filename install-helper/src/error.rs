@@ -20,6 +20,7 @@
 //! | `unmet-dependencies` | 40 | `apt-get --simulate` reports unmet dependencies |
 //! | `no-space` | 41 | not enough free space for staging or installation |
 //! | `dpkg-locked` | 42 | the dpkg frontend lock could not be taken before the deadline |
+//! | `no-rollback-source` | 43 | the installed version is not cached and could not be repacked |
 //! | `dpkg-failed` | 50 | dpkg failed and the previous state was restored (or there was none) |
 //! | `unhealthy-rolled-back` | 60 | new version failed its health gate; previous version restored |
 //! | `rollback-failed` | 61 | the rollback itself failed: manual attention needed |
@@ -61,6 +62,8 @@ pub enum ErrorCode {
     NoSpace,
     /// dpkg frontend lock not available in time.
     DpkgLocked,
+    /// No package file of the installed version to roll back to (not cached, repack failed).
+    NoRollbackSource,
     /// dpkg failed.
     DpkgFailed,
     /// Health gate failed; rolled back.
@@ -75,7 +78,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Ok,
         ErrorCode::NotAuthorized,
         ErrorCode::BadRequest,
@@ -91,6 +94,7 @@ impl ErrorCode {
         ErrorCode::UnmetDependencies,
         ErrorCode::NoSpace,
         ErrorCode::DpkgLocked,
+        ErrorCode::NoRollbackSource,
         ErrorCode::DpkgFailed,
         ErrorCode::UnhealthyRolledBack,
         ErrorCode::RollbackFailed,
@@ -116,6 +120,7 @@ impl ErrorCode {
             ErrorCode::UnmetDependencies => "unmet-dependencies",
             ErrorCode::NoSpace => "no-space",
             ErrorCode::DpkgLocked => "dpkg-locked",
+            ErrorCode::NoRollbackSource => "no-rollback-source",
             ErrorCode::DpkgFailed => "dpkg-failed",
             ErrorCode::UnhealthyRolledBack => "unhealthy-rolled-back",
             ErrorCode::RollbackFailed => "rollback-failed",
@@ -142,6 +147,7 @@ impl ErrorCode {
             ErrorCode::UnmetDependencies => 40,
             ErrorCode::NoSpace => 41,
             ErrorCode::DpkgLocked => 42,
+            ErrorCode::NoRollbackSource => 43,
             ErrorCode::DpkgFailed => 50,
             ErrorCode::UnhealthyRolledBack => 60,
             ErrorCode::RollbackFailed => 61,

@@ -11,6 +11,7 @@ pub mod journal;
 pub mod paths;
 pub mod receipt;
 pub mod recover;
+pub mod repack;
 pub mod service;
 pub mod stage;
 pub mod txn;

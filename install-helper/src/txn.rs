@@ -3,8 +3,10 @@
 //!
 //! Order: verify → frontend lock (deadline → `dpkg-locked`) → repair an interrupted dpkg
 //! (`dpkg --configure -a`) → `apt-get --simulate` (exit 100 → `unmet-dependencies`) → free
-//! space vs `Installed-Size` (→ `no-space`) → package into the cache → journal → `dpkg
-//! --install` → daemon-reload, restart units, health gate (skipped without systemd) → commit.
+//! space vs `Installed-Size` (→ `no-space`) → rollback source: the installed version's cached
+//! file, else `dpkg-repack` of it (→ `no-rollback-source`) → package into the cache → journal
+//! → `dpkg --install` → daemon-reload, restart units, health gate (skipped without systemd) →
+//! commit.
 //! Every refusal before the journal leaves the dpkg root unchanged.
 //!
 //! Rollback: with a previous version, its cached file is reinstalled the same way and gated
@@ -12,8 +14,8 @@
 //! Without a previous version the failed new package is **purged**: it was never configured
 //! successfully, so there is no administrator configuration worth keeping, and purge leaves no
 //! trace (`dpkg -s` reports it not installed). A previous version that is installed but absent
-//! from the cache (e.g. installed by apt, not by the helper) cannot be restored: the result is
-//! `rollback-failed`. Any failure of the rollback itself is `rollback-failed`.
+//! from the cache (e.g. installed by apt, not by the helper) is repacked before the upgrade
+//! ([`crate::repack`]). Any failure of the rollback itself is `rollback-failed`.
 
 use std::path::{Path, PathBuf};
 
@@ -240,9 +242,44 @@ fn attempt(
         format!("{unpacked} bytes to unpack"),
     );
 
-    // Keep the package (for the next rollback) and find the previous one.
+    // Keep the package (for the next rollback) and find the previous one; a previous version
+    // the helper did not install is repacked from the installed files, or the update refused.
     let cache = Cache::new(&paths.cache_dir());
-    let previous_deb = from.as_deref().and_then(|v| cache.find(&cand.name, v));
+    let mut previous_deb = from.as_deref().and_then(|v| cache.find(&cand.name, v));
+    if let (Some(v), None) = (from.as_deref(), &previous_deb) {
+        (env.progress)(
+            "rollback-source",
+            18,
+            "keeping the installed version for a rollback",
+        );
+        let work = paths.staging_dir().join(format!("repack-{}", result.txid));
+        let deb = crate::repack::repack_into_cache(&dpkg, &cache, &work, &cand.name, v).map_err(
+            |why| {
+                Refusal::new(
+                    ErrorCode::NoRollbackSource,
+                    format!(
+                        "{} {v} is installed but not in the package cache, and it cannot be \
+                         kept for a rollback: {why}",
+                        cand.name
+                    ),
+                )
+            },
+        )?;
+        tracing::info!(
+            package = %cand.name,
+            version = %v,
+            "installed version not in the cache: repacked with dpkg-repack for a rollback"
+        );
+        result.step(
+            "rollback-source",
+            StepOutcome::Done,
+            format!(
+                "{} {v} repacked from the installed files (dpkg-repack)",
+                cand.name
+            ),
+        );
+        previous_deb = Some(deb);
+    }
     let new_deb = cache
         .insert(staged, &cand.name, &cand.version, &cand.architecture)
         .map_err(|e| io_refusal("package cache", e))?;

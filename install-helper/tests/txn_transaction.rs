@@ -274,28 +274,87 @@ fn a_rollback_that_fails_is_rollback_failed() {
     assert!(!s.paths.journal().exists());
 }
 
-#[test]
-fn upgrade_of_a_package_not_in_the_cache_cannot_roll_back() {
-    let w = World::new();
-    let s = w.settings();
-    // v1 installed behind the helper's back (e.g. by apt): no cached copy.
-    let v1 = Pkg::new("app", "1.0").build(&w.debs);
+/// Installs `deb` into the world's root with plain dpkg, behind the helper's back (as apt
+/// would): the helper's cache has no copy of it.
+fn install_behind_the_helpers_back(w: &World, deb: &Path) {
     let st = std::process::Command::new("dpkg")
         .arg(format!("--root={}", w.root.display()))
         .arg(format!("--log={}", w.tmp.path().join("dpkg.log").display()))
         .arg("-i")
-        .arg(&v1)
+        .arg(deb)
         .output()
         .unwrap();
-    assert!(st.status.success());
-    let v2 = Pkg::new("app", "2.0").postinst("exit 1").build(&w.debs);
-    let (r, _) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::RollbackFailed, "{r:#?}");
+    assert!(st.status.success(), "{st:?}");
+}
+
+#[test]
+fn upgrade_of_a_version_not_in_the_cache_rolls_back_to_its_repacked_files() {
+    let w = World::new();
+    let s = w.settings();
+    let v1 = Pkg::new("app", "1:1.0-1").build(&w.debs);
+    install_behind_the_helpers_back(&w, &v1);
+    let v2 = Pkg::new("app", "1:2.0-1").postinst("exit 1").build(&w.debs);
+    let (r, phases) = install(&s, &v2, None);
+    assert_eq!(r.error_code(), ErrorCode::DpkgFailed, "{r:#?}");
+    assert!(phases.iter().any(|p| p == "rollback-source"), "{phases:?}");
+    assert_eq!(step(&r, "rollback-source").outcome, StepOutcome::Done);
+    assert_eq!(step(&r, "rollback").outcome, StepOutcome::Done);
+    // v1 is back, with its own files (the version file the package ships).
+    assert_eq!(
+        dpkg_status(&w.root, "app"),
+        Some(("installed".into(), "1:1.0-1".into()))
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.root.join("usr/share/app/version")).unwrap(),
+        "1:1.0-1"
+    );
+    assert_eq!(dpkg_audit(&w.root), "");
+    // The repacked file stays cached as the installed version's rollback source.
+    let cached: Vec<String> = std::fs::read_dir(s.paths.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(
-        r.message.contains("no cached package of app 1.0"),
+        cached.iter().any(|f| f.starts_with("app_1%3a1.0-1_")),
+        "{cached:?}"
+    );
+    // The next upgrade (healthy) goes through and needs no repack.
+    let v3 = Pkg::new("app", "1:3.0-1").build(&w.debs);
+    let (r, _) = install(&s, &v3, None);
+    assert_eq!(r.error_code(), ErrorCode::Ok, "{r:#?}");
+    assert!(
+        r.steps.iter().all(|s| s.name != "rollback-source"),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn upgrade_without_a_complete_rollback_source_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let s = w.settings();
+    let v1 = Pkg::new("app", "1.0").build(&w.debs);
+    install_behind_the_helpers_back(&w, &v1);
+    // A file of the installed version is gone: a repacked copy would be incomplete.
+    std::fs::remove_file(w.root.join("usr/share/app/version")).unwrap();
+    let before = tree_hash(&w.root);
+    let v2 = Pkg::new("app", "2.0").build(&w.debs);
+    let (r, _) = install(&s, &v2, None);
+    assert_eq!(r.error_code(), ErrorCode::NoRollbackSource, "{r:#?}");
+    assert!(
+        r.message
+            .contains("app 1.0 is installed but not in the package cache")
+            && r.message.contains("cannot find file"),
         "{}",
         r.message
     );
+    assert_eq!(tree_hash(&w.root), before, "the root changed");
+    assert_eq!(
+        dpkg_status(&w.root, "app"),
+        Some(("installed".into(), "1.0".into()))
+    );
+    assert!(!s.paths.journal().exists());
+    let left: Vec<_> = std::fs::read_dir(s.paths.staging_dir()).unwrap().collect();
+    assert!(left.is_empty(), "staging not cleaned: {left:?}");
 }
 
 /// systemd stand-in whose unit health follows the installed files: the service "runs" the

@@ -230,8 +230,9 @@ pub fn tod_err_for(result: u16) -> u8 {
         1 | 20 | 21 | 22 | 30 => tod_err::NO_ACCESS_RIGHT,
         // busy, dpkg-locked
         3 | 42 => tod_err::BUSY,
-        // bad-request, bad-archive, bad-control, wrong-architecture, not-newer, unmet-dependencies
-        2 | 10 | 11 | 31 | 32 | 40 => tod_err::REJECTED,
+        // bad-request, bad-archive, bad-control, wrong-architecture, not-newer, unmet-dependencies,
+        // no-rollback-source
+        2 | 10 | 11 | 31 | 32 | 40 | 43 => tod_err::REJECTED,
         // no-space (helper)
         41 => tod_err::WRITING_FILE_FAILED,
         _ => match DaemonCode::from_number(result) {
@@ -446,6 +447,8 @@ mod tests {
         assert_eq!(tod_err_for(60), 168);
         assert_eq!(tod_err_for(61), 168);
         assert_eq!(tod_err_for(21), 186);
+        // no-rollback-source: refused before anything changed, like not-newer.
+        assert_eq!(tod_err_for(43), tod_err_for(32));
         assert_eq!(tod_err_for(DaemonCode::CrcMismatch.number()), 204);
         assert_eq!(tod_err_for(DaemonCode::NotAuthorized.number()), 186);
         assert_eq!(tod_err_for(DaemonCode::HelperUnavailable.number()), 188);

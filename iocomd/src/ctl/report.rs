@@ -233,7 +233,7 @@ pub fn classify(code: &str, number: Option<u16>) -> Option<FailureClass> {
         match n {
             0 if code.is_empty() => return None,
             3 | 42 => return Some(Busy),
-            10..=41 => return Some(Refused),
+            10..=41 | 43 => return Some(Refused),
             1 | 2 | 50..=99 => return Some(InstallFailed),
             _ => {}
         }
@@ -243,7 +243,7 @@ pub fn classify(code: &str, number: Option<u16>) -> Option<FailureClass> {
         "crc-mismatch" | "too-large" | "interrupted" | "spool-error" => Transfer,
         "bad-archive" | "bad-control" | "signature-missing" | "signature-invalid"
         | "untrusted-signer" | "name-not-allowed" | "wrong-architecture" | "not-newer"
-        | "unmet-dependencies" | "bad-select" => Refused,
+        | "unmet-dependencies" | "no-rollback-source" | "bad-select" => Refused,
         _ => InstallFailed,
     })
 }
@@ -282,6 +282,8 @@ mod tests {
         assert_eq!(classify("busy", Some(3)), Some(Busy));
         assert_eq!(classify("busy", Some(203)), Some(Busy));
         assert_eq!(classify("dpkg-locked", Some(42)), Some(Busy));
+        assert_eq!(classify("no-rollback-source", Some(43)), Some(Refused));
+        assert_eq!(classify("no-rollback-source", None), Some(Refused));
         assert_eq!(classify("crc-mismatch", Some(200)), Some(Transfer));
         assert_eq!(classify("too-large", Some(201)), Some(Transfer));
         assert_eq!(classify("interrupted", Some(204)), Some(Transfer));

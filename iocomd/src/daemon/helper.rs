@@ -158,6 +158,7 @@ pub const HELPER_CODES: &[(&str, u16)] = &[
     ("unmet-dependencies", 40),
     ("no-space", 41),
     ("dpkg-locked", 42),
+    ("no-rollback-source", 43),
     ("dpkg-failed", 50),
     ("unhealthy-rolled-back", 60),
     ("rollback-failed", 61),
