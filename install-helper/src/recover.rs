@@ -113,6 +113,7 @@ pub fn recover(env: &mut Env<'_, '_>) -> Result<Recovery, RecoverError> {
                 &mut journal,
                 &mut result,
                 "installed and healthy (finished after an interruption)",
+                &[],
             );
         }
         phase => {

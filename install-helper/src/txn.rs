@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::cache::Cache;
 use crate::dpkg::{Dpkg, FrontendLock, LockError};
 use crate::error::ErrorCode;
+use crate::health::UnitSample;
 use crate::journal::{Journal, JournalPhase};
 use crate::paths::Settings;
 use crate::receipt::{self, StepOutcome, TxResult};
@@ -357,6 +358,9 @@ fn install_and_gate(
 ) {
     let name = journal.package.clone();
     let to = journal.to_version.clone();
+    // The units as they run before dpkg: a unit the package's own postinst restarts (as
+    // debhelper does) is then gated without a second restart.
+    let before = sample_units(env, &journal.units);
     (env.progress)("install", 30, &format!("installing {name} {to}"));
     let ok = match dpkg_install(
         env,
@@ -379,18 +383,28 @@ fn install_and_gate(
     if let Err(e) = journal.advance(JournalPhase::Gating, &env.settings.paths.journal()) {
         tracing::error!(error = %e, "cannot update the journal");
     }
-    finish_gate(env, dpkg, journal, result, "installed and healthy");
+    finish_gate(env, dpkg, journal, result, "installed and healthy", &before);
 }
 
-/// Restart units + gate for an installed new version; commit or roll back.
+/// A sample of each unit (`None` where systemd cannot tell); empty without systemd.
+fn sample_units(env: &mut Env<'_, '_>, units: &[String]) -> Vec<Option<UnitSample>> {
+    let Some(sd) = env.systemd.as_deref_mut() else {
+        return Vec::new();
+    };
+    units.iter().map(|u| sd.sample(u).ok().flatten()).collect()
+}
+
+/// Restart units + gate for an installed new version; commit or roll back. `before` holds
+/// the units' samples from before dpkg ran (empty: restart every unit).
 pub(crate) fn finish_gate(
     env: &mut Env<'_, '_>,
     dpkg: &Dpkg,
     journal: &mut Journal,
     result: &mut TxResult,
     ok_message: &str,
+    before: &[Option<UnitSample>],
 ) {
-    match gate(env, &journal.units, result, "") {
+    match gate(env, &journal.units, result, "", before) {
         Ok(()) => {
             let cache = Cache::new(&env.settings.paths.cache_dir());
             if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
@@ -475,6 +489,7 @@ fn gate(
     units: &[String],
     result: &mut TxResult,
     suffix: &str,
+    before: &[Option<UnitSample>],
 ) -> Result<(), String> {
     let restart = format!("restart-units{suffix}");
     let health = format!("health-gate{suffix}");
@@ -495,7 +510,9 @@ fn gate(
         return Ok(());
     };
     progress("restart", 75, &format!("restarting {}", units.join(", ")));
-    match units::restart_and_gate(sd, units, timing, &mut |m| progress("health", 85, m)) {
+    match units::restart_and_gate(sd, units, before, timing, &mut |m| {
+        progress("health", 85, m)
+    }) {
         Ok(()) => {
             result.step(&restart, StepOutcome::Done, units.join(", "));
             result.step(&health, StepOutcome::Done, "all units healthy");
@@ -526,7 +543,7 @@ pub(crate) fn rollback(
     let restored = match (&journal.from_version, &journal.previous_deb) {
         (Some(from), Some(prev)) => {
             dpkg_install(env, dpkg, &prev.clone(), &name, from, result, "rollback")
-                .and_then(|()| gate(env, &journal.units, result, "-after-rollback"))
+                .and_then(|()| gate(env, &journal.units, result, "-after-rollback", &[]))
                 .map(|()| format!("{name} {from} restored"))
         }
         (Some(from), None) => {

@@ -55,18 +55,31 @@ pub struct GateTiming {
 }
 
 /// Restarts every unit in `units`, then gates each on health. `Err` carries the first reason.
+///
+/// `before_dpkg` are the units' samples from before dpkg ran (same order; empty if unknown).
+/// A unit that runs under a new main PID since then was (re)started by the package's
+/// maintainer scripts (debhelper's postinst does that): it is gated as it is, against its
+/// pre-dpkg PID, instead of being restarted a second time.
 pub fn restart_and_gate(
     sd: &mut dyn Systemd,
     units: &[String],
+    before_dpkg: &[Option<UnitSample>],
     timing: GateTiming,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
     sd.daemon_reload().map_err(|e| e.to_string())?;
     let mut judges = Vec::new();
-    for unit in units {
-        let before = sd.sample(unit).map_err(|e| e.to_string())?;
-        progress(&format!("restarting {unit}"));
-        sd.restart(unit).map_err(|e| e.to_string())?;
+    for (i, unit) in units.iter().enumerate() {
+        let now = sd.sample(unit).map_err(|e| e.to_string())?;
+        let earlier = before_dpkg.get(i).cloned().flatten();
+        let before = if !before_dpkg.is_empty() && started_since(earlier.as_ref(), now.as_ref()) {
+            progress(&format!("{unit} was restarted by the package"));
+            earlier
+        } else {
+            progress(&format!("restarting {unit}"));
+            sd.restart(unit).map_err(|e| e.to_string())?;
+            now
+        };
         judges.push(HealthJudge::new(
             unit,
             before,
@@ -90,6 +103,13 @@ pub fn restart_and_gate(
         }
     }
     Ok(())
+}
+
+/// True when `now` shows the unit active under a main PID it did not have `earlier`.
+fn started_since(earlier: Option<&UnitSample>, now: Option<&UnitSample>) -> bool {
+    let Some(now) = now else { return false };
+    let old_pid = earlier.map_or(0, |e| e.main_pid);
+    now.active_state == "active" && now.main_pid != 0 && now.main_pid != old_pid
 }
 
 /// systemd over D-Bus (`org.freedesktop.systemd1` on the system bus), driven from the
@@ -224,7 +244,7 @@ mod tests {
             samples: [s("active", 10, 0), s("active", 10, 0), s("active", 11, 0)].into(),
             calls: vec![],
         };
-        restart_and_gate(&mut sd, &["app.service".into()], T, &mut |_| {}).unwrap();
+        restart_and_gate(&mut sd, &["app.service".into()], &[], T, &mut |_| {}).unwrap();
         assert_eq!(
             sd.calls,
             [
@@ -238,12 +258,77 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_restarted_by_the_package_is_gated_without_a_second_restart() {
+        // Before dpkg: PID 10. After dpkg: PID 12 (the postinst restarted it).
+        let mut sd = Recorded {
+            samples: [s("active", 12, 0), s("active", 12, 0)].into(),
+            calls: vec![],
+        };
+        let before = [s("active", 10, 0)];
+        restart_and_gate(&mut sd, &["app.service".into()], &before, T, &mut |_| {}).unwrap();
+        assert_eq!(
+            sd.calls,
+            ["reload", "sample app.service", "sample app.service"]
+        );
+    }
+
+    #[test]
+    fn a_unit_the_package_did_not_restart_is_restarted() {
+        // Same PID as before dpkg: restarted by us; a unit that is down too.
+        for after in [s("active", 10, 0), s("failed", 0, 0), None] {
+            let mut sd = Recorded {
+                samples: [after.clone(), s("active", 11, 0)].into(),
+                calls: vec![],
+            };
+            let before = [s("active", 10, 0)];
+            restart_and_gate(&mut sd, &["app.service".into()], &before, T, &mut |_| {}).unwrap();
+            assert_eq!(
+                sd.calls,
+                [
+                    "reload",
+                    "sample app.service",
+                    "restart app.service",
+                    "sample app.service"
+                ],
+                "after dpkg: {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_unit_started_by_the_package_is_not_restarted() {
+        let mut sd = Recorded {
+            samples: [s("active", 7, 0), s("active", 7, 0)].into(),
+            calls: vec![],
+        };
+        restart_and_gate(&mut sd, &["app.service".into()], &[None], T, &mut |_| {}).unwrap();
+        assert!(
+            !sd.calls.iter().any(|c| c.starts_with("restart")),
+            "{:?}",
+            sd.calls
+        );
+    }
+
+    #[test]
+    fn a_unit_restarted_by_the_package_that_then_crashes_fails_the_gate() {
+        let mut sd = Recorded {
+            samples: [s("active", 12, 0), s("activating", 0, 1)].into(),
+            calls: vec![],
+        };
+        let before = [s("active", 10, 0)];
+        let e = restart_and_gate(&mut sd, &["app.service".into()], &before, T, &mut |_| {})
+            .unwrap_err();
+        assert!(e.contains("restarted automatically"), "{e}");
+    }
+
+    #[test]
     fn unhealthy_unit_fails_the_gate() {
         let mut sd = Recorded {
             samples: [s("active", 10, 0), s("failed", 0, 0)].into(),
             calls: vec![],
         };
-        let e = restart_and_gate(&mut sd, &["app.service".into()], T, &mut |_| {}).unwrap_err();
+        let e =
+            restart_and_gate(&mut sd, &["app.service".into()], &[], T, &mut |_| {}).unwrap_err();
         assert!(e.contains("app.service failed"), "{e}");
     }
 }
