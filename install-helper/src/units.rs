@@ -73,9 +73,14 @@ pub fn restart_and_gate(
         let now = sd.sample(unit).map_err(|e| e.to_string())?;
         let earlier = before_dpkg.get(i).cloned().flatten();
         let before = if !before_dpkg.is_empty() && started_since(earlier.as_ref(), now.as_ref()) {
+            let pid = now.as_ref().map_or(0, |s| s.main_pid);
+            tracing::info!(
+                "{unit} was restarted by the package (main PID {pid}): gating it as it runs"
+            );
             progress(&format!("{unit} was restarted by the package"));
             earlier
         } else {
+            tracing::info!("restarting {unit}");
             progress(&format!("restarting {unit}"));
             sd.restart(unit).map_err(|e| e.to_string())?;
             now
