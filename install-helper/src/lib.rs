@@ -8,6 +8,7 @@ pub mod error;
 pub mod fsutil;
 pub mod health;
 pub mod journal;
+pub mod lock;
 pub mod paths;
 pub mod receipt;
 pub mod recover;

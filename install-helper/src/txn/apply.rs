@@ -1,0 +1,259 @@
+//! Applying a verified, journaled package: `dpkg --install`, the units' restart and health
+//! gate, commit, and the rollback (reinstall of the previous version, or purge of a first
+//! install) with its own gate.
+
+use super::*;
+use crate::units;
+
+/// dpkg --install of the journaled package, then units and health; rolls back on failure.
+pub(super) fn install_and_gate(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    journal: &mut Journal,
+    result: &mut TxResult,
+) {
+    let name = journal.package.clone();
+    let to = journal.to_version.clone();
+    // The units as they run before dpkg: a unit the package's own postinst restarts (as
+    // debhelper does) is then gated without a second restart.
+    let before = sample_units(env, &journal.units);
+    (env.progress)("install", 30, &format!("installing {name} {to}"));
+    let ok = match dpkg_install(
+        env,
+        dpkg,
+        &journal.new_deb.clone(),
+        &name,
+        &to,
+        result,
+        "dpkg-install",
+    ) {
+        Ok(()) => true,
+        Err(reason) => {
+            rollback(env, dpkg, journal, result, ErrorCode::DpkgFailed, &reason);
+            false
+        }
+    };
+    if !ok {
+        return;
+    }
+    if let Err(e) = journal.advance(JournalPhase::Gating, &env.settings.paths.journal()) {
+        tracing::error!(error = %e, "cannot update the journal");
+    }
+    finish_gate(env, dpkg, journal, result, "installed and healthy", &before);
+}
+
+/// A sample of each unit (`None` where systemd cannot tell); empty without systemd.
+fn sample_units(env: &mut Env<'_, '_>, units: &[String]) -> Vec<Option<UnitSample>> {
+    let Some(sd) = env.systemd.as_deref_mut() else {
+        return Vec::new();
+    };
+    units.iter().map(|u| sd.sample(u).ok().flatten()).collect()
+}
+
+/// Restart units + gate for an installed new version; commit or roll back. `before` holds
+/// the units' samples from before dpkg ran (empty: restart every unit).
+pub(crate) fn finish_gate(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    journal: &mut Journal,
+    result: &mut TxResult,
+    ok_message: &str,
+    before: &[Option<UnitSample>],
+) {
+    match gate(env, &journal.units, result, "", before) {
+        Ok(()) => {
+            let cache = Cache::new(&env.settings.paths.cache_dir());
+            if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
+                tracing::warn!(error = %e, "cannot prune the package cache");
+            }
+            result.installed = Some(journal.to_version.clone());
+            let skipped = env.systemd.is_none() && !journal.units.is_empty();
+            let msg = format!(
+                "{} {} {ok_message}{}",
+                journal.package,
+                journal.to_version,
+                if skipped {
+                    " (unit restarts skipped: no systemd)"
+                } else {
+                    ""
+                }
+            );
+            result.set_code(ErrorCode::Ok, msg);
+        }
+        Err(reason) => rollback(
+            env,
+            dpkg,
+            journal,
+            result,
+            ErrorCode::UnhealthyRolledBack,
+            &reason,
+        ),
+    }
+}
+
+fn dpkg_install(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    deb: &Path,
+    name: &str,
+    version: &str,
+    result: &mut TxResult,
+    step: &str,
+) -> Result<(), String> {
+    let progress = &mut env.progress;
+    let out = dpkg.install(deb, &mut |line| {
+        if let Some(s) = crate::dpkg::status_line(line) {
+            let pct = if s.contains("configure") || s.contains("half-configured") {
+                60
+            } else {
+                45
+            };
+            progress("install", pct, s);
+        }
+    });
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            result.step(step, StepOutcome::Failed, e.to_string());
+            return Err(e.to_string());
+        }
+    };
+    let state = dpkg.query(name).map_err(|e| e.to_string())?;
+    if out.success() && state.installed_version() == Some(version) {
+        result.step(
+            step,
+            StepOutcome::Done,
+            format!("{name} {version} installed"),
+        );
+        Ok(())
+    } else {
+        result.add_output(step, &out.transcript());
+        let reason = format!(
+            "dpkg --install {name} {version} failed (exit {:?}, state {} {})",
+            out.code(),
+            state.status,
+            state.version.as_deref().unwrap_or("-")
+        );
+        result.step(step, StepOutcome::Failed, reason.clone());
+        Err(reason)
+    }
+}
+
+/// daemon-reload, restart and gate `units`; skipped (and reported so) without systemd.
+fn gate(
+    env: &mut Env<'_, '_>,
+    units: &[String],
+    result: &mut TxResult,
+    suffix: &str,
+    before: &[Option<UnitSample>],
+) -> Result<(), String> {
+    let restart = format!("restart-units{suffix}");
+    let health = format!("health-gate{suffix}");
+    if units.is_empty() {
+        result.step(&restart, StepOutcome::Skipped, "the package ships no units");
+        return Ok(());
+    }
+    let timing = env.timing();
+    let progress = &mut env.progress;
+    let Some(sd) = env.systemd.as_deref_mut() else {
+        let list = units.join(", ");
+        result.step(
+            &restart,
+            StepOutcome::Skipped,
+            format!("no systemd (isolated root): {list}"),
+        );
+        result.step(&health, StepOutcome::Skipped, "no systemd (isolated root)");
+        return Ok(());
+    };
+    progress("restart", 75, &format!("restarting {}", units.join(", ")));
+    match units::restart_and_gate(sd, units, before, timing, &mut |m| {
+        progress("health", 85, m)
+    }) {
+        Ok(()) => {
+            result.step(&restart, StepOutcome::Done, units.join(", "));
+            result.step(&health, StepOutcome::Done, "all units healthy");
+            Ok(())
+        }
+        Err(reason) => {
+            result.step(&health, StepOutcome::Failed, reason.clone());
+            Err(reason)
+        }
+    }
+}
+
+/// Restores the previous state after `reason`; sets the result code.
+pub(crate) fn rollback(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    journal: &mut Journal,
+    result: &mut TxResult,
+    code_if_restored: ErrorCode,
+    reason: &str,
+) {
+    journal.rollback_reason = Some(reason.to_string());
+    if let Err(e) = journal.advance(JournalPhase::RollingBack, &env.settings.paths.journal()) {
+        tracing::error!(error = %e, "cannot update the journal");
+    }
+    let name = journal.package.clone();
+    (env.progress)("rollback", 90, &format!("rolling back {name}: {reason}"));
+    let restored = match (&journal.from_version, &journal.previous_deb) {
+        (Some(from), Some(prev)) => {
+            dpkg_install(env, dpkg, &prev.clone(), &name, from, result, "rollback")
+                .and_then(|()| gate(env, &journal.units, result, "-after-rollback", &[]))
+                .map(|()| format!("{name} {from} restored"))
+        }
+        (Some(from), None) => {
+            result.step(
+                "rollback",
+                StepOutcome::Failed,
+                "no cached package of the previous version",
+            );
+            Err(format!(
+                "no cached package of {name} {from} to roll back to"
+            ))
+        }
+        (None, _) => purge(dpkg, &name, result),
+    };
+    let cache = Cache::new(&env.settings.paths.cache_dir());
+    if journal.previous_deb.as_deref() != Some(journal.new_deb.as_path()) {
+        let _ = crate::fsutil::remove_durably(&journal.new_deb);
+    }
+    if let Some(prev) = &journal.previous_deb {
+        let _ = cache.prune(&name, prev);
+    }
+    result.installed = dpkg
+        .query(&name)
+        .ok()
+        .and_then(|s| s.installed_version().map(str::to_string));
+    match restored {
+        Ok(what) => result.set_code(code_if_restored, format!("{reason}; rolled back: {what}")),
+        Err(why) => result.set_code(
+            ErrorCode::RollbackFailed,
+            format!("{reason}; rollback failed: {why}"),
+        ),
+    }
+}
+
+fn purge(dpkg: &Dpkg, name: &str, result: &mut TxResult) -> Result<String, String> {
+    let out = dpkg.purge(name).map_err(|e| e.to_string())?;
+    let state = dpkg.query(name).map_err(|e| e.to_string())?;
+    if out.success() && state.version.is_none() {
+        result.step(
+            "rollback",
+            StepOutcome::Done,
+            format!("{name} purged (no previous version)"),
+        );
+        Ok(format!("{name} purged (there was no previous version)"))
+    } else {
+        result.add_output("purge", &out.transcript());
+        result.step(
+            "rollback",
+            StepOutcome::Failed,
+            format!("purge of {name} failed"),
+        );
+        Err(format!(
+            "dpkg --purge {name} failed (state {})",
+            state.status
+        ))
+    }
+}
