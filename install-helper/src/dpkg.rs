@@ -1,4 +1,4 @@
-//! Running dpkg, dpkg-query, dpkg-deb, dpkg-repack and apt-get with fixed arguments and a
+//! Running dpkg, dpkg-query, dpkg-repack and apt-get with fixed arguments and a
 //! clean environment. The dpkg frontend lock is in [`crate::lock`] (re-exported here).
 //!
 //! Every child gets: an empty environment plus a fixed `PATH`, `LC_ALL=C`,
@@ -260,34 +260,6 @@ impl Dpkg {
             .map(String::from),
         );
         self.run_in("dpkg-repack", &a, Some(out_dir), &mut |_| {})
-    }
-
-    /// `dpkg-deb --field <deb> Package Version Architecture`, parsed.
-    pub fn deb_identity(&self, deb: &Path) -> Result<Option<(String, String, String)>, RunError> {
-        let a = vec![
-            "--field".to_string(),
-            deb.display().to_string(),
-            "Package".into(),
-            "Version".into(),
-            "Architecture".into(),
-        ];
-        let out = self.run("dpkg-deb", &a, &mut |_| {})?;
-        if !out.success() {
-            return Ok(None);
-        }
-        let field = |name: &str| {
-            out.stdout.lines().find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|v| v.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
-            })
-        };
-        Ok(
-            match (field("Package"), field("Version"), field("Architecture")) {
-                (Some(p), Some(v), Some(a)) => Some((p, v, a)),
-                _ => None,
-            },
-        )
     }
 
     /// `dpkg --print-architecture` of the host.

@@ -9,33 +9,24 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::Cache;
 use crate::dpkg::Dpkg;
-use crate::fsutil;
+use crate::verify::{self, Version};
 
 /// Rebuilds `name` at `version` (installed) into the cache; returns the cached file or why not.
-/// `work` is a private scratch directory (created, and removed afterwards).
+/// The work happens in a private scratch directory under `scratch_parent`, removed afterwards.
 pub fn repack_into_cache(
     dpkg: &Dpkg,
     cache: &Cache,
-    work: &Path,
+    scratch_parent: &Path,
     name: &str,
     version: &str,
 ) -> Result<PathBuf, String> {
-    let _ = std::fs::remove_dir_all(work);
-    fsutil::ensure_private_dir(work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let result = repack_in(dpkg, cache, work, name, version);
-    let _ = std::fs::remove_dir_all(work);
-    result
-}
-
-fn repack_in(
-    dpkg: &Dpkg,
-    cache: &Cache,
-    work: &Path,
-    name: &str,
-    version: &str,
-) -> Result<PathBuf, String> {
+    // 0700, and removed with whatever is left in it when dropped.
+    let work = tempfile::Builder::new()
+        .prefix("repack-")
+        .tempdir_in(scratch_parent)
+        .map_err(|e| format!("{}: {e}", scratch_parent.display()))?;
     let out = dpkg
-        .repack(name, work)
+        .repack(name, work.path())
         .map_err(|e| format!("dpkg-repack could not run: {e}"))?;
     if !out.success() {
         return Err(format!(
@@ -48,8 +39,8 @@ fn repack_in(
     if let Some(w) = out.stderr.lines().find(|l| l.contains("warning:")) {
         return Err(format!("dpkg-repack: {}", w.trim()));
     }
-    let debs: Vec<PathBuf> = std::fs::read_dir(work)
-        .map_err(|e| format!("{}: {e}", work.display()))?
+    let debs: Vec<PathBuf> = std::fs::read_dir(work.path())
+        .map_err(|e| format!("{}: {e}", work.path().display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
         .collect();
@@ -59,19 +50,16 @@ fn repack_in(
             debs.len()
         ));
     };
-    let Some((pkg, ver, arch)) = dpkg
-        .deb_identity(deb)
-        .map_err(|e| format!("dpkg-deb could not run: {e}"))?
-    else {
-        return Err("the repacked file is not a readable package".into());
-    };
-    if pkg != name || ver != version {
+    let info = verify::read_control(deb).map_err(|e| format!("the repacked file: {e}"))?;
+    let same_version = Version::parse(version).is_ok_and(|v| v == info.version);
+    if info.package != name || !same_version {
         return Err(format!(
-            "the repacked file is {pkg} {ver}, expected {name} {version}"
+            "the repacked file is {} {}, expected {name} {version}",
+            info.package, info.version
         ));
     }
     cache
-        .insert(deb, &pkg, &ver, &arch)
+        .insert(deb, name, version, &info.architecture)
         .map_err(|e| format!("package cache: {e}"))
 }
 

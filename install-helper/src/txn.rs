@@ -257,9 +257,9 @@ fn attempt(
             18,
             "keeping the installed version for a rollback",
         );
-        let work = paths.staging_dir().join(format!("repack-{}", result.txid));
-        let deb = crate::repack::repack_into_cache(&dpkg, &cache, &work, &cand.name, v).map_err(
-            |why| {
+        let staging = paths.staging_dir();
+        let deb = crate::repack::repack_into_cache(&dpkg, &cache, &staging, &cand.name, v)
+            .map_err(|why| {
                 Refusal::new(
                     ErrorCode::NoRollbackSource,
                     format!(
@@ -268,8 +268,7 @@ fn attempt(
                         cand.name
                     ),
                 )
-            },
-        )?;
+            })?;
         tracing::info!(
             package = %cand.name,
             version = %v,

@@ -42,12 +42,18 @@ pub(super) fn install_and_gate(
     finish_gate(env, dpkg, journal, result, "installed and healthy", &before);
 }
 
-/// A sample of each unit (`None` where systemd cannot tell); empty without systemd.
+/// A sample of each unit (`None`: the unit is unknown to systemd). Empty without systemd or
+/// when any sample fails: "could not tell" must not read as "was not running", so then every
+/// unit is restarted.
 fn sample_units(env: &mut Env<'_, '_>, units: &[String]) -> Vec<Option<UnitSample>> {
     let Some(sd) = env.systemd.as_deref_mut() else {
         return Vec::new();
     };
-    units.iter().map(|u| sd.sample(u).ok().flatten()).collect()
+    units
+        .iter()
+        .map(|u| sd.sample(u))
+        .collect::<Result<_, _>>()
+        .unwrap_or_default()
 }
 
 /// Restart units + gate for an installed new version; commit or roll back. `before` holds

@@ -213,6 +213,64 @@ impl Read for Ranges {
     }
 }
 
+/// The validated control fields of the package at `path` (structure and control only: no
+/// signature, policy or version checks). The helper uses it on files it made itself.
+pub fn read_control(path: &Path) -> Result<control::ControlInfo, VerifyError> {
+    control_info(path, &scan_archive(path)?)
+}
+
+/// Step 1: the archive's structure, kept members and hash.
+fn scan_archive(path: &Path) -> Result<ar::DebArchive, VerifyError> {
+    let file = File::open(path).map_err(|source| VerifyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    match ar::scan(
+        BufReader::with_capacity(256 << 10, file),
+        &ar::Limits::default(),
+    ) {
+        Ok(a) => Ok(a),
+        Err(ar::ArError::Io(source)) => Err(VerifyError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(e) => Err(bad_archive(path, e.to_string())),
+    }
+}
+
+/// Step 3: the control member, decompressed, parsed and validated.
+fn control_info(
+    path: &Path,
+    archive: &ar::DebArchive,
+) -> Result<control::ControlInfo, VerifyError> {
+    let content_err = |e| content_error(path, e);
+    let cm = archive.control_member();
+    let ar::MemberKind::Control(ccomp) = cm.kind else {
+        return Err(bad_archive(path, "internal: control member kind".into()));
+    };
+    let text = control::extract_control(&cm.name, ccomp, archive.control()).map_err(content_err)?;
+    control::parse_paragraph(&text)
+        .and_then(control::validate)
+        .map_err(content_err)
+}
+
+fn content_error(path: &Path, e: control::ContentError) -> VerifyError {
+    match e {
+        control::ContentError::Archive { .. } => bad_archive(path, e.to_string()),
+        control::ContentError::Control(reason) => VerifyError::BadControl {
+            path: path.to_owned(),
+            reason,
+        },
+    }
+}
+
+fn bad_archive(path: &Path, reason: String) -> VerifyError {
+    VerifyError::BadArchive {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
 /// Verifies the staged package at `path` against `policy` on a host of architecture
 /// `host_arch`, given the currently installed version of the same package (if any).
 /// See the module documentation for the order of checks.
@@ -226,26 +284,10 @@ pub fn verify_package(
         path: path.to_owned(),
         source,
     };
-    let bad_archive = |reason: String| VerifyError::BadArchive {
-        path: path.to_owned(),
-        reason,
-    };
-    let bad_control = |reason: String| VerifyError::BadControl {
-        path: path.to_owned(),
-        reason,
-    };
 
     let _span = tracing::info_span!("verify", path = %path.display()).entered();
     // 1. Structure and hash.
-    let file = File::open(path).map_err(io_err)?;
-    let archive = match ar::scan(
-        BufReader::with_capacity(256 << 10, file),
-        &ar::Limits::default(),
-    ) {
-        Ok(a) => a,
-        Err(ar::ArError::Io(e)) => return Err(io_err(e)),
-        Err(e) => return Err(bad_archive(e.to_string())),
-    };
+    let archive = scan_archive(path)?;
 
     // 2. Origin signature.
     let signer = match archive.extra(ORIGIN_SIGNATURE_MEMBER) {
@@ -282,18 +324,7 @@ pub fn verify_package(
     };
 
     // 3. Control file.
-    let content_err = |e: control::ContentError| match e {
-        control::ContentError::Archive { .. } => bad_archive(e.to_string()),
-        control::ContentError::Control(m) => bad_control(m),
-    };
-    let cm = archive.control_member();
-    let ar::MemberKind::Control(ccomp) = cm.kind else {
-        return Err(bad_archive("internal: control member kind".into()));
-    };
-    let text = control::extract_control(&cm.name, ccomp, archive.control()).map_err(content_err)?;
-    let info = control::parse_paragraph(&text)
-        .and_then(control::validate)
-        .map_err(content_err)?;
+    let info = control_info(path, &archive)?;
 
     // 4. Policy.
     if !policy.name_allowed(&info.package) {
@@ -335,10 +366,11 @@ pub fn verify_package(
     // 5. Data tarball: shipped units.
     let dm = archive.data_member();
     let ar::MemberKind::Data(dcomp) = dm.kind else {
-        return Err(bad_archive("internal: data member kind".into()));
+        return Err(bad_archive(path, "internal: data member kind".into()));
     };
     let data = Ranges::open(path, vec![(dm.offset, dm.size)]).map_err(io_err)?;
-    let shipped = control::shipped_units(&dm.name, dcomp, data).map_err(content_err)?;
+    let shipped =
+        control::shipped_units(&dm.name, dcomp, data).map_err(|e| content_error(path, e))?;
     let mut units = info.units;
     for u in shipped {
         if !units.contains(&u) {

@@ -291,22 +291,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fast_path_gives_the_same_result_as_the_run_encoder() {
-        let mut seed = 0x9e37_79b9u32;
-        let mut next = || {
+    /// A deterministic pseudo-random sequence (xorshift32).
+    fn xorshift(mut seed: u32) -> impl FnMut() -> u32 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
             seed
-        };
+        }
+    }
+
+    #[test]
+    fn fast_path_gives_the_same_result_as_the_run_encoder() {
+        let mut next = xorshift(0x9e37_79b9u32);
         let (mut with_pair, mut without_pair) = (0, 0);
         for case in 0..2000 {
             let len = (next() % 700) as usize + 4;
             // Mostly non-zero bytes with lone zeros, sometimes a zero pair somewhere.
             let mut src: Vec<u8> = (0..len)
                 .map(|_| {
-                    if next() % 40 == 0 {
+                    if next().is_multiple_of(40) {
                         0
                     } else {
                         (next() % 255 + 1) as u8
@@ -338,20 +342,14 @@ mod tests {
 
     #[test]
     fn run_encoder_equals_the_byte_by_byte_reference() {
-        let mut seed = 0x2545_f491u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491u32);
         for case in 0..3000 {
             // Alternating literal and zero stretches of random lengths (0..600), the literals
             // sprinkled with lone zeros: runs longer than 255, zeros at the 255th slot, etc.
             let mut src = Vec::new();
             while src.len() < (next() % 2000) as usize + 1 {
                 for _ in 0..next() % 600 {
-                    src.push(if next() % 9 == 0 {
+                    src.push(if next().is_multiple_of(9) {
                         0
                     } else {
                         (next() % 255 + 1) as u8
