@@ -10,28 +10,9 @@ use std::collections::HashMap;
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
-use crate::error::ErrorCode;
+use install_api::ErrorCode;
 
-/// Prefix of the D-Bus error names.
-pub const ERROR_PREFIX: &str = "org.iocom.InstallHelper1.Error";
-
-/// polkit action checked when polkit is enabled.
-pub const POLKIT_ACTION: &str = "org.iocom.InstallHelper1.install";
-
-/// The D-Bus error name for a code: `org.iocom.InstallHelper1.Error.DpkgLocked` etc.
-pub fn error_name(code: ErrorCode) -> String {
-    let camel: String = code
-        .as_str()
-        .split('-')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                .unwrap_or_default()
-        })
-        .collect();
-    format!("{ERROR_PREFIX}.{camel}")
-}
+pub use install_api::{ERROR_PREFIX, POLKIT_ACTION};
 
 /// An error reply with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +28,14 @@ impl ServiceError {
     pub fn new(code: ErrorCode, message: impl std::fmt::Display) -> Self {
         ServiceError {
             code,
-            name: error_name(code),
+            name: code.dbus_name(),
             description: format!("{}: {message}", code.as_str()),
         }
     }
 
     /// Parses the code back from an error reply's name (for clients and tests).
     pub fn code_from_name(name: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|c| error_name(*c) == name)
+        ErrorCode::from_dbus_name(name)
     }
 }
 
@@ -148,15 +129,15 @@ mod tests {
     #[test]
     fn error_names_are_camel_case_and_round_trip() {
         assert_eq!(
-            error_name(ErrorCode::DpkgLocked),
+            ErrorCode::DpkgLocked.dbus_name(),
             "org.iocom.InstallHelper1.Error.DpkgLocked"
         );
         assert_eq!(
-            error_name(ErrorCode::UnhealthyRolledBack),
+            ErrorCode::UnhealthyRolledBack.dbus_name(),
             "org.iocom.InstallHelper1.Error.UnhealthyRolledBack"
         );
-        for c in ErrorCode::ALL {
-            let n = error_name(c);
+        for &c in ErrorCode::ALL {
+            let n = c.dbus_name();
             assert!(ErrorName::try_from(n.as_str()).is_ok(), "{n}");
             assert_eq!(ServiceError::code_from_name(&n), Some(c));
         }

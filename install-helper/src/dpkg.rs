@@ -440,6 +440,24 @@ pub fn status_line(line: &str) -> Option<&str> {
     (line.starts_with("processing: ") || line.starts_with("status: ")).then_some(line)
 }
 
+/// How far dpkg is, in percent of its run, for a `--status-fd` line: unpacking, unpacked,
+/// configuring, installed. The caller keeps progress from moving back (dpkg reports each
+/// package of a run, and triggers after it).
+pub fn status_percent(line: &str) -> u32 {
+    let state = line.rsplit(": ").next().unwrap_or("");
+    if line.starts_with("processing: unpack") || state == "half-installed" {
+        20
+    } else if state == "unpacked" {
+        50
+    } else if line.starts_with("processing: configure") || state == "half-configured" {
+        70
+    } else if state == "installed" || state == "triggers-pending" {
+        100
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +482,11 @@ mod tests {
         assert!(status_line("processing: unpack: app").is_some());
         assert!(status_line("status: app: half-installed").is_some());
         assert!(status_line("Setting up app (1.0) ...").is_none());
+        assert_eq!(status_percent("processing: unpack: app"), 20);
+        assert_eq!(status_percent("status: app: unpacked"), 50);
+        assert_eq!(status_percent("status: app: half-configured"), 70);
+        assert_eq!(status_percent("status: app: installed"), 100);
+        assert_eq!(status_percent("status: app: config-files"), 0);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 pub mod auth;
 pub mod cache;
 pub mod dpkg;
-pub mod error;
 pub mod fsutil;
 pub mod health;
 pub mod journal;

@@ -174,8 +174,8 @@ fn run_recovery(settings: &Settings, rt: tokio::runtime::Handle) -> anyhow::Resu
         real = SystemdDbus::connect(rt).context("connecting to systemd")?;
         systemd = Some(&mut real);
     }
-    let mut progress = |phase: &str, pct: u32, msg: &str| {
-        tracing::info!(phase, pct, msg, "recovery");
+    let mut progress = |phase: install_api::Phase, pct: u32, msg: &str| {
+        tracing::info!(phase = phase.as_str(), pct, msg, "recovery");
     };
     let mut env = Env {
         settings,

@@ -10,10 +10,10 @@
 //! dpkg is still repaired and logged.
 
 use crate::dpkg::{Dpkg, FrontendLock};
-use crate::error::ErrorCode;
 use crate::journal::{Journal, JournalPhase};
 use crate::receipt::{StepOutcome, TxResult};
 use crate::txn::{self, Env};
+use install_api::ErrorCode;
 
 /// What recovery found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]

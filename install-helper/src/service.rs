@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use install_api::{CurrentTx, HelperStatus, PackageState, Phase};
 use tokio::sync::mpsc;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -18,16 +18,13 @@ use zbus::{Connection, interface};
 use crate::auth::{self, AuthConfig, ServiceError};
 use crate::cache::Cache;
 use crate::dpkg::Dpkg;
-use crate::error::ErrorCode;
 use crate::paths::{Settings, SystemdMode};
 use crate::receipt::{self, TxResult};
 use crate::txn::{self, Env, Verifier};
 use crate::units::{Systemd, SystemdDbus};
+use install_api::ErrorCode;
 
-/// Well-known bus name.
-pub const BUS_NAME: &str = "org.iocom.InstallHelper1";
-/// Object path.
-pub const OBJECT_PATH: &str = "/org/iocom/InstallHelper1";
+pub use install_api::{BUS_NAME, OBJECT_PATH};
 
 /// How the service is reached.
 #[derive(Debug)]
@@ -40,22 +37,13 @@ pub enum Transport {
     P2p(UnixStream),
 }
 
-/// The running transaction, as `Status()` shows it.
-#[derive(Debug, Clone, Serialize)]
-struct Current {
-    txid: String,
-    phase: String,
-    percent: u32,
-    message: String,
-}
-
 #[derive(Debug)]
 struct Shared {
     settings: Settings,
     verifier: Arc<dyn Verifier>,
     auth: AuthConfig,
     /// The one running transaction (the busy flag).
-    current: Mutex<Option<Current>>,
+    current: Mutex<Option<CurrentTx>>,
     /// Last method call or transaction end (for idle exit).
     last_activity: Mutex<std::time::Instant>,
 }
@@ -74,7 +62,7 @@ pub struct InstallHelper {
 }
 
 enum Event {
-    Progress(String, u32, String),
+    Progress(Phase, u32, String),
     Finished(Box<TxResult>),
 }
 
@@ -167,26 +155,26 @@ impl InstallHelper {
             .flatten()
             .and_then(|p| p.last);
         let dpkg = Dpkg::new(&s.paths, s.command_timeout);
-        let packages: Vec<serde_json::Value> = Cache::new(&s.paths.cache_dir())
+        let packages = Cache::new(&s.paths.cache_dir())
             .packages()
             .into_iter()
             .map(|name| {
                 let st = dpkg.query(&name).ok();
-                serde_json::json!({
-                    "name": name,
-                    "status": st.as_ref().map(|s| s.status.clone()),
-                    "version": st.and_then(|s| s.version),
-                })
+                PackageState {
+                    name,
+                    status: st.as_ref().map(|s| s.status.clone()),
+                    version: st.and_then(|s| s.version),
+                }
             })
             .collect();
-        serde_json::json!({
-            "current": current,
-            "last": last,
-            "packages": packages,
-            "systemd": s.systemd == SystemdMode::SystemBus,
-            "root": s.paths.root,
-        })
-        .to_string()
+        let status = HelperStatus {
+            current,
+            last,
+            packages,
+            systemd: s.systemd == SystemdMode::SystemBus,
+            root: s.paths.root.display().to_string(),
+        };
+        serde_json::to_string(&status).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
     fn start_worker(
@@ -214,8 +202,11 @@ impl InstallHelper {
                     Err(e) => connect_error = Some(e.to_string()),
                 }
             }
-            let mut progress = |phase: &str, pct: u32, msg: &str| {
-                let _ = worker_tx.send(Event::Progress(phase.into(), pct, msg.into()));
+            // Overall progress only moves forward, whatever a phase reports.
+            let mut overall = 0;
+            let mut progress = |phase: Phase, within: u32, msg: &str| {
+                overall = phase.overall(within).max(overall);
+                let _ = worker_tx.send(Event::Progress(phase, overall, msg.into()));
             };
             let result = if let Some(e) = connect_error {
                 // Without systemd we cannot restart or gate: refuse before touching anything.
@@ -252,11 +243,12 @@ impl InstallHelper {
                         if let Ok(mut c) = shared.current.lock()
                             && let Some(c) = c.as_mut()
                         {
-                            c.phase = phase.clone();
+                            c.phase = Some(phase);
                             c.percent = pct;
                             c.message = msg.clone();
                         }
-                        let _ = InstallHelper::progress(&emitter, &txid, &phase, pct, &msg).await;
+                        let _ = InstallHelper::progress(&emitter, &txid, phase.as_str(), pct, &msg)
+                            .await;
                     }
                     Event::Finished(r) => {
                         if let Ok(mut t) = shared.last_activity.lock() {
@@ -268,7 +260,7 @@ impl InstallHelper {
                         let _ = InstallHelper::finished(
                             &emitter,
                             &txid,
-                            &r.code,
+                            r.code.as_str(),
                             &r.message,
                             &r.to_json(),
                         )
@@ -302,12 +294,16 @@ impl InstallHelper {
             if let Some(c) = cur.as_ref() {
                 return Err(ServiceError::new(
                     ErrorCode::Busy,
-                    format!("transaction {} is running ({})", c.txid, c.phase),
+                    format!(
+                        "transaction {} is running ({})",
+                        c.txid,
+                        c.phase.map_or("?", Phase::as_str)
+                    ),
                 ));
             }
-            *cur = Some(Current {
+            *cur = Some(CurrentTx {
                 txid: txid.clone(),
-                phase: "staging".into(),
+                phase: Some(Phase::Staging),
                 percent: 0,
                 message: String::new(),
             });
@@ -409,41 +405,4 @@ pub async fn serve(mut helper: InstallHelper, transport: Transport) -> zbus::Res
             .p2p(),
     };
     builder.serve_at(OBJECT_PATH, helper).build().await
-}
-
-/// Client-side proxy, for iocomd and tests.
-#[zbus::proxy(
-    interface = "org.iocom.InstallHelper1",
-    default_service = "org.iocom.InstallHelper1",
-    default_path = "/org/iocom/InstallHelper1"
-)]
-pub trait InstallHelper1 {
-    /// See [`InstallHelper::install`].
-    fn install(
-        &self,
-        package: zbus::Fd<'_>,
-        meta: HashMap<&str, zbus::Variant<'_>>,
-    ) -> zbus::Result<String>;
-    /// See [`InstallHelper::status`].
-    fn status(&self) -> zbus::Result<String>;
-    /// See [`InstallHelper::result`].
-    fn result(&self, txid: &str) -> zbus::Result<String>;
-    /// Progress signal.
-    #[zbus(signal)]
-    fn progress(
-        &self,
-        txid: String,
-        phase: String,
-        percent: u32,
-        message: String,
-    ) -> zbus::Result<()>;
-    /// Finished signal.
-    #[zbus(signal)]
-    fn finished(
-        &self,
-        txid: String,
-        code: String,
-        message: String,
-        result_json: String,
-    ) -> zbus::Result<()>;
 }

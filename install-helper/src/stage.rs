@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::ErrorCode;
 use crate::fsutil;
+use install_api::ErrorCode;
 
 const CHUNK: usize = 64 * 1024;
 

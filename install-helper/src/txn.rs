@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::Cache;
 use crate::dpkg::{Dpkg, FrontendLock, LockError};
-use crate::error::ErrorCode;
 use crate::health::UnitSample;
 use crate::journal::{Journal, JournalPhase};
 use crate::paths::Settings;
 use crate::receipt::{self, StepOutcome, TxResult};
 use crate::stage;
 use crate::units::{GateTiming, Systemd};
+use install_api::{ErrorCode, Phase};
 
 mod apply;
 use apply::install_and_gate;
@@ -65,8 +65,9 @@ pub trait Verifier: Send + Sync {
     ) -> Result<Candidate, Refusal>;
 }
 
-/// Progress callback: phase, percent, message.
-pub type ProgressFn<'a> = &'a mut dyn FnMut(&str, u32, &str);
+/// Progress callback: phase, percent within the phase (0–100), message. The service turns it
+/// into overall progress ([`install_api::Phase::overall`]).
+pub type ProgressFn<'a> = &'a mut dyn FnMut(Phase, u32, &str);
 
 /// What a transaction runs with besides the package.
 pub struct Env<'a, 's> {
@@ -122,7 +123,7 @@ pub fn finish(env: &mut Env<'_, '_>, mut result: TxResult) -> TxResult {
         tracing::error!(error = %e, "cannot remove the journal");
     }
     tracing::info!(txid = %result.txid, code = %result.code, message = %result.message, "transaction finished");
-    (env.progress)("finished", 100, &result.message);
+    (env.progress)(Phase::Finished, 100, &result.message);
     result
 }
 
@@ -140,7 +141,7 @@ fn attempt(
     let paths = &settings.paths;
     let dpkg = env.dpkg();
 
-    (env.progress)("verify", 5, "verifying the package");
+    (env.progress)(Phase::Verify, 0, "verifying the package");
     // The installed version the verifier saw (for the not-newer check).
     let seen: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
     let installed = |name: &str| -> Result<Option<String>, Refusal> {
@@ -162,7 +163,7 @@ fn attempt(
         format!("signed by {}", cand.signer),
     );
 
-    (env.progress)("lock", 10, "taking the dpkg frontend lock");
+    (env.progress)(Phase::Lock, 0, "taking the dpkg frontend lock");
     let lock = FrontendLock::acquire(&paths.lock_frontend(), settings.lock_timeout).map_err(
         |e| match e {
             LockError::Busy { .. } => Refusal::new(ErrorCode::DpkgLocked, e.to_string()),
@@ -201,7 +202,7 @@ fn attempt(
     };
     result.from = from.clone();
 
-    (env.progress)("preflight", 15, "checking dependencies");
+    (env.progress)(Phase::Preflight, 0, "checking dependencies");
     let sim = dpkg
         .simulate(staged)
         .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
@@ -253,8 +254,8 @@ fn attempt(
     let mut previous_deb = from.as_deref().and_then(|v| cache.find(&cand.name, v));
     if let (Some(v), None) = (from.as_deref(), &previous_deb) {
         (env.progress)(
-            "rollback-source",
-            18,
+            Phase::RollbackSource,
+            0,
             "keeping the installed version for a rollback",
         );
         let staging = paths.staging_dir();
@@ -320,8 +321,8 @@ fn repair(env: &mut Env<'_, '_>, dpkg: &Dpkg, result: &mut TxResult) -> Result<(
         return Ok(());
     }
     (env.progress)(
-        "repair",
-        12,
+        Phase::Repair,
+        0,
         "dpkg was interrupted: running dpkg --configure -a",
     );
     tracing::warn!(?audit, "dpkg was interrupted; running dpkg --configure -a");

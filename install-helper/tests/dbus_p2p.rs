@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use install_api::ErrorCode;
+use install_api::InstallHelper1Proxy;
 use install_helper::auth::{AuthConfig, ServiceError};
-use install_helper::error::ErrorCode;
-use install_helper::service::{self, InstallHelper, InstallHelper1Proxy, Transport};
+use install_helper::service::{self, InstallHelper, Transport};
 use txn_support::*;
 
 const LONG: Duration = Duration::from_secs(120);

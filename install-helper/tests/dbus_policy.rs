@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use install_helper::service::InstallHelper1Proxy;
+use install_api::InstallHelper1Proxy;
 use txn_support::*;
 
 const LONG: Duration = Duration::from_secs(120);

@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use install_api::InstallHelper1Proxy;
 use install_helper::receipt;
-use install_helper::service::InstallHelper1Proxy;
 use txn_support::*;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -208,7 +208,7 @@ async fn killed_mid_postinst_is_finished_on_next_start() {
     let r = receipt::find_receipt(&w.state.join("receipts.jsonl"), &txid)
         .unwrap()
         .unwrap();
-    assert_eq!(r.code, "ok", "{r:#?}");
+    assert_eq!(r.code.as_str(), "ok", "{r:#?}");
     assert!(r.message.contains("after an interruption"), "{}", r.message);
     let last = receipt::read_status(&w.state.join("status.json"))
         .unwrap()
@@ -234,7 +234,7 @@ async fn killed_mid_postinst_is_rolled_back_when_configure_fails() {
     let r = receipt::find_receipt(&w.state.join("receipts.jsonl"), &txid)
         .unwrap()
         .unwrap();
-    assert_eq!(r.code, "dpkg-failed", "{r:#?}");
+    assert_eq!(r.code.as_str(), "dpkg-failed", "{r:#?}");
     assert!(
         r.message.contains("iocom-app 1.0 restored"),
         "{}",

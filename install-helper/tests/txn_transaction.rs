@@ -8,8 +8,8 @@ mod txn_support;
 use std::path::Path;
 use std::time::Duration;
 
+use install_api::ErrorCode;
 use install_helper::dpkg::FrontendLock;
-use install_helper::error::ErrorCode;
 use install_helper::health::UnitSample;
 use install_helper::paths::Settings;
 use install_helper::receipt::{self, StepOutcome, TxResult};
@@ -35,9 +35,9 @@ fn install(
     )
     .unwrap();
     let mut phases = Vec::new();
-    let mut progress = |phase: &str, _pct: u32, _msg: &str| {
-        if phases.last().map(String::as_str) != Some(phase) {
-            phases.push(phase.to_string());
+    let mut progress = |phase: install_api::Phase, _pct: u32, _msg: &str| {
+        if phases.last().map(String::as_str) != Some(phase.as_str()) {
+            phases.push(phase.as_str().to_string());
         }
     };
     let mut env = Env {
@@ -67,7 +67,7 @@ fn install_then_upgrade_commits_caches_and_records() {
     let v2 = Pkg::new("app", "2.0").build(&w.debs);
 
     let (r, phases) = install(&s, &v1, None);
-    assert_eq!(r.error_code(), ErrorCode::Ok, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
     assert_eq!((r.from.as_deref(), r.to.as_deref()), (None, Some("1.0")));
     assert!(
         w.root.join("tmp/v1-configured").exists(),
@@ -85,7 +85,7 @@ fn install_then_upgrade_commits_caches_and_records() {
     assert!(phases.iter().any(|p| p == "install"), "{phases:?}");
 
     let (r2, _) = install(&s, &v2, None);
-    assert_eq!(r2.error_code(), ErrorCode::Ok, "{r2:#?}");
+    assert_eq!(r2.code, ErrorCode::Ok, "{r2:#?}");
     assert_eq!(
         (r2.from.as_deref(), r2.to.as_deref()),
         (Some("1.0"), Some("2.0"))
@@ -134,7 +134,7 @@ fn refusals_before_dpkg_leave_the_root_unchanged() {
     let w = World::new();
     let mut s = w.settings();
     let v1 = Pkg::new("app", "1.0").build(&w.debs);
-    assert_eq!(install(&s, &v1, None).0.error_code(), ErrorCode::Ok);
+    assert_eq!(install(&s, &v1, None).0.code, ErrorCode::Ok);
     let before = tree_hash(&w.root);
 
     // unmet-dependencies: apt-get --simulate exits 100.
@@ -142,7 +142,7 @@ fn refusals_before_dpkg_leave_the_root_unchanged() {
         .depends("libiocom-does-not-exist (>= 1)")
         .build(&w.debs);
     let (r, _) = install(&s, &deps, None);
-    assert_eq!(r.error_code(), ErrorCode::UnmetDependencies, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::UnmetDependencies, "{r:#?}");
     assert!(
         r.message.contains("libiocom-does-not-exist"),
         "{}",
@@ -155,14 +155,14 @@ fn refusals_before_dpkg_leave_the_root_unchanged() {
         .installed_size(1 << 40)
         .build(&w.debs);
     let (r, _) = install(&s, &huge, None);
-    assert_eq!(r.error_code(), ErrorCode::NoSpace, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::NoSpace, "{r:#?}");
     assert_eq!(tree_hash(&w.root), before);
 
     // no-space from the configured reserve (statvfs vs reserve).
     let v2 = Pkg::new("app", "2.0").build(&w.debs);
     s.space_reserve = u64::MAX / 4;
     let (r, _) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::NoSpace, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::NoSpace, "{r:#?}");
     assert_eq!(tree_hash(&w.root), before);
     s.space_reserve = 0;
 
@@ -170,7 +170,7 @@ fn refusals_before_dpkg_leave_the_root_unchanged() {
     let held = FrontendLock::acquire(&s.paths.lock_frontend(), Duration::from_secs(5)).unwrap();
     s.lock_timeout = Duration::from_millis(500);
     let (r, _) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::DpkgLocked, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::DpkgLocked, "{r:#?}");
     assert!(r.message.contains("lock-frontend"), "{}", r.message);
     assert_eq!(tree_hash(&w.root), before);
     drop(held);
@@ -193,7 +193,7 @@ fn refusals_before_dpkg_leave_the_root_unchanged() {
 
     // With the lock free the same package installs.
     let (r, _) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::Ok, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn failed_fresh_install_is_purged_and_reported_dpkg_failed() {
         .postinst("echo 'postinst: cannot configure' >&2; exit 1")
         .build(&w.debs);
     let (r, _) = install(&s, &bad, None);
-    assert_eq!(r.error_code(), ErrorCode::DpkgFailed, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::DpkgFailed, "{r:#?}");
     assert!(r.message.contains("purged"), "{}", r.message);
     assert!(
         r.output.contains("postinst: cannot configure"),
@@ -227,9 +227,9 @@ fn failed_upgrade_restores_the_previous_version_from_the_cache() {
     let v2 = Pkg::new("app", "2.0")
         .postinst(r#"if [ -n "$2" ]; then echo "refusing upgrade from $2" >&2; exit 1; fi"#)
         .build(&w.debs);
-    assert_eq!(install(&s, &v1, None).0.error_code(), ErrorCode::Ok);
+    assert_eq!(install(&s, &v1, None).0.code, ErrorCode::Ok);
     let (r, phases) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::DpkgFailed, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::DpkgFailed, "{r:#?}");
     assert!(
         r.message.contains("rolled back") && r.message.contains("app 1.0 restored"),
         "{}",
@@ -266,9 +266,9 @@ fn a_rollback_that_fails_is_rollback_failed() {
     let refuse = r#"if [ -n "$2" ]; then echo "refusing $2" >&2; exit 1; fi"#;
     let v1 = Pkg::new("app", "1.0").postinst(refuse).build(&w.debs);
     let v2 = Pkg::new("app", "2.0").postinst(refuse).build(&w.debs);
-    assert_eq!(install(&s, &v1, None).0.error_code(), ErrorCode::Ok);
+    assert_eq!(install(&s, &v1, None).0.code, ErrorCode::Ok);
     let (r, _) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::RollbackFailed, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::RollbackFailed, "{r:#?}");
     assert!(r.message.contains("rollback failed"), "{}", r.message);
     assert_eq!(step(&r, "rollback").outcome, StepOutcome::Failed);
     assert!(!s.paths.journal().exists());
@@ -295,7 +295,7 @@ fn upgrade_of_a_version_not_in_the_cache_rolls_back_to_its_repacked_files() {
     install_behind_the_helpers_back(&w, &v1);
     let v2 = Pkg::new("app", "1:2.0-1").postinst("exit 1").build(&w.debs);
     let (r, phases) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::DpkgFailed, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::DpkgFailed, "{r:#?}");
     assert!(phases.iter().any(|p| p == "rollback-source"), "{phases:?}");
     assert_eq!(step(&r, "rollback-source").outcome, StepOutcome::Done);
     assert_eq!(step(&r, "rollback").outcome, StepOutcome::Done);
@@ -321,7 +321,7 @@ fn upgrade_of_a_version_not_in_the_cache_rolls_back_to_its_repacked_files() {
     // The next upgrade (healthy) goes through and needs no repack.
     let v3 = Pkg::new("app", "1:3.0-1").build(&w.debs);
     let (r, _) = install(&s, &v3, None);
-    assert_eq!(r.error_code(), ErrorCode::Ok, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
     assert!(
         r.steps.iter().all(|s| s.name != "rollback-source"),
         "{r:#?}"
@@ -339,7 +339,7 @@ fn upgrade_without_a_complete_rollback_source_is_refused_and_changes_nothing() {
     let before = tree_hash(&w.root);
     let v2 = Pkg::new("app", "2.0").build(&w.debs);
     let (r, _) = install(&s, &v2, None);
-    assert_eq!(r.error_code(), ErrorCode::NoRollbackSource, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::NoRollbackSource, "{r:#?}");
     assert!(
         r.message
             .contains("app 1.0 is installed but not in the package cache")
@@ -410,10 +410,10 @@ fn unhealthy_new_version_is_rolled_back_and_regated() {
         calls: vec![],
     };
     let (r, _) = install(&s, &v1, Some(&mut sd));
-    assert_eq!(r.error_code(), ErrorCode::Ok, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
     assert_eq!(step(&r, "health-gate").outcome, StepOutcome::Done);
     let (r, _) = install(&s, &v2, Some(&mut sd));
-    assert_eq!(r.error_code(), ErrorCode::UnhealthyRolledBack, "{r:#?}");
+    assert_eq!(r.code, ErrorCode::UnhealthyRolledBack, "{r:#?}");
     assert!(
         r.message.contains("app.service") && r.message.contains("app 1.0 restored"),
         "{}",

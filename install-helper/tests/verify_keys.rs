@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{DebSpec, Gpg, Key, KeyAlgo, debsig_verify, debsigs_sign, host_arch};
-use install_helper::error::ErrorCode;
+use install_api::ErrorCode;
 use install_helper::verify::{Policy, verify_package};
 
 const DAY: u64 = 86_400;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Comp, DebSpec, Gpg, Key, KeyAlgo, debsig_verify, debsigs_sign, host_arch, run};
-use install_helper::error::ErrorCode;
+use install_api::ErrorCode;
 use install_helper::verify::{Policy, VerifyError, ar, verify_package};
 
 /// debsig-verify exit codes.

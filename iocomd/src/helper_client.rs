@@ -1,17 +1,18 @@
-//! Client of the install helper's D-Bus interface (`org.iocom.InstallHelper1`, see
-//! docs/architecture.md "D-Bus contract of the helper"), over the system bus, a bus at an
-//! explicit address, or a peer-to-peer socket to a helper spawned as a child (demo).
+//! Client of the install helper (`org.iocom.InstallHelper1`, the contract in the
+//! `install-api` crate) over the system bus, a bus at an explicit address, or a peer-to-peer
+//! socket to a helper spawned as a child (demo, tests).
 //!
 //! A spawned helper inherits its end of a socketpair as an extra file descriptor; every
 //! `{fd}` in its arguments is replaced by that descriptor's number (e.g.
-//! `iocom-install-helper --p2p-fd {fd}`). It must serve the interface on it as a peer-to-peer
-//! D-Bus server (`connection::Builder::unix_stream(..).server(guid).p2p()`) at
-//! `/org/iocom/InstallHelper1`. Its standard input is `/dev/null`; standard output and error
-//! are inherited.
+//! `iocom-install-helper --p2p-fd {fd}`); without a `{fd}`, `--p2p-fd N` is put first. It must
+//! serve the interface on it as a peer-to-peer D-Bus server at `/org/iocom/InstallHelper1`.
+//! Its standard input is `/dev/null`; standard output and error are inherited. It runs in a
+//! process group of its own, so that [`HelperClient::close`] can end dpkg and maintainer
+//! scripts it left behind together with it.
 
 use crate::config::HelperConnection;
 use futures_util::stream::{Stream, StreamExt};
-use nix::fcntl::{FcntlArg, FdFlag};
+use install_api::{ErrorCode, HelperSignal, HelperStatus, InstallHelper1Proxy, TxResult};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -19,54 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Bus name, object path and interface name of the helper.
-pub const BUS_NAME: &str = "org.iocom.InstallHelper1";
-/// Object path of the helper.
-pub const OBJECT_PATH: &str = "/org/iocom/InstallHelper1";
+pub use install_api::{BUS_NAME, OBJECT_PATH};
 
 /// How long a spawned helper may take to answer the D-Bus handshake.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The helper's interface. `Install` returns once the helper has taken its copy of the fd.
-#[zbus::proxy(
-    interface = "org.iocom.InstallHelper1",
-    default_service = "org.iocom.InstallHelper1",
-    default_path = "/org/iocom/InstallHelper1"
-)]
-pub trait InstallHelper1 {
-    /// `Install(h package, a{sv} meta) -> s transaction_id`.
-    fn install(
-        &self,
-        package: zbus::Fd<'_>,
-        meta: HashMap<&str, zbus::Variant<'_>>,
-    ) -> zbus::Result<String>;
-
-    /// `Status() -> s json`.
-    fn status(&self) -> zbus::Result<String>;
-
-    /// `Result(s transaction_id) -> s json`.
-    fn result(&self, transaction_id: &str) -> zbus::Result<String>;
-
-    /// `Progress(s transaction_id, s phase, u percent, s message)`.
-    #[zbus(signal)]
-    fn progress(
-        &self,
-        transaction_id: &str,
-        phase: &str,
-        percent: u32,
-        message: &str,
-    ) -> zbus::Result<()>;
-
-    /// `Finished(s transaction_id, s code, s message, s result_json)`.
-    #[zbus(signal)]
-    fn finished(
-        &self,
-        transaction_id: &str,
-        code: &str,
-        message: &str,
-        result_json: &str,
-    ) -> zbus::Result<()>;
-}
 
 /// Advisory metadata sent with `Install` (the helper recomputes what it checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,33 +34,6 @@ pub struct InstallMeta {
     pub size: u64,
     /// Where it came from, e.g. the controller's address and user.
     pub origin: String,
-}
-
-/// A signal from the helper.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HelperEvent {
-    /// `Progress`.
-    Progress {
-        /// Transaction id.
-        transaction_id: String,
-        /// Phase name.
-        phase: String,
-        /// 0–100.
-        percent: u32,
-        /// Human message.
-        message: String,
-    },
-    /// `Finished`.
-    Finished {
-        /// Transaction id.
-        transaction_id: String,
-        /// Stable error code (or success code).
-        code: String,
-        /// Human message.
-        message: String,
-        /// The full result as JSON.
-        result_json: String,
-    },
 }
 
 /// Talking to the helper failed.
@@ -141,6 +71,22 @@ pub enum HelperError {
         /// The error.
         source: zbus::Error,
     },
+    /// The helper's answer is not the JSON the contract describes.
+    #[error("install helper {method} answered something that does not parse: {message}")]
+    Decode {
+        /// D-Bus method name.
+        method: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// The package file to hand over cannot be opened.
+    #[error("cannot open the package {} for the install helper: {source}", path.display())]
+    Package {
+        /// The spooled file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 impl HelperError {
@@ -160,22 +106,9 @@ impl HelperError {
         }
     }
 
-    /// The helper's stable error code (e.g. `dpkg-locked`): its D-Bus error messages start
-    /// with `code: `.
-    pub fn remote_error_code(&self) -> Option<String> {
-        let HelperError::Call {
-            source: zbus::Error::MethodError(_, Some(desc), _),
-            ..
-        } = self
-        else {
-            return None;
-        };
-        let (code, _) = desc.split_once(": ")?;
-        let valid = !code.is_empty()
-            && code
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        valid.then(|| code.to_owned())
+    /// The helper's stable code when it refused the call (from the D-Bus error name).
+    pub fn code(&self) -> Option<ErrorCode> {
+        ErrorCode::from_dbus_name(&self.remote_error_name()?)
     }
 }
 
@@ -183,8 +116,10 @@ impl HelperError {
 #[derive(Debug)]
 pub struct HelperClient {
     proxy: InstallHelper1Proxy<'static>,
-    /// The spawned helper, killed when the client is dropped.
+    /// The spawned helper (see [`HelperClient::close`]).
     child: Option<tokio::process::Child>,
+    /// Its process group (the helper leads it; dpkg and maintainer scripts are in it too).
+    group: Option<nix::unistd::Pid>,
 }
 
 impl HelperClient {
@@ -233,38 +168,64 @@ impl HelperClient {
         Self::on_connection(conn, "a peer-to-peer socket").await
     }
 
-    /// Spawns `program args…` with one end of a socketpair inherited (its number replaces
-    /// `{fd}` in `args`) and connects peer-to-peer over the other end. The child is killed
-    /// when the client is dropped.
+    /// Spawns `program args…` with one end of a socketpair inherited (see the module doc) and
+    /// connects peer-to-peer over the other end. The child is ended by [`HelperClient::close`]
+    /// or, if the client is dropped, when it notices its socket closed.
+    #[allow(unsafe_code)]
     pub async fn spawn(program: &Path, args: &[String]) -> Result<Self, HelperError> {
         let spawn_err = |source| HelperError::Spawn {
             program: program.to_path_buf(),
             source,
         };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
-        // Let the child inherit `theirs`: clear close-on-exec just for the spawn. Our copy is
-        // closed right after, so only this child keeps it.
-        nix::fcntl::fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty()))
-            .map_err(|e| spawn_err(std::io::Error::from(e)))?;
-        let fd = theirs.as_raw_fd().to_string();
-        let child = tokio::process::Command::new(program)
-            .args(args.iter().map(|a| a.replace("{fd}", &fd)))
+        let fd = theirs.as_raw_fd();
+        let n = fd.to_string();
+        let mut cmd = tokio::process::Command::new(program);
+        if !args.iter().any(|a| a.contains("{fd}")) {
+            cmd.arg("--p2p-fd").arg(&n);
+        }
+        cmd.args(args.iter().map(|a| a.replace("{fd}", &n)))
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+            .process_group(0)
+            .kill_on_drop(false);
+        // SAFETY: the closure runs in the forked child before exec and only calls fcntl(2),
+        // which is async-signal-safe. `fd` is open in the child (inherited from the parent,
+        // where `theirs` lives until after spawn); clearing close-on-exec there only, and not
+        // in the parent, keeps other children spawned meanwhile from inheriting it.
+        unsafe {
+            cmd.pre_exec(move || {
+                let borrowed = std::os::fd::BorrowedFd::borrow_raw(fd);
+                nix::fcntl::fcntl(
+                    borrowed,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )
+                .map(drop)
+                .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().map_err(spawn_err)?;
         drop(theirs);
-        let child = child.map_err(spawn_err)?;
-        let mut client = match tokio::time::timeout(SPAWN_TIMEOUT, Self::p2p(ours)).await {
-            Ok(r) => r?,
+        match tokio::time::timeout(SPAWN_TIMEOUT, Self::p2p(ours)).await {
+            Ok(Ok(mut client)) => {
+                client.group = child
+                    .id()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .map(nix::unistd::Pid::from_raw);
+                client.child = Some(child);
+                Ok(client)
+            }
+            Ok(Err(e)) => {
+                kill_group(&mut child);
+                Err(e)
+            }
             Err(_) => {
-                return Err(HelperError::SpawnTimeout {
+                kill_group(&mut child);
+                Err(HelperError::SpawnTimeout {
                     program: program.to_path_buf(),
                     timeout: SPAWN_TIMEOUT,
-                });
+                })
             }
-        };
-        client.child = Some(child);
-        Ok(client)
+        }
     }
 
     async fn on_connection(conn: zbus::Connection, target: &str) -> Result<Self, HelperError> {
@@ -276,7 +237,11 @@ impl HelperClient {
                 target: target.to_owned(),
                 source,
             })?;
-        Ok(Self { proxy, child: None })
+        Ok(Self {
+            proxy,
+            child: None,
+            group: None,
+        })
     }
 
     /// The underlying proxy.
@@ -289,6 +254,17 @@ impl HelperClient {
         self.child.as_ref().and_then(tokio::process::Child::id)
     }
 
+    /// Whether this client spawned its helper (which then dies with this daemon).
+    pub fn is_spawned(&self) -> bool {
+        self.group.is_some()
+    }
+
+    /// Takes the spawned helper's process, for an owner that waits for it itself (the
+    /// client stays a spawned helper's client).
+    pub fn take_child(&mut self) -> Option<tokio::process::Child> {
+        self.child.take()
+    }
+
     /// Resolves when the connection to the helper has closed (e.g. a spawned helper exited);
     /// the owner then reconnects or respawns.
     pub async fn closed(&self) {
@@ -296,15 +272,16 @@ impl HelperClient {
     }
 
     /// Closes the connection. A spawned helper then finishes a running transaction and exits;
-    /// it gets `grace` to do so before it is killed. Returns its exit status (`None` if this
-    /// client spawned no helper, or its status could not be read).
+    /// it gets `grace` to do so before its whole process group (dpkg, maintainer scripts) is
+    /// killed. Returns its exit status (`None` if this client spawned no helper, or its status
+    /// could not be read).
     pub async fn close(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let conn = self.proxy.inner().connection().clone();
         if let Err(e) = conn.close().await {
             tracing::debug!(error = %e, "closing the helper connection");
         }
         let mut child = self.child.take()?;
-        match tokio::time::timeout(grace, child.wait()).await {
+        let status = match tokio::time::timeout(grace, child.wait()).await {
             Ok(Ok(status)) => Some(status),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot wait for the install helper");
@@ -312,11 +289,24 @@ impl HelperClient {
             }
             Err(_) => {
                 tracing::warn!(?grace, "install helper did not exit; killing it");
-                if let Err(e) = child.kill().await {
-                    tracing::warn!(error = %e, "cannot kill the install helper");
-                }
+                kill_group(&mut child);
                 child.wait().await.ok()
             }
+        };
+        self.kill_leftovers();
+        status
+    }
+
+    /// Kills whatever a spawned helper that is gone left running in its process group (an
+    /// orphaned dpkg would keep the dpkg lock and block every later install).
+    pub fn kill_leftovers(&self) {
+        if let Some(group) = self.group
+            && nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).is_ok()
+        {
+            tracing::warn!(
+                pgid = group.as_raw(),
+                "killed processes the install helper left behind"
+            );
         }
     }
 
@@ -326,10 +316,11 @@ impl HelperClient {
         package: &impl AsFd,
         meta: &InstallMeta,
     ) -> Result<String, HelperError> {
+        use install_api::meta as key;
         let mut m: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-        m.insert("sha256", zbus::Variant::from(meta.sha256.as_str()));
-        m.insert("size", zbus::Variant::from(meta.size));
-        m.insert("origin", zbus::Variant::from(meta.origin.as_str()));
+        m.insert(key::SHA256, zbus::Variant::from(meta.sha256.as_str()));
+        m.insert(key::SIZE, zbus::Variant::from(meta.size));
+        m.insert(key::ORIGIN, zbus::Variant::from(meta.origin.as_str()));
         self.proxy
             .install(zbus::Fd::from(package.as_fd()), m)
             .await
@@ -339,26 +330,36 @@ impl HelperClient {
             })
     }
 
-    /// `Status()`: JSON text.
-    pub async fn status(&self) -> Result<String, HelperError> {
-        self.proxy
+    /// `Status()`: managed packages, the running transaction and the last result.
+    pub async fn status(&self) -> Result<HelperStatus, HelperError> {
+        let text = self
+            .proxy
             .status()
             .await
             .map_err(|source| HelperError::Call {
                 method: "Status",
                 source,
-            })
+            })?;
+        serde_json::from_str(&text).map_err(|e| HelperError::Decode {
+            method: "Status",
+            message: e.to_string(),
+        })
     }
 
-    /// `Result(transaction_id)`: JSON text.
-    pub async fn result(&self, transaction_id: &str) -> Result<String, HelperError> {
-        self.proxy
+    /// `Result(transaction_id)`: the persisted result of one transaction.
+    pub async fn result(&self, transaction_id: &str) -> Result<TxResult, HelperError> {
+        let text = self
+            .proxy
             .result(transaction_id)
             .await
             .map_err(|source| HelperError::Call {
                 method: "Result",
                 source,
-            })
+            })?;
+        serde_json::from_str(&text).map_err(|e| HelperError::Decode {
+            method: "Result",
+            message: e.to_string(),
+        })
     }
 
     /// The helper's `Progress` and `Finished` signals, in the order the helper sent them, from
@@ -367,7 +368,7 @@ impl HelperClient {
     /// skipped.
     pub async fn events(
         &self,
-    ) -> Result<impl Stream<Item = HelperEvent> + Send + Unpin + 'static, HelperError> {
+    ) -> Result<impl Stream<Item = HelperSignal> + Send + Unpin + 'static, HelperError> {
         let signals = self
             .proxy
             .inner()
@@ -377,35 +378,21 @@ impl HelperClient {
                 method: "AddMatch",
                 source,
             })?;
-        Ok(signals.filter_map(|m| std::future::ready(decode_event(&m))))
+        Ok(signals.filter_map(|m| std::future::ready(install_api::decode_signal(&m))))
     }
 }
 
-/// Decodes a `Progress` or `Finished` signal.
-fn decode_event(m: &zbus::Message) -> Option<HelperEvent> {
-    let header = m.header();
-    let body = m.body();
-    match header.member()?.as_str() {
-        "Progress" => {
-            let (transaction_id, phase, percent, message): (String, String, u32, String) =
-                body.deserialize().ok()?;
-            Some(HelperEvent::Progress {
-                transaction_id,
-                phase,
-                percent,
-                message,
-            })
+/// Kills a spawned helper's whole process group (it leads its own group).
+fn kill_group(child: &mut tokio::process::Child) {
+    match child.id().and_then(|p| i32::try_from(p).ok()) {
+        Some(pid) => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
-        "Finished" => {
-            let (transaction_id, code, message, result_json): (String, String, String, String) =
-                body.deserialize().ok()?;
-            Some(HelperEvent::Finished {
-                transaction_id,
-                code,
-                message,
-                result_json,
-            })
+        None => {
+            let _ = child.start_kill();
         }
-        _ => None,
     }
 }

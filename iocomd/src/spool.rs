@@ -218,6 +218,19 @@ pub struct SpoolWriter {
     sha: Sha256,
 }
 
+impl SpoolError {
+    /// The result code published for this failure (the one mapping of spool errors).
+    pub fn code(&self) -> install_api::DaemonCode {
+        use install_api::DaemonCode;
+        match self {
+            SpoolError::TooLarge { .. } => DaemonCode::TooLarge,
+            SpoolError::NoSpace { .. } => DaemonCode::NoSpace,
+            SpoolError::CrcMismatch { .. } => DaemonCode::CrcMismatch,
+            SpoolError::Aborted { .. } | SpoolError::Io { .. } => DaemonCode::SpoolError,
+        }
+    }
+}
+
 /// A completely received and verified package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpooledPackage {

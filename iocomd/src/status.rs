@@ -3,10 +3,11 @@
 //! daemon-side result codes, and [`UpdateStatus`] to write (device) or read (controller)
 //! the whole set.
 //!
-//! Result codes: numbers below 200 are the install helper's `ErrorCode` numbers
-//! (`install-helper/src/error.rs`, e.g. 0 `ok`, 21 `signature-invalid`, 50 `dpkg-failed`);
-//! numbers from 200 are iocomd's own ([`DaemonCode`]). `upd_seq` grows by one at every final
-//! result so a controller tells a new result from the previous one.
+//! Result codes are `install_api::ResultCode`s: numbers below 200 are the install helper's
+//! `ErrorCode`s (e.g. 0 `ok`, 21 `signature-invalid`, 50 `dpkg-failed`), numbers from 200
+//! iocomd's own ([`DaemonCode`]); the table, with the `tod_err` each maps to, is in
+//! `install-api/src/code.rs`. `upd_seq` grows by one at every final result so a controller
+//! tells a new result from the previous one.
 
 use crate::proto::endpoint::BlockDef;
 use crate::proto::info::{DeviceInfo, signal_block};
@@ -80,8 +81,10 @@ pub fn status_block_def() -> BlockDef {
     }
 }
 
-/// Phase of the update, the value of `upd_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Phase of the update, the value of `upd_state` (the one definition, used by the daemon to
+/// publish it and by iocomctl to read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 #[repr(u8)]
 pub enum UpdState {
     /// Nothing running.
@@ -113,6 +116,34 @@ impl UpdState {
         })
     }
 
+    /// From the signal value as read (`None`: a value this reader does not know).
+    pub fn from_value(v: i64) -> Option<Self> {
+        u8::try_from(v).ok().and_then(Self::from_u8)
+    }
+
+    /// The state an install transaction in `phase` is in.
+    pub fn of_phase(phase: install_api::Phase) -> Self {
+        use install_api::Phase as P;
+        match phase {
+            P::Staging | P::Verify | P::Lock | P::Repair | P::Preflight | P::RollbackSource => {
+                Self::Verifying
+            }
+            P::Install => Self::Installing,
+            P::Restart | P::Health => Self::HealthCheck,
+            P::Rollback => Self::RollingBack,
+            P::Finished => Self::Idle,
+        }
+    }
+
+    /// A short human name (`"health check"`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HealthCheck => "health check",
+            Self::RollingBack => "rolling back",
+            other => other.name(),
+        }
+    }
+
     /// Lower-case name (`"idle"`, `"receiving"`, `"health-check"`…).
     pub fn name(self) -> &'static str {
         match self {
@@ -126,129 +157,7 @@ impl UpdState {
     }
 }
 
-/// Result codes of iocomd itself (numbers ≥ 200; below 200 are the helper's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
-pub enum DaemonCode {
-    /// The stream's CRC-16 did not match the data.
-    CrcMismatch = 200,
-    /// The package exceeds the configured size limit.
-    TooLarge = 201,
-    /// Not enough free space in the spool (reserve kept).
-    NoSpace = 202,
-    /// Another push is running; this one was refused.
-    Busy = 203,
-    /// The controller interrupted the stream, dropped the connection or stalled.
-    Interrupted = 204,
-    /// The peer is not authenticated for pushes (plain TCP not allowed, no account).
-    NotAuthorized = 205,
-    /// The install helper could not be reached or failed to answer.
-    HelperUnavailable = 206,
-    /// Writing the spool file failed.
-    SpoolError = 207,
-    /// The push used a stream select other than 1 (program).
-    BadSelect = 208,
-}
-
-impl DaemonCode {
-    /// Every daemon code.
-    pub const ALL: [DaemonCode; 9] = [
-        Self::CrcMismatch,
-        Self::TooLarge,
-        Self::NoSpace,
-        Self::Busy,
-        Self::Interrupted,
-        Self::NotAuthorized,
-        Self::HelperUnavailable,
-        Self::SpoolError,
-        Self::BadSelect,
-    ];
-
-    /// The number published in `upd_result`.
-    pub fn number(self) -> u16 {
-        self as u16
-    }
-
-    /// The string published in `upd_code`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CrcMismatch => "crc-mismatch",
-            Self::TooLarge => "too-large",
-            Self::NoSpace => "no-space",
-            Self::Busy => "busy",
-            Self::Interrupted => "interrupted",
-            Self::NotAuthorized => "not-authorized",
-            Self::HelperUnavailable => "helper-unavailable",
-            Self::SpoolError => "spool-error",
-            Self::BadSelect => "bad-select",
-        }
-    }
-
-    /// The code with this number.
-    pub fn from_number(n: u16) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.number() == n)
-    }
-}
-
-/// `tod_err` codes (osal status numbers the reference controller understands).
-pub mod tod_err {
-    /// `OSAL_PENDING`: transfer over, result not yet known.
-    pub const PENDING: u8 = 4;
-    /// `OSAL_COMPLETED`: installed and healthy.
-    pub const COMPLETED: u8 = 6;
-    /// `OSAL_STATUS_TIMEOUT`: the stream stalled.
-    pub const TIMEOUT: u8 = 104;
-    /// `OSAL_STATUS_READING_FILE_FAILED`.
-    pub const READING_FILE_FAILED: u8 = 140;
-    /// `OSAL_STATUS_WRITING_FILE_FAILED`: spool write failed / no space.
-    pub const WRITING_FILE_FAILED: u8 = 142;
-    /// `OSAL_STATUS_PROGRAM_INSTALLATION_FAILED`.
-    pub const INSTALL_FAILED: u8 = 168;
-    /// `OSAL_STATUS_NO_ACCESS_RIGHT`.
-    pub const NO_ACCESS_RIGHT: u8 = 186;
-    /// `OSAL_STATUS_FAILED_TO_START_PROCESS` ("unable to start installer process").
-    pub const START_PROCESS_FAILED: u8 = 188;
-    /// `OSAL_STATUS_CHECKSUM_ERROR`.
-    pub const CHECKSUM_ERROR: u8 = 204;
-    /// Our own: package refused by verification (shown as "code = 210").
-    pub const REJECTED: u8 = 210;
-    /// Our own: package too large (shown as "code = 211").
-    pub const TOO_LARGE: u8 = 211;
-    /// Our own: device busy with another push ("code = 212").
-    pub const BUSY: u8 = 212;
-    /// Our own: interrupted by the controller ("code = 213").
-    pub const INTERRUPTED: u8 = 213;
-}
-
-/// The final `tod_err` for a result number (helper `ErrorCode` below 200, [`DaemonCode`]
-/// from 200). The table is documented in docs/architecture.md.
-pub fn tod_err_for(result: u16) -> u8 {
-    match result {
-        // ok
-        0 => tod_err::COMPLETED,
-        // not-authorized, signature-missing/-invalid, untrusted-signer, name-not-allowed
-        1 | 20 | 21 | 22 | 30 => tod_err::NO_ACCESS_RIGHT,
-        // busy, dpkg-locked
-        3 | 42 => tod_err::BUSY,
-        // bad-request, bad-archive, bad-control, wrong-architecture, not-newer, unmet-dependencies,
-        // no-rollback-source
-        2 | 10 | 11 | 31 | 32 | 40 | 43 => tod_err::REJECTED,
-        // no-space (helper)
-        41 => tod_err::WRITING_FILE_FAILED,
-        _ => match DaemonCode::from_number(result) {
-            Some(DaemonCode::CrcMismatch) => tod_err::CHECKSUM_ERROR,
-            Some(DaemonCode::TooLarge) => tod_err::TOO_LARGE,
-            Some(DaemonCode::NoSpace | DaemonCode::SpoolError) => tod_err::WRITING_FILE_FAILED,
-            Some(DaemonCode::Busy) => tod_err::BUSY,
-            Some(DaemonCode::Interrupted) => tod_err::INTERRUPTED,
-            Some(DaemonCode::NotAuthorized) => tod_err::NO_ACCESS_RIGHT,
-            Some(DaemonCode::HelperUnavailable) => tod_err::START_PROCESS_FAILED,
-            Some(DaemonCode::BadSelect) => tod_err::REJECTED,
-            // dpkg-failed, unhealthy-rolled-back, rollback-failed, io-error, internal, unknown
-            None => tod_err::INSTALL_FAILED,
-        },
-    }
-}
+pub use install_api::{DaemonCode, ResultCode, tod_err};
 
 /// The complete status as published.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -442,20 +351,37 @@ mod tests {
 
     #[test]
     fn tod_err_mapping_uses_the_reference_codes() {
-        assert_eq!(tod_err_for(0), 6);
-        assert_eq!(tod_err_for(50), 168);
-        assert_eq!(tod_err_for(60), 168);
-        assert_eq!(tod_err_for(61), 168);
-        assert_eq!(tod_err_for(21), 186);
+        use install_api::ErrorCode as E;
+        let t = |c: E| ResultCode::Helper(c).tod_err();
+        assert_eq!(t(E::Ok), 6);
+        assert_eq!(t(E::DpkgFailed), 168);
+        assert_eq!(t(E::UnhealthyRolledBack), 168);
+        assert_eq!(t(E::RollbackFailed), 168);
+        assert_eq!(t(E::SignatureInvalid), 186);
         // no-rollback-source: refused before anything changed, like not-newer.
-        assert_eq!(tod_err_for(43), tod_err_for(32));
-        assert_eq!(tod_err_for(DaemonCode::CrcMismatch.number()), 204);
-        assert_eq!(tod_err_for(DaemonCode::NotAuthorized.number()), 186);
-        assert_eq!(tod_err_for(DaemonCode::HelperUnavailable.number()), 188);
+        assert_eq!(t(E::NoRollbackSource), t(E::NotNewer));
+        assert_eq!(DaemonCode::CrcMismatch.tod_err(), 204);
+        assert_eq!(DaemonCode::NotAuthorized.tod_err(), 186);
+        assert_eq!(DaemonCode::HelperUnavailable.tod_err(), 188);
         for c in DaemonCode::ALL {
-            let t = tod_err_for(c.number());
+            let t = c.tod_err();
             assert!(t != tod_err::COMPLETED && t != tod_err::PENDING && t != 0);
         }
+    }
+
+    #[test]
+    fn every_phase_has_a_state_in_install_order() {
+        let mut last = UpdState::Verifying as u8;
+        for p in install_api::Phase::ALL {
+            let st = UpdState::of_phase(p);
+            if p != install_api::Phase::Finished {
+                assert!(st as u8 >= last, "{p}");
+                last = st as u8;
+            }
+        }
+        assert_eq!(UpdState::from_value(4), Some(UpdState::HealthCheck));
+        assert_eq!(UpdState::from_value(-1), None);
+        assert_eq!(UpdState::HealthCheck.label(), "health check");
     }
 
     #[test]
@@ -465,12 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn daemon_codes_are_distinct_and_above_the_helper_range() {
-        for c in DaemonCode::ALL {
-            assert!(c.number() >= 200);
-            assert_eq!(DaemonCode::from_number(c.number()), Some(c));
-        }
-        assert_eq!(DaemonCode::from_number(21), None);
+    fn states_round_trip() {
         for v in 0..=5 {
             assert_eq!(UpdState::from_u8(v).unwrap() as u8, v);
         }

@@ -18,7 +18,6 @@ use iocomd::ctl::{
     self, ConnectOptions, CtlError, DevicePath, FailureClass, PushOptions, StatusOptions, Target,
     Timeouts, Transport,
 };
-use iocomd::daemon::helper::spawn_helper;
 use iocomd::daemon::{self, Listener};
 use iocomd::demo::{SAMPLE_PACKAGE, SAMPLE_VERSION};
 use std::path::{Path, PathBuf};
@@ -163,7 +162,14 @@ async fn tls_with_a_password_account_on_the_daemon() {
     let addr = tcp.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let device = format!("gina3.{}", settings.device.network);
-    let tls = iocomd::net::tls::acceptor(&cert, &key).unwrap();
+    let tls = iocomd::net::tls::acceptor(
+        iocomd::net::tls::Identity {
+            cert: cert.as_ref(),
+            key: key.as_ref(),
+        },
+        None,
+    )
+    .unwrap();
     let task = tokio::spawn(daemon::run(
         vec![Listener {
             tcp,
@@ -267,7 +273,10 @@ async fn install_refuse_and_status_against_the_real_daemon() {
         "--allow-uid".into(),
         uid,
     ];
-    let helper = spawn_helper(&helper_binary(), &args).await.unwrap();
+    let mut helper = iocomd::helper_client::HelperClient::spawn(&helper_binary(), &args)
+        .await
+        .unwrap();
+    let helper_child = helper.take_child().unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -275,7 +284,7 @@ async fn install_refuse_and_status_against_the_real_daemon() {
     let task = tokio::spawn(daemon::run(
         vec![Listener { tcp, tls: None }],
         settings,
-        Some(helper.client),
+        Some(helper),
         shutdown.clone(),
     ));
 
@@ -358,7 +367,7 @@ async fn install_refuse_and_status_against_the_real_daemon() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let mut child = helper.child;
+    let mut child = helper_child;
     let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
 }
 

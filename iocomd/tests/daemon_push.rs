@@ -262,11 +262,11 @@ async fn a_restarted_daemon_reports_the_last_result_and_cleans_the_spool() {
 
 struct NoSinkT;
 impl iocomd::proto::stream::ChunkSink for NoSinkT {
-    fn open(&mut self, _: i64) -> Result<(), u8> {
-        Err(1)
+    fn open(&mut self, _: i64) -> Result<(), iocomd::proto::stream::LocalError> {
+        Err(1.into())
     }
-    fn write(&mut self, _: &[u8]) -> Result<(), u8> {
-        Err(1)
+    fn write(&mut self, _: &[u8]) -> Result<(), iocomd::proto::stream::LocalError> {
+        Err(1.into())
     }
     fn close(&mut self, _: bool) {}
 }

@@ -27,11 +27,11 @@ struct Sink {
 }
 
 impl ChunkSink for Sink {
-    fn open(&mut self, _select: i64) -> Result<(), u8> {
+    fn open(&mut self, _select: i64) -> Result<(), iocomd::proto::stream::LocalError> {
         self.data.clear();
         Ok(())
     }
-    fn write(&mut self, chunk: &[u8]) -> Result<(), u8> {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), iocomd::proto::stream::LocalError> {
         self.data.extend_from_slice(chunk);
         Ok(())
     }

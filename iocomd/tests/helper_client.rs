@@ -3,8 +3,9 @@
 //! (this test binary re-run as the child, serving on its standard input).
 
 use futures_util::StreamExt;
+use install_api::{ErrorCode, HelperSignal, HelperStatus, TxResult};
 use iocomd::config::HelperConnection;
-use iocomd::helper_client::{HelperClient, HelperError, HelperEvent, InstallMeta};
+use iocomd::helper_client::{HelperClient, HelperError, InstallMeta};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Seek, Write};
@@ -26,7 +27,7 @@ enum FakeError {
 /// Remembers what it installed; reads the package through the received fd.
 #[derive(Debug, Default)]
 struct FakeHelper {
-    results: Mutex<HashMap<String, String>>,
+    results: Mutex<HashMap<String, TxResult>>,
 }
 
 #[zbus::interface(name = "org.iocom.InstallHelper1")]
@@ -57,25 +58,33 @@ impl FakeHelper {
         let claimed_size = u64::try_from(meta.get("size").cloned().unwrap()).unwrap();
         let origin = String::try_from(meta.get("origin").cloned().unwrap()).unwrap();
         let id = format!("txn-{}", self.results.lock().unwrap().len() + 1);
-        let result = format!(
-            r#"{{"sha256":"{sha}","size":{},"claimed_sha256":"{claimed_sha}","claimed_size":{claimed_size},"origin":"{origin}"}}"#,
-            bytes.len()
+        let mut result = TxResult::new(
+            &id,
+            ErrorCode::Ok,
+            format!(
+                "{} bytes; claimed {claimed_sha} {claimed_size} from {origin}",
+                bytes.len()
+            ),
         );
+        result.sha256 = Some(sha);
         self.results
             .lock()
             .unwrap()
             .insert(id.clone(), result.clone());
         Self::progress(&emitter, &id, "verify", 10, "checking").await?;
         Self::progress(&emitter, &id, "install", 90, "dpkg").await?;
-        Self::finished(&emitter, &id, "ok", "installed", &result).await?;
+        Self::finished(&emitter, &id, "ok", "installed", &result.to_json()).await?;
         Ok(id)
     }
 
     async fn status(&self) -> String {
-        format!(
-            r#"{{"transactions":{}}}"#,
-            self.results.lock().unwrap().len()
-        )
+        let results = self.results.lock().unwrap();
+        let status = HelperStatus {
+            last: results.values().max_by_key(|r| r.txid.clone()).cloned(),
+            root: format!("{} transactions", results.len()),
+            ..HelperStatus::default()
+        };
+        serde_json::to_string(&status).unwrap()
     }
 
     async fn result(&self, transaction_id: &str) -> Result<String, FakeError> {
@@ -83,7 +92,7 @@ impl FakeHelper {
             .lock()
             .unwrap()
             .get(transaction_id)
-            .cloned()
+            .map(TxResult::to_json)
             .ok_or_else(|| {
                 FakeError::UnknownTransaction(format!("unknown-transaction: {transaction_id}"))
             })
@@ -144,8 +153,8 @@ async fn with_p2p_helper() -> (HelperClient, zbus::Connection) {
 }
 
 async fn next_event(
-    events: &mut (impl futures_util::Stream<Item = HelperEvent> + Unpin),
-) -> HelperEvent {
+    events: &mut (impl futures_util::Stream<Item = HelperSignal> + Unpin),
+) -> HelperSignal {
     tokio::time::timeout(Duration::from_secs(30), events.next())
         .await
         .expect("no signal within 30 s")
@@ -160,34 +169,45 @@ async fn exercise(client: &HelperClient) {
     assert_eq!(id, "txn-1");
 
     let sha = meta(&content).sha256;
-    let expect_json = format!(
-        r#"{{"sha256":"{sha}","size":{n},"claimed_sha256":"{sha}","claimed_size":{n},"origin":"tls:127.0.0.1 user frank"}}"#,
+    // What the fake helper saw: the real bytes through the fd, and our advisory metadata.
+    let expect_message = format!(
+        "{n} bytes; claimed {sha} {n} from tls:127.0.0.1 user frank",
         n = content.len()
     );
     assert_eq!(
         next_event(&mut events).await,
-        HelperEvent::Progress {
-            transaction_id: id.clone(),
-            phase: "verify".into(),
+        HelperSignal::Progress {
+            txid: id.clone(),
+            phase: Some(install_api::Phase::Verify),
             percent: 10,
             message: "checking".into()
         }
     );
     assert!(matches!(
         next_event(&mut events).await,
-        HelperEvent::Progress { percent: 90, .. }
+        HelperSignal::Progress { percent: 90, .. }
     ));
+    let HelperSignal::Finished(finished) = next_event(&mut events).await else {
+        panic!("expected Finished");
+    };
     assert_eq!(
-        next_event(&mut events).await,
-        HelperEvent::Finished {
-            transaction_id: id.clone(),
-            code: "ok".into(),
-            message: "installed".into(),
-            result_json: expect_json.clone()
-        }
+        (
+            finished.txid.as_str(),
+            finished.code,
+            finished.message.as_str(),
+            finished.sha256.as_deref()
+        ),
+        (
+            id.as_str(),
+            ErrorCode::Ok,
+            expect_message.as_str(),
+            Some(sha.as_str())
+        )
     );
-    assert_eq!(client.result(&id).await.unwrap(), expect_json);
-    assert_eq!(client.status().await.unwrap(), r#"{"transactions":1}"#);
+    assert_eq!(client.result(&id).await.unwrap(), *finished);
+    let status = client.status().await.unwrap();
+    assert_eq!(status.last.as_ref(), Some(&*finished));
+    assert_eq!(status.root, "1 transactions");
 
     let e = client.result("txn-99").await.unwrap_err();
     assert_eq!(
@@ -275,7 +295,7 @@ async fn spawned_helper_serves_on_an_inherited_fd() {
 #[tokio::test]
 async fn closed_resolves_when_the_helper_goes_away() {
     let (client, server) = with_p2p_helper().await;
-    assert_eq!(client.status().await.unwrap(), r#"{"transactions":0}"#);
+    assert_eq!(client.status().await.unwrap().root, "0 transactions");
     server.close().await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), client.closed())
         .await
@@ -443,14 +463,10 @@ async fn proxy_works_over_a_bus_and_ignores_signals_from_other_senders() {
         .await
         .unwrap();
     match next_event(&mut events).await {
-        HelperEvent::Progress {
-            transaction_id,
-            phase,
-            ..
-        } => {
+        HelperSignal::Progress { txid, phase, .. } => {
             assert_eq!(
-                (transaction_id.as_str(), phase.as_str()),
-                (id.as_str(), "verify")
+                (txid.as_str(), phase),
+                (id.as_str(), Some(install_api::Phase::Verify))
             );
         }
         other => panic!("expected the helper's Progress, got {other:?}"),

@@ -58,12 +58,12 @@ struct Sink {
 }
 
 impl ChunkSink for Sink {
-    fn open(&mut self, select: i64) -> Result<(), u8> {
+    fn open(&mut self, select: i64) -> Result<(), iocomd::proto::stream::LocalError> {
         self.opened.push(select);
         self.data.clear();
         Ok(())
     }
-    fn write(&mut self, chunk: &[u8]) -> Result<(), u8> {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), iocomd::proto::stream::LocalError> {
         self.data.extend_from_slice(chunk);
         Ok(())
     }
@@ -544,7 +544,9 @@ fn trace_h_device_refuses_a_missing_select_like_the_reference() {
         [
             DeviceEvent::Failed {
                 select: 2,
-                error: iocomd::proto::stream::StreamError::Local(140),
+                error: iocomd::proto::stream::StreamError::Local(
+                    iocomd::proto::stream::LocalError { code: 140, .. }
+                ),
                 ..
             },
             DeviceEvent::Released

@@ -245,8 +245,15 @@ fn pki() -> Pki {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     Pki {
-        acceptor: net::tls::acceptor(&cert, &key).unwrap(),
-        connector: net::tls::connector(&cert).unwrap(),
+        acceptor: net::tls::acceptor(
+            iocomd::net::tls::Identity {
+                cert: cert.as_ref(),
+                key: key.as_ref(),
+            },
+            None,
+        )
+        .unwrap(),
+        connector: net::tls::connector(cert.as_ref(), None).unwrap(),
         cert,
         _dir: dir,
     }

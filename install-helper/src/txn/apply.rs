@@ -17,7 +17,7 @@ pub(super) fn install_and_gate(
     // The units as they run before dpkg: a unit the package's own postinst restarts (as
     // debhelper does) is then gated without a second restart.
     let before = sample_units(env, &journal.units);
-    (env.progress)("install", 30, &format!("installing {name} {to}"));
+    (env.progress)(Phase::Install, 0, &format!("installing {name} {to}"));
     let ok = match dpkg_install(
         env,
         dpkg,
@@ -25,7 +25,7 @@ pub(super) fn install_and_gate(
         &name,
         &to,
         result,
-        "dpkg-install",
+        ("dpkg-install", Phase::Install),
     ) {
         Ok(()) => true,
         Err(reason) => {
@@ -66,7 +66,7 @@ pub(crate) fn finish_gate(
     ok_message: &str,
     before: &[Option<UnitSample>],
 ) {
-    match gate(env, &journal.units, result, "", before) {
+    match gate(env, &journal.units, result, "", before, false) {
         Ok(()) => {
             let cache = Cache::new(&env.settings.paths.cache_dir());
             if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
@@ -104,17 +104,12 @@ fn dpkg_install(
     name: &str,
     version: &str,
     result: &mut TxResult,
-    step: &str,
+    (step, phase): (&str, Phase),
 ) -> Result<(), String> {
     let progress = &mut env.progress;
     let out = dpkg.install(deb, &mut |line| {
         if let Some(s) = crate::dpkg::status_line(line) {
-            let pct = if s.contains("configure") || s.contains("half-configured") {
-                60
-            } else {
-                45
-            };
-            progress("install", pct, s);
+            progress(phase, crate::dpkg::status_percent(s), s);
         }
     });
     let out = match out {
@@ -152,6 +147,7 @@ fn gate(
     result: &mut TxResult,
     suffix: &str,
     before: &[Option<UnitSample>],
+    rolling_back: bool,
 ) -> Result<(), String> {
     let restart = format!("restart-units{suffix}");
     let health = format!("health-gate{suffix}");
@@ -171,9 +167,21 @@ fn gate(
         result.step(&health, StepOutcome::Skipped, "no systemd (isolated root)");
         return Ok(());
     };
-    progress("restart", 75, &format!("restarting {}", units.join(", ")));
+    // After a rollback the restart and gate are part of the rollback phase (progress only
+    // moves forward).
+    let (restart_phase, health_phase, health_pct) = if rolling_back {
+        (Phase::Rollback, Phase::Rollback, 80)
+    } else {
+        (Phase::Restart, Phase::Health, 0)
+    };
+    let restarting = format!("restarting {}", units.join(", "));
+    progress(
+        restart_phase,
+        if rolling_back { 60 } else { 0 },
+        &restarting,
+    );
     match units::restart_and_gate(sd, units, before, timing, &mut |m| {
-        progress("health", 85, m)
+        progress(health_phase, health_pct, m)
     }) {
         Ok(()) => {
             result.step(&restart, StepOutcome::Done, units.join(", "));
@@ -201,13 +209,23 @@ pub(crate) fn rollback(
         tracing::error!(error = %e, "cannot update the journal");
     }
     let name = journal.package.clone();
-    (env.progress)("rollback", 90, &format!("rolling back {name}: {reason}"));
+    (env.progress)(
+        Phase::Rollback,
+        0,
+        &format!("rolling back {name}: {reason}"),
+    );
     let restored = match (&journal.from_version, &journal.previous_deb) {
-        (Some(from), Some(prev)) => {
-            dpkg_install(env, dpkg, &prev.clone(), &name, from, result, "rollback")
-                .and_then(|()| gate(env, &journal.units, result, "-after-rollback", &[]))
-                .map(|()| format!("{name} {from} restored"))
-        }
+        (Some(from), Some(prev)) => dpkg_install(
+            env,
+            dpkg,
+            &prev.clone(),
+            &name,
+            from,
+            result,
+            ("rollback", Phase::Rollback),
+        )
+        .and_then(|()| gate(env, &journal.units, result, "-after-rollback", &[], true))
+        .map(|()| format!("{name} {from} restored")),
         (Some(from), None) => {
             result.step(
                 "rollback",

@@ -34,7 +34,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::error::ErrorCode;
+use install_api::ErrorCode;
 
 pub use policy::{Policy, PolicyError};
 pub use signature::TrustedKey;

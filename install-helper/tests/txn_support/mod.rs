@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use install_helper::error::ErrorCode;
+use install_api::ErrorCode;
 use install_helper::paths::{Paths, Settings, SystemdMode};
 use install_helper::txn::{Candidate, Refusal, Verifier};
 use sha2::{Digest, Sha256};

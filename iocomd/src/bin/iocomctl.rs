@@ -451,7 +451,7 @@ fn print_status(name: &str, r: &DeviceReport) {
     println!("last version:      {}", s(&r.version));
     println!(
         "state:             {}",
-        r.state.map_or_else(|| "-".into(), |st| st.label())
+        r.state.map_or("-", |st| st.label())
     );
     println!(
         "last result:       {} ({}) {}",

@@ -3,7 +3,6 @@
 use anyhow::{Context, bail};
 use clap::Parser;
 use iocomd::config::{self, HelperConnection, LogTarget, Settings};
-use iocomd::daemon::helper::{SpawnedHelper, spawn_helper};
 use iocomd::daemon::{self, Listener};
 use iocomd::helper_client::HelperClient;
 use iocomd::paths::Paths;
@@ -134,9 +133,12 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = tcp.local_addr().context("local address")?;
-    let SpawnedHelper { client, mut child } = spawn_helper(&program, &helper_args)
+    let mut client = HelperClient::spawn(&program, &helper_args)
         .await
         .with_context(|| format!("starting the install helper {}", program.display()))?;
+    let mut child = client
+        .take_child()
+        .context("the spawned install helper has no process")?;
     let device = settings.device_path();
     let ctl = std::env::current_exe()
         .map(|e| e.with_file_name("iocomctl"))
@@ -188,8 +190,14 @@ async fn production(config_file: Option<&Path>) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {}", l.address))?;
         let tls = match &l.tls {
             Some(t) => Some(
-                iocomd::net::tls::acceptor(&t.cert, &t.key)
-                    .with_context(|| format!("TLS for {}", l.address))?,
+                iocomd::net::tls::acceptor(
+                    iocomd::net::tls::Identity {
+                        cert: &t.cert,
+                        key: &t.key,
+                    },
+                    t.client_ca.as_deref(),
+                )
+                .with_context(|| format!("TLS for {}", l.address))?,
             ),
             None => None,
         };
@@ -197,9 +205,10 @@ async fn production(config_file: Option<&Path>) -> anyhow::Result<()> {
     }
     let mut spawned = None;
     let helper = match &settings.helper {
-        HelperConnection::Spawn { program, args } => match spawn_helper(program, args).await {
-            Ok(SpawnedHelper { client, child }) => {
-                spawned = Some(child);
+        HelperConnection::Spawn { program, args } => match HelperClient::spawn(program, args).await
+        {
+            Ok(mut client) => {
+                spawned = client.take_child();
                 Some(client)
             }
             Err(e) => {

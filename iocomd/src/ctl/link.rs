@@ -6,15 +6,12 @@
 //! connection tasks are the net driver's ([`crate::net`]).
 
 use super::{ConnectOptions, CtlError, DevicePath, TlsOptions, Transport};
+use crate::net::tls::Identity;
 use crate::net::{ConnHandle, ConnId, NetEvent, next_conn_id, run_stream};
 use crate::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -46,27 +43,16 @@ pub(crate) fn conn_config(device_network: &str, opts: &ConnectOptions, side: Sid
     cfg
 }
 
-fn tls_err(path: &Path, e: impl std::fmt::Display) -> CtlError {
-    CtlError::TlsConfig(format!("{}: {e}", path.display()))
+fn tls_err(e: crate::net::tls::TlsError) -> CtlError {
+    CtlError::TlsConfig(e.to_string())
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CtlError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_err(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_err(path, e))?;
-    if certs.is_empty() {
-        return Err(tls_err(path, "no certificate found"));
+fn identity(tls: &TlsOptions) -> Result<Option<Identity<'_>>, CtlError> {
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Ok(Some(Identity { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(CtlError::Usage("--cert and --key go together".into())),
     }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CtlError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_err(path, e))
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A TLS connector verifying the device against `tls.ca`, with the optional client identity.
@@ -74,38 +60,17 @@ pub(crate) fn connector(tls: &TlsOptions) -> Result<TlsConnector, CtlError> {
     let ca = tls.ca.as_deref().ok_or_else(|| {
         CtlError::Usage("--tls needs --ca FILE to verify the device certificate".into())
     })?;
-    let mut roots = RootCertStore::empty();
-    for c in load_certs(ca)? {
-        roots.add(c).map_err(|e| tls_err(ca, e))?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(ca, e))?
-        .with_root_certificates(roots);
-    let cfg = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| tls_err(key, e))?,
-        (None, None) => builder.with_no_client_auth(),
-        _ => return Err(CtlError::Usage("--cert and --key go together".into())),
-    };
-    Ok(TlsConnector::from(Arc::new(cfg)))
+    crate::net::tls::connector(ca, identity(tls)?).map_err(tls_err)
 }
 
 /// A TLS acceptor for listen mode (our certificate and key are required).
 pub(crate) fn acceptor(tls: &TlsOptions) -> Result<TlsAcceptor, CtlError> {
-    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+    let Some(id) = identity(tls)? else {
         return Err(CtlError::Usage(
             "--listen with --tls needs --cert and --key (our server identity)".into(),
         ));
     };
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(cert, e))?
-        .with_no_client_auth()
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| tls_err(key, e))?;
-    Ok(TlsAcceptor::from(Arc::new(cfg)))
+    crate::net::tls::acceptor(id, None).map_err(tls_err)
 }
 
 /// The host part of `host:port` (brackets of an IPv6 literal removed).

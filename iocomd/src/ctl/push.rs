@@ -96,11 +96,11 @@ impl<R: Read> ChunkSource for FileSource<R> {
 struct NoSink;
 
 impl ChunkSink for NoSink {
-    fn open(&mut self, _select: i64) -> Result<(), u8> {
-        Err(status::NO_ACCESS_RIGHT)
+    fn open(&mut self, _select: i64) -> Result<(), crate::proto::stream::LocalError> {
+        Err(status::NO_ACCESS_RIGHT.into())
     }
-    fn write(&mut self, _chunk: &[u8]) -> Result<(), u8> {
-        Err(status::NO_ACCESS_RIGHT)
+    fn write(&mut self, _chunk: &[u8]) -> Result<(), crate::proto::stream::LocalError> {
+        Err(status::NO_ACCESS_RIGHT.into())
     }
     fn close(&mut self, _ok: bool) {}
 }

@@ -6,7 +6,7 @@ use crate::proto::info::DeviceInfo;
 use crate::proto::mblk::Mblk;
 use crate::proto::signals::{STATE_CONNECTED, Signal, SignalType};
 use crate::proto::stream::status;
-use crate::status::DaemonCode;
+use install_api::{Class, ResultCode};
 use serde::Serialize;
 
 /// Names of iocomd's status signals (block `exp`), as defined by [`crate::status`].
@@ -18,53 +18,7 @@ pub mod names {
     };
 }
 
-/// The device's update state (`upd_state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpdState {
-    /// 0: nothing running.
-    Idle,
-    /// 1: receiving a package.
-    Receiving,
-    /// 2: verifying.
-    Verifying,
-    /// 3: installing.
-    Installing,
-    /// 4: health check.
-    HealthCheck,
-    /// 5: rolling back.
-    RollingBack,
-    /// Any other value.
-    Other(i64),
-}
-
-impl UpdState {
-    /// From the signal value.
-    pub fn from_value(v: i64) -> Self {
-        match v {
-            0 => Self::Idle,
-            1 => Self::Receiving,
-            2 => Self::Verifying,
-            3 => Self::Installing,
-            4 => Self::HealthCheck,
-            5 => Self::RollingBack,
-            v => Self::Other(v),
-        }
-    }
-
-    /// A short human name.
-    pub fn label(self) -> String {
-        match self {
-            Self::Idle => "idle".into(),
-            Self::Receiving => "receiving".into(),
-            Self::Verifying => "verifying".into(),
-            Self::Installing => "installing".into(),
-            Self::HealthCheck => "health check".into(),
-            Self::RollingBack => "rolling back".into(),
-            Self::Other(v) => format!("state {v}"),
-        }
-    }
-}
+pub use crate::status::UpdState;
 
 /// What the device publishes about updates, as read at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -148,7 +102,7 @@ impl StatusSignals {
         let t = |s: &Option<Signal>| s.as_ref().and_then(|s| text(s, exp));
         DeviceReport {
             tod_err,
-            state: i(&self.state).map(UpdState::from_value),
+            state: i(&self.state).and_then(UpdState::from_value),
             progress: i(&self.progress).and_then(|v| u8::try_from(v).ok()),
             bytes: i(&self.bytes).and_then(|v| u64::try_from(v).ok()),
             seq: i(&self.seq).and_then(|v| u64::try_from(v).ok()),
@@ -192,6 +146,18 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// The failure class of a result class (`None` for success).
+    pub fn of(class: Class) -> Option<Self> {
+        Some(match class {
+            Class::Ok => return None,
+            Class::Auth => Self::Auth,
+            Class::Busy => Self::Busy,
+            Class::Transfer => Self::Transfer,
+            Class::Refused => Self::Refused,
+            Class::InstallFailed => Self::InstallFailed,
+        })
+    }
+
     /// The process exit status of this class.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -206,46 +172,19 @@ impl FailureClass {
 
 /// The class of a final result (`upd_code` string, `upd_result` number); `None` = success.
 ///
-/// The number decides where it is known: helper codes (`install-helper/src/error.rs`) 1–2 and
-/// 50–99 install failed, 3 and 42 busy, 10–41 refused; daemon codes ([`DaemonCode`]) 200 CRC,
-/// 201 too large, 202 spool space, 204 interrupted and 207 spool error are transfer failures,
-/// 203 busy, 205 not authorized, 206 helper unavailable, 208 bad select. Unknown numbers fall
-/// back to the string, then to "install failed".
+/// The code table (`install_api::code`) decides: by number where known, else by string
+/// ([`ResultCode::from_parts`]); a code this reader does not know is classed by its number's
+/// range ([`Class::of_unknown`]), and without a number it is an install failure.
 pub fn classify(code: &str, number: Option<u16>) -> Option<FailureClass> {
-    use FailureClass::*;
-    if code == "ok" && matches!(number, None | Some(0)) {
+    if code.is_empty() && number == Some(0) {
         return None;
     }
-    if let Some(n) = number {
-        if let Some(d) = DaemonCode::from_number(n) {
-            return Some(match d {
-                DaemonCode::CrcMismatch
-                | DaemonCode::TooLarge
-                | DaemonCode::NoSpace
-                | DaemonCode::Interrupted
-                | DaemonCode::SpoolError => Transfer,
-                DaemonCode::Busy => Busy,
-                DaemonCode::NotAuthorized => Auth,
-                DaemonCode::HelperUnavailable => InstallFailed,
-                DaemonCode::BadSelect => Refused,
-            });
-        }
-        match n {
-            0 if code.is_empty() => return None,
-            3 | 42 => return Some(Busy),
-            10..=41 | 43 => return Some(Refused),
-            1 | 2 | 50..=99 => return Some(InstallFailed),
-            _ => {}
-        }
-    }
-    Some(match code {
-        "busy" | "dpkg-locked" => Busy,
-        "crc-mismatch" | "too-large" | "interrupted" | "spool-error" => Transfer,
-        "bad-archive" | "bad-control" | "signature-missing" | "signature-invalid"
-        | "untrusted-signer" | "name-not-allowed" | "wrong-architecture" | "not-newer"
-        | "unmet-dependencies" | "no-rollback-source" | "bad-select" => Refused,
-        _ => InstallFailed,
-    })
+    let class = match ResultCode::from_parts(number, code) {
+        // "ok" with a failure number is not a success: the number decides.
+        Some(c) => c.class(),
+        None => number.map_or(Class::InstallFailed, Class::of_unknown),
+    };
+    FailureClass::of(class)
 }
 
 /// The class of a final `tod_err` (for devices without iocomd's status signals, or a refusal

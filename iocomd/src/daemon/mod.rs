@@ -1,11 +1,14 @@
 //! The daemon: listeners, the core loop and the install helper, wired by channels.
 //!
 //! [`run`] starts one [`crate::net::listen`] task per [`Listener`] and a task forwarding the
-//! helper's signals; all of them send typed events to the core loop ([`core`]), which owns every
-//! connection's [`crate::proto::endpoint::DeviceEndpoint`], the update state machine
-//! ([`update::Update`]) and the published status. Each connection gets its own endpoint (its own
-//! copy of the conf blocks), so a second controller's stream can be refused without touching the
-//! running one; the status block is written into every endpoint.
+//! helper's signals; all of them send typed events to the core loop ([`core`]). It owns two
+//! sides with one seam between them: the connection side ([`peers`]: every connection's
+//! [`crate::proto::endpoint::DeviceEndpoint`], streams, transmission) and the update side
+//! ([`updates`]: the state machine [`update::Update`], the helper link, the last result), which
+//! takes packages from any [`update::Origin`] (`submit`) and derives the published status.
+//! Each connection gets its own endpoint (its own copy of the conf blocks), so a second
+//! controller's stream can be refused without touching the running one; the status block is
+//! written into every endpoint.
 //!
 //! Authentication: TLS listeners require a password account from the configuration (wrong
 //! password or unknown user → the connection is refused, counted in `auth_fail` and logged
@@ -13,11 +16,11 @@
 //! `allow_plain_tcp_push` is set (the demo on loopback).
 
 mod core;
-pub use self::core::MAX_PEERS;
-pub mod helper;
 mod notify;
-mod sink;
+mod peers;
+pub use self::peers::MAX_PEERS;
 pub mod update;
+mod updates;
 
 use crate::config::{DeviceNumber, Settings};
 use crate::helper_client::HelperClient;
@@ -93,10 +96,12 @@ fn connect_up(
     };
     let tls = match &ep.tls {
         Some(t) => {
-            if t.identity.is_some() {
-                tracing::warn!(target = %addr, "TLS client certificates are not supported yet; connecting without one");
-            }
-            let connector = crate::net::tls::connector(&t.ca).map_err(|e| fail(e.to_string()))?;
+            let identity = t
+                .identity
+                .as_ref()
+                .map(|(cert, key)| crate::net::tls::Identity { cert, key });
+            let connector =
+                crate::net::tls::connector(&t.ca, identity).map_err(|e| fail(e.to_string()))?;
             let name = rustls_pki_types::ServerName::try_from(t.server_name.clone())
                 .map_err(|e| fail(format!("server name {:?}: {e}", t.server_name)))?;
             Some((connector, name))
@@ -123,7 +128,7 @@ pub(crate) enum CoreEvent {
     /// From a listener; `secure` = TLS.
     Net { secure: bool, event: NetEvent },
     /// A helper signal.
-    Helper(crate::helper_client::HelperEvent),
+    Helper(install_api::HelperSignal),
     /// The helper's signal stream ended (helper gone).
     HelperGone,
     /// Finishing the spool file ended.

@@ -1,22 +1,67 @@
-//! The update state machine: at most one push at a time, from the first byte to the
-//! helper's final result.
+//! The update state machine: at most one update at a time, from the first byte (or the
+//! reservation of a fleet download) to the helper's final result, whatever its [`Origin`].
 //!
 //! ```text
-//! Idle ──start──► Receiving{conn, writer, bytes} ──received──► Spooling{conn}
-//!   ▲                 │ fail (drop, interrupt, timeout, too large, no space, CRC)
+//! Idle ──start──► Receiving{origin, writer, bytes} ──received──► Spooling{origin}
+//!   ▲                 │ fail_receiving (drop, interrupt, timeout, too large, no space, CRC)
 //!   │                 ▼
 //!   ◄─────────────── Idle (result published)
-//! Spooling ──spooled──► Installing{conn, txid: None} ──install_started──► Installing{txid}
-//! Installing ──finished──► Idle (result published)
+//! Spooling ──spooled──► Installing{origin, txid: None} ──install_started──► Installing{txid}
+//! Idle ──submit (a package spooled elsewhere, e.g. a fleet download)──► Installing{txid: None}
+//! Installing ──progress──► Installing (phase, percent only move forward)
+//! Installing / Spooling ──finish──► Idle (result published)
+//! Idle ──resume (the helper still runs a transaction after our restart)──► Installing{txid}
 //! ```
-//! A second push while not `Idle` is refused ([`Rejection::Busy`]) and changes nothing.
+//! A second update while not `Idle` is refused ([`Rejection::Busy`]) and changes nothing; an
+//! event that does not belong to the current state is refused with
+//! [`Rejection::NotApplicable`] and changes nothing either.
 
 use crate::spool::SpoolWriter;
 use crate::status::UpdState;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-/// Connection id of a push (`None` when the pusher is gone or the daemon restarted).
-pub type Conn = Option<u64>;
+/// Where an update comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An IOCOM stream (select 1) on connection `conn`; `None` once the connection closed.
+    Iocom {
+        /// The connection.
+        conn: Option<u64>,
+        /// The controller's address.
+        peer: SocketAddr,
+        /// Its account (`None`: plain TCP).
+        user: Option<String>,
+    },
+    /// A fleet server's deployment action (hawkBit DDI).
+    Fleet {
+        /// The action id.
+        action: String,
+    },
+    /// A transaction the helper was still running when iocomd started.
+    Resumed,
+}
+
+impl Origin {
+    /// The IOCOM connection, while it is open.
+    pub fn conn(&self) -> Option<u64> {
+        match self {
+            Origin::Iocom { conn, .. } => *conn,
+            _ => None,
+        }
+    }
+
+    /// For the helper's advisory `origin` and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Iocom { peer, user, .. } => {
+                format!("iocom {peer} user {}", user.as_deref().unwrap_or("?"))
+            }
+            Origin::Fleet { action } => format!("fleet action {action}"),
+            Origin::Resumed => "resumed after a restart".into(),
+        }
+    }
+}
 
 /// The update state.
 #[derive(Debug, Default)]
@@ -24,34 +69,42 @@ pub enum Update {
     /// Nothing running.
     #[default]
     Idle,
-    /// Receiving a package from `conn` into `writer`.
+    /// Receiving a package into `writer`.
     Receiving {
-        /// The pushing connection.
-        conn: u64,
+        /// Where it comes from.
+        origin: Origin,
         /// The spool file being written (dropping it deletes the partial file).
         writer: Box<SpoolWriter>,
-        /// When the push started.
+        /// When the transfer started.
         started: Instant,
-        /// Number of this push (for logs).
+        /// Number of this update (for logs).
         push: u64,
     },
-    /// The stream completed; the spool is being finished (CRC, fsync, rename).
+    /// The transfer completed; the spool is being finished (CRC, fsync, rename).
     Spooling {
-        /// The pushing connection.
-        conn: Conn,
-        /// Number of this push.
+        /// Where it comes from.
+        origin: Origin,
+        /// Bytes received.
+        bytes: u64,
+        /// Number of this update.
         push: u64,
     },
     /// The helper has the package (or is being handed it: `txid` is `None` until `Install`
     /// returned).
     Installing {
-        /// The pushing connection.
-        conn: Conn,
+        /// Where it comes from.
+        origin: Origin,
         /// The helper's transaction id.
         txid: Option<String>,
         /// The phase the helper reported last.
         phase: UpdState,
-        /// Number of this push.
+        /// Overall progress the helper reported last (only moves forward).
+        percent: u8,
+        /// The helper's message of the phase.
+        message: String,
+        /// Size of the package.
+        bytes: u64,
+        /// Number of this update.
         push: u64,
     },
 }
@@ -59,7 +112,7 @@ pub enum Update {
 /// Why a transition was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
-    /// Another push is running.
+    /// Another update is running.
     Busy,
     /// The event does not belong to the current state (e.g. a stale connection or txid).
     NotApplicable,
@@ -76,16 +129,33 @@ impl Update {
         }
     }
 
-    /// The connection the running push came from.
-    pub fn conn(&self) -> Conn {
+    /// The state's name, for logs of refused transitions.
+    pub fn name(&self) -> &'static str {
         match self {
-            Update::Idle => None,
-            Update::Receiving { conn, .. } => Some(*conn),
-            Update::Spooling { conn, .. } | Update::Installing { conn, .. } => *conn,
+            Update::Idle => "idle",
+            Update::Receiving { .. } => "receiving",
+            Update::Spooling { .. } => "spooling",
+            Update::Installing { txid: None, .. } => "handing over",
+            Update::Installing { .. } => "installing",
         }
     }
 
-    /// Number of the running push.
+    /// Where the running update comes from.
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            Update::Idle => None,
+            Update::Receiving { origin, .. }
+            | Update::Spooling { origin, .. }
+            | Update::Installing { origin, .. } => Some(origin),
+        }
+    }
+
+    /// The IOCOM connection the running update came from, while it is open.
+    pub fn conn(&self) -> Option<u64> {
+        self.origin().and_then(Origin::conn)
+    }
+
+    /// Number of the running update.
     pub fn push(&self) -> Option<u64> {
         match self {
             Update::Idle => None,
@@ -95,10 +165,27 @@ impl Update {
         }
     }
 
+    /// Bytes received (so far) of the running update.
+    pub fn bytes(&self) -> Option<u64> {
+        match self {
+            Update::Idle => None,
+            Update::Receiving { writer, .. } => Some(writer.size()),
+            Update::Spooling { bytes, .. } | Update::Installing { bytes, .. } => Some(*bytes),
+        }
+    }
+
+    /// The transaction id, once the helper took the package.
+    pub fn txid(&self) -> Option<&str> {
+        match self {
+            Update::Installing { txid, .. } => txid.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Idle → Receiving.
     pub fn start(
         &mut self,
-        conn: u64,
+        origin: Origin,
         writer: Box<SpoolWriter>,
         push: u64,
         now: Instant,
@@ -107,7 +194,7 @@ impl Update {
             return Err((Rejection::Busy, writer));
         }
         *self = Update::Receiving {
-            conn,
+            origin,
             writer,
             started: now,
             push,
@@ -115,14 +202,26 @@ impl Update {
         Ok(())
     }
 
-    /// Receiving → Spooling: hands out the writer to finish.
+    /// The writer of a transfer from connection `from`.
+    pub fn writer(&mut self, from: u64) -> Result<&mut SpoolWriter, Rejection> {
+        match self {
+            Update::Receiving { origin, writer, .. } if origin.conn() == Some(from) => Ok(writer),
+            _ => Err(Rejection::NotApplicable),
+        }
+    }
+
+    /// Receiving{from} → Spooling: hands out the writer to finish.
     pub fn received(&mut self, from: u64) -> Result<Box<SpoolWriter>, Rejection> {
         match std::mem::take(self) {
             Update::Receiving {
-                conn, writer, push, ..
-            } if conn == from => {
+                origin,
+                writer,
+                push,
+                ..
+            } if origin.conn() == Some(from) => {
                 *self = Update::Spooling {
-                    conn: Some(conn),
+                    origin,
+                    bytes: writer.size(),
                     push,
                 };
                 Ok(writer)
@@ -134,14 +233,14 @@ impl Update {
         }
     }
 
-    /// Receiving{from} → Idle: the transfer failed; the partial file is deleted.
+    /// Receiving{from} → Idle: the transfer failed; the partial file is deleted. Returns the
+    /// bytes received.
     pub fn fail_receiving(&mut self, from: u64) -> Result<u64, Rejection> {
         match std::mem::take(self) {
-            Update::Receiving {
-                conn, writer, push, ..
-            } if conn == from => {
+            Update::Receiving { origin, writer, .. } if origin.conn() == Some(from) => {
+                let bytes = writer.size();
                 writer.abort();
-                Ok(push)
+                Ok(bytes)
             }
             other => {
                 *self = other;
@@ -153,11 +252,18 @@ impl Update {
     /// Spooling → Installing (the package is on disk and is being handed to the helper).
     pub fn spooled(&mut self) -> Result<(), Rejection> {
         match std::mem::take(self) {
-            Update::Spooling { conn, push } => {
+            Update::Spooling {
+                origin,
+                bytes,
+                push,
+            } => {
                 *self = Update::Installing {
-                    conn,
+                    origin,
                     txid: None,
                     phase: UpdState::Verifying,
+                    percent: 0,
+                    message: format!("received {bytes} bytes, handing over to the installer"),
+                    bytes,
                     push,
                 };
                 Ok(())
@@ -167,6 +273,24 @@ impl Update {
                 Err(Rejection::NotApplicable)
             }
         }
+    }
+
+    /// Idle → Installing: a package spooled by another source (e.g. a fleet download) is
+    /// being handed to the helper.
+    pub fn submit(&mut self, origin: Origin, bytes: u64, push: u64) -> Result<(), Rejection> {
+        if !matches!(self, Update::Idle) {
+            return Err(Rejection::Busy);
+        }
+        *self = Update::Installing {
+            origin,
+            txid: None,
+            phase: UpdState::Verifying,
+            percent: 0,
+            message: format!("handing {bytes} bytes over to the installer"),
+            bytes,
+            push,
+        };
+        Ok(())
     }
 
     /// Installing: the helper accepted the package as transaction `id`.
@@ -180,67 +304,85 @@ impl Update {
         }
     }
 
-    /// Installing{txid}: the helper reports its phase.
-    pub fn progress(&mut self, id: &str, new: UpdState) -> Result<(), Rejection> {
+    /// Installing{txid}: the helper reports its phase and overall progress.
+    pub fn progress(
+        &mut self,
+        id: &str,
+        new: UpdState,
+        new_percent: u8,
+        new_message: String,
+    ) -> Result<(), Rejection> {
         match self {
             Update::Installing {
                 txid: Some(t),
                 phase,
+                percent,
+                message,
                 ..
             } if t == id => {
                 *phase = new;
+                *percent = (*percent).max(new_percent.min(100));
+                *message = new_message;
                 Ok(())
             }
             _ => Err(Rejection::NotApplicable),
         }
     }
 
-    /// The pushing connection closed; the push continues without it (after receiving).
-    pub fn detach(&mut self, gone: u64) {
-        if let Update::Spooling { conn, .. } | Update::Installing { conn, .. } = self
-            && *conn == Some(gone)
-        {
-            *conn = None;
+    /// The pushing connection closed; the update continues without it (after receiving).
+    pub fn detach(&mut self, gone: u64) -> Result<(), Rejection> {
+        match self {
+            Update::Spooling { origin, .. } | Update::Installing { origin, .. }
+                if origin.conn() == Some(gone) =>
+            {
+                if let Origin::Iocom { conn, .. } = origin {
+                    *conn = None;
+                }
+                Ok(())
+            }
+            _ => Err(Rejection::NotApplicable),
         }
     }
 
     /// Spooling or Installing → Idle with a final result (`txid` must match once known).
-    /// Returns the pushing connection.
-    pub fn finish(&mut self, id: Option<&str>) -> Result<Conn, Rejection> {
+    /// Returns the origin.
+    pub fn finish(&mut self, id: Option<&str>) -> Result<Origin, Rejection> {
         let ok = match (&*self, id) {
             (Update::Spooling { .. }, None) => true,
             (Update::Installing { txid: None, .. }, None) => true,
             (Update::Installing { txid: Some(t), .. }, Some(i)) => t == i,
-            (Update::Installing { txid: None, .. }, Some(_)) => false,
             _ => false,
         };
         if !ok {
             return Err(Rejection::NotApplicable);
         }
-        let conn = self.conn();
-        *self = Update::Idle;
-        Ok(conn)
+        self.finish_any()
     }
 
     /// Spooling or Installing → Idle whatever the transaction (the helper went away).
-    pub fn finish_any(&mut self) -> Result<Conn, Rejection> {
-        if !matches!(self, Update::Spooling { .. } | Update::Installing { .. }) {
-            return Err(Rejection::NotApplicable);
+    pub fn finish_any(&mut self) -> Result<Origin, Rejection> {
+        match std::mem::take(self) {
+            Update::Spooling { origin, .. } | Update::Installing { origin, .. } => Ok(origin),
+            other => {
+                *self = other;
+                Err(Rejection::NotApplicable)
+            }
         }
-        let conn = self.conn();
-        *self = Update::Idle;
-        Ok(conn)
     }
 
-    /// Resumes a transaction the helper is still running (after a restart of iocomd).
-    pub fn resume(&mut self, txid: String, push: u64) -> Result<(), Rejection> {
+    /// Idle → Installing{txid}: a transaction the helper is still running (after a restart of
+    /// iocomd).
+    pub fn resume(&mut self, txid: String, phase: UpdState, push: u64) -> Result<(), Rejection> {
         if !matches!(self, Update::Idle) {
             return Err(Rejection::Busy);
         }
         *self = Update::Installing {
-            conn: None,
+            origin: Origin::Resumed,
             txid: Some(txid),
-            phase: UpdState::Installing,
+            phase,
+            percent: 0,
+            message: "the install helper is still installing".into(),
+            bytes: 0,
             push,
         };
         Ok(())
@@ -248,81 +390,5 @@ impl Update {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spool::Spool;
-
-    fn writer(dir: &std::path::Path) -> Box<SpoolWriter> {
-        Box::new(Spool::begin(dir, "t", 1 << 20, 0).unwrap())
-    }
-
-    fn files(dir: &std::path::Path) -> usize {
-        std::fs::read_dir(dir).unwrap().count()
-    }
-
-    #[test]
-    fn a_push_goes_through_every_phase() {
-        let d = tempfile::tempdir().unwrap();
-        let mut u = Update::default();
-        assert_eq!(u.phase(), UpdState::Idle);
-        u.start(1, writer(d.path()), 1, Instant::now()).unwrap();
-        assert_eq!(u.phase(), UpdState::Receiving);
-        assert_eq!(u.received(2).unwrap_err(), Rejection::NotApplicable);
-        let w = u.received(1).unwrap();
-        w.abort();
-        assert_eq!(u.phase(), UpdState::Verifying);
-        u.spooled().unwrap();
-        assert_eq!(u.finish(Some("x")), Err(Rejection::NotApplicable));
-        u.install_started("tx1").unwrap();
-        assert_eq!(u.install_started("tx2"), Err(Rejection::NotApplicable));
-        u.progress("tx1", UpdState::HealthCheck).unwrap();
-        assert_eq!(u.phase(), UpdState::HealthCheck);
-        assert_eq!(
-            u.progress("tx9", UpdState::Installing),
-            Err(Rejection::NotApplicable)
-        );
-        assert_eq!(u.finish(Some("tx9")), Err(Rejection::NotApplicable));
-        u.detach(1);
-        assert_eq!(u.finish(Some("tx1")), Ok(None));
-        assert_eq!(u.phase(), UpdState::Idle);
-    }
-
-    #[test]
-    fn a_second_push_is_refused_and_changes_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let mut u = Update::default();
-        u.start(1, writer(d.path()), 1, Instant::now()).unwrap();
-        let (why, w2) = u.start(2, writer(d.path()), 2, Instant::now()).unwrap_err();
-        assert_eq!(why, Rejection::Busy);
-        w2.abort();
-        assert_eq!(u.conn(), Some(1));
-        assert_eq!(files(d.path()), 1);
-        assert_eq!(u.resume("t".into(), 3), Err(Rejection::Busy));
-    }
-
-    #[test]
-    fn a_failed_transfer_deletes_the_partial_file() {
-        let d = tempfile::tempdir().unwrap();
-        let mut u = Update::default();
-        u.start(1, writer(d.path()), 1, Instant::now()).unwrap();
-        assert_eq!(u.fail_receiving(2), Err(Rejection::NotApplicable));
-        assert_eq!(files(d.path()), 1);
-        assert_eq!(u.fail_receiving(1), Ok(1));
-        assert_eq!(files(d.path()), 0);
-        assert_eq!(u.phase(), UpdState::Idle);
-        assert_eq!(u.finish(None), Err(Rejection::NotApplicable));
-        assert_eq!(u.spooled(), Err(Rejection::NotApplicable));
-    }
-
-    #[test]
-    fn a_spool_failure_ends_the_push_without_a_transaction() {
-        let d = tempfile::tempdir().unwrap();
-        let mut u = Update::default();
-        u.start(4, writer(d.path()), 1, Instant::now()).unwrap();
-        u.received(4).unwrap().abort();
-        assert_eq!(u.finish(None), Ok(Some(4)));
-        u.resume("tx".into(), 2).unwrap();
-        assert_eq!(u.phase(), UpdState::Installing);
-        assert_eq!(u.finish(Some("tx")), Ok(None));
-    }
-}
+#[path = "update_tests.rs"]
+mod tests;

@@ -1,10 +1,13 @@
-//! TLS configuration for IOCOM over TLS (port 6369): rustls 0.23 with the ring provider, TLS 1.2
-//! and 1.3, PEM files parsed with rustls-pki-types.
+//! TLS configuration for IOCOM over TLS (port 6369), the one builder for the daemon and
+//! iocomctl, both roles: rustls 0.23 with the ring provider, TLS 1.2 and 1.3, PEM files parsed
+//! with rustls-pki-types.
 //!
 //! Unlike the C library, a client always verifies the server certificate against the given CA
 //! file, including the server name (spec §7.2 item 1); there is no "accept any certificate" mode.
-//! Servers do not request client certificates: clients authenticate with the IOCOM
-//! authentication frame (password accounts, see [`crate::proto::password`]).
+//! A client may present a certificate ([`Identity`]). A server given a client CA requires and
+//! verifies client certificates (mutual TLS); without one it requests none, and clients
+//! authenticate with the IOCOM authentication frame (password accounts, see
+//! [`crate::proto::password`]).
 
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -39,6 +42,37 @@ pub enum TlsError {
     },
 }
 
+/// A certificate chain (PEM, leaf first) and its private key (PEM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'a> {
+    /// The certificate chain file.
+    pub cert: &'a Path,
+    /// The private key file.
+    pub key: &'a Path,
+}
+
+impl Identity<'_> {
+    fn load(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        let chain = certs(self.cert)?;
+        let key = PrivateKeyDer::from_pem_file(self.key).map_err(|source| TlsError::Pem {
+            path: self.key.to_owned(),
+            source,
+        })?;
+        Ok((chain, key))
+    }
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca)? {
+        roots.add(c).map_err(|source| TlsError::Rustls {
+            path: ca.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -61,52 +95,75 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// Server configuration from a PEM certificate chain (leaf first) and a PEM private key.
-pub fn server_config(cert_chain: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = certs(cert_chain)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
-        path: key.to_owned(),
-        source,
-    })?;
-    let rustls_err = |source| TlsError::Rustls {
-        path: key.to_owned(),
-        source,
+/// Server configuration for `identity`; with `client_ca`, clients must present a certificate
+/// issued by a CA in that PEM file (mutual TLS).
+pub fn server_config(
+    identity: Identity<'_>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key_der) = identity.load()?;
+    let rustls_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Rustls { path, source }
     };
-    let cfg = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
-        .map_err(rustls_err)?
-        .with_no_client_auth()
+        .map_err(rustls_err(identity.key))?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls {
+                path: ca.to_owned(),
+                source: rustls::Error::General(e.to_string()),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let cfg = builder
         .with_single_cert(chain, key_der)
-        .map_err(rustls_err)?;
+        .map_err(rustls_err(identity.key))?;
     Ok(Arc::new(cfg))
 }
 
-/// Client configuration trusting the CA certificates in the PEM file `ca`.
-pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for c in certs(ca)? {
-        roots.add(c).map_err(|source| TlsError::Rustls {
-            path: ca.to_owned(),
-            source,
-        })?;
-    }
-    let cfg = ClientConfig::builder_with_provider(provider())
+/// Client configuration trusting the CA certificates in the PEM file `ca`, presenting
+/// `identity` when given.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<Identity<'_>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|source| TlsError::Rustls {
             path: ca.to_owned(),
             source,
         })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots(ca)?);
+    let cfg = match identity {
+        Some(id) => {
+            let (chain, key) = id.load()?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|source| TlsError::Rustls {
+                    path: id.key.to_owned(),
+                    source,
+                })?
+        }
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(cfg))
 }
 
-/// A tokio acceptor for [`super::listen`].
-pub fn acceptor(cert_chain: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    Ok(TlsAcceptor::from(server_config(cert_chain, key)?))
+/// A tokio acceptor for [`super::listen`] (see [`server_config`]).
+pub fn acceptor(identity: Identity<'_>, client_ca: Option<&Path>) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(server_config(identity, client_ca)?))
 }
 
-/// A tokio connector for [`super::connect`].
-pub fn connector(ca: &Path) -> Result<TlsConnector, TlsError> {
-    Ok(TlsConnector::from(client_config(ca)?))
+/// A tokio connector for [`super::connect`] (see [`client_config`]).
+pub fn connector(ca: &Path, identity: Option<Identity<'_>>) -> Result<TlsConnector, TlsError> {
+    Ok(TlsConnector::from(client_config(ca, identity)?))
 }

@@ -108,14 +108,14 @@ struct Sink {
 }
 
 impl ChunkSink for Sink {
-    fn open(&mut self, _select: i64) -> Result<(), u8> {
+    fn open(&mut self, _select: i64) -> Result<(), iocomd::proto::stream::LocalError> {
         self.data.clear();
         Ok(())
     }
-    fn write(&mut self, chunk: &[u8]) -> Result<(), u8> {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), iocomd::proto::stream::LocalError> {
         self.data.extend_from_slice(chunk);
         match self.fail_after {
-            Some((n, code)) if self.data.len() >= n => Err(code),
+            Some((n, code)) if self.data.len() >= n => Err(code.into()),
             _ => Ok(()),
         }
     }
@@ -192,10 +192,16 @@ pub async fn start(spec: Spec) -> TestDevice {
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let cfg = conn_config(&spec, Side::Server);
-    let acceptor = spec
-        .tls
-        .as_ref()
-        .map(|(c, k)| net::tls::acceptor(c, k).unwrap());
+    let acceptor = spec.tls.as_ref().map(|(c, k)| {
+        net::tls::acceptor(
+            iocomd::net::tls::Identity {
+                cert: c.as_ref(),
+                key: k.as_ref(),
+            },
+            None,
+        )
+        .unwrap()
+    });
     let (tx, rx) = mpsc::channel(4096);
     let listener = tokio::spawn(net::listen(listener, acceptor, cfg, tx, shutdown.clone()));
     let task = tokio::spawn(run_device(spec, rx, shutdown.clone()));

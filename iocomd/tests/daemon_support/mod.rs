@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use iocomd::config::Settings;
-use iocomd::daemon::helper::spawn_helper;
 use iocomd::daemon::{self, Listener};
 use iocomd::demo::DemoEnv;
 use iocomd::net::{self, Backoff, ConnHandle, ConnectTarget, NetEvent};
@@ -137,7 +136,10 @@ impl Daemon {
             "--allow-uid".into(),
             uid,
         ];
-        let spawned = spawn_helper(&helper_binary(), &args).await.unwrap();
+        let mut spawned = iocomd::helper_client::HelperClient::spawn(&helper_binary(), &args)
+            .await
+            .unwrap();
+        let helper_child = spawned.take_child().unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let mut listeners = vec![Listener { tcp, tls: None }];
@@ -152,14 +154,23 @@ impl Daemon {
             tls_info = Some((tcp.local_addr().unwrap(), cert.clone()));
             listeners.push(Listener {
                 tcp,
-                tls: Some(net::tls::acceptor(&cert, &key).unwrap()),
+                tls: Some(
+                    net::tls::acceptor(
+                        iocomd::net::tls::Identity {
+                            cert: cert.as_ref(),
+                            key: key.as_ref(),
+                        },
+                        None,
+                    )
+                    .unwrap(),
+                ),
             });
         }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(daemon::run(
             listeners,
             settings.clone(),
-            Some(spawned.client),
+            Some(spawned),
             shutdown.clone(),
         ));
         Daemon {
@@ -169,7 +180,7 @@ impl Daemon {
             settings,
             shutdown,
             task: Some(task),
-            child: Some(spawned.child),
+            child: Some(helper_child),
             _dir: dir,
         }
     }
@@ -294,11 +305,11 @@ impl ChunkSource for Source {
 
 struct NoSink;
 impl ChunkSink for NoSink {
-    fn open(&mut self, _: i64) -> Result<(), u8> {
-        Err(1)
+    fn open(&mut self, _: i64) -> Result<(), iocomd::proto::stream::LocalError> {
+        Err(1.into())
     }
-    fn write(&mut self, _: &[u8]) -> Result<(), u8> {
-        Err(1)
+    fn write(&mut self, _: &[u8]) -> Result<(), iocomd::proto::stream::LocalError> {
+        Err(1.into())
     }
     fn close(&mut self, _: bool) {}
 }
@@ -307,7 +318,7 @@ impl Tls {
     /// TLS to the daemon's TLS listener as `user` with `password`.
     pub fn to(ca: &Path, user: &str, password: &str) -> Tls {
         Tls {
-            connector: net::tls::connector(ca).unwrap(),
+            connector: net::tls::connector(ca, None).unwrap(),
             server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
             user: user.into(),
             password: password.into(),

@@ -261,7 +261,10 @@ impl ControllerWriter {
             let mut at = a;
             while at < b {
                 let want = tmp.get_mut(..b - at).unwrap_or(&mut []);
-                match source.read(want).map_err(StreamError::Local)? {
+                match source
+                    .read(want)
+                    .map_err(|c| StreamError::Local(c.into()))?
+                {
                     SourceRead::Bytes(k) if k > 0 => {
                         let k = k.min(b - at);
                         let chunk = tmp.get(..k).unwrap_or(&[]);
@@ -284,7 +287,10 @@ impl ControllerWriter {
         }
         if !stopped && !ended {
             // The ring is full: an empty read only asks whether the source is at its end.
-            ended = source.read(&mut []).map_err(StreamError::Local)? == SourceRead::End;
+            ended = source
+                .read(&mut [])
+                .map_err(|c| StreamError::Local(c.into()))?
+                == SourceRead::End;
         }
         *ring_full = room == 0 && !ended;
         if wrote > 0 {

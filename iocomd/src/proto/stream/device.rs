@@ -177,7 +177,7 @@ impl DeviceReader {
                     sig.state.set_int(exp, state)
                 };
                 if let Err(code) = sink.open(select) {
-                    publish(exp, code, cmd::IDLE).map_err(|e| (select, 0, e.into()))?;
+                    publish(exp, code.code, cmd::IDLE).map_err(|e| (select, 0, e.into()))?;
                     return Ok(Some(DeviceEvent::Failed {
                         select,
                         bytes: 0,
@@ -267,7 +267,7 @@ impl DeviceReader {
                     .map_err(|e| fail(*bytes, e.into()))?;
                 crc.update(chunk);
                 if let Err(code) = sink.write(chunk) {
-                    let _ = self.sig.err.set_int(exp, i64::from(code));
+                    let _ = self.sig.err.set_int(exp, i64::from(code.code));
                     return Err(fail(*bytes, StreamError::Local(code)));
                 }
                 *bytes += (b - a) as u64;
@@ -440,7 +440,7 @@ impl DeviceWriter {
                 reset(exp).map_err(|e| (select, 0, e.into()))?;
                 if let Err(code) = source.open(select) {
                     let _ = sig.err.set_int(exp, i64::from(code));
-                    return Err((select, 0, StreamError::Local(code)));
+                    return Err((select, 0, StreamError::Local(code.into())));
                 }
                 sig.state
                     .set_int(exp, cmd::RUNNING)
@@ -545,7 +545,7 @@ impl DeviceWriter {
                     }
                     Err(code) => {
                         let _ = sig.err.set_int(exp, i64::from(code));
-                        return Err((select, *bytes, StreamError::Local(code)));
+                        return Err((select, *bytes, StreamError::Local(code.into())));
                     }
                 }
             }

@@ -312,7 +312,7 @@ fn device_reader_refused_select_keeps_the_code_and_does_not_reopen() {
         Some(DeviceEvent::Failed {
             select: 4,
             bytes: 0,
-            error: StreamError::Local(status::NO_ACCESS_RIGHT)
+            error: StreamError::Local(status::NO_ACCESS_RIGHT.into())
         })
     );
     for _ in 0..3 {
@@ -342,7 +342,7 @@ fn device_reader_sink_failure_and_ring_violations() {
     assert!(matches!(
         ev,
         Some(DeviceEvent::Failed {
-            error: StreamError::Local(142),
+            error: StreamError::Local(super::LocalError { code: 142, .. }),
             ..
         })
     ));
@@ -498,7 +498,7 @@ fn controller_writer_sees_the_device_interrupt() {
         [
             DeviceEvent::Started { .. },
             DeviceEvent::Failed {
-                error: StreamError::Local(166),
+                error: StreamError::Local(super::LocalError { code: 166, .. }),
                 ..
             },
             DeviceEvent::Released
@@ -684,7 +684,7 @@ fn download_refused_by_the_device() {
     assert!(matches!(
         events[0],
         DeviceEvent::Failed {
-            error: StreamError::Local(140),
+            error: StreamError::Local(super::LocalError { code: 140, .. }),
             ..
         }
     ));

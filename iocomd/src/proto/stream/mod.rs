@@ -33,31 +33,9 @@ pub mod cmd {
     pub const INTERRUPT: i64 = 3;
 }
 
-/// Status codes published in `tod_err`/`frd_err` (eosal `osalStatus`).
-pub mod status {
-    /// Reset / no result yet.
-    pub const SUCCESS: u8 = 0;
-    /// Transfer done, result (installation) pending.
-    pub const PENDING: u8 = 4;
-    /// Completed successfully.
-    pub const COMPLETED: u8 = 6;
-    /// Generic failure.
-    pub const FAILED: u8 = 100;
-    /// Timeout.
-    pub const TIMEOUT: u8 = 104;
-    /// Reading the source failed.
-    pub const READING_FILE_FAILED: u8 = 140;
-    /// Writing the received data failed.
-    pub const WRITING_FILE_FAILED: u8 = 142;
-    /// Device programming failed.
-    pub const DEVICE_PROGRAMMING_FAILED: u8 = 166;
-    /// Program installation failed.
-    pub const PROGRAM_INSTALLATION_FAILED: u8 = 168;
-    /// No access right (select refused).
-    pub const NO_ACCESS_RIGHT: u8 = 186;
-    /// CRC mismatch.
-    pub const CHECKSUM_ERROR: u8 = 204;
-}
+/// Status codes published in `tod_err`/`frd_err` (eosal `osalStatus`; the workspace's one
+/// table of them is `install_api::tod_err`).
+pub use install_api::tod_err as status;
 
 /// Why a transfer failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -81,19 +59,70 @@ pub enum StreamError {
     #[error("peer not connected")]
     NotConnected,
     /// Our sink or source refused, with the status code published to the peer.
-    #[error("local data error, status {0}")]
-    Local(u8),
+    #[error("local data error: {0}")]
+    Local(LocalError),
     /// A signal could not be read or written (layout does not fit the block).
     #[error(transparent)]
     Signal(#[from] SignalError),
 }
 
+/// Why our own side (a [`ChunkSink`] or [`ChunkSource`]) refused or aborted a transfer: the
+/// status published in `*_err`, and the caller's own error that caused it, handed back in the
+/// transfer's failure event (the daemon downcasts it to its typed reason).
+#[derive(Debug, Clone)]
+pub struct LocalError {
+    /// The status published in `tod_err`/`frd_err`.
+    pub code: u8,
+    /// What went wrong, as the sink or source said.
+    pub cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl LocalError {
+    /// A refusal with `code` caused by `cause`.
+    pub fn new(code: u8, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            code,
+            cause: Some(std::sync::Arc::new(cause)),
+        }
+    }
+
+    /// The cause, if it is a `T`.
+    pub fn cause<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.cause.as_deref()?.downcast_ref()
+    }
+}
+
+impl From<u8> for LocalError {
+    fn from(code: u8) -> Self {
+        Self { code, cause: None }
+    }
+}
+
+impl PartialEq for LocalError {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+            && self.cause.as_ref().map(ToString::to_string)
+                == other.cause.as_ref().map(ToString::to_string)
+    }
+}
+
+impl Eq for LocalError {}
+
+impl std::fmt::Display for LocalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cause {
+            Some(c) => write!(f, "{c} (status {})", self.code),
+            None => write!(f, "status {}", self.code),
+        }
+    }
+}
+
 /// Where received stream data goes (the daemon streams it to disk).
 pub trait ChunkSink {
-    /// A transfer for `select` starts. `Err(code)` refuses it; `code` goes to `*_err`.
-    fn open(&mut self, select: i64) -> Result<(), u8>;
-    /// The next bytes of the stream, in order. `Err(code)` aborts the transfer.
-    fn write(&mut self, chunk: &[u8]) -> Result<(), u8>;
+    /// A transfer for `select` starts. `Err` refuses it; its code goes to `*_err`.
+    fn open(&mut self, select: i64) -> Result<(), LocalError>;
+    /// The next bytes of the stream, in order. `Err` aborts the transfer.
+    fn write(&mut self, chunk: &[u8]) -> Result<(), LocalError>;
     /// The transfer ended (successfully when `ok`, CRC checked); discard data if not `ok`.
     fn close(&mut self, ok: bool);
 }

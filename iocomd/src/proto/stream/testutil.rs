@@ -18,16 +18,16 @@ pub struct VecSink {
 }
 
 impl ChunkSink for VecSink {
-    fn open(&mut self, select: i64) -> Result<(), u8> {
+    fn open(&mut self, select: i64) -> Result<(), super::LocalError> {
         self.opened.push(select);
         self.data.clear();
-        self.refuse.map_or(Ok(()), Err)
+        self.refuse.map_or(Ok(()), |c| Err(c.into()))
     }
-    fn write(&mut self, chunk: &[u8]) -> Result<(), u8> {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), super::LocalError> {
         if let Some((limit, code)) = self.fail_after
             && self.data.len() + chunk.len() > limit
         {
-            return Err(code);
+            return Err(code.into());
         }
         self.data.extend_from_slice(chunk);
         Ok(())

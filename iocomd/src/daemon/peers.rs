@@ -1,0 +1,282 @@
+//! The connection side of the daemon: the one owner of every connection's device endpoint
+//! (its own conf/exp/info blocks and stream state machines), the authentication failure
+//! count, and the transmission of block changes (with a retry when a connection's queue was
+//! full). Streams reach the update side through [`super::updates::Updates`]'s calls; the
+//! status it derives is written into every endpoint here.
+
+use super::updates::{Finished, Updates};
+use crate::net::{ConnHandle, NetEvent};
+use crate::proto::conn::{CloseReason, ConnEvent};
+use crate::proto::endpoint::{DeviceConfig, DeviceEndpoint};
+use crate::proto::frame::FrameFlags;
+use crate::proto::mblk::DataFrame;
+use crate::proto::password::AuthRejection;
+use crate::proto::sysframe::{MblkInfo, SystemFrame};
+use crate::status::UpdateStatus;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+mod streams;
+
+/// Frames buffered towards one connection before the core loop stops transmitting to it.
+const OUT_QUEUE: usize = 64;
+/// Connections served at once (each has its own blocks, about twice `tod_buf` in memory);
+/// more are closed at once.
+pub const MAX_PEERS: usize = 32;
+
+/// Something to send on a connection (forwarded by a small task to its [`ConnHandle`]).
+#[derive(Debug)]
+enum Out {
+    Info(MblkInfo),
+    Data(DataFrame),
+    Close(String),
+}
+
+/// One connection.
+struct Peer {
+    addr: SocketAddr,
+    secure: bool,
+    user: Option<String>,
+    out: mpsc::Sender<Out>,
+    ep: Option<DeviceEndpoint>,
+    frame_size: usize,
+    dirty: bool,
+    span: tracing::Span,
+}
+
+/// The connection side.
+pub(crate) struct Peers {
+    device_cfg: DeviceConfig,
+    allow_plain_tcp_push: bool,
+    peers: HashMap<u64, Peer>,
+    /// Connections refused for wrong credentials since start (`auth_fail`).
+    auth_fail: u32,
+    /// The status last written into the endpoints.
+    published: Option<UpdateStatus>,
+}
+
+impl Peers {
+    pub(crate) fn new(device_cfg: DeviceConfig, allow_plain_tcp_push: bool) -> Self {
+        Self {
+            device_cfg,
+            allow_plain_tcp_push,
+            peers: HashMap::new(),
+            auth_fail: 0,
+            published: None,
+        }
+    }
+
+    /// Connections refused for wrong credentials since start.
+    pub(crate) fn auth_fail(&self) -> u32 {
+        self.auth_fail
+    }
+
+    /// Whether some connection has changes still to send.
+    pub(crate) fn backlog(&self) -> bool {
+        self.peers.values().any(|p| p.dirty && p.ep.is_some())
+    }
+
+    /// Marks every connection for a stream poll (the periodic tick: stream timeouts).
+    pub(crate) fn mark_all(&mut self) {
+        for p in self.peers.values_mut() {
+            p.dirty = true;
+        }
+    }
+
+    /// A network event.
+    pub(crate) fn on_net(&mut self, secure: bool, event: NetEvent, updates: &mut Updates) {
+        match event {
+            NetEvent::Connected { id, peer, handle } => {
+                let (out, rx) = mpsc::channel(OUT_QUEUE);
+                tokio::spawn(forward(handle, rx));
+                let span = tracing::info_span!("conn", conn = id, %peer, tls = secure);
+                span.in_scope(|| tracing::debug!("connected"));
+                if self.peers.len() >= MAX_PEERS {
+                    span.in_scope(|| {
+                        tracing::warn!(limit = MAX_PEERS, "too many connections; refusing this one")
+                    });
+                    let _ = out.try_send(Out::Close("too many connections".into()));
+                    return;
+                }
+                self.peers.insert(
+                    id,
+                    Peer {
+                        addr: peer,
+                        secure,
+                        user: None,
+                        out,
+                        ep: None,
+                        frame_size: 0,
+                        dirty: false,
+                        span,
+                    },
+                );
+            }
+            NetEvent::Conn { id, event } => self.on_conn_event(id, event),
+            NetEvent::QueueFailed { id, error } => {
+                tracing::warn!(conn = id, %error, "frame not queued");
+            }
+            NetEvent::Closed { id, reason } => {
+                self.on_closed(id, &reason);
+                if let Some(f) = updates.detach(id, &reason.to_string()) {
+                    self.report(&f);
+                }
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, id: u64, event: ConnEvent) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let ConnEvent::Authenticated {
+            peer,
+            send_frame_size,
+            ..
+        } = &event
+        {
+            p.user = Some(peer.account_name());
+            p.frame_size = *send_frame_size as usize;
+            match DeviceEndpoint::new(self.device_cfg.clone()) {
+                Ok(ep) => p.ep = Some(ep),
+                Err(e) => {
+                    tracing::error!(conn = id, error = %e, "cannot create the device blocks");
+                    let _ = p.out.try_send(Out::Close(e.to_string()));
+                    return;
+                }
+            }
+            p.span
+                .in_scope(|| tracing::info!(user = ?p.user, "controller connected"));
+            self.published = None;
+        }
+        let Some(ep) = p.ep.as_mut() else {
+            return;
+        };
+        match ep.handle(id, event) {
+            Ok(out) => {
+                for info in out.infos {
+                    let _ = p.out.try_send(Out::Info(info));
+                }
+                p.dirty = true;
+            }
+            Err(e) => {
+                p.span
+                    .in_scope(|| tracing::warn!(error = %e, "bad data from the peer; closing"));
+                let _ = p.out.try_send(Out::Close(e.to_string()));
+            }
+        }
+    }
+
+    fn on_closed(&mut self, id: u64, reason: &CloseReason) {
+        let peer = self.peers.remove(&id);
+        if let CloseReason::Rejected(r) = reason {
+            self.auth_fail = self.auth_fail.saturating_add(1);
+            let user = match r {
+                AuthRejection::EmptyName => String::new(),
+                AuthRejection::UnknownUser { user, .. } | AuthRejection::WrongPassword { user } => {
+                    user.clone()
+                }
+            };
+            tracing::warn!(
+                conn = id,
+                peer = ?peer.as_ref().map(|p| p.addr),
+                %user,
+                reason = %r,
+                failures = self.auth_fail,
+                "authentication refused"
+            );
+        }
+    }
+
+    /// Reports an ended update's final `tod_err` to the connection it came from.
+    pub(crate) fn report(&mut self, f: &Finished) {
+        if let Some(p) = f.conn.and_then(|c| self.peers.get_mut(&c))
+            && let Some(ep) = p.ep.as_mut()
+        {
+            let _ = ep.report(f.tod_err);
+            p.dirty = true;
+        }
+    }
+
+    /// Polls every dirty connection's streams, writes `status` (derived by the update side
+    /// after the polls) into every endpoint when it changed, and transmits.
+    pub(crate) fn flush(&mut self, updates: &mut Updates, now: Instant) {
+        let ids: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.dirty && p.ep.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.poll_peer(id, updates, now);
+        }
+        // Stream signals (tod_err, tod_state) go out before the status that explains them, so
+        // a controller that sees a new `upd_seq` already has the final `tod_err`.
+        self.transmit_dirty();
+        let status = updates.status(self.auth_fail);
+        if self.published.as_ref() != Some(&status) {
+            for p in self.peers.values_mut() {
+                if let Some(ep) = p.ep.as_mut() {
+                    write_status(ep, &status);
+                    p.dirty = true;
+                }
+            }
+            self.published = Some(status);
+            self.transmit_dirty();
+        }
+    }
+
+    /// Transmits the changes of every dirty connection (as much as its queue takes).
+    fn transmit_dirty(&mut self) {
+        for (id, p) in self.peers.iter_mut() {
+            if !p.dirty {
+                continue;
+            }
+            let Some(ep) = p.ep.as_mut() else { continue };
+            let room = p.out.capacity();
+            if room == 0 {
+                continue;
+            }
+            for f in ep.transmit(*id, p.frame_size, room) {
+                let _ = p.out.try_send(Out::Data(f));
+            }
+            // Frames left over (the queue was full) keep the connection dirty: the loop comes
+            // back after a short retry instead of waiting for the next event.
+            p.dirty = ep.node().has_pending(*id);
+        }
+    }
+}
+
+fn write_status(ep: &mut DeviceEndpoint, status: &UpdateStatus) {
+    let Some(layout) = ep.info().block(crate::status::STATUS_BLOCK).cloned() else {
+        return;
+    };
+    let node = ep.node_mut();
+    let Some(ix) = node.find(crate::status::STATUS_BLOCK, None) else {
+        return;
+    };
+    if let Some(block) = node.block_mut(ix)
+        && let Err(e) = status.write(&layout, block)
+    {
+        tracing::error!(error = %e, "cannot write the status block");
+    }
+}
+
+async fn forward(handle: ConnHandle, mut rx: mpsc::Receiver<Out>) {
+    while let Some(out) = rx.recv().await {
+        let r = match out {
+            Out::Info(i) => handle.queue_system(SystemFrame::MblkInfo(i)).await,
+            Out::Data(f) => {
+                handle
+                    .queue_data(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
+                    .await
+            }
+            Out::Close(why) => handle.close(why).await,
+        };
+        if r.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Every transition of the update state machine, and every refusal leaving it unchanged.
+
+use super::*;
+use crate::spool::Spool;
+
+fn writer(dir: &std::path::Path) -> Box<SpoolWriter> {
+    Box::new(Spool::begin(dir, "t", 1 << 20, 0).unwrap())
+}
+
+fn files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+fn iocom(conn: u64) -> Origin {
+    Origin::Iocom {
+        conn: Some(conn),
+        peer: "127.0.0.1:9".parse().unwrap(),
+        user: Some("ctl".into()),
+    }
+}
+
+#[test]
+fn a_push_goes_through_every_phase() {
+    let d = tempfile::tempdir().unwrap();
+    let mut u = Update::default();
+    assert_eq!((u.phase(), u.name()), (UpdState::Idle, "idle"));
+    u.start(iocom(1), writer(d.path()), 1, Instant::now())
+        .unwrap();
+    assert_eq!(u.phase(), UpdState::Receiving);
+    u.writer(1).unwrap().write(b"abc").unwrap();
+    assert_eq!(u.bytes(), Some(3));
+    assert!(u.writer(2).is_err());
+    assert_eq!(u.received(2).unwrap_err(), Rejection::NotApplicable);
+    let w = u.received(1).unwrap();
+    w.abort();
+    assert_eq!((u.phase(), u.bytes()), (UpdState::Verifying, Some(3)));
+    assert_eq!(u.install_started("tx"), Err(Rejection::NotApplicable));
+    u.spooled().unwrap();
+    assert_eq!(u.spooled(), Err(Rejection::NotApplicable));
+    assert_eq!(u.name(), "handing over");
+    assert_eq!(u.finish(Some("x")), Err(Rejection::NotApplicable));
+    assert_eq!(
+        u.progress("tx1", UpdState::Installing, 30, String::new()),
+        Err(Rejection::NotApplicable)
+    );
+    u.install_started("tx1").unwrap();
+    assert_eq!(u.install_started("tx2"), Err(Rejection::NotApplicable));
+    assert_eq!(u.txid(), Some("tx1"));
+    u.progress("tx1", UpdState::HealthCheck, 80, "gate".into())
+        .unwrap();
+    assert_eq!(u.phase(), UpdState::HealthCheck);
+    // Progress only moves forward.
+    u.progress("tx1", UpdState::HealthCheck, 40, "gate".into())
+        .unwrap();
+    assert!(matches!(u, Update::Installing { percent: 80, .. }));
+    assert_eq!(
+        u.progress("tx9", UpdState::Installing, 90, String::new()),
+        Err(Rejection::NotApplicable)
+    );
+    assert_eq!(u.finish(Some("tx9")), Err(Rejection::NotApplicable));
+    assert_eq!(u.finish(None), Err(Rejection::NotApplicable));
+    assert_eq!(u.detach(2), Err(Rejection::NotApplicable));
+    u.detach(1).unwrap();
+    assert_eq!(u.conn(), None);
+    let origin = u.finish(Some("tx1")).unwrap();
+    assert!(matches!(origin, Origin::Iocom { conn: None, .. }));
+    assert_eq!(u.phase(), UpdState::Idle);
+}
+
+#[test]
+fn a_second_update_is_refused_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut u = Update::default();
+    u.start(iocom(1), writer(d.path()), 1, Instant::now())
+        .unwrap();
+    let (why, w2) = u
+        .start(iocom(2), writer(d.path()), 2, Instant::now())
+        .unwrap_err();
+    assert_eq!(why, Rejection::Busy);
+    w2.abort();
+    assert_eq!(u.conn(), Some(1));
+    assert_eq!(files(d.path()), 1);
+    assert_eq!(
+        u.resume("t".into(), UpdState::Installing, 3),
+        Err(Rejection::Busy)
+    );
+    let fleet = Origin::Fleet { action: "7".into() };
+    assert_eq!(u.submit(fleet, 10, 4), Err(Rejection::Busy));
+    assert_eq!(u.push(), Some(1));
+    // Receiving cannot be detached from (the transfer fails instead).
+    assert_eq!(u.detach(1), Err(Rejection::NotApplicable));
+    assert_eq!(u.finish_any(), Err(Rejection::NotApplicable));
+    assert_eq!(u.phase(), UpdState::Receiving);
+}
+
+#[test]
+fn a_failed_transfer_deletes_the_partial_file() {
+    let d = tempfile::tempdir().unwrap();
+    let mut u = Update::default();
+    u.start(iocom(1), writer(d.path()), 1, Instant::now())
+        .unwrap();
+    u.writer(1).unwrap().write(b"12345").unwrap();
+    assert_eq!(u.fail_receiving(2), Err(Rejection::NotApplicable));
+    assert_eq!(files(d.path()), 1);
+    assert_eq!(u.fail_receiving(1), Ok(5));
+    assert_eq!(files(d.path()), 0);
+    assert_eq!(u.phase(), UpdState::Idle);
+    assert_eq!(u.finish(None), Err(Rejection::NotApplicable));
+    assert_eq!(u.spooled(), Err(Rejection::NotApplicable));
+    assert_eq!(u.fail_receiving(1), Err(Rejection::NotApplicable));
+}
+
+#[test]
+fn a_spool_failure_ends_the_push_without_a_transaction() {
+    let d = tempfile::tempdir().unwrap();
+    let mut u = Update::default();
+    u.start(iocom(4), writer(d.path()), 1, Instant::now())
+        .unwrap();
+    u.received(4).unwrap().abort();
+    assert_eq!(u.finish(None).unwrap().conn(), Some(4));
+    u.resume("tx".into(), UpdState::HealthCheck, 2).unwrap();
+    assert_eq!(u.phase(), UpdState::HealthCheck);
+    assert_eq!(u.origin(), Some(&Origin::Resumed));
+    assert_eq!(u.finish(Some("tx")), Ok(Origin::Resumed));
+}
+
+#[test]
+fn a_package_from_another_source_is_submitted_when_idle() {
+    let mut u = Update::default();
+    let fleet = Origin::Fleet {
+        action: "42".into(),
+    };
+    u.submit(fleet.clone(), 1000, 1).unwrap();
+    assert_eq!(
+        (u.phase(), u.bytes(), u.conn()),
+        (UpdState::Verifying, Some(1000), None)
+    );
+    assert_eq!(
+        u.submit(fleet.clone(), 1, 2),
+        Err(Rejection::Busy),
+        "one update at a time across origins"
+    );
+    u.install_started("tx").unwrap();
+    assert_eq!(u.finish_any(), Ok(fleet));
+    assert!(fleet_describes_itself());
+}
+
+fn fleet_describes_itself() -> bool {
+    Origin::Fleet {
+        action: "42".into(),
+    }
+    .describe()
+        == "fleet action 42"
+        && iocom(1).describe() == "iocom 127.0.0.1:9 user ctl"
+}

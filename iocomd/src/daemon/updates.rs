@@ -1,0 +1,437 @@
+//! The update side of the daemon: the one owner of the update state machine ([`Update`]),
+//! the helper link, and the last result. The published status ([`UpdateStatus`]) is derived
+//! from them ([`Updates::status`]), never kept beside them.
+//!
+//! The connection side reaches it through a few calls: [`Updates::begin_receive`],
+//! [`Updates::write`], [`Updates::received`], [`Updates::receive_failed`] and
+//! [`Updates::detach`] for IOCOM streams, and [`Updates::submit`] for a package spooled by any
+//! other source (a fleet download): the seam every origin uses. Each call that ends an update
+//! returns a [`Finished`] so the caller can report it to the pushing connection.
+
+use super::CoreEvent;
+use super::update::{Origin, Rejection, Update};
+use crate::config::Settings;
+use crate::helper_client::{HelperClient, HelperError, InstallMeta};
+use crate::spool::{Spool, SpoolError, SpoolWriter, SpooledPackage};
+use crate::status::UpdateStatus;
+use install_api::{DaemonCode, ResultCode, TxResult};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+mod helper_events;
+
+/// A final result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The code.
+    pub code: ResultCode,
+    /// Human message.
+    pub message: String,
+    /// Package and version it was about, when known.
+    pub pkg: Option<(String, String)>,
+    /// Version installed afterwards.
+    pub installed: Option<String>,
+    /// Bytes received of this update.
+    pub bytes: u64,
+}
+
+impl Outcome {
+    /// A result of iocomd's own making.
+    pub fn daemon(code: DaemonCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            pkg: None,
+            installed: None,
+            bytes: 0,
+        }
+    }
+
+    /// The helper's result of a transaction.
+    pub fn of_tx(r: &TxResult) -> Self {
+        Self {
+            code: r.code.into(),
+            message: r.message.clone(),
+            pkg: r
+                .package
+                .clone()
+                .map(|p| (p, r.to.clone().unwrap_or_default())),
+            installed: r.installed.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+/// An update ended: what to tell the connection it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The pushing connection, if it is still open.
+    pub conn: Option<u64>,
+    /// Its final `tod_err`.
+    pub tod_err: u8,
+}
+
+/// The update side.
+pub(crate) struct Updates {
+    settings: Settings,
+    helper: Option<Arc<HelperClient>>,
+    tx: mpsc::Sender<CoreEvent>,
+    machine: Update,
+    last: Option<Outcome>,
+    /// Package, version and installed version of the last result that named a package (a
+    /// refusal before the package was read names none and leaves this as it was).
+    last_package: Option<(String, String, Option<String>)>,
+    /// Results since start (`upd_seq`).
+    seq: u32,
+    /// Updates started since start (for logs).
+    pushes: u64,
+    span: tracing::Span,
+    /// `Finished` signals that arrived before `Install` returned their txid.
+    orphans: Vec<TxResult>,
+}
+
+impl Updates {
+    pub(crate) fn new(
+        settings: Settings,
+        helper: Option<Arc<HelperClient>>,
+        tx: mpsc::Sender<CoreEvent>,
+    ) -> Self {
+        Self {
+            settings,
+            helper,
+            tx,
+            machine: Update::Idle,
+            last: None,
+            last_package: None,
+            seq: 0,
+            pushes: 0,
+            span: tracing::Span::none(),
+            orphans: Vec::new(),
+        }
+    }
+
+    /// The state machine (read only).
+    pub(crate) fn machine(&self) -> &Update {
+        &self.machine
+    }
+
+    /// The status to publish, derived from the state machine and the last result.
+    pub(crate) fn status(&self, auth_fail: u32) -> UpdateStatus {
+        let last = self.last.as_ref();
+        let mut st = UpdateStatus {
+            state: self.machine.phase(),
+            seq: self.seq,
+            auth_fail,
+            ..UpdateStatus::default()
+        };
+        if let Some(l) = last {
+            st.result = l.code.number();
+            st.code = l.code.as_str().to_owned();
+        }
+        if let Some((p, v, installed)) = &self.last_package {
+            st.pkg = p.clone();
+            st.ver = v.clone();
+            st.inst_ver = installed.clone().unwrap_or_default();
+        }
+        let bytes = |b: u64| u32::try_from(b).unwrap_or(u32::MAX);
+        match &self.machine {
+            Update::Idle => {
+                if let Some(l) = last {
+                    st.progress = if l.code == ResultCode::OK { 100 } else { 0 };
+                    st.msg = l.message.clone();
+                    st.bytes = bytes(l.bytes);
+                } else if self.helper.is_none() {
+                    st.msg = "install helper not available".into();
+                }
+            }
+            Update::Receiving { writer, .. } => {
+                st.bytes = bytes(writer.size());
+                st.msg = "receiving".into();
+            }
+            Update::Spooling { bytes: b, .. } => {
+                st.bytes = bytes(*b);
+                st.msg = "checking the received file".into();
+            }
+            Update::Installing {
+                percent,
+                message,
+                bytes: b,
+                ..
+            } => {
+                st.bytes = bytes(*b);
+                st.progress = *percent;
+                st.msg = message.clone();
+            }
+        }
+        st
+    }
+
+    /// Logs a refused transition (they change nothing, but say so).
+    fn refused(&self, transition: &str, why: Rejection) {
+        self.span.in_scope(|| {
+            tracing::debug!(
+                transition,
+                state = self.machine.name(),
+                ?why,
+                "transition refused"
+            )
+        });
+    }
+
+    /// A stream opens (connection side): Idle → Receiving, with a new spool file.
+    pub(crate) fn begin_receive(
+        &mut self,
+        origin: Origin,
+        parent: &tracing::Span,
+        now: Instant,
+    ) -> Result<(), Outcome> {
+        if !matches!(self.machine, Update::Idle) {
+            self.refused("start", Rejection::Busy);
+            return Err(Outcome::daemon(
+                DaemonCode::Busy,
+                "another package is being received or installed",
+            ));
+        }
+        let sp = &self.settings.spool;
+        let writer = Spool::begin(&sp.dir, "push", sp.max_package_size, sp.min_free_space)
+            .map_err(|e| Outcome::daemon(e.code(), e.to_string()))?;
+        self.pushes += 1;
+        let push = self.pushes;
+        match self.machine.start(origin, Box::new(writer), push, now) {
+            Ok(()) => {
+                self.span = tracing::info_span!(parent: parent, "push", n = push);
+                self.span.in_scope(|| tracing::info!("receiving a package"));
+                Ok(())
+            }
+            Err((why, w)) => {
+                w.abort();
+                self.refused("start", why);
+                Err(Outcome::daemon(
+                    DaemonCode::Busy,
+                    "another update is running",
+                ))
+            }
+        }
+    }
+
+    /// The next bytes of the transfer from `conn`.
+    pub(crate) fn write(&mut self, conn: u64, chunk: &[u8]) -> Result<(), SpoolError> {
+        match self.machine.writer(conn) {
+            Ok(w) => w.write(chunk),
+            Err(why) => {
+                self.refused("write", why);
+                Err(SpoolError::Aborted {
+                    path: self.settings.spool.dir.clone(),
+                })
+            }
+        }
+    }
+
+    /// The transfer from `conn` completed with the sender's `crc`: finish the spool file off
+    /// the core task; [`CoreEvent::Spooled`] follows.
+    pub(crate) fn received(&mut self, conn: u64, crc: u16) {
+        let writer = match self.machine.received(conn) {
+            Ok(w) => w,
+            Err(why) => return self.refused("received", why),
+        };
+        let push = self.machine.push().unwrap_or(0);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = finish_spool(writer, crc).await;
+            let _ = tx.send(CoreEvent::Spooled { push, result }).await;
+        });
+    }
+
+    /// The transfer from `conn` failed: Receiving → Idle with `outcome`.
+    pub(crate) fn receive_failed(&mut self, conn: u64, mut outcome: Outcome) -> Option<Finished> {
+        match self.machine.fail_receiving(conn) {
+            Ok(bytes) => {
+                outcome.bytes = bytes;
+                Some(self.publish(outcome, Some(conn)))
+            }
+            Err(why) => {
+                self.refused("fail-receiving", why);
+                None
+            }
+        }
+    }
+
+    /// Connection `conn` closed: a transfer from it fails, an install from it goes on.
+    pub(crate) fn detach(&mut self, conn: u64, reason: &str) -> Option<Finished> {
+        if self.machine.conn() != Some(conn) {
+            return None;
+        }
+        if matches!(self.machine, Update::Receiving { .. }) {
+            let o = Outcome::daemon(
+                DaemonCode::Interrupted,
+                format!("the controller's connection closed during the transfer ({reason})"),
+            );
+            return self
+                .receive_failed(conn, o)
+                .map(|f| Finished { conn: None, ..f });
+        }
+        if let Err(why) = self.machine.detach(conn) {
+            self.refused("detach", why);
+        }
+        None
+    }
+
+    /// A refusal at stream start of the device's own making, published as a result.
+    pub(crate) fn refusal(&mut self, outcome: Outcome, conn: u64) -> Finished {
+        self.publish(outcome, Some(conn))
+    }
+
+    /// The seam for every source: hands a spooled package to the helper. Accepted when idle
+    /// (a package spooled elsewhere) or when it is the running transfer's own file; refused
+    /// with [`Rejection::Busy`] otherwise (the package file is deleted). The result follows as
+    /// helper events; `Some` when the update already ended (no helper).
+    pub(crate) fn submit(
+        &mut self,
+        pkg: SpooledPackage,
+        origin: Origin,
+    ) -> Result<Option<Finished>, Rejection> {
+        let own = matches!(&self.machine, Update::Spooling { origin: o, .. } if *o == origin);
+        let r = if own {
+            self.machine.spooled()
+        } else {
+            self.pushes += 1;
+            self.machine.submit(origin, pkg.size, self.pushes)
+        };
+        if let Err(why) = r {
+            self.refused("submit", why);
+            let _ = pkg.remove();
+            return Err(why);
+        }
+        let push = self.machine.push().unwrap_or(0);
+        let Some(helper) = self.helper.clone() else {
+            let _ = pkg.remove();
+            return Ok(self.finish(
+                None,
+                Outcome::daemon(
+                    DaemonCode::HelperUnavailable,
+                    "the install helper is not available",
+                ),
+            ));
+        };
+        self.span.in_scope(|| {
+            tracing::info!(path = %pkg.path.display(), size = pkg.size, sha256 = %pkg.sha256_hex(), "package received")
+        });
+        let origin = self
+            .machine
+            .origin()
+            .map(Origin::describe)
+            .unwrap_or_default();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let meta = InstallMeta {
+                sha256: pkg.sha256_hex(),
+                size: pkg.size,
+                origin,
+            };
+            let result = match pkg.open() {
+                Ok(file) => helper.install(&file, &meta).await,
+                Err(e) => Err(HelperError::Package {
+                    path: pkg.path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }),
+            };
+            // The helper has its own copy (or refused it): ours goes away either way.
+            let _ = pkg.remove();
+            let _ = tx.send(CoreEvent::InstallCall { push, result }).await;
+        });
+        Ok(None)
+    }
+
+    /// The spool file of update `push` is finished (or failed).
+    pub(crate) fn on_spooled(
+        &mut self,
+        push: u64,
+        result: Result<SpooledPackage, SpoolError>,
+    ) -> Option<Finished> {
+        if self.machine.push() != Some(push) {
+            if let Ok(pkg) = result {
+                let _ = pkg.remove();
+            }
+            self.refused("spooled", Rejection::NotApplicable);
+            return None;
+        }
+        match result {
+            Ok(pkg) => {
+                let origin = self.machine.origin().cloned()?;
+                self.submit(pkg, origin).ok().flatten()
+            }
+            Err(e) => self.finish(None, Outcome::daemon(e.code(), e.to_string())),
+        }
+    }
+
+    /// Ends the running update (Spooling or Installing, `txid` matching once known).
+    fn finish(&mut self, txid: Option<&str>, mut outcome: Outcome) -> Option<Finished> {
+        let bytes = self.machine.bytes().unwrap_or(0);
+        match self.machine.finish(txid) {
+            Ok(origin) => {
+                outcome.bytes = bytes;
+                Some(self.publish(outcome, origin.conn()))
+            }
+            Err(why) => {
+                self.refused("finish", why);
+                None
+            }
+        }
+    }
+
+    /// Records a final result (`upd_seq` + 1) and logs it.
+    fn publish(&mut self, o: Outcome, conn: Option<u64>) -> Finished {
+        self.span.in_scope(|| {
+            if o.code == ResultCode::OK {
+                tracing::info!(code = %o.code, message = %o.message, "update finished");
+            } else {
+                tracing::warn!(code = %o.code, number = o.code.number(), message = %o.message, "update failed");
+            }
+        });
+        self.span = tracing::Span::none();
+        let tod_err = o.code.tod_err();
+        self.seq = self.seq.wrapping_add(1);
+        if let Some((p, v)) = &o.pkg {
+            self.last_package = Some((p.clone(), v.clone(), o.installed.clone()));
+        }
+        self.last = Some(o);
+        Finished { conn, tod_err }
+    }
+
+    /// Shutdown: a transfer in progress is dropped with `interrupted`.
+    pub(crate) fn interrupt(&mut self, why: &str) -> Option<Finished> {
+        let conn = match &self.machine {
+            Update::Receiving { origin, .. } => origin.conn()?,
+            _ => return None,
+        };
+        self.receive_failed(conn, Outcome::daemon(DaemonCode::Interrupted, why))
+    }
+
+    /// Whether shutdown may leave the running update to the helper (it outlives us and
+    /// persists the result) instead of waiting for it.
+    pub(crate) fn left_to_helper(&self) -> bool {
+        let outlives_us = self.helper.as_ref().is_some_and(|h| !h.is_spawned());
+        outlives_us && matches!(self.machine, Update::Installing { .. })
+    }
+}
+
+async fn finish_spool(writer: Box<SpoolWriter>, crc: u16) -> Result<SpooledPackage, SpoolError> {
+    let path = writer.partial_path().to_path_buf();
+    match tokio::task::spawn_blocking(move || writer.finish(crc)).await {
+        Ok(r) => r,
+        Err(e) => Err(SpoolError::Io {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
+}
+
+impl std::fmt::Debug for Updates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updates")
+            .field("state", &self.machine.name())
+            .field("seq", &self.seq)
+            .finish()
+    }
+}

@@ -1,0 +1,148 @@
+//! The update side's helper link: its signals, the `Install` call's answer, the helper going
+//! away, and the helper's status read at start (a result persisted across our restart, or a
+//! transaction it still runs).
+
+use super::{Finished, Outcome, Updates};
+use crate::helper_client::HelperError;
+use crate::status::UpdState;
+use install_api::{DaemonCode, HelperSignal, ResultCode};
+
+/// `Finished` signals kept while waiting for `Install` to return their txid.
+const MAX_ORPHANS: usize = 8;
+
+impl Updates {
+    /// A signal of the helper.
+    pub(crate) fn on_helper(&mut self, sig: HelperSignal) -> Option<Finished> {
+        match sig {
+            HelperSignal::Progress {
+                txid,
+                phase,
+                percent,
+                message,
+            } => {
+                // A phase this daemon does not know (a newer helper) keeps the current state.
+                let state = phase.map_or(self.machine.phase(), UpdState::of_phase);
+                let pct = u8::try_from(percent.min(100)).unwrap_or(100);
+                match self.machine.progress(&txid, state, pct, message.clone()) {
+                    Ok(()) => self.span.in_scope(|| {
+                        tracing::info!(%txid, phase = phase.map_or("?", |p| p.as_str()), percent, %message, "helper progress")
+                    }),
+                    Err(why) => self.refused("progress", why),
+                }
+                None
+            }
+            HelperSignal::Finished(result) => {
+                let txid = result.txid.clone();
+                if self.machine.txid() == Some(txid.as_str()) {
+                    return self.finish(Some(&txid), Outcome::of_tx(&result));
+                }
+                if matches!(
+                    self.machine,
+                    crate::daemon::update::Update::Installing { txid: None, .. }
+                ) {
+                    // `Install` has not returned yet: keep the result for its txid.
+                    self.orphans.push(*result);
+                    if self.orphans.len() > MAX_ORPHANS {
+                        self.orphans.remove(0);
+                    }
+                } else {
+                    tracing::debug!(%txid, "result of another transaction");
+                }
+                None
+            }
+        }
+    }
+
+    /// The `Install` call of update `push` returned.
+    pub(crate) fn on_install_call(
+        &mut self,
+        push: u64,
+        result: Result<String, HelperError>,
+    ) -> Option<Finished> {
+        if self.machine.push() != Some(push) {
+            self.refused("install-call", super::Rejection::NotApplicable);
+            return None;
+        }
+        match result {
+            Ok(txid) => {
+                self.span
+                    .in_scope(|| tracing::info!(%txid, "install transaction started"));
+                if let Err(why) = self.machine.install_started(&txid) {
+                    self.refused("install-started", why);
+                    return None;
+                }
+                let i = self.orphans.iter().position(|r| r.txid == txid)?;
+                let r = self.orphans.remove(i);
+                self.finish(Some(&txid), Outcome::of_tx(&r))
+            }
+            Err(e) => {
+                // The helper refused the package before taking it (busy, not authorized, no
+                // space for its copy, ...): its code, from the D-Bus error name.
+                let code = e.code().map_or(
+                    ResultCode::Daemon(DaemonCode::HelperUnavailable),
+                    ResultCode::Helper,
+                );
+                let outcome = Outcome {
+                    code,
+                    message: e.to_string(),
+                    pkg: None,
+                    installed: None,
+                    bytes: 0,
+                };
+                self.finish(None, outcome)
+            }
+        }
+    }
+
+    /// The helper's connection closed: an update it had ends with `helper-unavailable`.
+    pub(crate) fn on_helper_gone(&mut self) -> Option<Finished> {
+        tracing::error!("the install helper went away");
+        if let Some(h) = self.helper.take() {
+            h.kill_leftovers();
+        }
+        let bytes = self.machine.bytes().unwrap_or(0);
+        match self.machine.finish_any() {
+            Ok(origin) => {
+                let mut o = Outcome::daemon(
+                    DaemonCode::HelperUnavailable,
+                    "the install helper went away during the install",
+                );
+                o.bytes = bytes;
+                Some(self.publish(o, origin.conn()))
+            }
+            Err(why) => {
+                self.refused("helper-gone", why);
+                None
+            }
+        }
+    }
+
+    /// Reads the helper's status at start: publishes its last result (e.g. after a self-update
+    /// restart) and resumes waiting for a transaction it is still running.
+    pub(crate) async fn load_helper_status(&mut self) {
+        let Some(h) = &self.helper else {
+            return;
+        };
+        let st = match h.status().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "helper Status() failed");
+                return;
+            }
+        };
+        if let Some(last) = st.last {
+            tracing::info!(txid = %last.txid, code = %last.code, "last result from the helper");
+            self.publish(Outcome::of_tx(&last), None);
+        }
+        if let Some(cur) = st.current {
+            self.pushes += 1;
+            let phase = cur.phase.map_or(UpdState::Installing, UpdState::of_phase);
+            match self.machine.resume(cur.txid.clone(), phase, self.pushes) {
+                Ok(()) => {
+                    tracing::info!(txid = %cur.txid, phase = ?cur.phase, "helper is still installing")
+                }
+                Err(why) => self.refused("resume", why),
+            }
+        }
+    }
+}
