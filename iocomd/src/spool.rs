@@ -267,6 +267,11 @@ fn available_bytes(dir: &Path) -> Result<u64, SpoolError> {
 }
 
 impl SpoolWriter {
+    /// The size limit.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
     /// The partial file being written.
     pub fn partial_path(&self) -> &Path {
         &self.partial

@@ -395,3 +395,52 @@ async fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
     assert_eq!(st.inst_ver, "1.0");
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_push_is_cut_off_and_the_update_slot_comes_free() {
+    use std::time::{Duration, Instant};
+    let d = Daemon::start(|s| {
+        s.transfer.min_rate = 1000;
+        s.transfer.rate_window = Duration::from_secs(1);
+    })
+    .await;
+    let big = build_package(&d.env, "iocom-test-trickle", "1.0", 64 << 10);
+    let bytes = std::fs::read(big).unwrap();
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    // 20 bytes every 200 ms: 100 B/s, never long enough silent for the 5 s stall timeout.
+    let mut src = Source {
+        data: bytes.clone(),
+        pos: 0,
+        hold_at: Some(20),
+    };
+    c.ep.start_upload(1).unwrap();
+    let started = Instant::now();
+    while c.tod_err() != Some(tod_err::INTERRUPTED) {
+        assert!(started.elapsed() < WAIT, "not cut off: {:?}", c.status());
+        let _ = c.ep.poll_transfer(Instant::now(), &mut src, &mut NoSinkT);
+        second_transmit(&mut c).await;
+        c.pump(Duration::from_millis(50)).await;
+        // Paced by the clock, not by the loop (which runs at every event).
+        src.hold_at = Some(20 * (1 + started.elapsed().as_millis() as usize / 200));
+    }
+    let st = c.wait_status(|s| s.seq == 1).await;
+    assert_eq!(
+        (st.code.as_str(), st.result),
+        ("interrupted", DaemonCode::Interrupted.number()),
+        "{st:?}"
+    );
+    assert!(st.msg.contains("too slow"), "{st:?}");
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    c.disconnect();
+
+    // The slot is free: a normal push installs.
+    let sample = std::fs::read(&d.env.sample_package).unwrap();
+    let (p, st, tod) = push(d.addr, sample).await;
+    assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
+    assert_eq!(
+        (st.code.as_str(), st.seq, tod),
+        ("ok", 2, Some(tod_err::COMPLETED))
+    );
+    d.stop().await;
+}

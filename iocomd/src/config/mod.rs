@@ -37,12 +37,38 @@ pub struct Settings {
     pub spool: SpoolSettings,
     /// Size in bytes of the `tod_buf` stream ring declared to controllers.
     pub stream_buffer_size: u32,
+    /// Bounds on one transfer, so that the single update slot always comes free.
+    pub transfer: TransferLimits,
     /// How the daemon reaches the install helper.
     pub helper: HelperConnection,
     /// Logging.
     pub log: LogSettings,
     /// The files this was read from, in merge order (empty for built-in settings).
     pub sources: Vec<PathBuf>,
+}
+
+/// Bounds on one transfer (`[stream]`): a sender that is too slow or takes too long is cut off
+/// with `interrupted` and the reason, and the update slot is free again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// The whole transfer must end within this (`stream.max_transfer_seconds`).
+    pub max_time: std::time::Duration,
+    /// Bytes per second the transfer must average over every `rate_window`
+    /// (`stream.min_rate`; 0 = no minimum).
+    pub min_rate: u64,
+    /// The window the rate is measured over; the first window is a grace period
+    /// (`stream.rate_window_seconds`).
+    pub rate_window: std::time::Duration,
+}
+
+impl Default for TransferLimits {
+    fn default() -> Self {
+        Self {
+            max_time: std::time::Duration::from_secs(defaults::MAX_TRANSFER_SECONDS),
+            min_rate: defaults::MIN_RATE,
+            rate_window: std::time::Duration::from_secs(defaults::RATE_WINDOW_SECONDS),
+        }
+    }
 }
 
 /// Device name, number and network: the device path `name` `number` `.` `network`.
@@ -168,6 +194,12 @@ pub mod defaults {
     pub const MIN_FREE_SPACE: u64 = 64 << 20;
     /// `stream.buffer_size`: 256 KiB (design.md §5a).
     pub const STREAM_BUFFER_SIZE: u32 = 256 << 10;
+    /// `stream.max_transfer_seconds`: 30 minutes (a 256 MiB package at 150 KB/s).
+    pub const MAX_TRANSFER_SECONDS: u64 = 30 * 60;
+    /// `stream.min_rate`: 1 KiB/s (a serial line at 9600 baud still passes).
+    pub const MIN_RATE: u64 = 1 << 10;
+    /// `stream.rate_window_seconds`: 30 s.
+    pub const RATE_WINDOW_SECONDS: u64 = 30;
     /// Smallest `stream.buffer_size`: the reference implementation's 257.
     pub const STREAM_BUFFER_MIN: u32 = 257;
     /// Largest `stream.buffer_size`: 16 MiB (the whole ring is held in memory).
@@ -283,6 +315,7 @@ impl Settings {
                 min_free_space: defaults::MIN_FREE_SPACE,
             },
             stream_buffer_size: defaults::STREAM_BUFFER_SIZE,
+            transfer: TransferLimits::default(),
             helper: HelperConnection::Spawn {
                 program: demo_helper_program(),
                 args: [

@@ -79,6 +79,9 @@ pub(crate) struct RawSpool {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStream {
     pub buffer_size: Option<ByteSize>,
+    pub max_transfer_seconds: Option<u64>,
+    pub min_rate: Option<ByteSize>,
+    pub rate_window_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -123,6 +123,7 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         min_free_space: sp.min_free_space.map_or(defaults::MIN_FREE_SPACE, |s| s.0),
     };
 
+    let transfer = transfer_limits(&cx, raw.stream.as_ref())?;
     let stream_buffer_size = match raw.stream.and_then(|s| s.buffer_size) {
         None => defaults::STREAM_BUFFER_SIZE,
         Some(s) => u32::try_from(s.0)
@@ -192,10 +193,36 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         accounts,
         spool,
         stream_buffer_size,
+        transfer,
         helper,
         log,
         sources: merged.files.clone(),
     })
+}
+
+fn transfer_limits(
+    cx: &Ctx<'_>,
+    raw: Option<&super::raw::RawStream>,
+) -> Result<super::TransferLimits, ConfigError> {
+    use std::time::Duration;
+    let mut t = super::TransferLimits::default();
+    let Some(raw) = raw else { return Ok(t) };
+    if let Some(s) = raw.max_transfer_seconds {
+        if !(10..=7 * 24 * 3600).contains(&s) {
+            return Err(cx.err("stream.max_transfer_seconds", "must be 10 s to 7 days"));
+        }
+        t.max_time = Duration::from_secs(s);
+    }
+    if let Some(s) = raw.rate_window_seconds {
+        if !(5..=3600).contains(&s) {
+            return Err(cx.err("stream.rate_window_seconds", "must be 5 to 3600 s"));
+        }
+        t.rate_window = Duration::from_secs(s);
+    }
+    if let Some(r) = raw.min_rate {
+        t.min_rate = r.0;
+    }
+    Ok(t)
 }
 
 fn device_name(cx: &Ctx<'_>, name: String) -> Result<String, ConfigError> {

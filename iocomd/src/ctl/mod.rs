@@ -295,7 +295,10 @@ pub enum CtlError {
         reason: String,
     },
     /// The device closed the connection during authentication.
-    #[error("{device}: authentication refused ({reason}); check --user and the password")]
+    #[error(
+        "{device}: authentication refused ({reason}): check --user and the password; a device \
+         under a connection flood closes the oldest connections still in the handshake too"
+    )]
     AuthRefused {
         /// The device.
         device: String,

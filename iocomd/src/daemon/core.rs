@@ -84,7 +84,12 @@ impl Core {
                         }
                     }
                 }
-                _ = tick.tick() => self.peers.mark_all(),
+                _ = tick.tick() => {
+                    self.peers.mark_all();
+                    if let Some(f) = self.updates.check_limits(Instant::now()) {
+                        self.peers.abort_upload(&f, Instant::now());
+                    }
+                }
                 _ = tokio::time::sleep(BACKLOG_RETRY), if backlog => {}
                 _ = wd_tick.tick(), if watchdog.is_some() => {
                     if let Some(w) = &watchdog { let _ = w.ping(); }
@@ -158,6 +163,16 @@ impl Core {
             CoreEvent::HelperGone => {
                 let f = self.updates.on_helper_gone();
                 self.report(f);
+            }
+            CoreEvent::SpoolFailed { push, error } => {
+                if let Some(f) = self.updates.on_spool_failed(push, error) {
+                    self.peers.abort_upload(&f, Instant::now());
+                }
+            }
+            CoreEvent::SpoolReady { push } => {
+                if let Some(conn) = self.updates.waiting_conn(push) {
+                    self.peers.mark(conn);
+                }
             }
             CoreEvent::Spooled { push, result } => {
                 let f = self.updates.on_spooled(push, result);

@@ -19,7 +19,7 @@ mod core;
 mod notify;
 mod peers;
 pub use self::peers::MAX_PEERS;
-pub mod update;
+pub(crate) mod update;
 mod updates;
 
 use crate::config::{DeviceNumber, Settings};
@@ -131,6 +131,10 @@ pub(crate) enum CoreEvent {
     Helper(install_api::HelperSignal),
     /// The helper's signal stream ended (helper gone).
     HelperGone,
+    /// The spool's writing thread failed (the transfer fails with this error).
+    SpoolFailed { push: u64, error: SpoolError },
+    /// The spool's queue had been full and has room again (poll the stream).
+    SpoolReady { push: u64 },
     /// Finishing the spool file ended.
     Spooled {
         push: u64,
@@ -156,9 +160,15 @@ fn identity(settings: &Settings) -> LocalIdentity {
     }
 }
 
+/// The deadline for an accepted connection's TLS handshake, IOCOM handshake and
+/// authentication: a controller needs a few round trips, a peer that holds a slot without
+/// authenticating gets no more (see [`peers::MAX_PENDING`]).
+pub const LISTEN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
     let mut cfg = ConnConfig::new(Role::Device, Side::Server, identity(settings));
     cfg.frame_size = DEVICE_FRAME_SIZE;
+    cfg.handshake_timeout = LISTEN_HANDSHAKE_TIMEOUT;
     if tls {
         cfg.peer_auth = PeerAuth::Accounts(Accounts {
             accounts: settings

@@ -22,9 +22,17 @@ mod streams;
 
 /// Frames buffered towards one connection before the core loop stops transmitting to it.
 const OUT_QUEUE: usize = 64;
-/// Connections served at once (each has its own blocks, about twice `tod_buf` in memory);
-/// more are closed at once.
+/// Authenticated connections served at once (each has its own blocks, about twice `tod_buf`
+/// in memory). A connection counts against this only once it authenticated; when it is full,
+/// the oldest authenticated connection that is not pushing makes room (plain TCP ones before
+/// TLS ones), so neither idle readers nor a flood of them can keep a controller out.
 pub const MAX_PEERS: usize = 32;
+/// Connections still in the handshake, served at once; a new one closes the oldest. Their
+/// handshake must finish within the listener's (short) handshake deadline.
+pub const MAX_PENDING: usize = 64;
+/// Of the connections still in the handshake, at most this many from one source address (a
+/// new one closes that address's oldest), so that one host cannot fill the pool.
+pub const MAX_PENDING_PER_ADDR: usize = 8;
 
 /// Something to send on a connection (forwarded by a small task to its [`ConnHandle`]).
 #[derive(Debug)]
@@ -37,6 +45,9 @@ enum Out {
 /// One connection.
 struct Peer {
     addr: SocketAddr,
+    /// When it was accepted, and when it authenticated.
+    accepted: Instant,
+    authenticated: Option<Instant>,
     secure: bool,
     user: Option<String>,
     out: mpsc::Sender<Out>,
@@ -93,17 +104,13 @@ impl Peers {
                 tokio::spawn(forward(handle, rx));
                 let span = tracing::info_span!("conn", conn = id, %peer, tls = secure);
                 span.in_scope(|| tracing::debug!("connected"));
-                if self.peers.len() >= MAX_PEERS {
-                    span.in_scope(|| {
-                        tracing::warn!(limit = MAX_PEERS, "too many connections; refusing this one")
-                    });
-                    let _ = out.try_send(Out::Close("too many connections".into()));
-                    return;
-                }
+                self.admit_pending(peer);
                 self.peers.insert(
                     id,
                     Peer {
                         addr: peer,
+                        accepted: Instant::now(),
+                        authenticated: None,
                         secure,
                         user: None,
                         out,
@@ -114,7 +121,7 @@ impl Peers {
                     },
                 );
             }
-            NetEvent::Conn { id, event } => self.on_conn_event(id, event),
+            NetEvent::Conn { id, event } => self.on_conn_event(id, event, updates.machine().conn()),
             NetEvent::QueueFailed { id, error } => {
                 tracing::warn!(conn = id, %error, "frame not queued");
             }
@@ -127,7 +134,76 @@ impl Peers {
         }
     }
 
-    fn on_conn_event(&mut self, id: u64, event: ConnEvent) {
+    /// Makes room in the handshake pool for a new connection from `addr`: closes the oldest
+    /// pending connection of that address, or of all, when full.
+    fn admit_pending(&mut self, addr: SocketAddr) {
+        let pending = |p: &&Peer| p.authenticated.is_none();
+        let oldest = |it: &mut dyn Iterator<Item = (&u64, &Peer)>| {
+            it.min_by_key(|(_, p)| p.accepted).map(|(id, _)| *id)
+        };
+        let same = self
+            .peers
+            .iter()
+            .filter(|(_, p)| pending(p) && p.addr.ip() == addr.ip());
+        let victim = if same.clone().count() >= MAX_PENDING_PER_ADDR {
+            oldest(&mut same.into_iter())
+        } else if self.peers.values().filter(pending).count() >= MAX_PENDING {
+            oldest(&mut self.peers.iter().filter(|(_, p)| pending(p)))
+        } else {
+            None
+        };
+        if let Some(id) = victim {
+            self.evict(id, "too many connections still in the handshake");
+        }
+    }
+
+    /// Makes room among authenticated connections for `newcomer`; `false` when there is none
+    /// (only the pusher is left).
+    fn admit_authenticated(&mut self, newcomer: u64, busy_conn: Option<u64>) -> bool {
+        let authed = self
+            .peers
+            .iter()
+            .filter(|(id, p)| **id != newcomer && p.authenticated.is_some())
+            .count();
+        if authed < MAX_PEERS {
+            return true;
+        }
+        let idle = self
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != newcomer && Some(**id) != busy_conn)
+            .filter_map(|(id, p)| p.authenticated.map(|t| ((p.secure, t), *id)))
+            .min()
+            .map(|(_, id)| id);
+        match idle {
+            Some(id) => {
+                self.evict(id, "idle, making room for another controller");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes connection `id` at once and forgets it.
+    fn evict(&mut self, id: u64, why: &str) {
+        if let Some(p) = self.peers.remove(&id) {
+            p.span
+                .in_scope(|| tracing::warn!(reason = why, "closing a connection to admit another"));
+            let _ = p.out.try_send(Out::Close(why.to_owned()));
+        }
+    }
+
+    fn on_conn_event(&mut self, id: u64, event: ConnEvent, busy_conn: Option<u64>) {
+        if matches!(event, ConnEvent::Authenticated { .. })
+            && !self.admit_authenticated(id, busy_conn)
+            && let Some(p) = self.peers.remove(&id)
+        {
+            p.span.in_scope(|| {
+                tracing::warn!(limit = MAX_PEERS, "too many connections; closing this one")
+            });
+            let _ = p.out.try_send(Out::Close("too many connections".into()));
+            return;
+        }
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
@@ -137,6 +213,7 @@ impl Peers {
             ..
         } = &event
         {
+            p.authenticated = Some(Instant::now());
             p.user = Some(peer.account_name());
             p.frame_size = *send_frame_size as usize;
             match DeviceEndpoint::new(self.device_cfg.clone()) {
@@ -188,6 +265,36 @@ impl Peers {
                 "authentication refused"
             );
         }
+    }
+
+    /// Marks connection `conn` for a stream poll.
+    pub(crate) fn mark(&mut self, conn: u64) {
+        if let Some(p) = self.peers.get_mut(&conn) {
+            p.dirty = true;
+        }
+    }
+
+    /// Ends the running upload on `f.conn` from our side with `f.tod_err` (its data can no
+    /// longer be stored), then reports it.
+    pub(crate) fn abort_upload(&mut self, f: &Finished, now: Instant) {
+        struct Discard;
+        impl crate::proto::stream::ChunkSink for Discard {
+            fn open(&mut self, _: i64) -> Result<(), crate::proto::stream::LocalError> {
+                Err(install_api::tod_err::FAILED.into())
+            }
+            fn write(&mut self, _: &[u8]) -> Result<(), crate::proto::stream::LocalError> {
+                Err(install_api::tod_err::FAILED.into())
+            }
+            fn close(&mut self, _: bool) {}
+        }
+        if let Some(ep) = f
+            .conn
+            .and_then(|c| self.peers.get_mut(&c))
+            .and_then(|p| p.ep.as_mut())
+        {
+            let _ = ep.abort_upload(f.tod_err, now, &mut Discard);
+        }
+        self.report(f);
     }
 
     /// Reports an ended update's final `tod_err` to the connection it came from.

@@ -16,7 +16,7 @@
 //! event that does not belong to the current state is refused with
 //! [`Rejection::NotApplicable`] and changes nothing either.
 
-use crate::spool::SpoolWriter;
+use super::updates::pipe::SpoolPipe;
 use crate::status::UpdState;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -34,6 +34,7 @@ pub enum Origin {
         user: Option<String>,
     },
     /// A fleet server's deployment action (hawkBit DDI).
+    #[allow(dead_code)] // constructed by the fleet client once it submits through the seam
     Fleet {
         /// The action id.
         action: String,
@@ -73,10 +74,12 @@ pub enum Update {
     Receiving {
         /// Where it comes from.
         origin: Origin,
-        /// The spool file being written (dropping it deletes the partial file).
-        writer: Box<SpoolWriter>,
+        /// The spool file being written by its thread (dropping it deletes the partial file).
+        writer: Box<SpoolPipe>,
         /// When the transfer started.
         started: Instant,
+        /// Bytes received and time at the start of the current rate window.
+        window: (u64, Instant),
         /// Number of this update (for logs).
         push: u64,
     },
@@ -186,10 +189,10 @@ impl Update {
     pub fn start(
         &mut self,
         origin: Origin,
-        writer: Box<SpoolWriter>,
+        writer: Box<SpoolPipe>,
         push: u64,
         now: Instant,
-    ) -> Result<(), (Rejection, Box<SpoolWriter>)> {
+    ) -> Result<(), (Rejection, Box<SpoolPipe>)> {
         if !matches!(self, Update::Idle) {
             return Err((Rejection::Busy, writer));
         }
@@ -197,13 +200,58 @@ impl Update {
             origin,
             writer,
             started: now,
+            window: (0, now),
             push,
         };
         Ok(())
     }
 
+    /// Receiving: checks the transfer against `limits` at `now`; `Some(reason)` when it broke
+    /// one (the caller fails the transfer). Starts a new rate window when one has passed.
+    pub fn check_limits(
+        &mut self,
+        limits: &crate::config::TransferLimits,
+        now: Instant,
+    ) -> Option<String> {
+        let Update::Receiving {
+            writer,
+            started,
+            window,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let bytes = writer.size();
+        let elapsed = now.saturating_duration_since(*started);
+        if elapsed >= limits.max_time {
+            return Some(format!(
+                "the transfer took longer than {} s ({bytes} bytes received)",
+                limits.max_time.as_secs()
+            ));
+        }
+        let (since_bytes, since) = *window;
+        let span = now.saturating_duration_since(since);
+        if span < limits.rate_window {
+            return None;
+        }
+        let rate = (bytes - since_bytes) as f64 / span.as_secs_f64();
+        // The first window is a grace period (connection set-up, a slow first ring).
+        let first = since == *started;
+        *window = (bytes, now);
+        if !first && limits.min_rate > 0 && rate < limits.min_rate as f64 {
+            return Some(format!(
+                "the transfer is too slow: {rate:.0} B/s over the last {} s, at least {} B/s \
+                 needed ({bytes} bytes received)",
+                span.as_secs(),
+                limits.min_rate
+            ));
+        }
+        None
+    }
+
     /// The writer of a transfer from connection `from`.
-    pub fn writer(&mut self, from: u64) -> Result<&mut SpoolWriter, Rejection> {
+    pub fn writer(&mut self, from: u64) -> Result<&mut SpoolPipe, Rejection> {
         match self {
             Update::Receiving { origin, writer, .. } if origin.conn() == Some(from) => Ok(writer),
             _ => Err(Rejection::NotApplicable),
@@ -211,7 +259,7 @@ impl Update {
     }
 
     /// Receiving{from} → Spooling: hands out the writer to finish.
-    pub fn received(&mut self, from: u64) -> Result<Box<SpoolWriter>, Rejection> {
+    pub fn received(&mut self, from: u64) -> Result<Box<SpoolPipe>, Rejection> {
         match std::mem::take(self) {
             Update::Receiving {
                 origin,

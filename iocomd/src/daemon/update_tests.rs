@@ -3,8 +3,12 @@
 use super::*;
 use crate::spool::Spool;
 
-fn writer(dir: &std::path::Path) -> Box<SpoolWriter> {
-    Box::new(Spool::begin(dir, "t", 1 << 20, 0).unwrap())
+fn writer(dir: &std::path::Path) -> Box<SpoolPipe> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // The events of the writing thread are not looked at here.
+    std::mem::forget(rx);
+    let w = Spool::begin(dir, "t", 1 << 20, 0).unwrap();
+    Box::new(SpoolPipe::start(w, 1, tx).unwrap())
 }
 
 fn files(dir: &std::path::Path) -> usize {
@@ -152,4 +156,55 @@ fn fleet_describes_itself() -> bool {
     .describe()
         == "fleet action 42"
         && iocom(1).describe() == "iocom 127.0.0.1:9 user ctl"
+}
+
+#[test]
+fn a_transfer_that_is_too_slow_or_too_long_breaks_its_limits() {
+    use crate::config::TransferLimits;
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let limits = TransferLimits {
+        max_time: Duration::from_secs(100),
+        min_rate: 1000,
+        rate_window: Duration::from_secs(10),
+    };
+    let t0 = Instant::now();
+    let s = |n| t0 + Duration::from_secs(n);
+    let mut u = Update::default();
+    assert_eq!(u.check_limits(&limits, s(1000)), None, "idle has no limits");
+    u.start(iocom(1), writer(d.path()), 1, t0).unwrap();
+    // The first window is a grace period: nothing received in 10 s is still fine.
+    assert_eq!(u.check_limits(&limits, s(5)), None);
+    assert_eq!(u.check_limits(&limits, s(10)), None);
+    // 15 000 bytes in the next 10 s: 1500 B/s.
+    u.writer(1).unwrap().write(&[0; 15_000]).unwrap();
+    assert_eq!(u.check_limits(&limits, s(20)), None);
+    // 5 000 bytes in the next 10 s: 500 B/s, too slow.
+    u.writer(1).unwrap().write(&[0; 5_000]).unwrap();
+    let why = u.check_limits(&limits, s(30)).unwrap();
+    assert!(why.contains("too slow: 500 B/s"), "{why}");
+    assert_eq!(
+        u.phase(),
+        UpdState::Receiving,
+        "the caller fails the transfer"
+    );
+    assert_eq!(u.fail_receiving(1), Ok(20_000));
+
+    // Fast enough all along, but past the overall deadline.
+    u.start(iocom(2), writer(d.path()), 2, t0).unwrap();
+    for n in 1..=10 {
+        u.writer(2).unwrap().write(&[0; 20_000]).unwrap();
+        assert_eq!(u.check_limits(&limits, s(n * 10 - 1)), None, "at {n}");
+    }
+    let why = u.check_limits(&limits, s(100)).unwrap();
+    assert!(why.contains("longer than 100 s"), "{why}");
+    // No minimum rate: only the deadline.
+    let lax = TransferLimits {
+        min_rate: 0,
+        ..limits
+    };
+    u.fail_receiving(2).unwrap();
+    u.start(iocom(3), writer(d.path()), 3, t0).unwrap();
+    assert_eq!(u.check_limits(&lax, s(20)), None);
+    assert_eq!(u.check_limits(&lax, s(40)), None);
 }

@@ -12,14 +12,16 @@ use super::CoreEvent;
 use super::update::{Origin, Rejection, Update};
 use crate::config::Settings;
 use crate::helper_client::{HelperClient, HelperError, InstallMeta};
-use crate::spool::{Spool, SpoolError, SpoolWriter, SpooledPackage};
+use crate::spool::{Spool, SpoolError, SpooledPackage};
 use crate::status::UpdateStatus;
 use install_api::{DaemonCode, ResultCode, TxResult};
+use pipe::SpoolPipe;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
 mod helper_events;
+pub(crate) mod pipe;
 
 /// A final result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,10 +196,11 @@ impl Updates {
             ));
         }
         let sp = &self.settings.spool;
+        let push = self.pushes + 1;
         let writer = Spool::begin(&sp.dir, "push", sp.max_package_size, sp.min_free_space)
+            .and_then(|w| SpoolPipe::start(w, push, self.tx.clone()))
             .map_err(|e| Outcome::daemon(e.code(), e.to_string()))?;
-        self.pushes += 1;
-        let push = self.pushes;
+        self.pushes = push;
         match self.machine.start(origin, Box::new(writer), push, now) {
             Ok(()) => {
                 self.span = tracing::info_span!(parent: parent, "push", n = push);
@@ -215,6 +218,11 @@ impl Updates {
         }
     }
 
+    /// How many bytes the transfer from `conn` takes now (its queue to the disk).
+    pub(crate) fn room(&mut self, conn: u64) -> usize {
+        self.machine.writer(conn).map_or(usize::MAX, |w| w.room())
+    }
+
     /// The next bytes of the transfer from `conn`.
     pub(crate) fn write(&mut self, conn: u64, chunk: &[u8]) -> Result<(), SpoolError> {
         match self.machine.writer(conn) {
@@ -228,19 +236,39 @@ impl Updates {
         }
     }
 
-    /// The transfer from `conn` completed with the sender's `crc`: finish the spool file off
-    /// the core task; [`CoreEvent::Spooled`] follows.
+    /// The transfer from `conn` completed with the sender's `crc`: the spool's thread
+    /// finishes the file; [`CoreEvent::Spooled`] follows.
     pub(crate) fn received(&mut self, conn: u64, crc: u16) {
-        let writer = match self.machine.received(conn) {
-            Ok(w) => w,
-            Err(why) => return self.refused("received", why),
+        match self.machine.received(conn) {
+            Ok(w) => w.finish(crc),
+            Err(why) => self.refused("received", why),
+        }
+    }
+
+    /// The spool's thread failed writing update `push` (no space, an I/O error): the
+    /// transfer fails with that error. Returns the connection's final `tod_err` to report and
+    /// to abort its stream with.
+    pub(crate) fn on_spool_failed(&mut self, push: u64, error: SpoolError) -> Option<Finished> {
+        let conn = match &self.machine {
+            Update::Receiving {
+                origin, push: p, ..
+            } if *p == push => origin.conn()?,
+            _ => {
+                self.refused("spool-failed", Rejection::NotApplicable);
+                return None;
+            }
         };
-        let push = self.machine.push().unwrap_or(0);
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let result = finish_spool(writer, crc).await;
-            let _ = tx.send(CoreEvent::Spooled { push, result }).await;
-        });
+        self.receive_failed(conn, Outcome::daemon(error.code(), error.to_string()))
+    }
+
+    /// The connection whose transfer `push` waits for room in the spool's queue.
+    pub(crate) fn waiting_conn(&self, push: u64) -> Option<u64> {
+        match &self.machine {
+            Update::Receiving {
+                origin, push: p, ..
+            } if *p == push => origin.conn(),
+            _ => None,
+        }
     }
 
     /// The transfer from `conn` failed: Receiving → Idle with `outcome`.
@@ -399,6 +427,15 @@ impl Updates {
         Finished { conn, tod_err }
     }
 
+    /// The periodic check of the running transfer's limits (`[stream]`): a transfer that is
+    /// too slow or too long fails with `interrupted` and the reason; the returned result also
+    /// aborts its stream.
+    pub(crate) fn check_limits(&mut self, now: Instant) -> Option<Finished> {
+        let why = self.machine.check_limits(&self.settings.transfer, now)?;
+        let conn = self.machine.conn()?;
+        self.receive_failed(conn, Outcome::daemon(DaemonCode::Interrupted, why))
+    }
+
     /// Shutdown: a transfer in progress is dropped with `interrupted`.
     pub(crate) fn interrupt(&mut self, why: &str) -> Option<Finished> {
         let conn = match &self.machine {
@@ -413,17 +450,6 @@ impl Updates {
     pub(crate) fn left_to_helper(&self) -> bool {
         let outlives_us = self.helper.as_ref().is_some_and(|h| !h.is_spawned());
         outlives_us && matches!(self.machine, Update::Installing { .. })
-    }
-}
-
-async fn finish_spool(writer: Box<SpoolWriter>, crc: u16) -> Result<SpooledPackage, SpoolError> {
-    let path = writer.partial_path().to_path_buf();
-    match tokio::task::spawn_blocking(move || writer.finish(crc)).await {
-        Ok(r) => r,
-        Err(e) => Err(SpoolError::Io {
-            path,
-            source: std::io::Error::other(e.to_string()),
-        }),
     }
 }
 

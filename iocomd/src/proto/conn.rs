@@ -59,6 +59,9 @@ pub const SOCKET_UNACKNOWLEDGED_LIMIT: u32 = 500;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Default silence timeout (close after this long without receiving).
 pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default frame timeout: a frame of at most 16 KiB that takes longer than this to arrive is
+/// a peer holding the connection open byte by byte, not a slow link.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default deadline for handshake and authentication.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes one [`Connection::poll_transmit`] call appends (it may exceed it by one frame).
@@ -73,6 +76,8 @@ pub struct Connection {
     created: Instant,
     last_recv: Instant,
     last_send: Instant,
+    /// Since when a received frame (or the handshake) is incomplete.
+    partial_since: Option<Instant>,
     hs_in: Vec<u8>,
     hs_out: Vec<u8>,
     decoder: FrameDecoder,
@@ -103,6 +108,7 @@ impl Connection {
             created: now,
             last_recv: now,
             last_send: now,
+            partial_since: None,
             hs_in: Vec::new(),
             hs_out: Vec::new(),
             decoder: FrameDecoder::new(Framing::Socket, frame_size),
@@ -267,6 +273,18 @@ impl Connection {
             return Ok(());
         }
         self.last_recv = now;
+        let r = self.input(data);
+        // A started element must complete within the frame timeout, however slowly it trickles.
+        let partial = self.decoder.buffered() + self.hs_in.len() > 0;
+        self.partial_since = match (partial, self.partial_since) {
+            (false, _) => None,
+            (true, None) => Some(now),
+            (true, since) => since,
+        };
+        r
+    }
+
+    fn input(&mut self, data: &[u8]) -> Result<(), CloseReason> {
         let mut rest = data;
         if let State::Handshake(step) = self.state {
             match step {
@@ -610,6 +628,9 @@ impl Connection {
             State::Running => self.last_send + self.cfg.keepalive,
         };
         t = t.min(self.last_recv + self.cfg.silence_timeout);
+        if let Some(since) = self.partial_since {
+            t = t.min(since + self.cfg.frame_timeout);
+        }
         Some(t)
     }
 
@@ -625,6 +646,12 @@ impl Connection {
             }
             _ if now.saturating_duration_since(self.last_recv) >= self.cfg.silence_timeout => {
                 self.close(CloseReason::Silence(self.cfg.silence_timeout));
+            }
+            _ if self
+                .partial_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.frame_timeout) =>
+            {
+                self.close(CloseReason::FrameTimeout(self.cfg.frame_timeout));
             }
             _ => {}
         }

@@ -58,6 +58,10 @@ impl ChunkSink for PushSink<'_> {
             .map_err(|e| Refusal::error(Outcome::daemon(e.code(), e.to_string())))
     }
 
+    fn room(&mut self) -> usize {
+        self.updates.room(self.conn)
+    }
+
     fn close(&mut self, _ok: bool) {
         // The reader's event (Completed/Failed) decides what happens to the spool file.
     }

@@ -558,6 +558,45 @@ fn keepalive_after_idle_and_close_after_silence() {
 }
 
 #[test]
+fn a_frame_trickling_in_byte_by_byte_is_a_frame_timeout() {
+    let t = Instant::now();
+    let (mut d, mut c) = running_pair(t);
+    let payload = vec![0xAB; 1000];
+    d.queue_data_frame(10, 0, FrameFlags::NONE, payload)
+        .unwrap();
+    let mut out = Vec::new();
+    assert!(d.poll_transmit(t, &mut out));
+    // One byte every 4 s: the silence timeout (20 s) never fires, the frame timeout does.
+    let mut now = t;
+    for (i, b) in out.iter().take(10).enumerate() {
+        now = t + Duration::from_secs(4 * i as u64);
+        c.handle_timeout(now);
+        if c.close_reason().is_some() {
+            break;
+        }
+        c.handle_input(std::slice::from_ref(b), now).unwrap();
+        assert!(c.poll_timeout().unwrap() <= t + DEFAULT_FRAME_TIMEOUT);
+    }
+    assert_eq!(
+        c.close_reason(),
+        Some(&CloseReason::FrameTimeout(DEFAULT_FRAME_TIMEOUT))
+    );
+    assert!(now < t + DEFAULT_SILENCE_TIMEOUT);
+    // Whole frames reset it: a steady peer is never cut off.
+    let (mut d, mut c) = running_pair(t);
+    for i in 0..10u64 {
+        let now = t + Duration::from_secs(4 * i);
+        d.queue_system_frame(SystemFrame::MblkInfo(info(10 + i as u32, "exp", 0)))
+            .unwrap();
+        let mut out = Vec::new();
+        d.poll_transmit(now, &mut out);
+        c.handle_input(&out, now).unwrap();
+        c.handle_timeout(now);
+        assert_eq!(c.state(), &State::Running, "at {i}");
+    }
+}
+
+#[test]
 fn sending_window_blocks_until_acknowledged() {
     let t = Instant::now();
     let (mut d, mut c) = running_pair(t);

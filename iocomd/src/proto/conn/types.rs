@@ -1,7 +1,9 @@
 //! Public types of the connection state machine: configuration, identities, events, states and
 //! close reasons.
 
-use super::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_SILENCE_TIMEOUT};
+use super::{
+    DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_SILENCE_TIMEOUT,
+};
 use crate::proto::frame::{FrameError, FrameFlags, SOCKET_FRAME_SIZE};
 use crate::proto::handshake::HandshakeError;
 use crate::proto::password::{Accounts, AuthRejection};
@@ -95,6 +97,9 @@ pub struct ConnConfig {
     pub keepalive: Duration,
     /// Close after this long without receiving anything.
     pub silence_timeout: Duration,
+    /// Close when a started frame (or handshake element) is not complete after this long,
+    /// however slowly its bytes keep arriving.
+    pub frame_timeout: Duration,
     /// How the peer is authenticated.
     pub peer_auth: PeerAuth,
     /// Request bidirectional memory blocks (auth flag `0x80`).
@@ -113,6 +118,7 @@ impl ConnConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keepalive: DEFAULT_KEEPALIVE,
             silence_timeout: DEFAULT_SILENCE_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
             peer_auth: PeerAuth::AcceptAll,
             bidirectional: false,
         }
@@ -210,6 +216,9 @@ pub enum CloseReason {
     /// Nothing received for the silence timeout.
     #[error("nothing received for {0:?}")]
     Silence(Duration),
+    /// A frame was started but not completed within the frame timeout (a trickling peer).
+    #[error("a frame started {0:?} ago is still incomplete")]
+    FrameTimeout(Duration),
     /// The peer closed the stream.
     #[error("peer closed the connection")]
     PeerClosed,

@@ -256,30 +256,39 @@ impl DeviceReader {
                 let _ = self.sig.err.set_int(exp, i64::from(status::FAILED));
                 return Err(fail(*bytes, StreamError::Ring("tod_buf not connected")));
             }
+            // Take what the sink has room for; the rest waits in the ring.
+            let mut room = sink.room();
+            let mut new_tail = *tail;
             for (a, b) in read_segments(head, *tail, n) {
-                if b <= a {
+                if b <= a || room == 0 {
                     continue;
                 }
+                let take = (b - a).min(room);
                 let chunk = self
                     .sig
                     .buf
-                    .read_bytes(imp, a, b - a)
+                    .read_bytes(imp, a, take)
                     .map_err(|e| fail(*bytes, e.into()))?;
                 crc.update(chunk);
                 if let Err(code) = sink.write(chunk) {
                     let _ = self.sig.err.set_int(exp, i64::from(code.code));
                     return Err(fail(*bytes, StreamError::Local(code)));
                 }
-                *bytes += (b - a) as u64;
+                *bytes += take as u64;
+                room -= take;
+                new_tail = (a + take) % n;
             }
-            *tail = head;
-            *last_data = now;
-            self.sig
-                .tail
-                .set_int(exp, head as i64)
-                .map_err(|e| fail(*bytes, e.into()))?;
+            if new_tail != *tail {
+                *tail = new_tail;
+                *last_data = now;
+                self.sig
+                    .tail
+                    .set_int(exp, new_tail as i64)
+                    .map_err(|e| fail(*bytes, e.into()))?;
+            }
         }
-        if command == Some(cmd::COMPLETED) {
+        // Complete only once everything the writer put in the ring was taken.
+        if command == Some(cmd::COMPLETED) && *tail == head {
             let (bytes, actual) = (*bytes, crc.value());
             let expected = self
                 .sig

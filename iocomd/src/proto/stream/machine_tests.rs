@@ -1063,3 +1063,41 @@ fn device_reader_local_abort() {
     );
     assert_eq!(sink.opened, [1]);
 }
+
+#[test]
+fn a_sink_short_of_room_leaves_the_rest_in_the_ring_and_completes_only_with_everything() {
+    let (mut p, mut r, mut t) = device_pair(1000);
+    let file: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let mut src = VecSource::new(file.clone());
+    let mut sink = VecSink {
+        room_per_poll: Some(97),
+        ..VecSink::default()
+    };
+    let mut events = Vec::new();
+    let mut max_per_poll = 0;
+    for _ in 0..10_000 {
+        let prog = w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+        p.sync();
+        let before = sink.data.len();
+        if let Some(ev) = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink) {
+            events.push(ev);
+        }
+        max_per_poll = max_per_poll.max(sink.data.len() - before);
+        p.sync();
+        t += TICK;
+        if prog != Progress::Running {
+            break;
+        }
+    }
+    assert_eq!(max_per_poll, 97, "the sink's room bounds every poll");
+    assert_eq!(sink.data, file);
+    assert_eq!(
+        events.last(),
+        Some(&DeviceEvent::Completed {
+            select: 1,
+            bytes: 5000,
+            crc: crc16(&file)
+        })
+    );
+}

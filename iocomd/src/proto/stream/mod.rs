@@ -123,6 +123,11 @@ pub trait ChunkSink {
     fn open(&mut self, select: i64) -> Result<(), LocalError>;
     /// The next bytes of the stream, in order. `Err` aborts the transfer.
     fn write(&mut self, chunk: &[u8]) -> Result<(), LocalError>;
+    /// How many bytes [`ChunkSink::write`] takes now; the rest stays in the sender's ring
+    /// (its tail is not advanced) until a later poll. Unbounded by default.
+    fn room(&mut self) -> usize {
+        usize::MAX
+    }
     /// The transfer ended (successfully when `ok`, CRC checked); discard data if not `ok`.
     fn close(&mut self, ok: bool);
 }

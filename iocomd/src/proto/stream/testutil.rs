@@ -15,6 +15,10 @@ pub struct VecSink {
     pub refuse: Option<u8>,
     /// Fail a write once this many bytes have been taken.
     pub fail_after: Option<(usize, u8)>,
+    /// Take at most this many bytes per poll (a slow disk).
+    pub room_per_poll: Option<usize>,
+    /// Bytes taken since the last [`VecSink::room`] call.
+    pub taken: usize,
 }
 
 impl ChunkSink for VecSink {
@@ -30,7 +34,12 @@ impl ChunkSink for VecSink {
             return Err(code.into());
         }
         self.data.extend_from_slice(chunk);
+        self.taken += chunk.len();
         Ok(())
+    }
+    fn room(&mut self) -> usize {
+        self.taken = 0;
+        self.room_per_poll.unwrap_or(usize::MAX)
     }
     fn close(&mut self, ok: bool) {
         self.closed.push(ok);

@@ -1,0 +1,245 @@
+//! A spool file written by a thread of its own, so that no blocking file I/O (writes,
+//! SHA-256, free-space checks, the final fsync) runs on the core task.
+//!
+//! The core task hands chunks to the thread through a queue of at most [`QUEUE_BYTES`]; the
+//! stream reader asks for [`SpoolPipe::room`] first and leaves the rest in the controller's
+//! ring (the controller then waits: bounded memory). The size limit is checked here, at once;
+//! what only the file can tell (no space, an I/O error) comes back as
+//! [`CoreEvent::SpoolFailed`] with the real [`SpoolError`], and the end of the file as
+//! [`CoreEvent::Spooled`]. When the queue had been full and drained, the thread sends
+//! [`CoreEvent::SpoolReady`] so the stream is polled again. Dropping the pipe without
+//! finishing deletes the partial file at once (the thread's writes then go to an unlinked
+//! file, which it closes).
+
+use crate::daemon::CoreEvent;
+use crate::spool::{SpoolError, SpoolWriter};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+
+/// Bytes that may wait in memory for the disk.
+pub(crate) const QUEUE_BYTES: usize = 1 << 20;
+
+enum Msg {
+    Data(Vec<u8>),
+    Finish(u16),
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queued: AtomicUsize,
+    waiting: AtomicBool,
+}
+
+/// The core task's end of a spool file being written.
+#[derive(Debug)]
+pub(crate) struct SpoolPipe {
+    tx: Option<std::sync::mpsc::Sender<Msg>>,
+    shared: Arc<Shared>,
+    accepted: u64,
+    max_size: u64,
+    partial: PathBuf,
+    finished: bool,
+}
+
+impl Drop for SpoolPipe {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.tx = None;
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Data(d) => write!(f, "Data({} bytes)", d.len()),
+            Msg::Finish(crc) => write!(f, "Finish({crc:#06x})"),
+        }
+    }
+}
+
+impl SpoolPipe {
+    /// Starts the writing thread for update `push`; its events go to `events`.
+    pub(crate) fn start(
+        writer: SpoolWriter,
+        push: u64,
+        events: mpsc::Sender<CoreEvent>,
+    ) -> Result<Self, SpoolError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let shared = Arc::new(Shared::default());
+        let partial = writer.partial_path().to_path_buf();
+        let max_size = writer.max_size();
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("spool-{push}"))
+            .spawn(move || run(writer, push, rx, &thread_shared, &events))
+            .map_err(|source| SpoolError::Io {
+                path: partial.clone(),
+                source,
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            shared,
+            accepted: 0,
+            max_size,
+            partial,
+            finished: false,
+        })
+    }
+
+    /// Bytes accepted so far.
+    pub(crate) fn size(&self) -> u64 {
+        self.accepted
+    }
+
+    /// How many bytes [`SpoolPipe::write`] takes now. At 0 the thread sends
+    /// [`CoreEvent::SpoolReady`] once it has made room.
+    pub(crate) fn room(&self) -> usize {
+        let room = QUEUE_BYTES.saturating_sub(self.shared.queued.load(Ordering::Acquire));
+        if room == 0 {
+            self.shared.waiting.store(true, Ordering::Release);
+        }
+        room
+    }
+
+    /// Queues `chunk` for the file; refuses it (and ends the file) past the size limit.
+    pub(crate) fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+        let Some(tx) = &self.tx else {
+            return Err(SpoolError::Aborted {
+                path: self.partial.clone(),
+            });
+        };
+        let total = self.accepted + chunk.len() as u64;
+        if total > self.max_size {
+            self.tx = None;
+            return Err(SpoolError::TooLarge {
+                path: self.partial.clone(),
+                limit: self.max_size,
+            });
+        }
+        self.shared.queued.fetch_add(chunk.len(), Ordering::AcqRel);
+        if tx.send(Msg::Data(chunk.to_vec())).is_err() {
+            // The thread failed and reported why (SpoolFailed); the file is gone.
+            self.tx = None;
+            return Err(SpoolError::Aborted {
+                path: self.partial.clone(),
+            });
+        }
+        self.accepted = total;
+        Ok(())
+    }
+
+    /// Ends the file: the thread checks `crc`, fsyncs and renames, and sends
+    /// [`CoreEvent::Spooled`].
+    pub(crate) fn finish(mut self, crc: u16) {
+        if let Some(tx) = self.tx.take() {
+            self.finished = tx.send(Msg::Finish(crc)).is_ok();
+        }
+    }
+
+    /// Drops the file (the thread deletes it).
+    pub(crate) fn abort(self) {}
+}
+
+fn run(
+    mut writer: SpoolWriter,
+    push: u64,
+    rx: std::sync::mpsc::Receiver<Msg>,
+    shared: &Shared,
+    events: &mpsc::Sender<CoreEvent>,
+) {
+    for msg in rx {
+        match msg {
+            Msg::Data(data) => {
+                if let Err(error) = writer.write(&data) {
+                    let _ = events.blocking_send(CoreEvent::SpoolFailed { push, error });
+                    return;
+                }
+                shared.queued.fetch_sub(data.len(), Ordering::AcqRel);
+                if shared.waiting.swap(false, Ordering::AcqRel) {
+                    let _ = events.blocking_send(CoreEvent::SpoolReady { push });
+                }
+            }
+            Msg::Finish(crc) => {
+                let result = writer.finish(crc);
+                let _ = events.blocking_send(CoreEvent::Spooled { push, result });
+                return;
+            }
+        }
+    }
+    // The pipe was dropped without finishing: the writer's drop deletes the partial file.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Spool;
+
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_arrive_in_order_and_the_file_is_finished_off_the_caller() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let w = Spool::begin(d.path(), "p", 1 << 20, 0).unwrap();
+        let mut pipe = SpoolPipe::start(w, 7, tx).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut crc = crate::proto::crc::Crc16::new();
+        for c in data.chunks(3000) {
+            assert!(pipe.room() > 0);
+            pipe.write(c).unwrap();
+            crc.update(c);
+        }
+        assert_eq!(pipe.size(), data.len() as u64);
+        pipe.finish(crc.value());
+        let CoreEvent::Spooled { push, result } = rx.recv().await.unwrap() else {
+            panic!("expected Spooled");
+        };
+        let pkg = result.unwrap();
+        assert_eq!((push, pkg.size), (7, data.len() as u64));
+        assert_eq!(std::fs::read(&pkg.path).unwrap(), data);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_size_limit_is_enforced_at_once_and_a_dropped_pipe_deletes_its_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(16);
+        let w = Spool::begin(d.path(), "p", 10, 0).unwrap();
+        let mut pipe = SpoolPipe::start(w, 1, tx.clone()).unwrap();
+        pipe.write(b"0123456789").unwrap();
+        let e = pipe.write(b"x").unwrap_err();
+        assert!(matches!(e, SpoolError::TooLarge { limit: 10, .. }), "{e}");
+        assert!(matches!(pipe.write(b"y"), Err(SpoolError::Aborted { .. })));
+        drop(pipe);
+        let w = Spool::begin(d.path(), "q", 10, 0).unwrap();
+        let mut pipe = SpoolPipe::start(w, 2, tx).unwrap();
+        pipe.write(b"abc").unwrap();
+        pipe.abort();
+        assert!(files(d.path()).is_empty(), "left {:?}", files(d.path()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crc_mismatch_comes_back_as_the_spool_result() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let w = Spool::begin(d.path(), "p", 100, 0).unwrap();
+        let mut pipe = SpoolPipe::start(w, 3, tx).unwrap();
+        pipe.write(b"hello").unwrap();
+        pipe.finish(0);
+        let CoreEvent::Spooled { result, .. } = rx.recv().await.unwrap() else {
+            panic!("expected Spooled");
+        };
+        assert!(matches!(result, Err(SpoolError::CrcMismatch { .. })));
+        assert!(files(d.path()).is_empty());
+    }
+}
