@@ -643,3 +643,76 @@ async fn connect_once_reports_refusal_and_runs_a_session() {
     assert!(authenticated);
     stop(shutdown, vec![ctl.task]).await;
 }
+
+/// A CA, a server certificate and two client certificates: one issued by the CA, one not.
+struct MutualPki {
+    _dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    files: std::collections::HashMap<&'static str, (std::path::PathBuf, std::path::PathBuf)>,
+}
+
+fn mutual_pki() -> MutualPki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let mut files = std::collections::HashMap::new();
+    let mut write = |name: &'static str, cert: String, key: &KeyPair| {
+        let c = dir.path().join(format!("{name}.pem"));
+        let k = dir.path().join(format!("{name}.key"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        files.insert(name, (c, k));
+    };
+    for name in ["server", "gina"] {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        write(name, params.signed_by(&key, &ca).unwrap().pem(), &key);
+    }
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    write("stranger", stranger.cert.pem(), &stranger.signing_key);
+    MutualPki {
+        _dir: dir,
+        ca: ca_file,
+        files,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_certificates_of_the_client_ca() {
+    let pki = mutual_pki();
+    let id = |name: &str| {
+        let (c, k) = &pki.files[name];
+        net::tls::Identity { cert: c, key: k }
+    };
+    let shutdown = CancellationToken::new();
+    let acceptor = net::tls::acceptor(id("server"), Some(&pki.ca)).unwrap();
+    let mut ctl = start_controller(controller_cfg(), Some(acceptor), &shutdown).await;
+    let target = |client: Option<&str>| ConnectTarget {
+        addr: ctl.addr.to_string(),
+        tls: Some((
+            net::tls::connector(&pki.ca, client.map(id)).unwrap(),
+            ServerName::try_from("localhost").unwrap(),
+        )),
+    };
+    let slow = Backoff {
+        initial: Duration::from_secs(60),
+        max: Duration::from_secs(60),
+    };
+    // No certificate, or one of another issuer: the TLS handshake fails, nothing is served.
+    for client in [None, Some("stranger")] {
+        let _dev = start_device(target(client), device_cfg(), slow, &shutdown);
+        let got = tokio::time::timeout(Duration::from_secs(2), ctl.rx.recv()).await;
+        assert!(
+            !matches!(got, Ok(Some(NetEvent::Connected { .. }))),
+            "{client:?} was admitted"
+        );
+    }
+    // A certificate of the client CA: served.
+    let mut dev = start_device(target(Some("gina")), device_cfg(), slow, &shutdown);
+    bind_and_send(&mut dev, &mut ctl).await;
+    stop(shutdown, vec![ctl.task, dev.task]).await;
+}
