@@ -444,3 +444,32 @@ async fn a_trickle_push_is_cut_off_and_the_update_slot_comes_free() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_helper_child_is_respawned_and_the_next_push_installs() {
+    let mut d = Daemon::start(|_| {}).await;
+    let mut child = d.child.take().unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = child.wait().await;
+    // The daemon notices, respawns the helper (its own child now) and serves pushes again.
+    // Meanwhile a push ends with `helper-unavailable` (the helper died under it) or `busy`
+    // (the new helper has not answered yet), never without a result.
+    let bytes = std::fs::read(&d.env.sample_package).unwrap();
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, st, tod) = push(d.addr, bytes.clone()).await;
+        if st.code == "ok" {
+            assert_eq!(tod, Some(tod_err::COMPLETED));
+            break;
+        }
+        assert!(
+            matches!(st.code.as_str(), "busy" | "helper-unavailable"),
+            "{st:?}"
+        );
+        assert!(std::time::Instant::now() < until, "no helper again: {st:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    d.stop().await;
+}

@@ -24,6 +24,10 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(2);
 /// The core loop's state.
 pub(super) struct Core {
     device_path: String,
+    helper_connection: crate::config::HelperConnection,
+    tx: mpsc::Sender<CoreEvent>,
+    /// Stops the helper reconnection task with the loop.
+    stop: CancellationToken,
     peers: Peers,
     updates: Updates,
     notifier: super::notify::StatusNotifier,
@@ -46,15 +50,13 @@ impl Core {
         DeviceEndpoint::new(device_cfg.clone())?;
         Ok(Self {
             device_path: settings.device_path(),
+            helper_connection: settings.helper.clone(),
+            tx: tx.clone(),
+            stop: CancellationToken::new(),
             peers: Peers::new(device_cfg, settings.allow_plain_tcp_push),
             updates: Updates::new(settings, helper, tx),
             notifier: super::notify::StatusNotifier::start(),
         })
-    }
-
-    /// See [`Updates::load_helper_status`].
-    pub(super) async fn load_helper_status(&mut self) {
-        self.updates.load_helper_status().await;
     }
 
     pub(super) async fn run(
@@ -68,6 +70,7 @@ impl Core {
         );
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.stop = shutdown.child_token();
         let _ = crate::systemd::ready_with_status(&self.narrate(&self.status()));
         tracing::info!(device = %self.device_path, "ready");
         loop {
@@ -163,7 +166,16 @@ impl Core {
             CoreEvent::HelperGone => {
                 let f = self.updates.on_helper_gone();
                 self.report(f);
+                if !self.stop.is_cancelled() {
+                    tokio::spawn(super::helper_link::reconnect(
+                        self.helper_connection.clone(),
+                        self.tx.clone(),
+                        self.stop.clone(),
+                    ));
+                }
             }
+            CoreEvent::HelperBack(h) => self.updates.set_helper(h),
+            CoreEvent::HelperStatus(r) => self.updates.on_helper_status(r),
             CoreEvent::SpoolFailed { push, error } => {
                 if let Some(f) = self.updates.on_spool_failed(push, error) {
                     self.peers.abort_upload(&f, Instant::now());

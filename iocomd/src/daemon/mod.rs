@@ -16,6 +16,7 @@
 //! `allow_plain_tcp_push` is set (the demo on loopback).
 
 mod core;
+mod helper_link;
 mod notify;
 mod peers;
 pub use self::peers::MAX_PEERS;
@@ -131,6 +132,10 @@ pub(crate) enum CoreEvent {
     Helper(install_api::HelperSignal),
     /// The helper's signal stream ended (helper gone).
     HelperGone,
+    /// The link to the helper is back (reconnected, or a new child spawned).
+    HelperBack(Arc<HelperClient>),
+    /// The helper's `Status()` answer (read off the core loop).
+    HelperStatus(Result<install_api::HelperStatus, crate::helper_client::HelperError>),
     /// The spool's writing thread failed (the transfer fails with this error).
     SpoolFailed { push: u64, error: SpoolError },
     /// The spool's queue had been full and has room again (poll the stream).
@@ -247,24 +252,14 @@ pub async fn run(
     }
     let helper = helper.map(Arc::new);
     if let Some(h) = &helper {
-        match h.events().await {
-            Ok(mut events) => {
-                let fwd = tx.clone();
-                aux.spawn(async move {
-                    use futures_util::StreamExt;
-                    while let Some(ev) = events.next().await {
-                        if fwd.send(CoreEvent::Helper(ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = fwd.send(CoreEvent::HelperGone).await;
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to the helper's signals"),
+        // Subscribed before the loop runs (no signal is missed); the status is read off the
+        // loop, so connections are served (and told busy) while a recovering helper is slow.
+        if let Some(signals) = helper_link::subscribe(h).await {
+            aux.spawn(helper_link::forward(signals, tx.clone()));
         }
+        aux.spawn(helper_link::read_status(h.clone(), tx.clone()));
     }
     let mut core = core::Core::new(settings, helper, tx)?;
-    core.load_helper_status().await;
     let r = core.run(rx, shutdown.clone()).await;
     net_stop.cancel();
     aux.abort_all();

@@ -23,6 +23,10 @@ use tokio::sync::mpsc;
 mod helper_events;
 pub(crate) mod pipe;
 
+/// The message while the helper's status is not known yet.
+const WAITING_FOR_HELPER: &str =
+    "waiting for the install helper (it may be finishing an interrupted install)";
+
 /// A final result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -91,6 +95,11 @@ pub(crate) struct Updates {
     span: tracing::Span,
     /// `Finished` signals that arrived before `Install` returned their txid.
     orphans: Vec<TxResult>,
+    /// The helper's status has been read since it (re)connected: until then a push is told
+    /// busy (the helper may be recovering an interrupted install).
+    helper_ready: bool,
+    /// The transaction of the last result that came from the helper.
+    last_txid: Option<String>,
 }
 
 impl Updates {
@@ -110,6 +119,8 @@ impl Updates {
             pushes: 0,
             span: tracing::Span::none(),
             orphans: Vec::new(),
+            helper_ready: false,
+            last_txid: None,
         }
     }
 
@@ -145,6 +156,8 @@ impl Updates {
                     st.bytes = bytes(l.bytes);
                 } else if self.helper.is_none() {
                     st.msg = "install helper not available".into();
+                } else if !self.helper_ready {
+                    st.msg = WAITING_FOR_HELPER.into();
                 }
             }
             Update::Receiving { writer, .. } => {
@@ -194,6 +207,9 @@ impl Updates {
                 DaemonCode::Busy,
                 "another package is being received or installed",
             ));
+        }
+        if self.helper.is_some() && !self.helper_ready {
+            return Err(Outcome::daemon(DaemonCode::Busy, WAITING_FOR_HELPER));
         }
         let sp = &self.settings.spool;
         let push = self.pushes + 1;
@@ -396,6 +412,9 @@ impl Updates {
     /// Ends the running update (Spooling or Installing, `txid` matching once known).
     fn finish(&mut self, txid: Option<&str>, mut outcome: Outcome) -> Option<Finished> {
         let bytes = self.machine.bytes().unwrap_or(0);
+        if txid.is_some() {
+            self.last_txid = txid.map(str::to_owned);
+        }
         match self.machine.finish(txid) {
             Ok(origin) => {
                 outcome.bytes = bytes;

@@ -136,6 +136,11 @@ impl Daemon {
             "--allow-uid".into(),
             uid,
         ];
+        // The daemon respawns the helper with the same program and arguments.
+        settings.helper = iocomd::config::HelperConnection::Spawn {
+            program: helper_binary(),
+            args: args.clone(),
+        };
         let mut spawned = iocomd::helper_client::HelperClient::spawn(&helper_binary(), &args)
             .await
             .unwrap();

@@ -138,15 +138,17 @@ impl Peers {
                         || tracing::warn!(code = %o.code, msg = %o.message, "push refused"),
                     );
                     // A refusal of the device's own making is a result. `busy` would hide the
-                    // running push's status, and `not-authorized` would let any
-                    // unauthenticated peer overwrite the last result: those show only in the
-                    // refused connection's tod_err.
+                    // running push's status (unless nothing runs: the helper is not ready),
+                    // and `not-authorized` would let any unauthenticated peer overwrite the
+                    // last result: those show only in the refused connection's tod_err.
+                    let idle = matches!(updates.machine(), crate::daemon::update::Update::Idle);
                     if matches!(
                         o.code,
                         ResultCode::Daemon(
                             DaemonCode::NoSpace | DaemonCode::SpoolError | DaemonCode::BadSelect
                         )
-                    ) {
+                    ) || (idle && o.code == ResultCode::Daemon(DaemonCode::Busy))
+                    {
                         let f = updates.refusal(o, id);
                         self.report(&f);
                     }

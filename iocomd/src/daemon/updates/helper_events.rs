@@ -3,9 +3,10 @@
 //! transaction it still runs).
 
 use super::{Finished, Outcome, Updates};
-use crate::helper_client::HelperError;
+use crate::helper_client::{HelperClient, HelperError};
 use crate::status::UpdState;
 use install_api::{DaemonCode, HelperSignal, ResultCode};
+use std::sync::Arc;
 
 /// `Finished` signals kept while waiting for `Install` to return their txid.
 const MAX_ORPHANS: usize = 8;
@@ -117,24 +118,37 @@ impl Updates {
         }
     }
 
-    /// Reads the helper's status at start: publishes its last result (e.g. after a self-update
-    /// restart) and resumes waiting for a transaction it is still running.
-    pub(crate) async fn load_helper_status(&mut self) {
-        let Some(h) = &self.helper else {
-            return;
-        };
-        let st = match h.status().await {
+    /// The link to the helper is back; pushes wait for its status.
+    pub(crate) fn set_helper(&mut self, h: Arc<HelperClient>) {
+        self.helper = Some(h);
+        self.helper_ready = false;
+    }
+
+    /// The helper's status, read after it (re)connected: publishes its last result (e.g. after
+    /// a self-update restart) and resumes waiting for a transaction it is still running.
+    pub(crate) fn on_helper_status(&mut self, r: Result<install_api::HelperStatus, HelperError>) {
+        self.helper_ready = true;
+        let st = match r {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "helper Status() failed");
                 return;
             }
         };
+        // A result this daemon already published (the helper was respawned) is not new.
+        if st.last.as_ref().map(|l| &l.txid) == self.last_txid.as_ref() {
+            return self.resume_current(st.current);
+        }
         if let Some(last) = st.last {
             tracing::info!(txid = %last.txid, code = %last.code, "last result from the helper");
+            self.last_txid = Some(last.txid.clone());
             self.publish(Outcome::of_tx(&last), None);
         }
-        if let Some(cur) = st.current {
+        self.resume_current(st.current);
+    }
+
+    fn resume_current(&mut self, current: Option<install_api::CurrentTx>) {
+        if let Some(cur) = current {
             self.pushes += 1;
             let phase = cur.phase.map_or(UpdState::Installing, UpdState::of_phase);
             match self.machine.resume(cur.txid.clone(), phase, self.pushes) {
