@@ -149,3 +149,76 @@ async fn one_address_cannot_fill_the_handshake_pool() {
     assert!(c.status().is_some());
     d.stop().await;
 }
+
+/// `VmRSS` of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_returns_after_a_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_iocomd"))
+        .arg("--demo")
+        .arg("--state-dir")
+        .arg(dir.path().join("demo"))
+        .args(["--listen", &addr.to_string(), "--helper"])
+        .arg(daemon_support::helper_binary())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = daemon.id().unwrap();
+    // Serving: one controller sees the status.
+    let mut c = Ctl::connect(addr, "gina", None).await;
+    c.wait_ready().await;
+    c.disconnect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(pid);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..IDLE_SOCKETS {
+        flood.spawn(idle_socket(addr, "127.0.0.2", stop.clone(), count.clone()));
+    }
+    let mut controllers = Vec::new();
+    for _ in 0..IDLE_CONTROLLERS {
+        let mut c = Ctl::connect(addr, "gina", None).await;
+        c.wait_ready().await;
+        controllers.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let peak = rss_kib(pid);
+    stop.store(true, Ordering::Relaxed);
+    flood.abort_all();
+    while flood.join_next().await.is_some() {}
+    for c in &controllers {
+        c.disconnect();
+    }
+    drop(controllers);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid);
+    eprintln!(
+        "iocomd RSS: {idle} KiB idle, {peak} KiB during a flood of {IDLE_SOCKETS} idle sockets \
+         ({} connections) and {IDLE_CONTROLLERS} controllers, {after} KiB after it",
+        count.load(Ordering::Relaxed)
+    );
+    assert!(after <= 2 * idle, "{after} KiB after the flood, {idle} KiB idle");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
+}
