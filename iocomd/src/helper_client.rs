@@ -106,6 +106,12 @@ impl HelperError {
         }
     }
 
+    /// The call failed on the link itself (the helper did not answer with an error of its
+    /// own): a peer-to-peer helper that died shows this as a broken pipe.
+    pub fn is_link_failure(&self) -> bool {
+        matches!(self, HelperError::Call { .. }) && self.remote_error_name().is_none()
+    }
+
     /// The helper's stable code when it refused the call (from the D-Bus error name).
     pub fn code(&self) -> Option<ErrorCode> {
         ErrorCode::from_dbus_name(&self.remote_error_name()?)

@@ -28,9 +28,12 @@ pub(super) struct Core {
     tx: mpsc::Sender<CoreEvent>,
     /// Stops the helper reconnection task with the loop.
     stop: CancellationToken,
+    /// A reconnection task for the helper runs.
+    reconnecting: bool,
     peers: Peers,
     updates: Updates,
     notifier: super::notify::StatusNotifier,
+    trimmer: super::trim::Trimmer,
 }
 
 impl Core {
@@ -53,9 +56,11 @@ impl Core {
             helper_connection: settings.helper.clone(),
             tx: tx.clone(),
             stop: CancellationToken::new(),
+            reconnecting: false,
             peers: Peers::new(device_cfg, settings.allow_plain_tcp_push),
             updates: Updates::new(settings, helper, tx),
             notifier: super::notify::StatusNotifier::start(),
+            trimmer: super::trim::Trimmer::new(),
         })
     }
 
@@ -89,6 +94,9 @@ impl Core {
                 }
                 _ = tick.tick() => {
                     self.peers.mark_all();
+                    if self.trimmer.due(self.peers.closed(), Instant::now()) {
+                        super::trim::trim();
+                    }
                     if let Some(f) = self.updates.check_limits(Instant::now()) {
                         self.peers.abort_upload(&f, Instant::now());
                     }
@@ -163,19 +171,19 @@ impl Core {
                 let f = self.updates.on_helper(sig);
                 self.report(f);
             }
-            CoreEvent::HelperGone => {
-                let f = self.updates.on_helper_gone();
-                self.report(f);
-                if !self.stop.is_cancelled() {
-                    tokio::spawn(super::helper_link::reconnect(
-                        self.helper_connection.clone(),
-                        self.tx.clone(),
-                        self.stop.clone(),
-                    ));
+            CoreEvent::HelperGone(h) => {
+                // A link already replaced (it failed under a call first) is old news.
+                if self.updates.is_current(&h) {
+                    let f = self.updates.on_helper_gone();
+                    self.report(f);
+                    self.reconnect_helper();
                 }
             }
-            CoreEvent::HelperBack(h) => self.updates.set_helper(h),
-            CoreEvent::HelperStatus(r) => self.updates.on_helper_status(r),
+            CoreEvent::HelperBack(h) => {
+                self.reconnecting = false;
+                self.updates.set_helper(h);
+            }
+            CoreEvent::HelperStatus(r) => self.updates.on_helper_status(*r),
             CoreEvent::SpoolFailed { push, error } => {
                 if let Some(f) = self.updates.on_spool_failed(push, error) {
                     self.peers.abort_upload(&f, Instant::now());
@@ -193,8 +201,24 @@ impl Core {
             CoreEvent::InstallCall { push, result } => {
                 let f = self.updates.on_install_call(push, result);
                 self.report(f);
+                if self.updates.take_link_lost() {
+                    self.reconnect_helper();
+                }
             }
         }
+    }
+
+    /// Starts connecting to the helper again (once; not while shutting down).
+    fn reconnect_helper(&mut self) {
+        if self.reconnecting || self.updates.has_helper() || self.stop.is_cancelled() {
+            return;
+        }
+        self.reconnecting = true;
+        tokio::spawn(super::helper_link::reconnect(
+            self.helper_connection.clone(),
+            self.tx.clone(),
+            self.stop.clone(),
+        ));
     }
 
     /// The `STATUS=` line for the service manager.

@@ -31,23 +31,29 @@ pub(crate) async fn subscribe(
     }
 }
 
-/// Forwards the helper's signals to the core; [`CoreEvent::HelperGone`] when they end.
+/// Forwards the helper's signals to the core; [`CoreEvent::HelperGone`] when they end or the
+/// connection to the helper closed (a peer-to-peer helper that died).
 pub(crate) async fn forward(
+    h: Arc<HelperClient>,
     mut signals: impl Stream<Item = HelperSignal> + Send + Unpin + 'static,
     tx: mpsc::Sender<CoreEvent>,
 ) {
-    while let Some(ev) = signals.next().await {
-        if tx.send(CoreEvent::Helper(ev)).await.is_err() {
-            return;
+    loop {
+        tokio::select! {
+            ev = signals.next() => match ev {
+                Some(ev) => if tx.send(CoreEvent::Helper(ev)).await.is_err() { return },
+                None => break,
+            },
+            _ = h.closed() => break,
         }
     }
-    let _ = tx.send(CoreEvent::HelperGone).await;
+    let _ = tx.send(CoreEvent::HelperGone(h)).await;
 }
 
 /// Reads the helper's `Status()` and hands it to the core ([`CoreEvent::HelperStatus`]).
 pub(crate) async fn read_status(h: Arc<HelperClient>, tx: mpsc::Sender<CoreEvent>) {
     let r = h.status().await;
-    let _ = tx.send(CoreEvent::HelperStatus(r)).await;
+    let _ = tx.send(CoreEvent::HelperStatus(Box::new(r))).await;
 }
 
 /// Connects to the helper again (spawning a new child for [`HelperConnection::Spawn`]) with
@@ -87,10 +93,10 @@ pub(crate) async fn reconnect(
         {
             return;
         }
-        read_status(client, tx.clone()).await;
+        read_status(client.clone(), tx.clone()).await;
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = forward(signals, tx) => {}
+            _ = forward(client, signals, tx) => {}
         }
         return;
     }

@@ -19,6 +19,7 @@ mod core;
 mod helper_link;
 mod notify;
 mod peers;
+mod trim;
 pub use self::peers::MAX_PEERS;
 pub(crate) mod update;
 mod updates;
@@ -130,12 +131,12 @@ pub(crate) enum CoreEvent {
     Net { secure: bool, event: NetEvent },
     /// A helper signal.
     Helper(install_api::HelperSignal),
-    /// The helper's signal stream ended (helper gone).
-    HelperGone,
+    /// The helper's signal stream ended or its connection closed (helper gone).
+    HelperGone(Arc<HelperClient>),
     /// The link to the helper is back (reconnected, or a new child spawned).
     HelperBack(Arc<HelperClient>),
     /// The helper's `Status()` answer (read off the core loop).
-    HelperStatus(Result<install_api::HelperStatus, crate::helper_client::HelperError>),
+    HelperStatus(Box<Result<install_api::HelperStatus, crate::helper_client::HelperError>>),
     /// The spool's writing thread failed (the transfer fails with this error).
     SpoolFailed { push: u64, error: SpoolError },
     /// The spool's queue had been full and has room again (poll the stream).
@@ -255,7 +256,7 @@ pub async fn run(
         // Subscribed before the loop runs (no signal is missed); the status is read off the
         // loop, so connections are served (and told busy) while a recovering helper is slow.
         if let Some(signals) = helper_link::subscribe(h).await {
-            aux.spawn(helper_link::forward(signals, tx.clone()));
+            aux.spawn(helper_link::forward(h.clone(), signals, tx.clone()));
         }
         aux.spawn(helper_link::read_status(h.clone(), tx.clone()));
     }

@@ -64,6 +64,8 @@ pub(crate) struct Peers {
     peers: HashMap<u64, Peer>,
     /// Connections refused for wrong credentials since start (`auth_fail`).
     auth_fail: u32,
+    /// Connections closed since start.
+    closed: u64,
     /// The status last written into the endpoints.
     published: Option<UpdateStatus>,
 }
@@ -75,6 +77,7 @@ impl Peers {
             allow_plain_tcp_push,
             peers: HashMap::new(),
             auth_fail: 0,
+            closed: 0,
             published: None,
         }
     }
@@ -82,6 +85,11 @@ impl Peers {
     /// Connections refused for wrong credentials since start.
     pub(crate) fn auth_fail(&self) -> u32 {
         self.auth_fail
+    }
+
+    /// Connections closed since start.
+    pub(crate) fn closed(&self) -> u64 {
+        self.closed
     }
 
     /// Whether some connection has changes still to send.
@@ -247,6 +255,7 @@ impl Peers {
     }
 
     fn on_closed(&mut self, id: u64, reason: &CloseReason) {
+        self.closed += 1;
         let peer = self.peers.remove(&id);
         if let CloseReason::Rejected(r) = reason {
             self.auth_fail = self.auth_fail.saturating_add(1);

@@ -100,6 +100,8 @@ pub(crate) struct Updates {
     helper_ready: bool,
     /// The transaction of the last result that came from the helper.
     last_txid: Option<String>,
+    /// The link to the helper failed under a call (the core connects again).
+    link_lost: bool,
 }
 
 impl Updates {
@@ -121,6 +123,7 @@ impl Updates {
             orphans: Vec::new(),
             helper_ready: false,
             last_txid: None,
+            link_lost: false,
         }
     }
 
@@ -462,6 +465,11 @@ impl Updates {
             _ => return None,
         };
         self.receive_failed(conn, Outcome::daemon(DaemonCode::Interrupted, why))
+    }
+
+    /// Whether the link to the helper failed under a call since the last time asked.
+    pub(crate) fn take_link_lost(&mut self) -> bool {
+        std::mem::take(&mut self.link_lost)
     }
 
     /// Whether shutdown may leave the running update to the helper (it outlives us and

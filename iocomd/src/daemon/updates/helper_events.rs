@@ -77,6 +77,13 @@ impl Updates {
                 self.finish(Some(&txid), Outcome::of_tx(&r))
             }
             Err(e) => {
+                if e.is_link_failure() {
+                    tracing::error!(error = %e, "the link to the install helper failed");
+                    if let Some(h) = self.helper.take() {
+                        h.kill_leftovers();
+                    }
+                    self.link_lost = true;
+                }
                 // The helper refused the package before taking it (busy, not authorized, no
                 // space for its copy, ...): its code, from the D-Bus error name.
                 let code = e.code().map_or(
@@ -116,6 +123,16 @@ impl Updates {
                 None
             }
         }
+    }
+
+    /// Whether a helper link exists.
+    pub(crate) fn has_helper(&self) -> bool {
+        self.helper.is_some()
+    }
+
+    /// Whether `h` is the current helper link.
+    pub(crate) fn is_current(&self, h: &Arc<HelperClient>) -> bool {
+        self.helper.as_ref().is_some_and(|c| Arc::ptr_eq(c, h))
     }
 
     /// The link to the helper is back; pushes wait for its status.
