@@ -215,7 +215,10 @@ async fn memory_returns_after_a_flood() {
          ({} connections) and {IDLE_CONTROLLERS} controllers, {after} KiB after it",
         count.load(Ordering::Relaxed)
     );
-    assert!(after <= 2 * idle, "{after} KiB after the flood, {idle} KiB idle");
+    assert!(
+        after <= 2 * idle,
+        "{after} KiB after the flood, {idle} KiB idle"
+    );
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
         nix::sys::signal::Signal::SIGTERM,

@@ -201,10 +201,10 @@ impl Opened {
     async fn run(self, tx: mpsc::Sender<NetEvent>, shutdown: CancellationToken) {
         match self.stream {
             Stream::Plain(s) => {
-                run_stream(self.id, self.peer, s, self.cfg, &tx, &shutdown).await;
+                run_stream(self.id, self.peer.into(), s, self.cfg, &tx, &shutdown).await;
             }
             Stream::Tls(s) => {
-                run_stream(self.id, self.peer, *s, self.cfg, &tx, &shutdown).await;
+                run_stream(self.id, self.peer.into(), *s, self.cfg, &tx, &shutdown).await;
             }
         }
     }
@@ -313,7 +313,7 @@ async fn dispatch(
     outs: Vec<mpsc::Sender<NetEvent>>,
     shutdown: CancellationToken,
 ) {
-    let mut pending: HashMap<ConnId, (SocketAddr, ConnHandle)> = HashMap::new();
+    let mut pending: HashMap<ConnId, (crate::net::PeerAddr, ConnHandle)> = HashMap::new();
     let mut routed: HashMap<ConnId, usize> = HashMap::new();
     let mut taken = vec![false; devices.len()];
     loop {

@@ -168,8 +168,8 @@ pub struct StatusOptions {
 pub enum Progress {
     /// The byte stream is open.
     Connected {
-        /// The device's address.
-        peer: SocketAddr,
+        /// The device's address (or serial port).
+        peer: crate::net::PeerAddr,
     },
     /// The device authenticated as the requested device.
     Authenticated {

@@ -53,7 +53,11 @@ impl Core {
             helper_connection: settings.helper.clone(),
             tx: tx.clone(),
             stop: CancellationToken::new(),
-            peers: Peers::new(device_cfg, settings.allow_plain_tcp_push),
+            peers: Peers::new(
+                device_cfg,
+                settings.allow_plain_tcp_push,
+                settings.allow_serial_push,
+            ),
             updates: Updates::new(settings, helper, tx),
             notifier: super::notify::StatusNotifier::start(),
         })
