@@ -259,6 +259,7 @@ impl Connection {
         self.events.push_back(ConnEvent::Authenticated {
             peer: peer.clone(),
             send_frame_size: self.send_frame_size,
+            framing: self.framing,
             network_name: self.network_name.clone(),
         });
         self.peer = Some(peer);

@@ -120,7 +120,8 @@ pub async fn run_connection(
         .await
 }
 
-async fn run_connection_as(
+/// [`run_connection`] with a connection id and span of the caller's.
+pub(crate) async fn run_connection_as(
     id: super::ConnId,
     port: &mut SerialPort,
     established: Established,

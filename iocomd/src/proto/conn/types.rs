@@ -182,6 +182,8 @@ pub enum ConnEvent {
         peer: PeerIdentity,
         /// Largest frame we will send (min of ours and the peer's).
         send_frame_size: u32,
+        /// The framing: data frame headers are one byte longer on serial (CRC, 1-byte size).
+        framing: Framing,
         /// Our network name after adopting the peer's when ours was `"*"`.
         network_name: String,
     },
