@@ -52,6 +52,8 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 #[cfg(test)]
+mod serial_tests;
+#[cfg(test)]
 mod tests;
 mod types;
 
