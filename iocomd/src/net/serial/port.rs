@@ -3,10 +3,11 @@
 //!
 //! [`SerialParams`] are the port settings, written like eosal's parameter strings
 //! (`ttyUSB0,baud=57600,parity=even`). [`SerialPort::open`] sets what eosal's
-//! `osal_serial_open()` sets — raw 8-bit, `CLOCAL|CREAD`, no flow control, no echo, `VMIN` =
-//! `VTIME` = 0, non-blocking — plus the parity and stop bits asked for, then discards pending
-//! input (`tcflush(TCIFLUSH)`). A hung-up port (USB adapter unplugged, pty master closed) reads
-//! as end of file or an I/O error.
+//! `osal_serial_open()` sets — raw 8-bit, `CLOCAL|CREAD`, no flow control, no echo, `VTIME` = 0,
+//! non-blocking — plus the parity and stop bits asked for, then discards pending input
+//! (`tcflush(TCIFLUSH)`). `VMIN` is 1 where eosal has 0 (it polls; we wait for readiness, and an
+//! empty read must be `EAGAIN`, not 0). A hung-up port (USB adapter unplugged, pty master
+//! closed) reads as end of file or an I/O error.
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
@@ -257,7 +258,9 @@ impl SerialPort {
             c |= ControlFlags::CSTOPB;
         }
         t.control_flags = c;
-        t.control_chars[SpecialCharacterIndices::VMIN as usize] = 0;
+        // eosal polls with VMIN = 0, where an empty read returns 0. Here readiness comes from
+        // epoll: with VMIN = 1 and O_NONBLOCK an empty read is EAGAIN, and 0 means hang-up.
+        t.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
         t.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
         cfsetspeed(&mut t, speed).map_err(nix_err)?;
         tcsetattr(&fd, SetArg::TCSANOW, &t).map_err(nix_err)?;
