@@ -33,7 +33,12 @@ fn shipped_sample_validates() {
     assert_eq!(s.listen[0].address.to_string(), "127.0.0.1:6368");
     assert!(s.listen[0].tls.is_none());
     assert!(s.connect.is_empty());
+    assert!(s.serial.is_empty());
     assert!(!s.allow_plain_tcp_push);
+    assert!(
+        !s.allow_serial_push,
+        "serial pushes are off unless configured"
+    );
     assert!(s.accounts.is_empty());
     assert_eq!(s.spool.dir, Path::new("/var/cache/iocomd/spool"));
     assert_eq!(s.spool.max_package_size, 256 << 20);
@@ -63,6 +68,13 @@ fn shipped_sample_documents_every_key() {
         "password_file =",
         "[security]",
         "allow_plain_tcp_push =",
+        "[[endpoints.serial]]",
+        "port =",
+        "baud =",
+        "parity",
+        "stop_bits",
+        "side",
+        "allow_serial_push =",
         "[accounts.",
         "password_hash =",
         "[spool]",
@@ -102,6 +114,9 @@ fn shipped_sample_documents_every_key() {
     .unwrap();
     assert_eq!(s.listen.len(), 2);
     assert_eq!(s.connect.len(), 1);
+    assert_eq!(s.serial.len(), 1);
+    assert_eq!(s.serial[0].params.to_string(), "/dev/ttyUSB0,baud=115200");
+    assert_eq!(s.serial[0].side, config::SerialSide::Client);
     assert_eq!(s.connect[0].host, "controller.example.net");
     assert_eq!(
         s.connect[0].tls.as_ref().unwrap().server_name,
@@ -205,7 +220,8 @@ fn defaults_fill_everything_but_endpoints() {
     let e = err_text(config::parse_str(Path::new("/x.toml"), "", &paths));
     assert_eq!(
         e,
-        "configuration: endpoints: no endpoint configured: add [[endpoints.listen]] or [[endpoints.connect]]"
+        "configuration: endpoints: no endpoint configured: add [[endpoints.listen]], \
+         [[endpoints.connect]] or [[endpoints.serial]]"
     );
 }
 
@@ -352,6 +368,64 @@ fn every_bad_value_is_rejected_with_its_key() {
         assert!(
             e.starts_with(&expect),
             "for {extra:?}:\n got {e}\nwant {expect}"
+        );
+    }
+}
+
+#[test]
+fn serial_endpoints() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = Paths::rooted(root.path());
+    let text = "[[endpoints.serial]]\nport = \"ttyS1\"\nbaud = 57600\nparity = \"even\"\n\
+                stop_bits = 2\nside = \"server\"\n[security]\nallow_serial_push = true\n";
+    let s = config::parse_str(Path::new("/c.toml"), text, &paths).unwrap();
+    assert_eq!(
+        s.serial[0].params.to_string(),
+        "/dev/ttyS1,baud=57600,parity=even,stopbits=2"
+    );
+    assert_eq!(s.serial[0].side, config::SerialSide::Server);
+    assert!(s.allow_serial_push && !s.allow_plain_tcp_push);
+    assert!(s.listen.is_empty(), "a serial endpoint alone is enough");
+    let port = "[[endpoints.serial]]\nport = \"/dev/ttyUSB0\"\n";
+    let cases: &[(String, &str)] = &[
+        (
+            format!("{port}baud = 12345"),
+            "/c.toml: endpoints.serial[0].baud: baud rate \"12345\" is not supported",
+        ),
+        (
+            format!("{port}parity = \"mark\""),
+            "/c.toml: endpoints.serial[0].parity: parity \"mark\"",
+        ),
+        (
+            format!("{port}stop_bits = 3"),
+            "/c.toml: endpoints.serial[0].stop_bits: stop bits \"3\"",
+        ),
+        (
+            format!("{port}side = \"up\""),
+            "/c.toml: line 3, column 8: unknown variant `up`",
+        ),
+        (
+            format!("{port}flow = \"rtscts\""),
+            "/c.toml: line 3, column 1: unknown field `flow`",
+        ),
+        (
+            "[[endpoints.serial]]\nport = \"\"".into(),
+            "/c.toml: endpoints.serial[0].port: invalid port ''",
+        ),
+        (
+            "[[endpoints.serial]]\nport = \"ttyS0,baud=9600\"".into(),
+            "/c.toml: endpoints.serial[0].port: invalid port 'ttyS0,baud=9600'",
+        ),
+        (
+            format!("{port}[[endpoints.serial]]\nport = \"ttyUSB0\""),
+            "/c.toml: endpoints.serial[1].port: port /dev/ttyUSB0 is configured twice",
+        ),
+    ];
+    for (text, expect) in cases {
+        let e = err_text(config::parse_str(Path::new("/c.toml"), text, &paths));
+        assert!(
+            e.starts_with(expect),
+            "for {text:?}:\n got {e}\nwant {expect}"
         );
     }
 }

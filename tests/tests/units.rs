@@ -74,3 +74,28 @@ fn a_broken_unit_is_caught() {
     .expect("write unit");
     assert!(!verify(&unit).is_empty());
 }
+
+#[test]
+fn serial_drop_in_verifies_with_the_daemon_unit() {
+    let unit = std::fs::read_to_string(repo().join("systemd/system/iocomd.service"))
+        .expect("daemon unit exists");
+    let drop_in = std::fs::read_to_string(repo().join("systemd/templates/iocomd-serial.conf"))
+        .expect("serial drop-in exists");
+    assert!(drop_in.contains("SupplementaryGroups=dialout"));
+    assert!(drop_in.contains("DeviceAllow=/dev/ttyUSB0 rw"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("iocomd.service");
+    std::fs::write(&path, unit).expect("write unit");
+    let d = dir.path().join("iocomd.service.d");
+    std::fs::create_dir(&d).expect("drop-in dir");
+    std::fs::write(d.join("serial.conf"), &drop_in).expect("write drop-in");
+    let problems = verify(&path);
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The drop-in is really read: a bad value in it is reported.
+    std::fs::write(
+        d.join("serial.conf"),
+        format!("{drop_in}PrivateDevices=maybe\n"),
+    )
+    .expect("write drop-in");
+    assert!(!verify(&path).is_empty(), "the drop-in was not loaded");
+}

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iocomd::ctl::{
     self, ConnectOptions, Credentials, CtlError, DevicePath, DeviceReport, ManyResult, Progress,
-    PushOptions, PushOutcome, StatusOptions, Target, Timeouts, TlsOptions, Transport,
+    PushOptions, PushOutcome, SerialLine, StatusOptions, Target, Timeouts, TlsOptions, Transport,
 };
 use serde_json::{Value, json};
 use std::io::IsTerminal;
@@ -84,8 +84,19 @@ struct ConnArgs {
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "listen")]
     connect: Option<String>,
     /// Listen at ADDR and wait for the device to connect up.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "serial")]
     listen: Option<SocketAddr>,
+    /// Talk to the device over a serial line, e.g. /dev/ttyUSB0,baud=115200 (default 115200
+    /// 8N1; also parity=even|odd, stopbits=2). We are the serial server, for a device that is
+    /// the serial client (iocomd's default); add side=client for a device that is the server.
+    /// No TLS and no password on a serial line: the device must allow serial pushes.
+    #[arg(
+        long,
+        value_name = "PORT[,baud=N]",
+        conflicts_with = "connect",
+        verbatim_doc_comment
+    )]
+    serial: Option<String>,
     /// Use TLS.
     #[arg(long)]
     tls: bool,
@@ -186,10 +197,13 @@ impl ConnArgs {
     }
 
     fn transport(&self) -> Result<Transport, CtlError> {
-        match (&self.connect, self.listen) {
-            (Some(c), None) => Ok(Transport::Connect(c.clone())),
-            (None, Some(l)) => Ok(Transport::Listen(l)),
-            _ => Err(usage("give --connect HOST:PORT or --listen ADDR")),
+        match (&self.connect, self.listen, &self.serial) {
+            (Some(c), None, None) => Ok(Transport::Connect(c.clone())),
+            (None, Some(l), None) => Ok(Transport::Listen(l)),
+            (None, None, Some(s)) => Ok(Transport::Serial(SerialLine::parse(s)?)),
+            _ => Err(usage(
+                "give --connect HOST:PORT, --listen ADDR or --serial PORT[,baud=N]",
+            )),
         }
     }
 }
@@ -385,6 +399,11 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
             let opts = conn.options()?;
             let mut list = Vec::new();
             for t in &targets {
+                if conn.serial.is_some() {
+                    return Err(usage(
+                        "push-many does not take --serial: a serial line reaches one device; use push",
+                    ));
+                }
                 let target = match (t.split_once('@'), conn.listen, &conn.connect) {
                     (Some((d, addr)), None, None) => Target {
                         device: device_arg(d)?,

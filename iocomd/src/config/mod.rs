@@ -28,9 +28,15 @@ pub struct Settings {
     pub listen: Vec<ListenEndpoint>,
     /// Controllers the device connects up to.
     pub connect: Vec<ConnectEndpoint>,
+    /// Serial lines the device talks IOCOM on.
+    pub serial: Vec<SerialEndpoint>,
     /// Accept package pushes over plain (unauthenticated) TCP. Default false: pushes are only
     /// accepted from peers authenticated over TLS with an account below.
     pub allow_plain_tcp_push: bool,
+    /// Accept package pushes over serial lines. Default false: a serial line has no TLS and
+    /// IOCOM sends no password on it, so anyone with access to the line could install
+    /// packages; enable it only where the line itself is trusted (a cable inside the cabinet).
+    pub allow_serial_push: bool,
     /// Accounts allowed to push packages (TLS connections), sorted by user name.
     pub accounts: Vec<Account>,
     /// Where and how received packages are spooled.
@@ -113,6 +119,25 @@ pub struct ConnectEndpoint {
     pub tls: Option<ClientTls>,
     /// File holding the clear password this device sends in its authentication frame.
     pub password_file: Option<PathBuf>,
+}
+
+/// A serial line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialEndpoint {
+    /// Port and line settings.
+    pub params: crate::net::serial::SerialParams,
+    /// Our end of the serial connect sequence.
+    pub side: SerialSide,
+}
+
+/// Which end of the serial connect sequence the device plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialSide {
+    /// Serial client, connecting up like the reference device (`IOC_SERIAL|IOC_CONNECT_UP`):
+    /// the controller is the serial server (the default).
+    Client,
+    /// Serial server (`IOC_LISTENER`): the controller is the serial client.
+    Server,
 }
 
 /// Client-side TLS settings (PEM files).
@@ -307,7 +332,9 @@ impl Settings {
                 tls: None,
             }],
             connect: Vec::new(),
+            serial: Vec::new(),
             allow_plain_tcp_push: true,
+            allow_serial_push: false,
             accounts: Vec::new(),
             spool: SpoolSettings {
                 dir: paths.spool_dir,

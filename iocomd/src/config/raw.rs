@@ -34,6 +34,24 @@ pub(crate) struct RawDevice {
 pub(crate) struct RawEndpoints {
     pub listen: Option<Vec<RawEndpoint>>,
     pub connect: Option<Vec<RawEndpoint>>,
+    pub serial: Option<Vec<RawSerialEndpoint>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawSerialSide {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSerialEndpoint {
+    pub port: String,
+    pub baud: Option<u32>,
+    pub parity: Option<String>,
+    pub stop_bits: Option<u8>,
+    pub side: Option<RawSerialSide>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -59,6 +77,7 @@ pub(crate) struct RawEndpoint {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSecurity {
     pub allow_plain_tcp_push: Option<bool>,
+    pub allow_serial_push: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,10 @@
 //! Turns the merged raw configuration into [`Settings`], with defaults, checking every value.
 //! Errors name the key and the file that set it.
 
-use super::raw::{RawConfig, RawEndpoint, RawHelperKind, RawLogTarget, RawTransport};
+use super::raw::{
+    RawConfig, RawEndpoint, RawHelperKind, RawLogTarget, RawSerialEndpoint, RawSerialSide,
+    RawTransport,
+};
 use super::sources::Merged;
 use super::values::PasswordHash;
 use super::*;
@@ -71,10 +74,25 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
             e,
         )?);
     }
-    if listen.is_empty() && connect.is_empty() {
+    let mut serial = Vec::new();
+    for (i, e) in ep.serial.unwrap_or_default().into_iter().enumerate() {
+        let s = serial_endpoint(&cx, &format!("endpoints.serial[{i}]"), e)?;
+        if serial
+            .iter()
+            .any(|o: &SerialEndpoint| o.params.path == s.params.path)
+        {
+            return Err(cx.err(
+                format!("endpoints.serial[{i}].port"),
+                format!("port {} is configured twice", s.params.path.display()),
+            ));
+        }
+        serial.push(s);
+    }
+    if listen.is_empty() && connect.is_empty() && serial.is_empty() {
         return Err(cx.err(
             "endpoints",
-            "no endpoint configured: add [[endpoints.listen]] or [[endpoints.connect]]",
+            "no endpoint configured: add [[endpoints.listen]], [[endpoints.connect]] or \
+             [[endpoints.serial]]",
         ));
     }
 
@@ -182,14 +200,14 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         },
     };
 
+    let security = raw.security.unwrap_or_default();
     Ok(Settings {
         device,
         listen,
         connect,
-        allow_plain_tcp_push: raw
-            .security
-            .and_then(|s| s.allow_plain_tcp_push)
-            .unwrap_or(false),
+        serial,
+        allow_plain_tcp_push: security.allow_plain_tcp_push.unwrap_or(false),
+        allow_serial_push: security.allow_serial_push.unwrap_or(false),
         accounts,
         spool,
         stream_buffer_size,
@@ -260,6 +278,44 @@ fn network_name(cx: &Ctx<'_>, net: String) -> Result<String, ConfigError> {
             format!("invalid network name '{net}': 1 to 23 ASCII letters, digits, '_' or '-'"),
         ))
     }
+}
+
+fn serial_endpoint(
+    cx: &Ctx<'_>,
+    key: &str,
+    e: RawSerialEndpoint,
+) -> Result<SerialEndpoint, ConfigError> {
+    use crate::net::serial::SerialParams;
+    if e.port.trim().is_empty() || e.port.contains(',') {
+        return Err(cx.err(
+            format!("{key}.port"),
+            format!(
+                "invalid port '{}' (a device such as /dev/ttyUSB0 or ttyS0)",
+                e.port
+            ),
+        ));
+    }
+    let mut params = SerialParams::new(SerialParams::port_path(e.port.trim()));
+    if let Some(b) = e.baud {
+        params
+            .set("baud", &b.to_string())
+            .map_err(|m| cx.err(format!("{key}.baud"), m.to_string()))?;
+    }
+    if let Some(p) = &e.parity {
+        params
+            .set("parity", p)
+            .map_err(|m| cx.err(format!("{key}.parity"), m.to_string()))?;
+    }
+    if let Some(s) = e.stop_bits {
+        params
+            .set("stopbits", &s.to_string())
+            .map_err(|m| cx.err(format!("{key}.stop_bits"), m.to_string()))?;
+    }
+    let side = match e.side.unwrap_or(RawSerialSide::Client) {
+        RawSerialSide::Client => SerialSide::Client,
+        RawSerialSide::Server => SerialSide::Server,
+    };
+    Ok(SerialEndpoint { params, side })
 }
 
 /// Rejects keys that mean nothing for this endpoint kind.

@@ -1,13 +1,15 @@
 //! Opening the IOCOM connections of a controller session: one TCP (or TLS) connection to a
-//! listening device, or a listener that hands each requested device its own connection once
-//! it has authenticated as that device.
+//! listening device, one serial line (port opened, serial connect sequence run), or a listener
+//! that hands each requested device its own connection once it has authenticated as that
+//! device.
 //!
 //! Each session receives the [`NetEvent`]s of its connection only, on its own channel; the
 //! connection tasks are the net driver's ([`crate::net`]).
 
-use super::{ConnectOptions, CtlError, DevicePath, TlsOptions, Transport};
+use super::{ConnectOptions, CtlError, DevicePath, SerialLine, TlsOptions, Transport};
+use crate::net::serial::{Established, SerialPort};
 use crate::net::tls::Identity;
-use crate::net::{ConnHandle, ConnId, NetEvent, next_conn_id, run_stream};
+use crate::net::{ConnHandle, ConnId, NetEvent, PeerAddr, next_conn_id, run_stream};
 use crate::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
@@ -39,6 +41,15 @@ pub(crate) fn conn_config(device_network: &str, opts: &ConnectOptions, side: Sid
     };
     let mut cfg = ConnConfig::new(Role::Controller, side, identity);
     cfg.secure = opts.tls.is_some();
+    cfg.handshake_timeout = opts.timeouts.connect;
+    cfg
+}
+
+/// The connection configuration of a controller on a serial line (no TLS, no password).
+fn serial_config(device_network: &str, opts: &ConnectOptions, side: Side) -> ConnConfig {
+    let base = conn_config(device_network, opts, side);
+    let mut cfg = ConnConfig::serial(Role::Controller, side, base.identity);
+    cfg.identity.password.clear();
     cfg.handshake_timeout = opts.timeouts.connect;
     cfg
 }
@@ -115,9 +126,17 @@ pub(crate) async fn open(
     // Connect targets, concurrently.
     let mut connecting = JoinSet::new();
     for (i, (device, transport)) in targets.iter().enumerate() {
-        if let Transport::Connect(addr) = transport {
-            let (device, addr, opts) = (device.clone(), addr.clone(), opts.clone());
-            connecting.spawn(async move { (i, connect(&device, &addr, &opts).await) });
+        let (device, opts) = (device.clone(), opts.clone());
+        match transport {
+            Transport::Connect(addr) => {
+                let addr = addr.clone();
+                connecting.spawn(async move { (i, connect(&device, &addr, &opts).await) });
+            }
+            Transport::Serial(line) => {
+                let line = line.clone();
+                connecting.spawn(async move { (i, open_serial(&device, &line, &opts).await) });
+            }
+            Transport::Listen(_) => {}
         }
     }
     while let Some(r) = connecting.join_next().await {
@@ -187,7 +206,7 @@ pub(crate) async fn open(
 /// An open byte stream, ready to run the IOCOM connection.
 struct Opened {
     id: ConnId,
-    peer: SocketAddr,
+    peer: PeerAddr,
     stream: Stream,
     cfg: ConnConfig,
 }
@@ -195,6 +214,7 @@ struct Opened {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Serial(Box<(SerialPort, Established)>),
 }
 
 impl Opened {
@@ -206,8 +226,45 @@ impl Opened {
             Stream::Tls(s) => {
                 run_stream(self.id, self.peer, *s, self.cfg, &tx, &shutdown).await;
             }
+            Stream::Serial(b) => {
+                let (mut port, est) = *b;
+                crate::net::serial::run_connection_as(
+                    self.id, &mut port, est, self.cfg, &tx, &shutdown,
+                )
+                .await;
+            }
         }
     }
+}
+
+/// Opens the serial port and runs the connect sequence, once, within the connect timeout.
+async fn open_serial(
+    device: &DevicePath,
+    line: &SerialLine,
+    opts: &ConnectOptions,
+) -> Result<Opened, CtlError> {
+    let fail = |reason: String| CtlError::Connect {
+        device: device.to_string(),
+        addr: line.params.to_string(),
+        reason,
+    };
+    if opts.tls.is_some() {
+        return Err(CtlError::Usage(
+            "--tls does not apply to --serial (a serial line has no TLS)".into(),
+        ));
+    }
+    let mut port = SerialPort::open(&line.params).map_err(|e| fail(e.to_string()))?;
+    let limit = opts.timeouts.connect;
+    let never = CancellationToken::new();
+    let est = crate::net::serial::establish(&mut port, line.side, Some(limit), &never)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Opened {
+        id: next_conn_id(),
+        peer: PeerAddr::Serial(line.params.path.clone()),
+        cfg: serial_config(&device.network, opts, line.side),
+        stream: Stream::Serial(Box::new((port, est))),
+    })
 }
 
 /// TCP connect and TLS handshake, once, within the connect timeout.
@@ -239,7 +296,7 @@ async fn connect(
         .map_err(|_| fail(format!("no answer within {limit:?}")))?
         .map_err(|e| fail(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let peer = tcp.peer_addr().map_err(|e| fail(e.to_string()))?;
+    let peer = tcp.peer_addr().map_err(|e| fail(e.to_string()))?.into();
     let cfg = conn_config(&device.network, opts, Side::Client);
     let stream = match tls {
         None => Stream::Plain(tcp),
@@ -313,7 +370,7 @@ async fn dispatch(
     outs: Vec<mpsc::Sender<NetEvent>>,
     shutdown: CancellationToken,
 ) {
-    let mut pending: HashMap<ConnId, (SocketAddr, ConnHandle)> = HashMap::new();
+    let mut pending: HashMap<ConnId, (crate::net::PeerAddr, ConnHandle)> = HashMap::new();
     let mut routed: HashMap<ConnId, usize> = HashMap::new();
     let mut taken = vec![false; devices.len()];
     loop {

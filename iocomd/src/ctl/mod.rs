@@ -48,6 +48,51 @@ pub enum Transport {
     Connect(String),
     /// Listen at this address and wait for the device to connect up.
     Listen(SocketAddr),
+    /// Talk to the device over a serial line.
+    Serial(SerialLine),
+}
+
+impl Transport {
+    /// True when we reach one device directly (connect or serial): its identity is checked
+    /// by the session, and a connection lost while it installs is opened again.
+    pub(crate) fn is_direct(&self) -> bool {
+        !matches!(self, Transport::Listen(_))
+    }
+}
+
+/// A serial line to one device: the port and our end of the serial connect sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialLine {
+    /// Port and line settings.
+    pub params: crate::net::serial::SerialParams,
+    /// Our end: by default the serial server, like the reference controller (iocompython's
+    /// `EndPoint(..., flags='serial')`), for a device that is the serial client (iocomd's
+    /// default, and the reference device).
+    pub side: crate::proto::conn::Side,
+}
+
+impl SerialLine {
+    /// Parses `PORT[,baud=N][,parity=none|even|odd][,stopbits=1|2][,side=server|client]`.
+    pub fn parse(s: &str) -> Result<Self, CtlError> {
+        use crate::proto::conn::Side;
+        let mut side = Side::Server;
+        let mut rest = Vec::new();
+        for part in s.split(',') {
+            match part.trim() {
+                "side=server" => side = Side::Server,
+                "side=client" => side = Side::Client,
+                p if p.starts_with("side=") => {
+                    return Err(CtlError::Usage(format!(
+                        "--serial: {p:?}: use side=server or side=client"
+                    )));
+                }
+                p => rest.push(p),
+            }
+        }
+        let params = crate::net::serial::SerialParams::parse(&rest.join(","))
+            .map_err(|e| CtlError::Usage(format!("--serial {s:?}: {e}")))?;
+        Ok(Self { params, side })
+    }
 }
 
 /// TLS settings. Connecting, `ca` is required (the device certificate is always verified) and
@@ -168,8 +213,8 @@ pub struct StatusOptions {
 pub enum Progress {
     /// The byte stream is open.
     Connected {
-        /// The device's address.
-        peer: SocketAddr,
+        /// The device's address (or serial port).
+        peer: crate::net::PeerAddr,
     },
     /// The device authenticated as the requested device.
     Authenticated {

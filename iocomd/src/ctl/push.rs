@@ -144,7 +144,7 @@ async fn push_on(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<PushOutcome, CtlError> {
     let t0 = Instant::now();
-    let check = matches!(opts.target.transport, Transport::Connect(_));
+    let check = opts.target.transport.is_direct();
     let mut core = Core::new(&opts.target.device, check, rx, progress);
     let (deadline, waited) = first_deadline(&opts.target, &opts.connect);
     let before = core
@@ -277,7 +277,7 @@ async fn wait_result(
         })
         .await;
     let reason = match (first, &opts.target.transport) {
-        (Err(CtlError::Dropped { reason, .. }), Transport::Connect(_)) => reason,
+        (Err(CtlError::Dropped { reason, .. }), t) if t.is_direct() => reason,
         (r, _) => return r,
     };
     (core.progress)(Progress::Reconnecting { reason });

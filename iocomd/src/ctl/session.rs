@@ -361,7 +361,7 @@ pub(super) async fn open_one(
 pub(super) fn first_deadline(target: &Target, opts: &ConnectOptions) -> (Instant, Duration) {
     let t = &opts.timeouts;
     let waited = match target.transport {
-        Transport::Connect(_) => t.connect + t.ready,
+        Transport::Connect(_) | Transport::Serial(_) => t.connect + t.ready,
         Transport::Listen(_) => t.listen + t.ready,
     };
     (Instant::now() + waited, waited)
@@ -369,7 +369,7 @@ pub(super) fn first_deadline(target: &Target, opts: &ConnectOptions) -> (Instant
 
 pub(crate) async fn status(opts: &StatusOptions) -> Result<DeviceReport, CtlError> {
     let (links, rx) = open_one(&opts.target, &opts.connect).await?;
-    let check = matches!(opts.target.transport, Transport::Connect(_));
+    let check = opts.target.transport.is_direct();
     let mut ignore = |_p: Progress| {};
     let mut core = Core::new(&opts.target.device, check, rx, &mut ignore);
     let (deadline, waited) = first_deadline(&opts.target, &opts.connect);

@@ -57,7 +57,11 @@ impl Core {
             tx: tx.clone(),
             stop: CancellationToken::new(),
             reconnecting: false,
-            peers: Peers::new(device_cfg, settings.allow_plain_tcp_push),
+            peers: Peers::new(
+                device_cfg,
+                settings.allow_plain_tcp_push,
+                settings.allow_serial_push,
+            ),
             updates: Updates::new(settings, helper, tx),
             notifier: super::notify::StatusNotifier::start(),
             trimmer: super::trim::Trimmer::new(),

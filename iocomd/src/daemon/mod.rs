@@ -13,7 +13,9 @@
 //! Authentication: TLS listeners require a password account from the configuration (wrong
 //! password or unknown user → the connection is refused, counted in `auth_fail` and logged
 //! without the password); plain TCP peers may read the status but push only when
-//! `allow_plain_tcp_push` is set (the demo on loopback).
+//! `allow_plain_tcp_push` is set (the demo on loopback). Serial lines ([`crate::net::serial`])
+//! feed the core exactly like TCP connections; their peers push only when
+//! `allow_serial_push` is set (a serial line has no TLS and IOCOM sends no password on it).
 
 mod core;
 mod helper_link;
@@ -192,6 +194,41 @@ fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
     cfg
 }
 
+/// Reopening a serial port that went away: after 1 s, doubling up to 30 s.
+const SERIAL_REOPEN: crate::net::Backoff = crate::net::Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
+
+/// A serial line's connection configuration: the device role, our end of the connect sequence,
+/// the serial frame size and timers; no accounts (IOCOM sends no password on a serial line).
+fn serial_config(settings: &Settings, side: crate::config::SerialSide) -> ConnConfig {
+    let side = match side {
+        crate::config::SerialSide::Client => Side::Client,
+        crate::config::SerialSide::Server => Side::Server,
+    };
+    ConnConfig::serial(Role::Device, side, identity(settings))
+}
+
+/// A channel for one network source (listener, connect-up or serial line) whose events a task
+/// forwards to the core loop, marked `secure` (TLS) or not.
+fn net_source(
+    tasks: &mut tokio::task::JoinSet<()>,
+    core: &mpsc::Sender<CoreEvent>,
+    secure: bool,
+) -> mpsc::Sender<NetEvent> {
+    let (ntx, mut nrx) = mpsc::channel::<NetEvent>(1024);
+    let fwd = core.clone();
+    tasks.spawn(async move {
+        while let Some(event) = nrx.recv().await {
+            if fwd.send(CoreEvent::Net { secure, event }).await.is_err() {
+                break;
+            }
+        }
+    });
+    ntx
+}
+
 /// Runs the daemon until `shutdown` is cancelled: serves `listeners` and connects up to the
 /// controllers of `settings.connect` (reconnecting with backoff), receives pushes into
 /// `settings.spool.dir` and hands them to `helper` (`None`: every push ends with
@@ -219,22 +256,13 @@ pub async fn run(
     let mut aux = tokio::task::JoinSet::new();
     for l in listeners {
         let secure = l.tls.is_some();
-        let (ntx, mut nrx) = mpsc::channel::<NetEvent>(1024);
+        let ntx = net_source(&mut tasks, &tx, secure);
         let cfg = conn_config(&settings, secure);
         tasks.spawn(crate::net::listen(l.tcp, l.tls, cfg, ntx, net_stop.clone()));
-        let fwd = tx.clone();
-        tasks.spawn(async move {
-            while let Some(event) = nrx.recv().await {
-                if fwd.send(CoreEvent::Net { secure, event }).await.is_err() {
-                    break;
-                }
-            }
-        });
     }
     for ep in &settings.connect {
         let (target, cfg) = connect_up(&settings, ep)?;
-        let secure = target.tls.is_some();
-        let (ntx, mut nrx) = mpsc::channel::<NetEvent>(1024);
+        let ntx = net_source(&mut tasks, &tx, target.tls.is_some());
         tasks.spawn(crate::net::connect(
             target,
             cfg,
@@ -242,14 +270,16 @@ pub async fn run(
             ntx,
             net_stop.clone(),
         ));
-        let fwd = tx.clone();
-        tasks.spawn(async move {
-            while let Some(event) = nrx.recv().await {
-                if fwd.send(CoreEvent::Net { secure, event }).await.is_err() {
-                    break;
-                }
-            }
-        });
+    }
+    for ep in &settings.serial {
+        let ntx = net_source(&mut tasks, &tx, false);
+        tasks.spawn(crate::net::serial::serve(
+            ep.params.clone(),
+            serial_config(&settings, ep.side),
+            SERIAL_REOPEN,
+            ntx,
+            net_stop.clone(),
+        ));
     }
     let helper = helper.map(Arc::new);
     if let Some(h) = &helper {

@@ -14,7 +14,6 @@ use crate::proto::password::AuthRejection;
 use crate::proto::sysframe::{MblkInfo, SystemFrame};
 use crate::status::UpdateStatus;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -44,7 +43,7 @@ enum Out {
 
 /// One connection.
 struct Peer {
-    addr: SocketAddr,
+    addr: crate::net::PeerAddr,
     /// When it was accepted, and when it authenticated.
     accepted: Instant,
     authenticated: Option<Instant>,
@@ -61,6 +60,8 @@ struct Peer {
 pub(crate) struct Peers {
     device_cfg: DeviceConfig,
     allow_plain_tcp_push: bool,
+    /// Pushes over serial lines (no TLS, no password there).
+    allow_serial_push: bool,
     peers: HashMap<u64, Peer>,
     /// Connections refused for wrong credentials since start (`auth_fail`).
     auth_fail: u32,
@@ -71,10 +72,15 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
-    pub(crate) fn new(device_cfg: DeviceConfig, allow_plain_tcp_push: bool) -> Self {
+    pub(crate) fn new(
+        device_cfg: DeviceConfig,
+        allow_plain_tcp_push: bool,
+        allow_serial_push: bool,
+    ) -> Self {
         Self {
             device_cfg,
             allow_plain_tcp_push,
+            allow_serial_push,
             peers: HashMap::new(),
             auth_fail: 0,
             closed: 0,
@@ -112,7 +118,7 @@ impl Peers {
                 tokio::spawn(forward(handle, rx));
                 let span = tracing::info_span!("conn", conn = id, %peer, tls = secure);
                 span.in_scope(|| tracing::debug!("connected"));
-                self.admit_pending(peer);
+                self.admit_pending(&peer);
                 self.peers.insert(
                     id,
                     Peer {
@@ -144,7 +150,7 @@ impl Peers {
 
     /// Makes room in the handshake pool for a new connection from `addr`: closes the oldest
     /// pending connection of that address, or of all, when full.
-    fn admit_pending(&mut self, addr: SocketAddr) {
+    fn admit_pending(&mut self, addr: &crate::net::PeerAddr) {
         let pending = |p: &&Peer| p.authenticated.is_none();
         let oldest = |it: &mut dyn Iterator<Item = (&u64, &Peer)>| {
             it.min_by_key(|(_, p)| p.accepted).map(|(id, _)| *id)
@@ -152,7 +158,7 @@ impl Peers {
         let same = self
             .peers
             .iter()
-            .filter(|(_, p)| pending(p) && p.addr.ip() == addr.ip());
+            .filter(|(_, p)| pending(p) && p.addr.same_source(addr));
         let victim = if same.clone().count() >= MAX_PENDING_PER_ADDR {
             oldest(&mut same.into_iter())
         } else if self.peers.values().filter(pending).count() >= MAX_PENDING {
@@ -267,7 +273,7 @@ impl Peers {
             };
             tracing::warn!(
                 conn = id,
-                peer = ?peer.as_ref().map(|p| p.addr),
+                peer = ?peer.as_ref().map(|p| &p.addr),
                 %user,
                 reason = %r,
                 failures = self.auth_fail,

@@ -18,7 +18,6 @@
 
 use super::updates::pipe::SpoolPipe;
 use crate::status::UpdState;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Where an update comes from.
@@ -28,8 +27,8 @@ pub enum Origin {
     Iocom {
         /// The connection.
         conn: Option<u64>,
-        /// The controller's address.
-        peer: SocketAddr,
+        /// The controller's address (or serial port).
+        peer: crate::net::PeerAddr,
         /// Its account (`None`: plain TCP).
         user: Option<String>,
     },

@@ -18,7 +18,7 @@ fn files(dir: &std::path::Path) -> usize {
 fn iocom(conn: u64) -> Origin {
     Origin::Iocom {
         conn: Some(conn),
-        peer: "127.0.0.1:9".parse().unwrap(),
+        peer: crate::net::PeerAddr::Tcp("127.0.0.1:9".parse().unwrap()),
         user: Some("ctl".into()),
     }
 }

@@ -194,14 +194,14 @@ async fn open_and_run(
         source,
     })?;
     match &target.tls {
-        None => Ok(run_stream(id, peer, tcp, cfg, events, shutdown).await),
+        None => Ok(run_stream(id, peer.into(), tcp, cfg, events, shutdown).await),
         Some((connector, name)) => {
             let hs = tokio::select! {
                 _ = shutdown.cancelled() => return Err(ConnectError::Shutdown),
                 r = tokio::time::timeout(limit, connector.connect(name.clone(), tcp)) => r,
             };
             match hs {
-                Ok(Ok(s)) => Ok(run_stream(id, peer, s, cfg, events, shutdown).await),
+                Ok(Ok(s)) => Ok(run_stream(id, peer.into(), s, cfg, events, shutdown).await),
                 Ok(Err(source)) => Err(ConnectError::Tls {
                     addr: addr(),
                     source,

@@ -144,7 +144,7 @@ where
 /// Announces the stream, runs the IOCOM connection on it and reports its end.
 pub(crate) async fn run_stream<S>(
     id: ConnId,
-    peer: std::net::SocketAddr,
+    peer: super::PeerAddr,
     stream: S,
     cfg: crate::proto::conn::ConnConfig,
     events: &mpsc::Sender<NetEvent>,

@@ -76,7 +76,7 @@ async fn serve(
     cfg.secure = tls.is_some();
     match tls {
         None => {
-            run_stream(id, peer, tcp, cfg, &events, &shutdown).await;
+            run_stream(id, peer.into(), tcp, cfg, &events, &shutdown).await;
         }
         Some(acceptor) => {
             let hs = tokio::select! {
@@ -85,7 +85,7 @@ async fn serve(
             };
             match hs {
                 Ok(Ok(stream)) => {
-                    run_stream(id, peer, stream, cfg, &events, &shutdown).await;
+                    run_stream(id, peer.into(), stream, cfg, &events, &shutdown).await;
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::warn!("TLS handshake timed out"),

@@ -1,5 +1,5 @@
 //! The tokio driver of IOCOM connections: TCP and TLS, listening and connecting up with
-//! reconnect and exponential backoff.
+//! reconnect and exponential backoff, and serial lines ([`serial`]).
 //!
 //! Every connection runs in its own task that owns its [`Connection`] and a tracing span
 //! `iocom{conn=<id> peer=<addr>}`. Tasks talk to one owner through channels:
@@ -52,6 +52,7 @@
 mod connect;
 mod driver;
 mod listen;
+pub mod serial;
 pub mod tls;
 
 pub use connect::{Backoff, ConnectError, ConnectTarget, connect, connect_once};
@@ -62,6 +63,7 @@ use crate::proto::conn::{CloseReason, ConnEvent, QueueError};
 use crate::proto::frame::FrameFlags;
 use crate::proto::sysframe::SystemFrame;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
@@ -74,6 +76,52 @@ pub(crate) fn next_conn_id() -> ConnId {
     NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Where a connection's peer is: a TCP address or the serial port it is on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// TCP (or TLS) peer address.
+    Tcp(SocketAddr),
+    /// The serial port (device path) the peer is on.
+    Serial(PathBuf),
+}
+
+impl PeerAddr {
+    /// True for a serial line.
+    pub fn is_serial(&self) -> bool {
+        matches!(self, PeerAddr::Serial(_))
+    }
+
+    /// Same source: the same IP address (any port), or the same serial port.
+    pub fn same_source(&self, other: &PeerAddr) -> bool {
+        match (self, other) {
+            (PeerAddr::Tcp(a), PeerAddr::Tcp(b)) => a.ip() == b.ip(),
+            (PeerAddr::Serial(a), PeerAddr::Serial(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> Self {
+        PeerAddr::Tcp(a)
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Tcp(a) => write!(f, "{a}"),
+            PeerAddr::Serial(p) => write!(f, "serial:{}", p.display()),
+        }
+    }
+}
+
+impl serde::Serialize for PeerAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What a connection task reports to its owner.
 #[derive(Debug)]
 pub enum NetEvent {
@@ -81,8 +129,8 @@ pub enum NetEvent {
     Connected {
         /// Connection id.
         id: ConnId,
-        /// The peer's address.
-        peer: SocketAddr,
+        /// The peer's address (or serial port).
+        peer: PeerAddr,
         /// Handle for queueing frames to this connection.
         handle: ConnHandle,
     },

@@ -1,4 +1,5 @@
-//! The IOCOM connection state machine for TCP and TLS streams (sans-I/O, quinn-proto style).
+//! The IOCOM connection state machine for TCP, TLS and serial streams (sans-I/O, quinn-proto
+//! style).
 //!
 //! A [`Connection`] owns everything one byte stream needs: the socket handshake, the
 //! authentication exchange, frame numbering, ACK counters and the sending window, keep-alive and
@@ -29,9 +30,15 @@
 //! * Data frames are accepted only for ids this connection announced in its own memory block info
 //!   frames ([`Connection::queue_system_frame`]); others close the connection
 //!   ([`CloseReason::UnknownMblk`]).
-//! * Serial links are not driven by this type (see [`super::serial`] for the codec).
+//! * Serial links ([`ConnConfig::serial`], [`Framing::Serial`]): the owner runs the connect
+//!   sequence first ([`super::serial::SerialConnect`]) and creates the `Connection` when it
+//!   completes; there is no socket handshake, so it starts in `AwaitAuth`. Frames carry a CRC,
+//!   ACKs are 3 bytes, the window is 200 bytes (ACK window 255, ACK every 40 bytes), keep-alive
+//!   150 ms, silence 250 ms, and no unique id goes in the authentication frame (the C library
+//!   sends one only on a socket connecting up).
 
 use super::auth::{AuthFrame, auth_flags, is_auto_network, wire_device_nr};
+pub use super::frame::SOCKET_UNACKNOWLEDGED_LIMIT;
 use super::frame::{
     Element, Frame, FrameDecoder, FrameFlags, Framing, MAX_FRAME_SIZE, MIN_FRAME_SIZE, encode_ack,
     header_len_for, next_frame_nr,
@@ -45,6 +52,8 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 #[cfg(test)]
+mod serial_tests;
+#[cfg(test)]
 mod tests;
 mod types;
 
@@ -53,8 +62,6 @@ pub use types::{
     QueueError, Role, Side, State,
 };
 
-/// Socket ACK threshold: acknowledge once this many received bytes are unacknowledged.
-pub const SOCKET_UNACKNOWLEDGED_LIMIT: u32 = 500;
 /// Default keep-alive interval (send an ACK after this long without sending).
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Default silence timeout (close after this long without receiving).
@@ -62,6 +69,10 @@ pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default frame timeout: a frame of at most 16 KiB that takes longer than this to arrive is
 /// a peer holding the connection open byte by byte, not a slow link.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// Serial keep-alive interval (`IOC_SERIAL_KEEPALIVE_MS`).
+pub const SERIAL_KEEPALIVE: Duration = Duration::from_millis(150);
+/// Serial silence timeout (`IOC_SERIAL_SILENCE_MS`).
+pub const SERIAL_SILENCE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Default deadline for handshake and authentication.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes one [`Connection::poll_transmit`] call appends (it may exceed it by one frame).
@@ -102,16 +113,17 @@ impl Connection {
     /// A new connection whose stream was just opened (connected or accepted) at `now`.
     pub fn new(cfg: ConnConfig, now: Instant) -> Self {
         let frame_size = cfg.frame_size.clamp(MIN_FRAME_SIZE, MAX_FRAME_SIZE);
+        let framing = cfg.framing;
         let mut c = Self {
             state: State::Handshake(HandshakeStep::AwaitHello),
-            framing: Framing::Socket,
+            framing,
             created: now,
             last_recv: now,
             last_send: now,
             partial_since: None,
             hs_in: Vec::new(),
             hs_out: Vec::new(),
-            decoder: FrameDecoder::new(Framing::Socket, frame_size),
+            decoder: FrameDecoder::new(framing, frame_size),
             bytes_received: 0,
             bytes_acknowledged: INITIAL_ACKNOWLEDGED,
             bytes_sent: 0,
@@ -129,10 +141,14 @@ impl Connection {
             peer: None,
             cfg: ConnConfig { frame_size, ..cfg },
         };
-        match (c.cfg.side, c.cfg.secure) {
-            (Side::Client, false) => c.send_hello(),
-            (Side::Client, true) => c.state = State::Handshake(HandshakeStep::AwaitTlsMark),
-            (Side::Server, secure) => {
+        match (framing, c.cfg.side, c.cfg.secure) {
+            // The serial connect sequence already ran: no socket handshake.
+            (Framing::Serial, _, _) => c.enter_await_auth(),
+            (Framing::Socket, Side::Client, false) => c.send_hello(),
+            (Framing::Socket, Side::Client, true) => {
+                c.state = State::Handshake(HandshakeStep::AwaitTlsMark)
+            }
+            (Framing::Socket, Side::Server, secure) => {
                 if secure {
                     c.hs_out.push(TLS_MARK);
                 }
@@ -188,9 +204,14 @@ impl Connection {
         self.bytes_sent.wrapping_sub(self.processed_bytes) & self.framing.counter_mask()
     }
 
-    /// The sending window: 44 × send frame size.
+    /// The sending window: 44 × send frame size on sockets, 200 bytes on serial.
     pub fn max_in_air(&self) -> u32 {
-        44 * self.send_frame_size
+        self.framing.max_in_air(self.send_frame_size)
+    }
+
+    /// The framing of this connection's byte stream.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
     /// Number of frames queued and not yet transmitted.
@@ -240,6 +261,7 @@ impl Connection {
         self.events.push_back(ConnEvent::Authenticated {
             peer: peer.clone(),
             send_frame_size: self.send_frame_size,
+            framing: self.framing,
             network_name: self.network_name.clone(),
         });
         self.peer = Some(peer);
@@ -490,6 +512,10 @@ impl Connection {
         Ok(())
     }
 
+    fn serial(&self) -> bool {
+        self.framing == Framing::Serial
+    }
+
     fn push_ack(&mut self, out: &mut Vec<u8>) {
         encode_ack(self.framing, self.bytes_received, out);
         self.bytes_acknowledged = self.bytes_received;
@@ -507,7 +533,7 @@ impl Connection {
         if self.cfg.bidirectional {
             flags |= auth_flags::BIDIRECTIONAL_COM;
         }
-        let password = if self.cfg.secure && self.cfg.side == Side::Client {
+        let password = if self.cfg.secure && self.cfg.side == Side::Client && !self.serial() {
             id.password.clone()
         } else {
             String::new()
@@ -517,7 +543,8 @@ impl Connection {
             flags,
             user_name: id.device_name.clone(),
             device_nr: nr,
-            unique_id: if nr == 0 && connect_up {
+            // The C library sends its unique id only on a socket connecting up.
+            unique_id: if nr == 0 && connect_up && !self.serial() {
                 id.unique_id
             } else {
                 None
@@ -574,10 +601,11 @@ impl Connection {
         if matches!(self.state, State::AwaitAuth | State::Running) {
             let mask = self.framing.counter_mask();
             let max_in_air = self.max_in_air();
-            let max_ack_in_air = max_in_air + SOCKET_UNACKNOWLEDGED_LIMIT + 20;
+            let max_ack_in_air = self.framing.max_ack_in_air(self.send_frame_size);
+            let limit = self.framing.unacknowledged_limit();
             loop {
                 let unacked = self.bytes_received.wrapping_sub(self.bytes_acknowledged) & mask;
-                if unacked >= SOCKET_UNACKNOWLEDGED_LIMIT
+                if unacked >= limit
                     && self.in_air() + self.framing.ack_len() as u32 <= max_ack_in_air
                 {
                     self.push_ack(out);

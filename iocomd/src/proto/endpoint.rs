@@ -191,10 +191,13 @@ impl DeviceEndpoint {
         if let ConnEvent::Authenticated {
             network_name,
             send_frame_size,
+            framing,
             ..
         } = &ev
         {
-            let infos = self.node.connect(conn, network_name, *send_frame_size);
+            let infos = self
+                .node
+                .connect_with(conn, network_name, *send_frame_size, *framing);
             return Ok(NodeOutput {
                 infos,
                 ..NodeOutput::default()
@@ -353,10 +356,12 @@ impl ControllerEndpoint {
         if let ConnEvent::Authenticated {
             network_name,
             send_frame_size,
+            framing,
             ..
         } = &ev
         {
-            self.node.connect(conn, network_name, *send_frame_size);
+            self.node
+                .connect_with(conn, network_name, *send_frame_size, *framing);
             return Ok(NodeOutput::default());
         }
         let out = self.node.handle(conn, ev)?;

@@ -86,7 +86,43 @@ impl Framing {
             Framing::Serial => u8::MAX as usize,
         }
     }
+
+    /// Received bytes left unacknowledged before an ACK is due (spec §4.2 item 2).
+    pub const fn unacknowledged_limit(self) -> u32 {
+        match self {
+            Framing::Socket => SOCKET_UNACKNOWLEDGED_LIMIT,
+            Framing::Serial => SERIAL_UNACKNOWLEDGED_LIMIT,
+        }
+    }
+
+    /// Sending window for frames, with `frame_size` the negotiated send frame size (§4.3):
+    /// 44 frames on sockets, a fixed 200 bytes on serial (the C receiver's 256-byte buffer).
+    pub const fn max_in_air(self, frame_size: u32) -> u32 {
+        match self {
+            Framing::Socket => 44 * frame_size,
+            Framing::Serial => SERIAL_MAX_IN_AIR,
+        }
+    }
+
+    /// Window for ACKs caused by the unacknowledged limit (§4.3): larger than the frame window,
+    /// so that an end whose own window is full can still acknowledge.
+    pub const fn max_ack_in_air(self, frame_size: u32) -> u32 {
+        match self {
+            Framing::Socket => 44 * frame_size + SOCKET_UNACKNOWLEDGED_LIMIT + 5 * 4,
+            Framing::Serial => SERIAL_MAX_ACK_IN_AIR,
+        }
+    }
 }
+
+/// Socket ACK threshold in bytes (`IOC_SOCKET_UNACKNOGLEDGED_LIMIT`).
+pub const SOCKET_UNACKNOWLEDGED_LIMIT: u32 = 500;
+/// Serial ACK threshold in bytes (`IOC_SERIAL_UNACKNOGLEDGED_LIMIT`).
+pub const SERIAL_UNACKNOWLEDGED_LIMIT: u32 = 40;
+/// Serial frame window: 256 − 1 − 40 − 5 × 3 (`IOC_SERIAL_MAX_IN_AIR`).
+pub const SERIAL_MAX_IN_AIR: u32 =
+    256 - 1 - SERIAL_UNACKNOWLEDGED_LIMIT - 5 * SERIAL_ACK_LEN as u32;
+/// Serial ACK window (`IOC_SERIAL_MAX_ACK_IN_AIR`).
+pub const SERIAL_MAX_ACK_IN_AIR: u32 = 255;
 
 /// Header flag bits (the raw byte) and their meaning.
 pub mod flags {

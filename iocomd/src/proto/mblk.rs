@@ -343,6 +343,17 @@ impl Mblk {
     /// The next data frame of the pending snapshot for `conn`, at most `frame_size` bytes
     /// including the socket header; the last frame of a snapshot has `SYNC_COMPLETE`.
     pub fn next_frame(&mut self, conn: ConnId, frame_size: usize) -> Option<DataFrame> {
+        self.next_frame_framed(conn, frame_size, Framing::Socket)
+    }
+
+    /// [`Mblk::next_frame`] with the header of `framing` (serial headers are one byte
+    /// longer).
+    pub fn next_frame_framed(
+        &mut self,
+        conn: ConnId,
+        frame_size: usize,
+        framing: Framing,
+    ) -> Option<DataFrame> {
         let is_static = self.flags & MBLK_STATIC != 0;
         let s = self
             .sources
@@ -351,7 +362,7 @@ impl Mblk {
         let snap = s.snapshot.as_mut()?;
         let addr = u32::try_from(snap.base + snap.next).ok()?;
         let max = frame_size
-            .saturating_sub(socket_header_len(s.remote_id, addr))
+            .saturating_sub(header_len_for(framing, s.remote_id, addr))
             .max(1);
         let rest = snap.bytes.get(snap.next..)?;
         let mut flags = 0u8;

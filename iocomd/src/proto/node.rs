@@ -12,6 +12,7 @@
 
 use crate::proto::auth::{AUTO_DEVICE_NR, TO_AUTO_DEVICE_NR};
 use crate::proto::conn::{ConnEvent, Role};
+use crate::proto::frame::Framing;
 use crate::proto::mblk::{
     ConnId, DataFrame, MBLK_ALLOW_RESIZE, MBLK_DOWN, MBLK_DYNAMIC, MBLK_STATIC, MBLK_UP, Mblk,
     MblkError,
@@ -142,6 +143,8 @@ struct ConnInfo {
     network: String,
     /// Largest frame we send on this connection.
     frame_size: usize,
+    /// Its framing (header lengths).
+    framing: Framing,
 }
 
 /// Our memory blocks and their per-connection bindings.
@@ -273,11 +276,24 @@ impl Node {
     /// device adopts the network for blocks whose network is automatic and returns info for
     /// all its blocks.
     pub fn connect(&mut self, conn: ConnId, network: &str, frame_size: u32) -> Vec<MblkInfo> {
+        self.connect_with(conn, network, frame_size, Framing::Socket)
+    }
+
+    /// [`Node::connect`] for a connection with the given framing (frames are cut to fit its
+    /// headers).
+    pub fn connect_with(
+        &mut self,
+        conn: ConnId,
+        network: &str,
+        frame_size: u32,
+        framing: Framing,
+    ) -> Vec<MblkInfo> {
         self.conns.insert(
             conn,
             ConnInfo {
                 network: network.to_owned(),
                 frame_size: frame_size as usize,
+                framing,
             },
         );
         if self.role != Role::Device {
@@ -403,6 +419,7 @@ impl Node {
     /// the block changed meanwhile, the next snapshot is taken in the same call: changes never
     /// wait for another call (whose trigger may be the peer's answer to exactly these changes).
     pub fn transmit(&mut self, conn: ConnId, frame_size: usize, max: usize) -> Vec<DataFrame> {
+        let framing = self.conns.get(&conn).map_or(Framing::Socket, |i| i.framing);
         let mut frames = Vec::new();
         for e in &mut self.entries {
             if !e.mblk.has_source(conn) {
@@ -412,7 +429,7 @@ impl Node {
                 if !e.mblk.has_pending(conn) {
                     e.mblk.synchronize();
                 }
-                match e.mblk.next_frame(conn, frame_size) {
+                match e.mblk.next_frame_framed(conn, frame_size, framing) {
                     Some(f) => frames.push(f),
                     None => break,
                 }

@@ -3,11 +3,15 @@
 //!
 //! The frame layout itself is shared with sockets: use [`super::frame::Frame::encode`] and
 //! [`super::frame::FrameDecoder`] with [`super::frame::Framing::Serial`]; they call
-//! [`seal_crc`] and [`check_crc`]. This module is a codec only: there is no serial port driver
-//! and [`super::conn::Connection`] runs sockets only.
+//! [`seal_crc`] and [`check_crc`]. [`SerialConnect`] runs the connect sequence; after it a
+//! [`super::conn::Connection`] made with [`super::conn::ConnConfig::serial`] carries the frames.
+//! The port itself is `crate::net::serial`'s.
 
 use super::crc::Crc16;
 use super::frame::FrameError;
+
+mod connect;
+pub use connect::{CONNECT_PERIOD, ConnectStep, SerialConnect};
 
 /// Serial client → server: connect request.
 pub const CONNECT: u8 = 0xFD;

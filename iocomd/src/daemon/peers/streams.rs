@@ -81,13 +81,19 @@ impl ChunkSource for NoSource {
 
 impl Peers {
     pub(super) fn poll_peer(&mut self, id: u64, updates: &mut Updates, now: Instant) {
-        let allow_plain = self.allow_plain_tcp_push;
+        let (allow_plain, allow_serial) = (self.allow_plain_tcp_push, self.allow_serial_push);
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        // A serial line has no TLS: pushes over it only when the configuration says so.
+        let may_push = if p.addr.is_serial() {
+            allow_serial
+        } else {
+            p.secure || allow_plain
+        };
         let origin = Origin::Iocom {
             conn: Some(id),
-            peer: p.addr,
+            peer: p.addr.clone(),
             user: p.user.clone(),
         };
         let span = p.span.clone();
@@ -95,7 +101,7 @@ impl Peers {
         let mut sink = PushSink {
             conn: id,
             origin,
-            may_push: p.secure || allow_plain,
+            may_push,
             updates,
             span: &span,
             now,

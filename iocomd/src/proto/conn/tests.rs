@@ -107,6 +107,7 @@ fn device_client_speaks_the_spec_bytes() {
         ConnEvent::Authenticated {
             peer,
             send_frame_size: 1392,
+            framing: Framing::Socket,
             network_name,
         },
     ] = &ev[..]

@@ -3,8 +3,9 @@
 
 use super::{
     DEFAULT_FRAME_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_SILENCE_TIMEOUT,
+    SERIAL_KEEPALIVE, SERIAL_SILENCE_TIMEOUT,
 };
-use crate::proto::frame::{FrameError, FrameFlags, SOCKET_FRAME_SIZE};
+use crate::proto::frame::{FrameError, FrameFlags, Framing, SERIAL_FRAME_SIZE, SOCKET_FRAME_SIZE};
 use crate::proto::handshake::HandshakeError;
 use crate::proto::password::{Accounts, AuthRejection};
 use crate::proto::sysframe::{MblkInfo, SysFrameError};
@@ -83,8 +84,10 @@ pub enum PeerAuth {
 pub struct ConnConfig {
     /// Device or controller.
     pub role: Role,
-    /// Client or server of the stream.
+    /// Client or server of the stream (on serial: of the connect sequence).
     pub side: Side,
+    /// Socket (TCP, TLS) or serial framing.
+    pub framing: Framing,
     /// The stream is TLS (mark byte `5B`, password from the client).
     pub secure: bool,
     /// Our identity.
@@ -112,6 +115,7 @@ impl ConnConfig {
         Self {
             role,
             side,
+            framing: Framing::Socket,
             secure: false,
             identity,
             frame_size: SOCKET_FRAME_SIZE,
@@ -121,6 +125,20 @@ impl ConnConfig {
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             peer_auth: PeerAuth::AcceptAll,
             bidirectional: false,
+        }
+    }
+}
+
+impl ConnConfig {
+    /// A serial-line configuration with the C library's serial constants: 96-byte frames,
+    /// keep-alive 150 ms, silence 250 ms, accepting any peer (a serial line has no TLS).
+    pub fn serial(role: Role, side: Side, identity: LocalIdentity) -> Self {
+        Self {
+            framing: Framing::Serial,
+            frame_size: SERIAL_FRAME_SIZE,
+            keepalive: SERIAL_KEEPALIVE,
+            silence_timeout: SERIAL_SILENCE_TIMEOUT,
+            ..Self::new(role, side, identity)
         }
     }
 }
@@ -164,6 +182,8 @@ pub enum ConnEvent {
         peer: PeerIdentity,
         /// Largest frame we will send (min of ours and the peer's).
         send_frame_size: u32,
+        /// The framing: data frame headers are one byte longer on serial (CRC, 1-byte size).
+        framing: Framing,
         /// Our network name after adopting the peer's when ours was `"*"`.
         network_name: String,
     },
