@@ -8,10 +8,13 @@
 use super::{ConnectOptions, CtlError, DevicePath, TlsOptions, Transport};
 use crate::net::tls::Identity;
 use crate::net::{ConnHandle, ConnId, NetEvent, next_conn_id, run_stream};
+use crate::proto::auth::AutoDeviceNumbers;
 use crate::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
+use crate::proto::node::{FIRST_MBLK_ID, MBLK_ID_LIMIT};
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -101,42 +104,99 @@ impl Links {
     }
 }
 
-/// Opens one connection per target with [`Transport::Connect`] and one listener per distinct
-/// listen address; returns the event channel of every target in order. A connect failure
-/// fails the whole call only when `fail_fast`; otherwise that target's channel carries the error.
+/// The events of one target's session and the block ids it may use.
+pub(crate) type SessionLink = (mpsc::Receiver<NetEvent>, Range<u32>);
+
+/// A copy of a connect failure for each target that shared the connection.
+fn dup_error(e: &CtlError, device: &DevicePath) -> CtlError {
+    match e {
+        CtlError::Connect { addr, reason, .. } => CtlError::Connect {
+            device: device.to_string(),
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        CtlError::TlsConfig(m) => CtlError::TlsConfig(m.clone()),
+        other => CtlError::Usage(other.to_string()),
+    }
+}
+
+/// The block id range of session `i` of `n` sharing one connection.
+fn id_range(i: usize, n: usize) -> Range<u32> {
+    let span = (MBLK_ID_LIMIT - FIRST_MBLK_ID) / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    let i = u32::try_from(i).unwrap_or(0);
+    FIRST_MBLK_ID + i * span..FIRST_MBLK_ID + (i + 1) * span
+}
+
+/// Opens one connection per distinct [`Transport::Connect`] address (targets behind the same
+/// server share it, each session with its own block ids) and one listener per distinct listen
+/// address; returns every target's events in order. A connect failure is that target's error.
 pub(crate) async fn open(
     targets: &[(DevicePath, Transport)],
     opts: &ConnectOptions,
-) -> (Links, Vec<Result<mpsc::Receiver<NetEvent>, CtlError>>) {
+) -> (Links, Vec<Result<SessionLink, CtlError>>) {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let mut out: Vec<Option<Result<mpsc::Receiver<NetEvent>, CtlError>>> =
+    let mut out: Vec<Option<Result<SessionLink, CtlError>>> =
         targets.iter().map(|_| None).collect();
-    // Connect targets, concurrently.
-    let mut connecting = JoinSet::new();
-    for (i, (device, transport)) in targets.iter().enumerate() {
+    // Connect targets grouped by address, the groups concurrently.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, (_, transport)) in targets.iter().enumerate() {
         if let Transport::Connect(addr) = transport {
-            let (device, addr, opts) = (device.clone(), addr.clone(), opts.clone());
-            connecting.spawn(async move { (i, connect(&device, &addr, &opts).await) });
+            match groups.iter_mut().find(|g| g.0 == *addr) {
+                Some(g) => g.1.push(i),
+                None => groups.push((addr.clone(), vec![i])),
+            }
         }
     }
+    let mut connecting = JoinSet::new();
+    for (gi, (addr, idx)) in groups.iter().enumerate() {
+        let Some(first) = idx.first().and_then(|i| targets.get(*i)) else {
+            continue;
+        };
+        let (device, addr, opts) = (first.0.clone(), addr.clone(), opts.clone());
+        connecting.spawn(async move { (gi, connect(&device, &addr, &opts).await) });
+    }
     while let Some(r) = connecting.join_next().await {
+        let (gi, r) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "connect task failed");
+                continue;
+            }
+        };
+        let Some((_, idx)) = groups.get(gi) else {
+            continue;
+        };
         match r {
-            Ok((i, Ok(conn))) => {
+            Ok(conn) => {
                 let (tx, rx) = mpsc::channel(EVENT_QUEUE);
                 let token = shutdown.clone();
                 let span = tracing::info_span!("iocom", conn = conn.id, peer = %conn.peer);
                 tasks.spawn(conn.run(tx, token).instrument(span));
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(Ok(rx));
+                if let [i] = idx.as_slice() {
+                    if let Some(slot) = out.get_mut(*i) {
+                        *slot = Some(Ok((rx, id_range(0, 1))));
+                    }
+                    continue;
+                }
+                let mut outs = Vec::new();
+                for (k, i) in idx.iter().enumerate() {
+                    let (t, r) = mpsc::channel(EVENT_QUEUE);
+                    let ids = id_range(k, idx.len());
+                    outs.push((t, ids.clone()));
+                    if let Some(slot) = out.get_mut(*i) {
+                        *slot = Some(Ok((r, ids)));
+                    }
+                }
+                tasks.spawn(demux(rx, outs, shutdown.clone()));
+            }
+            Err(e) => {
+                for i in idx {
+                    if let (Some(slot), Some(t)) = (out.get_mut(*i), targets.get(*i)) {
+                        *slot = Some(Err(dup_error(&e, &t.0)));
+                    }
                 }
             }
-            Ok((i, Err(e))) => {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(Err(e));
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "connect task failed"),
         }
     }
     // Listen targets, grouped by address.
@@ -151,7 +211,7 @@ pub(crate) async fn open(
             Ok(rxs) => {
                 for (i, rx) in idx.iter().zip(rxs) {
                     if let Some(slot) = out.get_mut(*i) {
-                        *slot = Some(Ok(rx));
+                        *slot = Some(Ok((rx, id_range(0, 1))));
                     }
                 }
             }
@@ -182,6 +242,34 @@ pub(crate) async fn open(
         .map(|o| o.unwrap_or_else(|| Err(CtlError::Internal("target not opened".into()))))
         .collect();
     (Links { shutdown, tasks }, out)
+}
+
+/// Shares one connection between sessions: every event goes to every session, except data
+/// frames, which go to the session whose block ids contain the frame's block.
+async fn demux(
+    mut rx: mpsc::Receiver<NetEvent>,
+    outs: Vec<(mpsc::Sender<NetEvent>, Range<u32>)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+        };
+        if let NetEvent::Conn {
+            event: ConnEvent::Data { mblk_id, .. },
+            ..
+        } = &ev
+        {
+            if let Some((tx, _)) = outs.iter().find(|(_, r)| r.contains(mblk_id)) {
+                let _ = tx.send(ev).await;
+            }
+            continue;
+        }
+        for (tx, _) in &outs {
+            let _ = tx.send(ev.clone()).await;
+        }
+    }
 }
 
 /// An open byte stream, ready to run the IOCOM connection.
@@ -240,7 +328,7 @@ async fn connect(
         .map_err(|e| fail(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().map_err(|e| fail(e.to_string()))?;
-    let cfg = conn_config(&device.network, opts, Side::Client);
+    let cfg = conn_config(device.network_or_default(), opts, Side::Client);
     let stream = match tls {
         None => Stream::Plain(tcp),
         Some((connector, name)) => {
@@ -282,7 +370,9 @@ async fn start_listener(
         .collect();
     // One network for all: adopt the device's when they differ.
     let network = match devices.first() {
-        Some(d) if devices.iter().all(|x| x.network == d.network) => d.network.clone(),
+        Some(d) if devices.iter().all(|x| x.network == d.network) => {
+            d.network_or_default().to_owned()
+        }
         _ => "*".to_owned(),
     };
     let cfg = conn_config(&network, opts, Side::Server);
@@ -306,7 +396,9 @@ async fn start_listener(
 }
 
 /// Routes the listener's connections: each requested device gets the first connection that
-/// authenticates as it; every other connection is closed.
+/// authenticates as it; every other connection is closed. A device that sends number 0 gets
+/// an automatic number first (9001, 9002, … by unique id, as the C controller assigns them),
+/// which its session sees in [`PeerIdentity::assigned_nr`](crate::proto::conn::PeerIdentity).
 async fn dispatch(
     mut rx: mpsc::Receiver<NetEvent>,
     devices: Vec<DevicePath>,
@@ -316,6 +408,7 @@ async fn dispatch(
     let mut pending: HashMap<ConnId, (SocketAddr, ConnHandle)> = HashMap::new();
     let mut routed: HashMap<ConnId, usize> = HashMap::new();
     let mut taken = vec![false; devices.len()];
+    let mut numbers = AutoDeviceNumbers::new();
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -325,22 +418,26 @@ async fn dispatch(
             NetEvent::Connected { id, peer, handle } => {
                 pending.insert(id, (peer, handle));
             }
-            NetEvent::Conn { id, event } if pending.contains_key(&id) => {
-                let ConnEvent::Authenticated { peer, .. } = &event else {
+            NetEvent::Conn { id, mut event } if pending.contains_key(&id) => {
+                let ConnEvent::Authenticated { peer, .. } = &mut event else {
                     continue;
                 };
                 let Some((addr, handle)) = pending.remove(&id) else {
                     continue;
                 };
+                if peer.device_nr == 0 {
+                    peer.assigned_nr = numbers.assign(peer.unique_id.as_ref());
+                }
+                let nr = peer.assigned_nr.unwrap_or(peer.device_nr);
                 let found = devices.iter().enumerate().position(|(i, d)| {
                     !taken.get(i).copied().unwrap_or(true)
                         && d.name == peer.user_name
-                        && d.nr == peer.device_nr
-                        && (d.network == peer.network_name
+                        && d.nr.is_none_or(|n| n == nr)
+                        && (d.network.as_deref().is_none_or(|n| n == peer.network_name)
                             || crate::proto::auth::is_auto_network(&peer.network_name))
                 });
                 let Some(i) = found else {
-                    tracing::info!(peer = %peer.account_name(), "not a requested device: closing");
+                    tracing::info!(peer = %peer.account_name(), nr, "not a requested device: closing");
                     let _ = handle.close("not a requested device").await;
                     continue;
                 };

@@ -24,13 +24,17 @@
 //! | 8 | install failed or rolled back |
 //! | 9 | timed out waiting for the result |
 
+mod account;
+mod devices;
 mod link;
 mod path;
 mod push;
 mod report;
 mod session;
 
-pub use path::{DevicePath, DevicePathError};
+pub use account::account_config;
+pub use devices::{DeviceEntry, DevicesOptions, devices};
+pub use path::{DEFAULT_NETWORK, DevicePath, DevicePathError};
 pub use report::{
     DeviceReport, FailureClass, UpdState, classify, classify_tod_err, names, tod_err_is_final,
 };
@@ -171,10 +175,17 @@ pub enum Progress {
         /// The device's address.
         peer: SocketAddr,
     },
-    /// The device authenticated as the requested device.
+    /// The peer authenticated.
     Authenticated {
-        /// Its path.
+        /// The requested device's path.
         device: String,
+    },
+    /// The requested device was found among the devices the peer advertises.
+    Located {
+        /// Its full path (`gina9001.cafenet`).
+        device: String,
+        /// The server it is reached through (`frank9002.cafenet`), when not the peer itself.
+        via: Option<String>,
     },
     /// The device's blocks are there; the upload starts.
     Started {
@@ -278,13 +289,23 @@ pub enum CtlError {
         /// Why.
         reason: String,
     },
-    /// Another device answered.
-    #[error("{device}: the peer is {found}, not the requested device")]
+    /// The peer is not the device and advertises no device of that path.
+    #[error("{device}: the peer is {found} and advertises no such device{advertised}")]
     WrongDevice {
         /// The device asked for.
         device: String,
         /// Who answered.
         found: String,
+        /// The other devices it advertises (` (devices behind it: …)`, or empty).
+        advertised: String,
+    },
+    /// The path matches more than one advertised device.
+    #[error("{device} is ambiguous: it matches {matches}; give the number and network")]
+    Ambiguous {
+        /// The path given.
+        device: String,
+        /// The full paths it matches.
+        matches: String,
     },
     /// The device did not present what a push needs.
     #[error("{device}: not ready: {reason}")]
@@ -362,7 +383,11 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Internal(_) => 1,
-            Self::Usage(_) | Self::DevicePath(_) | Self::File { .. } | Self::TlsConfig(_) => 2,
+            Self::Usage(_)
+            | Self::DevicePath(_)
+            | Self::File { .. }
+            | Self::TlsConfig(_)
+            | Self::Ambiguous { .. } => 2,
             Self::Connect { .. }
             | Self::Listen { .. }
             | Self::Dropped { .. }

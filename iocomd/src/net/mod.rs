@@ -75,7 +75,7 @@ pub(crate) fn next_conn_id() -> ConnId {
 }
 
 /// What a connection task reports to its owner.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum NetEvent {
     /// A stream is open (TLS handshake done); the IOCOM handshake starts.
     Connected {
