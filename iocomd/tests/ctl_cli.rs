@@ -72,14 +72,14 @@ async fn push_json_lines_and_exit_0() {
     let lines = r.json_lines();
     let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
     assert_eq!(
-        events[..3],
-        ["connected", "authenticated", "started"],
+        events[..4],
+        ["connected", "authenticated", "located", "started"],
         "{events:?}"
     );
     assert!(events.contains(&"transfer") && events.contains(&"transferred"));
     assert!(lines.iter().all(|l| l["device"] == "gina3.cafenet"));
-    assert_eq!(lines[2]["total"], 70_000);
-    assert_eq!(lines[2]["ring"], 4097);
+    assert_eq!(lines[3]["total"], 70_000);
+    assert_eq!(lines[3]["ring"], 4097);
     let last = lines.last().unwrap();
     assert_eq!(last["event"], "result");
     assert_eq!(last["ok"], true);
@@ -145,14 +145,14 @@ async fn usage_and_connection_errors() {
     let (file, _) = package(dir.path(), 10);
     let f = file.to_str().unwrap();
     let r = iocomctl(
-        &["push", "--connect", "127.0.0.1:1", "gina.cafenet", f],
+        &["push", "--connect", "127.0.0.1:1", "gina0.cafenet", f],
         &[],
     )
     .await;
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no device number"), "{}", r.stderr);
+    assert!(r.stderr.contains("mean \"automatic\""), "{}", r.stderr);
     let r = iocomctl(
-        &["push", "--json", "--connect", "127.0.0.1:1", "gina3", f],
+        &["push", "--json", "--connect", "127.0.0.1:1", "gina9000", f],
         &[],
     )
     .await;
@@ -162,7 +162,7 @@ async fn usage_and_connection_errors() {
         (v["class"].as_str(), v["exit_code"].as_u64()),
         (Some("usage"), Some(2))
     );
-    assert_eq!(v["device"], "gina3");
+    assert_eq!(v["device"], "gina9000");
     assert_eq!(v["ok"], false);
     // Neither --connect nor --listen.
     let r = iocomctl(&["push", "gina3.cafenet", f], &[]).await;
