@@ -295,6 +295,11 @@ impl DeviceEndpoint {
         self.node.transmit_all(max)
     }
 
+    /// See [`DeviceReader::set_end_hold`].
+    pub fn set_end_hold(&mut self, hold: Option<std::time::Duration>) {
+        self.reader.set_end_hold(hold);
+    }
+
     /// The tod reader (for its state).
     pub fn reader(&self) -> &DeviceReader {
         &self.reader
