@@ -52,6 +52,7 @@
 mod connect;
 mod driver;
 mod listen;
+pub mod lighthouse;
 pub mod tls;
 
 pub use connect::{Backoff, ConnectError, ConnectTarget, connect, connect_once};
