@@ -109,6 +109,11 @@ struct ConnArgs {
     /// Listen at ADDR and wait for the device to connect up.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// With --listen: announce the listener by lighthouse UDP multicast (239.63.68.63:6368),
+    /// so devices configured to connect to "*" find it. Devices still authenticate; nothing is
+    /// pushed to a device that was not asked for.
+    #[arg(long, requires = "listen")]
+    announce: bool,
     /// Use TLS.
     #[arg(long)]
     tls: bool,
@@ -199,6 +204,7 @@ impl ConnArgs {
         Ok(ConnectOptions {
             tls,
             credentials,
+            announce: self.announce,
             timeouts: Timeouts {
                 connect: Duration::from_secs(self.connect_timeout),
                 listen: Duration::from_secs(self.listen_timeout),

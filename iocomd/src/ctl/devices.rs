@@ -206,6 +206,14 @@ async fn listen(
         .map_err(|source| CtlError::Listen { addr, source })?;
     let cfg = link::conn_config(network, &opts.connect, Side::Server);
     let shutdown = CancellationToken::new();
+    let announcer = opts.connect.announce.then(|| {
+        tokio::spawn(link::announce(
+            &listener,
+            vec![network.to_owned()],
+            &opts.connect,
+            shutdown.clone(),
+        ))
+    });
     let (tx, mut rx) = mpsc::channel(4096);
     let server = tokio::spawn(crate::net::listen(listener, tls, cfg, tx, shutdown.clone()));
     let until = tokio::time::Instant::now() + opts.connect.timeouts.listen;
@@ -255,6 +263,9 @@ async fn listen(
     }
     shutdown.cancel();
     let _ = server.await;
+    if let Some(a) = announcer {
+        let _ = a.await;
+    }
     out.sort_by(|a, b| a.device.cmp(&b.device));
     Ok(out)
 }

@@ -376,6 +376,14 @@ async fn start_listener(
         _ => "*".to_owned(),
     };
     let cfg = conn_config(&network, opts, Side::Server);
+    if opts.announce {
+        let mut nets: Vec<String> = devices
+            .iter()
+            .map(|d| d.network_or_default().to_owned())
+            .collect();
+        nets.dedup();
+        tasks.spawn(announce(&listener, nets, opts, shutdown.clone()));
+    }
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     tasks.spawn(crate::net::listen(
         listener,
@@ -393,6 +401,24 @@ async fn start_listener(
     }
     tasks.spawn(dispatch(rx, devices, outs, shutdown.clone()));
     Ok(rxs)
+}
+
+/// The lighthouse announcement of a listener (`--announce`), until `shutdown`.
+pub(crate) fn announce(
+    listener: &TcpListener,
+    networks: Vec<String>,
+    opts: &ConnectOptions,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let (tls, tcp) = if opts.tls.is_some() {
+        (Some(port), None)
+    } else {
+        (None, Some(port))
+    };
+    let a = crate::proto::lighthouse::Announcement::iocom("iocomctl", &networks, tls, tcp);
+    tracing::info!(port, ?networks, "announcing by lighthouse");
+    crate::net::lighthouse::announce(a, crate::net::lighthouse::ANNOUNCE_INTERVAL, shutdown)
 }
 
 /// Routes the listener's connections: each requested device gets the first connection that

@@ -127,6 +127,10 @@ pub struct ConnectOptions {
     pub credentials: Option<Credentials>,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Listening: announce the listener by lighthouse UDP multicast (iocafe's discovery), so
+    /// devices configured to connect to `*` find it. A hint only: devices still authenticate
+    /// and nothing is pushed to a device because it connected.
+    pub announce: bool,
 }
 
 /// What to push.

@@ -51,8 +51,8 @@
 
 mod connect;
 mod driver;
-mod listen;
 pub mod lighthouse;
+mod listen;
 pub mod tls;
 
 pub use connect::{Backoff, ConnectError, ConnectTarget, connect, connect_once};

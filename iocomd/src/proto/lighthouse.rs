@@ -106,7 +106,12 @@ fn mark(out: &mut String, letter: char, port: Option<u16>, header: u16) {
 
 impl Announcement {
     /// An announcement of IOCOM end points for `networks` at `tls_port`/`tcp_port`.
-    pub fn iocom(nickname: &str, networks: &[String], tls_port: Option<u16>, tcp_port: Option<u16>) -> Self {
+    pub fn iocom(
+        nickname: &str,
+        networks: &[String],
+        tls_port: Option<u16>,
+        tcp_port: Option<u16>,
+    ) -> Self {
         Self {
             nickname: nickname.to_owned(),
             tls_port: tls_port.unwrap_or(0),
@@ -132,8 +137,18 @@ impl Announcement {
         let mut s = self.nickname.clone();
         for e in &self.endpoints {
             s.push(',');
-            mark(&mut s, if e.ipv6 { 'T' } else { 't' }, e.tls_port, self.tls_port);
-            mark(&mut s, if e.ipv6 { 'S' } else { 's' }, e.tcp_port, self.tcp_port);
+            mark(
+                &mut s,
+                if e.ipv6 { 'T' } else { 't' },
+                e.tls_port,
+                self.tls_port,
+            );
+            mark(
+                &mut s,
+                if e.ipv6 { 'S' } else { 's' },
+                e.tcp_port,
+                self.tcp_port,
+            );
             s.push(':');
             s.push_str(&e.protocol);
             s.push(':');
@@ -280,7 +295,12 @@ impl LighthouseClient {
     }
 
     /// Takes a datagram from `from`; returns how many IOCOM end points it announced.
-    pub fn on_packet(&mut self, from: IpAddr, bytes: &[u8], now: Instant) -> Result<usize, LighthouseError> {
+    pub fn on_packet(
+        &mut self,
+        from: IpAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<usize, LighthouseError> {
         let a = Announcement::decode(bytes)?;
         let mut n = 0;
         for e in a.endpoints.iter().filter(|e| e.protocol == "i") {
@@ -301,7 +321,8 @@ impl LighthouseClient {
                 n += 1;
             }
         }
-        self.nets.retain(|x| now.saturating_duration_since(x.seen) < MAX_AGE);
+        self.nets
+            .retain(|x| now.saturating_duration_since(x.seen) < MAX_AGE);
         Ok(n)
     }
 
@@ -339,7 +360,10 @@ mod tests {
     fn decodes_a_c_server_announcement() {
         let a = Announcement::decode(&frank()).unwrap();
         assert_eq!(a.nickname, "frank");
-        assert_eq!((a.tls_port, a.tcp_port, a.counter, a.random), (6369, 6368, 3, 0x1234));
+        assert_eq!(
+            (a.tls_port, a.tcp_port, a.counter, a.random),
+            (6369, 6368, 3, 0x1234)
+        );
         assert_eq!(a.timestamp, 10_000);
         assert_eq!(a.endpoints.len(), 2);
         assert_eq!(
@@ -369,19 +393,34 @@ mod tests {
     #[test]
     fn rejects_bad_datagrams() {
         let good = frank();
-        assert_eq!(Announcement::decode(&good[..20]), Err(LighthouseError::Short(20)));
+        assert_eq!(
+            Announcement::decode(&good[..20]),
+            Err(LighthouseError::Short(20))
+        );
         let mut m = good.clone();
         m[8] = 0xB4;
-        assert!(matches!(Announcement::decode(&m), Err(LighthouseError::NotLighthouse { .. })));
+        assert!(matches!(
+            Announcement::decode(&m),
+            Err(LighthouseError::NotLighthouse { .. })
+        ));
         let mut m = good.clone();
         m[9] = 16;
-        assert!(matches!(Announcement::decode(&m), Err(LighthouseError::NotLighthouse { .. })));
+        assert!(matches!(
+            Announcement::decode(&m),
+            Err(LighthouseError::NotLighthouse { .. })
+        ));
         let mut m = good.clone();
         m[16] = 0;
-        assert_eq!(Announcement::decode(&m), Err(LighthouseError::PublishSize(0)));
+        assert_eq!(
+            Announcement::decode(&m),
+            Err(LighthouseError::PublishSize(0))
+        );
         let mut m = good.clone();
         m[16] += 1;
-        assert!(matches!(Announcement::decode(&m), Err(LighthouseError::Short(_))));
+        assert!(matches!(
+            Announcement::decode(&m),
+            Err(LighthouseError::Short(_))
+        ));
         let mut m = good.clone();
         *m.last_mut().unwrap() ^= 1;
         assert_eq!(Announcement::decode(&m), Err(LighthouseError::Checksum));
@@ -408,7 +447,10 @@ mod tests {
         let plain = c.select(Some("cafenet"), false, later).unwrap();
         assert_eq!(plain.addr, "10.0.0.6:7000".parse().unwrap());
         let tls = c.select(Some("cafenet"), true, later).unwrap();
-        assert_eq!((tls.addr, tls.nickname.as_str()), ("10.0.0.5:6369".parse().unwrap(), "frank"));
+        assert_eq!(
+            (tls.addr, tls.nickname.as_str()),
+            ("10.0.0.5:6369".parse().unwrap(), "frank")
+        );
         assert_eq!(
             c.select(Some("asteroidnet"), false, later).unwrap().addr,
             "10.0.0.5:6368".parse().unwrap()

@@ -221,10 +221,15 @@ pub async fn start(spec: Spec) -> TestDevice {
 /// Starts a device that connects up to a controller at `addr` (plain TCP), retrying until
 /// the controller listens.
 pub fn start_up(spec: Spec, addr: SocketAddr) -> TestDevice {
+    start_up_to(spec, addr.to_string(), addr)
+}
+
+/// [`start_up`] to `target` (`*`: found by lighthouse); `addr` is only recorded.
+pub fn start_up_to(spec: Spec, target: String, addr: SocketAddr) -> TestDevice {
     let shutdown = CancellationToken::new();
     let cfg = conn_config(&spec, Side::Client);
     let target = net::ConnectTarget {
-        addr: addr.to_string(),
+        addr: target,
         tls: None,
     };
     let backoff = net::Backoff {
