@@ -26,7 +26,6 @@ use iocomd::proto::node::{DeviceId, DevicePath};
 use iocomd::proto::stream::controller::Progress;
 use iocomd::proto::stream::{ChunkSink, ChunkSource, SourceRead};
 use iocomd::proto::sysframe::{MblkInfo, SystemFrame};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use trace_support::{TimedFrame, file, frames};
 
