@@ -163,6 +163,49 @@ async fn names_status_and_wrong_targets_through_the_relay() {
         "{e}"
     );
     assert_eq!(e.exit_code(), 3);
+    // The binary: one tab-separated line per device off a terminal, JSON with --json.
+    let relay_addr = relay.addr.to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iocomctl"))
+        .args(["devices", "--connect", &relay_addr, "--network", "cafenet"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("plain3.cafenet\t"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("no iocomd: tod_state 0"), "{line}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gina9002.cafenet\tfrank")),
+        "{text}"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iocomctl"))
+        .args([
+            "devices",
+            "--json",
+            "--connect",
+            &relay_addr,
+            "--network",
+            "cafenet",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let g = lines
+        .iter()
+        .find(|v| v["device"] == "gina9001.cafenet")
+        .unwrap();
+    assert_eq!(
+        (g["iocomd"].as_bool(), g["installed_version"].as_str()),
+        (Some(true), Some("1.0"))
+    );
     // A plain IOCOM device: status works (exit 0), marked as no iocomd status.
     let r = ctl::status(&status("plain")).await.unwrap();
     assert!(!r.iocomd);
