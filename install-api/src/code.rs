@@ -413,9 +413,18 @@ mod tests {
         for c in ErrorCode::ALL {
             assert!(shown.contains(&c.tod_err()), "{c}: {}", c.tod_err());
         }
-        assert_eq!(ErrorCode::NotNewer.tod_err(), tod_err::PROGRAM_INSTALLATION_FAILED);
-        assert_eq!(ErrorCode::BadControl.tod_err(), tod_err::READING_FILE_FAILED);
-        assert_eq!(ErrorCode::DpkgLocked.tod_err(), tod_err::FAILED_TO_START_PROCESS);
+        assert_eq!(
+            ErrorCode::NotNewer.tod_err(),
+            tod_err::PROGRAM_INSTALLATION_FAILED
+        );
+        assert_eq!(
+            ErrorCode::BadControl.tod_err(),
+            tod_err::READING_FILE_FAILED
+        );
+        assert_eq!(
+            ErrorCode::DpkgLocked.tod_err(),
+            tod_err::FAILED_TO_START_PROCESS
+        );
     }
 
     #[test]

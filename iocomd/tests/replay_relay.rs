@@ -24,7 +24,7 @@ use iocomd::proto::frame::FrameFlags;
 use iocomd::proto::mblk::DataFrame;
 use iocomd::proto::node::{DeviceId, DevicePath};
 use iocomd::proto::stream::controller::Progress;
-use iocomd::proto::stream::{ChunkSink, ChunkSource, SourceRead};
+use iocomd::proto::stream::{ChunkSink, ChunkSource, LocalError, SourceRead};
 use iocomd::proto::sysframe::{MblkInfo, SystemFrame};
 use std::time::{Duration, Instant};
 use trace_support::{TimedFrame, file, frames};
@@ -52,11 +52,11 @@ impl ChunkSource for Source {
 struct NoSink;
 
 impl ChunkSink for NoSink {
-    fn open(&mut self, _select: i64) -> Result<(), u8> {
-        Err(186)
+    fn open(&mut self, _select: i64) -> Result<(), LocalError> {
+        Err(186.into())
     }
-    fn write(&mut self, _chunk: &[u8]) -> Result<(), u8> {
-        Err(186)
+    fn write(&mut self, _chunk: &[u8]) -> Result<(), LocalError> {
+        Err(186.into())
     }
     fn close(&mut self, _ok: bool) {}
 }

@@ -576,7 +576,7 @@ fn print_devices(list: &[DeviceEntry], tty: bool) {
             } else if d.iocomd {
                 format!(
                     "{} (last: {})",
-                    d.state.map_or_else(|| "-".into(), |s| s.label()),
+                    d.state.map_or("-", |s| s.label()),
                     dash(&d.last_result)
                 )
             } else {

@@ -3,7 +3,9 @@
 //! it has authenticated as that device.
 //!
 //! Each session receives the [`NetEvent`]s of its connection only, on its own channel; the
-//! connection tasks are the net driver's ([`crate::net`]).
+//! connection tasks are the net driver's ([`crate::net`]). Sessions for targets behind one
+//! server address share its connection (a demultiplexer routes data frames by block id), and
+//! the listener assigns automatic device numbers (9001, … by unique id) before routing.
 
 use super::{ConnectOptions, CtlError, DevicePath, TlsOptions, Transport};
 use crate::net::tls::Identity;

@@ -4,8 +4,16 @@
 //!   waits for the device's `info`, `conf_exp`/`conf_imp` and status signals, uploads the file
 //!   to select 1 with the controller stream writer (chunks read from the file as the device's
 //!   `tod_buf` ring has room; CRC-16 at the end), then waits for the device's final result.
-//! - [`push_many`]: several devices concurrently, one connection and one result each.
-//! - [`status`]: the device's installed version and last result.
+//! - [`push_many`]: several devices concurrently, one result each; targets behind the same
+//!   server address share one connection.
+//! - [`status`]: the device's installed version and last result (a plain IOCOM device: its
+//!   `tod_state`/`tod_err`, with [`DeviceReport::iocomd`] false).
+//! - [`devices`]: the devices reachable at an address (a device, or all a server advertises).
+//! - [`account_config`]: the config entry of a controller account (password hash).
+//!
+//! A device is named as the C controller names it ([`DevicePath`]); it is the peer itself or
+//! one of the devices an IOCOM server (e.g. iocafe's `frank`) advertises, found among the
+//! advertised blocks by name, number and network.
 //!
 //! A push succeeds only when the device reports installed-and-healthy for *this* push: `upd_seq`
 //! changed after the transfer, `upd_code` = `ok` and `tod_err` = 6. Every failure is a

@@ -86,7 +86,11 @@ pub async fn start_relay(tls: Option<RelayTls>) -> TestRelay {
     if let Some(t) = tls {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         tls_addr = Some(l.local_addr().unwrap());
-        let acceptor = net::tls::acceptor(&t.cert, &t.key).unwrap();
+        let id = net::tls::Identity {
+            cert: &t.cert,
+            key: &t.key,
+        };
+        let acceptor = net::tls::acceptor(id, None).unwrap();
         tasks.push(tokio::spawn(net::listen(
             l,
             Some(acceptor),
