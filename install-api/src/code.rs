@@ -3,6 +3,12 @@
 //! status signals. Each code is one row of a table below; its string, number, human text,
 //! [`Class`], D-Bus error name and `tod_err` are derived from that row.
 //!
+//! `tod_err` of a helper code: the verdict arrives after the transfer, when a reference
+//! controller (ispy's program window) shows `status()`, which names only 6, 104, 140, 142, 168,
+//! 186, 188 and 204 ("code = N" otherwise); each helper code takes the one whose text tells the
+//! user most (docs/architecture.md). Daemon codes are decided while the stream runs, when the
+//! reference controller shows no `status()`; they keep our own 210–213 for iocomctl.
+//!
 //! These codes are a public contract: iocomd, iocomctl, scripts and fleet servers react to them.
 //! Never renumber or rename a code; add new ones at the end of their range.
 //!
@@ -10,20 +16,20 @@
 //! | --- | --- | --- | --- | --- |
 //! | `ok` | 0 | ok | 6 | installed and healthy |
 //! | `not-authorized` | 1 | install-failed | 186 | the caller is not allowed to use the helper |
-//! | `bad-request` | 2 | install-failed | 210 | malformed method call (bad fd, bad metadata) |
-//! | `busy` | 3 | busy | 212 | another transaction is running |
-//! | `bad-archive` | 10 | refused | 210 | not a well-formed .deb (ar structure, members, compression) |
-//! | `bad-control` | 11 | refused | 210 | control file missing or lacking/invalid Package, Version or Architecture |
+//! | `bad-request` | 2 | install-failed | 168 | malformed method call (bad fd, bad metadata) |
+//! | `busy` | 3 | busy | 188 | another transaction is running |
+//! | `bad-archive` | 10 | refused | 140 | not a well-formed .deb (ar structure, members, compression) |
+//! | `bad-control` | 11 | refused | 140 | control file missing or lacking/invalid Package, Version or Architecture |
 //! | `signature-missing` | 20 | refused | 186 | no `_gpgorigin` member |
 //! | `signature-invalid` | 21 | refused | 186 | `_gpgorigin` does not verify over the package contents |
 //! | `untrusted-signer` | 22 | refused | 186 | valid signature by a key that is not trusted |
 //! | `name-not-allowed` | 30 | refused | 186 | package name not allowed by policy |
-//! | `wrong-architecture` | 31 | refused | 210 | architecture is neither the host's nor `all` |
-//! | `not-newer` | 32 | refused | 210 | version not newer than installed (downgrade/reinstall not allowed) |
-//! | `unmet-dependencies` | 40 | refused | 210 | `apt-get --simulate` reports unmet dependencies |
+//! | `wrong-architecture` | 31 | refused | 168 | architecture is neither the host's nor `all` |
+//! | `not-newer` | 32 | refused | 168 | version not newer than installed (downgrade/reinstall not allowed) |
+//! | `unmet-dependencies` | 40 | refused | 168 | `apt-get --simulate` reports unmet dependencies |
 //! | `no-space` | 41 | refused | 142 | not enough free space for staging or installation |
-//! | `dpkg-locked` | 42 | busy | 212 | the dpkg frontend lock could not be taken before the deadline |
-//! | `no-rollback-source` | 43 | refused | 210 | the installed version is not cached and could not be repacked |
+//! | `dpkg-locked` | 42 | busy | 188 | the dpkg frontend lock could not be taken before the deadline |
+//! | `no-rollback-source` | 43 | refused | 168 | the installed version is not cached and could not be repacked |
 //! | `dpkg-failed` | 50 | install-failed | 168 | dpkg failed and the previous state was restored (or there was none) |
 //! | `unhealthy-rolled-back` | 60 | install-failed | 168 | new version failed its health gate; previous version restored |
 //! | `rollback-failed` | 61 | install-failed | 168 | the rollback itself failed: manual attention needed |
@@ -155,13 +161,13 @@ code_table! {
         /// The caller is not allowed to use the helper.
         NotAuthorized = 1, "not-authorized", InstallFailed, NO_ACCESS_RIGHT, "the caller is not allowed to use the install helper";
         /// Malformed method call.
-        BadRequest = 2, "bad-request", InstallFailed, REJECTED, "malformed request to the install helper";
+        BadRequest = 2, "bad-request", InstallFailed, PROGRAM_INSTALLATION_FAILED, "malformed request to the install helper";
         /// Another transaction is running.
-        Busy = 3, "busy", Busy, BUSY, "another installation is running";
+        Busy = 3, "busy", Busy, FAILED_TO_START_PROCESS, "another installation is running";
         /// Not a well-formed .deb.
-        BadArchive = 10, "bad-archive", Refused, REJECTED, "not a well-formed Debian package";
+        BadArchive = 10, "bad-archive", Refused, READING_FILE_FAILED, "not a well-formed Debian package";
         /// Control file missing or invalid.
-        BadControl = 11, "bad-control", Refused, REJECTED, "the package's control file is missing or invalid";
+        BadControl = 11, "bad-control", Refused, READING_FILE_FAILED, "the package's control file is missing or invalid";
         /// No `_gpgorigin` member.
         SignatureMissing = 20, "signature-missing", Refused, NO_ACCESS_RIGHT, "the package is not signed";
         /// `_gpgorigin` does not verify.
@@ -171,17 +177,17 @@ code_table! {
         /// Package name not allowed by policy.
         NameNotAllowed = 30, "name-not-allowed", Refused, NO_ACCESS_RIGHT, "the install policy does not allow this package name";
         /// Architecture neither the host's nor `all`.
-        WrongArchitecture = 31, "wrong-architecture", Refused, REJECTED, "the package is for another architecture";
+        WrongArchitecture = 31, "wrong-architecture", Refused, PROGRAM_INSTALLATION_FAILED, "the package is for another architecture";
         /// Version not newer than installed.
-        NotNewer = 32, "not-newer", Refused, REJECTED, "the version is not newer than the installed one";
+        NotNewer = 32, "not-newer", Refused, PROGRAM_INSTALLATION_FAILED, "the version is not newer than the installed one";
         /// Unmet dependencies.
-        UnmetDependencies = 40, "unmet-dependencies", Refused, REJECTED, "the package's dependencies are not met";
+        UnmetDependencies = 40, "unmet-dependencies", Refused, PROGRAM_INSTALLATION_FAILED, "the package's dependencies are not met";
         /// Not enough free space.
         NoSpace = 41, "no-space", Refused, WRITING_FILE_FAILED, "not enough free space on the device";
         /// dpkg frontend lock not available in time.
-        DpkgLocked = 42, "dpkg-locked", Busy, BUSY, "another package manager holds the dpkg lock";
+        DpkgLocked = 42, "dpkg-locked", Busy, FAILED_TO_START_PROCESS, "another package manager holds the dpkg lock";
         /// No package file of the installed version to roll back to (not cached, repack failed).
-        NoRollbackSource = 43, "no-rollback-source", Refused, REJECTED, "the installed version cannot be kept for a rollback";
+        NoRollbackSource = 43, "no-rollback-source", Refused, PROGRAM_INSTALLATION_FAILED, "the installed version cannot be kept for a rollback";
         /// dpkg failed.
         DpkgFailed = 50, "dpkg-failed", InstallFailed, PROGRAM_INSTALLATION_FAILED, "dpkg failed; the previous state was restored";
         /// Health gate failed; rolled back.
@@ -398,6 +404,27 @@ mod tests {
             );
             assert!(src.contains(&row), "doc table lacks row {row}");
         }
+    }
+
+    #[test]
+    fn every_helper_verdict_has_a_tod_err_whose_text_ispy_shows() {
+        // `Stream_status()` of iocompython names these; any other reads "code = N".
+        let shown = [6, 104, 140, 142, 168, 186, 188, 204];
+        for c in ErrorCode::ALL {
+            assert!(shown.contains(&c.tod_err()), "{c}: {}", c.tod_err());
+        }
+        assert_eq!(
+            ErrorCode::NotNewer.tod_err(),
+            tod_err::PROGRAM_INSTALLATION_FAILED
+        );
+        assert_eq!(
+            ErrorCode::BadControl.tod_err(),
+            tod_err::READING_FILE_FAILED
+        );
+        assert_eq!(
+            ErrorCode::DpkgLocked.tod_err(),
+            tod_err::FAILED_TO_START_PROCESS
+        );
     }
 
     #[test]

@@ -476,6 +476,23 @@ fn endpoint_rules() {
             "[[endpoints.connect]]\ntransport = \"tcp\"\naddress = \"ctl:0\"",
             "endpoints.connect[0].address: invalid address 'ctl:0'",
         ),
+        // "*": the lighthouse finds the controller; TLS then needs the name to check.
+        (
+            "[[endpoints.connect]]\ntransport = \"tcp\"\naddress = \"*\"",
+            "",
+        ),
+        (
+            "[[endpoints.connect]]\ntransport = \"tls\"\naddress = \"*\"\nca = \"/ca\"",
+            "endpoints.connect[0].server_name: required with address = \"*\"",
+        ),
+        (
+            "[[endpoints.connect]]\ntransport = \"tls\"\naddress = \"*\"\nca = \"/ca\"\nserver_name = \"ctl\"",
+            "",
+        ),
+        (
+            "[[endpoints.connect]]\ntransport = \"tcp\"\naddress = \"*:6368\"",
+            "endpoints.connect[0].address: invalid address '*:6368'",
+        ),
     ];
     for (text, expect) in cases {
         match parse(text) {

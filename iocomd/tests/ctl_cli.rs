@@ -72,14 +72,14 @@ async fn push_json_lines_and_exit_0() {
     let lines = r.json_lines();
     let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
     assert_eq!(
-        events[..3],
-        ["connected", "authenticated", "started"],
+        events[..4],
+        ["connected", "authenticated", "located", "started"],
         "{events:?}"
     );
     assert!(events.contains(&"transfer") && events.contains(&"transferred"));
     assert!(lines.iter().all(|l| l["device"] == "gina3.cafenet"));
-    assert_eq!(lines[2]["total"], 70_000);
-    assert_eq!(lines[2]["ring"], 4097);
+    assert_eq!(lines[3]["total"], 70_000);
+    assert_eq!(lines[3]["ring"], 4097);
     let last = lines.last().unwrap();
     assert_eq!(last["event"], "result");
     assert_eq!(last["ok"], true);
@@ -145,14 +145,14 @@ async fn usage_and_connection_errors() {
     let (file, _) = package(dir.path(), 10);
     let f = file.to_str().unwrap();
     let r = iocomctl(
-        &["push", "--connect", "127.0.0.1:1", "gina.cafenet", f],
+        &["push", "--connect", "127.0.0.1:1", "gina0.cafenet", f],
         &[],
     )
     .await;
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no device number"), "{}", r.stderr);
+    assert!(r.stderr.contains("mean \"automatic\""), "{}", r.stderr);
     let r = iocomctl(
-        &["push", "--json", "--connect", "127.0.0.1:1", "gina3", f],
+        &["push", "--json", "--connect", "127.0.0.1:1", "gina9000", f],
         &[],
     )
     .await;
@@ -162,7 +162,7 @@ async fn usage_and_connection_errors() {
         (v["class"].as_str(), v["exit_code"].as_u64()),
         (Some("usage"), Some(2))
     );
-    assert_eq!(v["device"], "gina3");
+    assert_eq!(v["device"], "gina9000");
     assert_eq!(v["ok"], false);
     // Neither --connect nor --listen.
     let r = iocomctl(&["push", "gina3.cafenet", f], &[]).await;
@@ -360,4 +360,93 @@ async fn status_human_and_json() {
         r.stdout
     );
     dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_password_prints_a_config_entry_from_stdin() {
+    use tokio::io::AsyncWriteExt;
+    let run = |args: &'static [&'static str], input: &'static [u8]| async move {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iocomctl"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).await.unwrap();
+        drop(stdin);
+        child.wait_with_output().await.unwrap()
+    };
+    let out = run(&["hash-password", "frank"], b"pass\n").await;
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[accounts.frank]\npassword_hash = \"!WdjEE1b87DwXX81xJEtDpbQ_Y_ecFo6lPzSonKFoSz8\"\n"
+    );
+    let out = run(&["hash-password", "frank"], b"\n").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_devices_status_and_push_lines_and_the_listen_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = package(dir.path(), 5_000);
+    let plain = start(Spec {
+        status_signals: false,
+        ..Spec::new("gina", 3)
+    })
+    .await;
+    let addr = plain.addr.to_string();
+    // status: exit 0, marked as having no iocomd status.
+    let r = iocomctl(&["status", "--connect", &addr, "gina3.cafenet"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("iocomd status:     none"), "{}", r.stdout);
+    assert!(r.stdout.contains("tod_state:         0"), "{}", r.stdout);
+    let r = iocomctl(&["status", "--json", "--connect", &addr, "gina"], &[]).await;
+    let v = &r.json_lines()[0];
+    assert_eq!(
+        (v["iocomd"].as_bool(), v["device"].as_str()),
+        (Some(false), Some("gina3.cafenet"))
+    );
+    // push --accept-tod-err: the success line says what is known, no empty package name.
+    let f = file.to_str().unwrap();
+    let r = iocomctl(
+        &[
+            "push",
+            "--accept-tod-err",
+            "--connect",
+            &addr,
+            "gina3.cafenet",
+            f,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("transferred 5000 bytes") && r.stdout.contains("tod_err 6"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("healthy:  "), "{}", r.stdout);
+    assert!(plain.stop().await == data);
+    // --listen-timeout 1 with nobody connecting: about 1 s, not 31.
+    let t0 = std::time::Instant::now();
+    let r = iocomctl(
+        &[
+            "status",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen-timeout",
+            "1",
+            "gina3.cafenet",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, 9, "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 }

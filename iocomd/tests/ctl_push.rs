@@ -61,13 +61,20 @@ async fn push_delivers_identical_bytes_and_reports_progress() {
     let received = dev.stop().await;
     assert!(received == data, "device received different bytes");
 
-    // Event order: connected, authenticated, started, transfer…, transferred, device.
+    // Event order: connected, authenticated, located, started, transfer…, transferred, device.
     assert!(
         matches!(events[0], Progress::Connected { .. }),
         "{events:?}"
     );
     assert!(matches!(events[1], Progress::Authenticated { .. }));
-    match &events[2] {
+    assert_eq!(
+        events[2],
+        Progress::Located {
+            device: "gina3.cafenet".into(),
+            via: None
+        }
+    );
+    match &events[3] {
         Progress::Started {
             total,
             ring,

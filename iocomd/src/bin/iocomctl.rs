@@ -4,8 +4,9 @@
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use iocomd::ctl::{
-    self, ConnectOptions, Credentials, CtlError, DevicePath, DeviceReport, ManyResult, Progress,
-    PushOptions, PushOutcome, SerialLine, StatusOptions, Target, Timeouts, TlsOptions, Transport,
+    self, ConnectOptions, Credentials, CtlError, DeviceEntry, DevicePath, DeviceReport,
+    DevicesOptions, ManyResult, Progress, PushOptions, PushOutcome, SerialLine, StatusOptions,
+    Target, Timeouts, TlsOptions, Transport,
 };
 use serde_json::{Value, json};
 use std::io::IsTerminal;
@@ -49,7 +50,8 @@ enum Cmd {
     Push {
         #[command(flatten)]
         conn: ConnArgs,
-        /// The device, e.g. gina3.cafenet (name, number, network).
+        /// The device: gina3.cafenet (name, number, network), gina9001.iocafenet (an
+        /// automatic number as assigned), or the name alone when it is unique.
         device: String,
         /// The package file.
         file: PathBuf,
@@ -64,17 +66,38 @@ enum Cmd {
         conn: ConnArgs,
         /// The package file.
         file: PathBuf,
-        /// Targets: DEVICE@HOST:PORT to connect, or DEVICE to wait for with --listen.
+        /// Targets: DEVICE@HOST:PORT to connect, or DEVICE with --listen ADDR or --connect
+        /// HOST:PORT (devices behind one server share one connection).
         #[arg(required = true)]
         targets: Vec<String>,
     },
-    /// Show the installed version and the last update result of a device.
+    /// Show the installed version and the last update result of a device (a plain IOCOM
+    /// device: its tod_state/tod_err, marked as having no iocomd status).
     #[command(after_help = EXIT_TABLE)]
     Status {
         #[command(flatten)]
         conn: ConnArgs,
-        /// The device, e.g. gina3.cafenet.
+        /// The device, e.g. gina3.cafenet, gina9001.iocafenet or gina.
         device: String,
+    },
+    /// List the devices reachable at --connect ADDR (a device, or every device an IOCOM server
+    /// such as frank advertises) or connecting up to --listen ADDR within --wait seconds.
+    #[command(after_help = EXIT_TABLE)]
+    Devices {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// The network named in our authentication frame (default iocafenet).
+        #[arg(long, value_name = "NAME")]
+        network: Option<String>,
+        /// With --listen: seconds to collect devices connecting up.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        wait: u64,
+    },
+    /// Print the iocomd config entry of a controller account: the password (read from stdin,
+    /// without echo on a terminal) as an IOCOM password hash.
+    HashPassword {
+        /// The controller's user name (prints only the password_hash line without it).
+        user: Option<String>,
     },
 }
 
@@ -97,6 +120,11 @@ struct ConnArgs {
         verbatim_doc_comment
     )]
     serial: Option<String>,
+    /// With --listen: announce the listener by lighthouse UDP multicast (239.63.68.63:6368),
+    /// so devices configured to connect to "*" find it. Devices still authenticate; nothing is
+    /// pushed to a device that was not asked for.
+    #[arg(long, requires = "listen")]
+    announce: bool,
     /// Use TLS.
     #[arg(long)]
     tls: bool,
@@ -187,6 +215,7 @@ impl ConnArgs {
         Ok(ConnectOptions {
             tls,
             credentials,
+            announce: self.announce,
             timeouts: Timeouts {
                 connect: Duration::from_secs(self.connect_timeout),
                 listen: Duration::from_secs(self.listen_timeout),
@@ -289,6 +318,10 @@ fn describe(p: &Progress) -> Option<String> {
     Some(match p {
         Progress::Connected { peer } => format!("connected to {peer}"),
         Progress::Authenticated { .. } => "authenticated".into(),
+        Progress::Located { device, via } => match via {
+            Some(v) => format!("found {device} through {v}"),
+            None => format!("found {device}"),
+        },
         Progress::Started {
             total,
             ring,
@@ -342,8 +375,16 @@ fn error_json(device: &str, e: &CtlError) -> Value {
 
 fn result_line(device: &str, r: &Result<PushOutcome, CtlError>) -> String {
     match r {
+        Ok(o) if !o.report.iocomd => format!(
+            "{}: transferred {} bytes in {:.1} s; the device reported completed (tod_err {}); it publishes no iocomd status, so the installed package is not known",
+            o.device,
+            o.bytes,
+            o.transfer_secs,
+            o.report.tod_err.unwrap_or(0)
+        ),
         Ok(o) => format!(
-            "{device}: installed and healthy: {} {} ({} bytes in {:.1} s, total {:.1} s)",
+            "{}: installed and healthy: {} {} ({} bytes in {:.1} s, total {:.1} s)",
+            o.device,
             o.report.package.as_deref().unwrap_or("package"),
             o.report
                 .installed_version
@@ -446,8 +487,11 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
                 },
                 connect: conn.options()?,
             };
-            let name = opts.target.device.to_string();
             let r = ctl::status(&opts).await?;
+            let name = r
+                .device
+                .clone()
+                .unwrap_or_else(|| opts.target.device.to_string());
             if conn.json {
                 let mut v = report_json(&r);
                 if let Value::Object(m) = &mut v {
@@ -459,12 +503,167 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
             }
             Ok(0)
         }
+        Cmd::Devices {
+            conn,
+            network,
+            wait,
+        } => {
+            let mut connect = conn.options()?;
+            connect.timeouts.listen = Duration::from_secs(wait);
+            let opts = DevicesOptions {
+                transport: conn.transport()?,
+                connect,
+                network,
+            };
+            let list = ctl::devices(&opts).await?;
+            if conn.json {
+                for d in &list {
+                    println!("{}", serde_json::to_value(d).unwrap_or(Value::Null));
+                }
+            } else {
+                print_devices(&list, std::io::stdout().is_terminal());
+            }
+            Ok(0)
+        }
+        Cmd::HashPassword { user } => {
+            let password = read_password()?;
+            println!("{}", ctl::account_config(user.as_deref(), &password)?);
+            Ok(0)
+        }
+    }
+}
+
+/// Reads the password: a line from stdin, twice and without echo on a terminal.
+fn read_password() -> Result<String, CtlError> {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let read = |prompt: &str| -> Result<String, CtlError> {
+        if tty {
+            eprint!("{prompt}");
+        }
+        let _echo = if tty { NoEcho::new() } else { None };
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CtlError::Usage(format!("cannot read the password: {e}")))?;
+        if tty {
+            eprintln!();
+        }
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    let first = read("Password: ")?;
+    if tty && read("Again: ")? != first {
+        return Err(CtlError::Usage("the passwords differ".into()));
+    }
+    Ok(first)
+}
+
+/// Terminal echo off while it lives.
+struct NoEcho(nix::sys::termios::Termios);
+
+impl NoEcho {
+    fn new() -> Option<Self> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut t = saved.clone();
+        t.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &t).ok()?;
+        Some(Self(saved))
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+fn print_devices(list: &[DeviceEntry], tty: bool) {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|d| {
+            let state = if !d.info {
+                "no info received".to_owned()
+            } else if d.iocomd {
+                format!(
+                    "{} (last: {})",
+                    d.state.map_or("-", |s| s.label()),
+                    dash(&d.last_result)
+                )
+            } else {
+                format!(
+                    "no iocomd: tod_state {} tod_err {}",
+                    d.tod_state.map_or_else(|| "-".into(), |v| v.to_string()),
+                    d.tod_err.map_or_else(|| "-".into(), |v| v.to_string())
+                )
+            };
+            [
+                d.device.clone(),
+                dash(&d.via),
+                dash(&d.package),
+                dash(&d.installed_version),
+                state,
+            ]
+        })
+        .collect();
+    if !tty {
+        // One tab-separated line per device for scripts that do not use --json.
+        for r in &rows {
+            println!("{}", r.join("\t"));
+        }
+        return;
+    }
+    let head = ["DEVICE", "VIA", "PACKAGE", "VERSION", "STATE"];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(c.len());
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(w)
+            .map(|(c, n)| format!("{c:<n$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(&head.map(String::from)));
+    for r in &rows {
+        println!("{}", line(r));
+    }
+    if rows.is_empty() {
+        println!("(no devices)");
     }
 }
 
 fn print_status(name: &str, r: &DeviceReport) {
     let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!("device:            {name}");
+    if !r.iocomd {
+        println!("iocomd status:     none (a plain IOCOM device: only its stream state is known)");
+        println!(
+            "tod_state:         {}",
+            r.tod_state.map_or_else(|| "-".into(), |n| n.to_string())
+        );
+        println!(
+            "tod_err:           {}",
+            r.tod_err.map_or_else(|| "-".into(), |n| n.to_string())
+        );
+        return;
+    }
     println!("package:           {}", s(&r.package));
     println!("installed version: {}", s(&r.installed_version));
     println!("last version:      {}", s(&r.version));
@@ -528,11 +727,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let json_mode = match &cli.cmd {
-        Cmd::Push { conn, .. } | Cmd::PushMany { conn, .. } | Cmd::Status { conn, .. } => conn.json,
+        Cmd::Push { conn, .. }
+        | Cmd::PushMany { conn, .. }
+        | Cmd::Status { conn, .. }
+        | Cmd::Devices { conn, .. } => conn.json,
+        Cmd::HashPassword { .. } => false,
     };
     let device = match &cli.cmd {
         Cmd::Push { device, .. } | Cmd::Status { device, .. } => device.clone(),
-        Cmd::PushMany { .. } => String::new(),
+        Cmd::PushMany { .. } | Cmd::Devices { .. } | Cmd::HashPassword { .. } => String::new(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

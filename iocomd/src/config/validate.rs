@@ -390,7 +390,11 @@ fn host_port(s: &str) -> Option<(String, u16)> {
         None if host.contains(':') => return None,
         None => host,
     };
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '*')
+    {
         return None;
     }
     Some((host.to_owned(), port))
@@ -401,15 +405,21 @@ fn connect_endpoint(
     key: &str,
     e: RawEndpoint,
 ) -> Result<ConnectEndpoint, ConfigError> {
-    let (host, port) = host_port(&e.address).ok_or_else(|| {
-        cx.err(
-            format!("{key}.address"),
-            format!(
-                "invalid address '{}' (expected HOST:PORT, e.g. controller.example:6369)",
-                e.address
-            ),
-        )
-    })?;
+    // "*": the address comes from a lighthouse announcement (UDP multicast discovery).
+    let lighthouse = e.address == "*";
+    let (host, port) = if lighthouse {
+        ("*".to_owned(), 0)
+    } else {
+        host_port(&e.address).ok_or_else(|| {
+            cx.err(
+                format!("{key}.address"),
+                format!(
+                    "invalid address '{}' (expected HOST:PORT, e.g. controller.example:6369, or * for lighthouse discovery)",
+                    e.address
+                ),
+            )
+        })?
+    };
     let password_file = e
         .password_file
         .map(|p| cx.path(&format!("{key}.password_file"), p))
@@ -443,6 +453,12 @@ fn connect_endpoint(
                     return Err(cx.err(format!("{key}.cert"), "required when key is set"));
                 }
             };
+            if lighthouse && e.server_name.is_none() {
+                return Err(cx.err(
+                    format!("{key}.server_name"),
+                    "required with address = \"*\" and transport = \"tls\" (the name the discovered controller's certificate must carry)",
+                ));
+            }
             let server_name = e.server_name.unwrap_or_else(|| host.clone());
             if rustls_pki_types::ServerName::try_from(server_name.as_str()).is_err() {
                 return Err(cx.err(

@@ -4,16 +4,21 @@
 //! device.
 //!
 //! Each session receives the [`NetEvent`]s of its connection only, on its own channel; the
-//! connection tasks are the net driver's ([`crate::net`]).
+//! connection tasks are the net driver's ([`crate::net`]). Sessions for targets behind one
+//! server address share its connection (a demultiplexer routes data frames by block id), and
+//! the listener assigns automatic device numbers (9001, … by unique id) before routing.
 
 use super::{ConnectOptions, CtlError, DevicePath, SerialLine, TlsOptions, Transport};
 use crate::net::serial::{Established, SerialPort};
 use crate::net::tls::Identity;
 use crate::net::{ConnHandle, ConnId, NetEvent, PeerAddr, next_conn_id, run_stream};
+use crate::proto::auth::AutoDeviceNumbers;
 use crate::proto::conn::{ConnConfig, ConnEvent, LocalIdentity, Role, Side};
+use crate::proto::node::{FIRST_MBLK_ID, MBLK_ID_LIMIT};
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -112,50 +117,111 @@ impl Links {
     }
 }
 
-/// Opens one connection per target with [`Transport::Connect`] and one listener per distinct
-/// listen address; returns the event channel of every target in order. A connect failure
-/// fails the whole call only when `fail_fast`; otherwise that target's channel carries the error.
+/// The events of one target's session and the block ids it may use.
+pub(crate) type SessionLink = (mpsc::Receiver<NetEvent>, Range<u32>);
+
+/// A copy of a connect failure for each target that shared the connection.
+fn dup_error(e: &CtlError, device: &DevicePath) -> CtlError {
+    match e {
+        CtlError::Connect { addr, reason, .. } => CtlError::Connect {
+            device: device.to_string(),
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        CtlError::TlsConfig(m) => CtlError::TlsConfig(m.clone()),
+        other => CtlError::Usage(other.to_string()),
+    }
+}
+
+/// The block id range of session `i` of `n` sharing one connection.
+fn id_range(i: usize, n: usize) -> Range<u32> {
+    let span = (MBLK_ID_LIMIT - FIRST_MBLK_ID) / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    let i = u32::try_from(i).unwrap_or(0);
+    FIRST_MBLK_ID + i * span..FIRST_MBLK_ID + (i + 1) * span
+}
+
+/// Opens one connection per distinct [`Transport::Connect`] address (targets behind the same
+/// server share it, each session with its own block ids) and one listener per distinct listen
+/// address; returns every target's events in order. A connect failure is that target's error.
 pub(crate) async fn open(
     targets: &[(DevicePath, Transport)],
     opts: &ConnectOptions,
-) -> (Links, Vec<Result<mpsc::Receiver<NetEvent>, CtlError>>) {
+) -> (Links, Vec<Result<SessionLink, CtlError>>) {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let mut out: Vec<Option<Result<mpsc::Receiver<NetEvent>, CtlError>>> =
+    let mut out: Vec<Option<Result<SessionLink, CtlError>>> =
         targets.iter().map(|_| None).collect();
-    // Connect targets, concurrently.
-    let mut connecting = JoinSet::new();
-    for (i, (device, transport)) in targets.iter().enumerate() {
-        let (device, opts) = (device.clone(), opts.clone());
+    // Connect targets grouped by address (serial lines one by one), the groups concurrently.
+    let mut groups: Vec<(Transport, Vec<usize>)> = Vec::new();
+    for (i, (_, transport)) in targets.iter().enumerate() {
         match transport {
             Transport::Connect(addr) => {
-                let addr = addr.clone();
-                connecting.spawn(async move { (i, connect(&device, &addr, &opts).await) });
+                let same = |g: &&mut (Transport, Vec<usize>)| matches!(&g.0, Transport::Connect(a) if a == addr);
+                match groups.iter_mut().find(same) {
+                    Some(g) => g.1.push(i),
+                    None => groups.push((transport.clone(), vec![i])),
+                }
             }
-            Transport::Serial(line) => {
-                let line = line.clone();
-                connecting.spawn(async move { (i, open_serial(&device, &line, &opts).await) });
-            }
+            Transport::Serial(_) => groups.push((transport.clone(), vec![i])),
             Transport::Listen(_) => {}
         }
     }
+    let mut connecting = JoinSet::new();
+    for (gi, (transport, idx)) in groups.iter().enumerate() {
+        let Some(first) = idx.first().and_then(|i| targets.get(*i)) else {
+            continue;
+        };
+        let (device, transport, opts) = (first.0.clone(), transport.clone(), opts.clone());
+        connecting.spawn(async move {
+            let r = match &transport {
+                Transport::Serial(line) => open_serial(&device, line, &opts).await,
+                Transport::Connect(addr) => connect(&device, addr, &opts).await,
+                Transport::Listen(_) => Err(CtlError::Internal("listen target in a group".into())),
+            };
+            (gi, r)
+        });
+    }
     while let Some(r) = connecting.join_next().await {
+        let (gi, r) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "connect task failed");
+                continue;
+            }
+        };
+        let Some((_, idx)) = groups.get(gi) else {
+            continue;
+        };
         match r {
-            Ok((i, Ok(conn))) => {
+            Ok(conn) => {
                 let (tx, rx) = mpsc::channel(EVENT_QUEUE);
                 let token = shutdown.clone();
                 let span = tracing::info_span!("iocom", conn = conn.id, peer = %conn.peer);
                 tasks.spawn(conn.run(tx, token).instrument(span));
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(Ok(rx));
+                if let [i] = idx.as_slice() {
+                    if let Some(slot) = out.get_mut(*i) {
+                        *slot = Some(Ok((rx, id_range(0, 1))));
+                    }
+                    continue;
+                }
+                let mut outs = Vec::new();
+                for (k, i) in idx.iter().enumerate() {
+                    let (t, r) = mpsc::channel(EVENT_QUEUE);
+                    let ids = id_range(k, idx.len());
+                    outs.push((t, ids.clone()));
+                    if let Some(slot) = out.get_mut(*i) {
+                        *slot = Some(Ok((r, ids)));
+                    }
+                }
+                tasks.spawn(demux(rx, outs, shutdown.clone()));
+            }
+            Err(e) => {
+                for i in idx {
+                    if let (Some(slot), Some(t)) = (out.get_mut(*i), targets.get(*i)) {
+                        *slot = Some(Err(dup_error(&e, &t.0)));
+                    }
                 }
             }
-            Ok((i, Err(e))) => {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(Err(e));
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "connect task failed"),
         }
     }
     // Listen targets, grouped by address.
@@ -170,7 +236,7 @@ pub(crate) async fn open(
             Ok(rxs) => {
                 for (i, rx) in idx.iter().zip(rxs) {
                     if let Some(slot) = out.get_mut(*i) {
-                        *slot = Some(Ok(rx));
+                        *slot = Some(Ok((rx, id_range(0, 1))));
                     }
                 }
             }
@@ -201,6 +267,34 @@ pub(crate) async fn open(
         .map(|o| o.unwrap_or_else(|| Err(CtlError::Internal("target not opened".into()))))
         .collect();
     (Links { shutdown, tasks }, out)
+}
+
+/// Shares one connection between sessions: every event goes to every session, except data
+/// frames, which go to the session whose block ids contain the frame's block.
+async fn demux(
+    mut rx: mpsc::Receiver<NetEvent>,
+    outs: Vec<(mpsc::Sender<NetEvent>, Range<u32>)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+        };
+        if let NetEvent::Conn {
+            event: ConnEvent::Data { mblk_id, .. },
+            ..
+        } = &ev
+        {
+            if let Some((tx, _)) = outs.iter().find(|(_, r)| r.contains(mblk_id)) {
+                let _ = tx.send(ev).await;
+            }
+            continue;
+        }
+        for (tx, _) in &outs {
+            let _ = tx.send(ev.clone()).await;
+        }
+    }
 }
 
 /// An open byte stream, ready to run the IOCOM connection.
@@ -262,7 +356,7 @@ async fn open_serial(
     Ok(Opened {
         id: next_conn_id(),
         peer: PeerAddr::Serial(line.params.path.clone()),
-        cfg: serial_config(&device.network, opts, line.side),
+        cfg: serial_config(device.network_or_default(), opts, line.side),
         stream: Stream::Serial(Box::new((port, est))),
     })
 }
@@ -297,7 +391,7 @@ async fn connect(
         .map_err(|e| fail(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().map_err(|e| fail(e.to_string()))?.into();
-    let cfg = conn_config(&device.network, opts, Side::Client);
+    let cfg = conn_config(device.network_or_default(), opts, Side::Client);
     let stream = match tls {
         None => Stream::Plain(tcp),
         Some((connector, name)) => {
@@ -339,10 +433,20 @@ async fn start_listener(
         .collect();
     // One network for all: adopt the device's when they differ.
     let network = match devices.first() {
-        Some(d) if devices.iter().all(|x| x.network == d.network) => d.network.clone(),
+        Some(d) if devices.iter().all(|x| x.network == d.network) => {
+            d.network_or_default().to_owned()
+        }
         _ => "*".to_owned(),
     };
     let cfg = conn_config(&network, opts, Side::Server);
+    if opts.announce {
+        let mut nets: Vec<String> = devices
+            .iter()
+            .map(|d| d.network_or_default().to_owned())
+            .collect();
+        nets.dedup();
+        tasks.spawn(announce(&listener, nets, opts, shutdown.clone()));
+    }
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     tasks.spawn(crate::net::listen(
         listener,
@@ -362,8 +466,28 @@ async fn start_listener(
     Ok(rxs)
 }
 
+/// The lighthouse announcement of a listener (`--announce`), until `shutdown`.
+pub(crate) fn announce(
+    listener: &TcpListener,
+    networks: Vec<String>,
+    opts: &ConnectOptions,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let (tls, tcp) = if opts.tls.is_some() {
+        (Some(port), None)
+    } else {
+        (None, Some(port))
+    };
+    let a = crate::proto::lighthouse::Announcement::iocom("iocomctl", &networks, tls, tcp);
+    tracing::info!(port, ?networks, "announcing by lighthouse");
+    crate::net::lighthouse::announce(a, crate::net::lighthouse::ANNOUNCE_INTERVAL, shutdown)
+}
+
 /// Routes the listener's connections: each requested device gets the first connection that
-/// authenticates as it; every other connection is closed.
+/// authenticates as it; every other connection is closed. A device that sends number 0 gets
+/// an automatic number first (9001, 9002, … by unique id, as the C controller assigns them),
+/// which its session sees in [`PeerIdentity::assigned_nr`](crate::proto::conn::PeerIdentity).
 async fn dispatch(
     mut rx: mpsc::Receiver<NetEvent>,
     devices: Vec<DevicePath>,
@@ -373,6 +497,7 @@ async fn dispatch(
     let mut pending: HashMap<ConnId, (crate::net::PeerAddr, ConnHandle)> = HashMap::new();
     let mut routed: HashMap<ConnId, usize> = HashMap::new();
     let mut taken = vec![false; devices.len()];
+    let mut numbers = AutoDeviceNumbers::new();
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -382,22 +507,26 @@ async fn dispatch(
             NetEvent::Connected { id, peer, handle } => {
                 pending.insert(id, (peer, handle));
             }
-            NetEvent::Conn { id, event } if pending.contains_key(&id) => {
-                let ConnEvent::Authenticated { peer, .. } = &event else {
+            NetEvent::Conn { id, mut event } if pending.contains_key(&id) => {
+                let ConnEvent::Authenticated { peer, .. } = &mut event else {
                     continue;
                 };
                 let Some((addr, handle)) = pending.remove(&id) else {
                     continue;
                 };
+                if peer.device_nr == 0 {
+                    peer.assigned_nr = numbers.assign(peer.unique_id.as_ref());
+                }
+                let nr = peer.assigned_nr.unwrap_or(peer.device_nr);
                 let found = devices.iter().enumerate().position(|(i, d)| {
                     !taken.get(i).copied().unwrap_or(true)
                         && d.name == peer.user_name
-                        && d.nr == peer.device_nr
-                        && (d.network == peer.network_name
+                        && d.nr.is_none_or(|n| n == nr)
+                        && (d.network.as_deref().is_none_or(|n| n == peer.network_name)
                             || crate::proto::auth::is_auto_network(&peer.network_name))
                 });
                 let Some(i) = found else {
-                    tracing::info!(peer = %peer.account_name(), "not a requested device: closing");
+                    tracing::info!(peer = %peer.account_name(), nr, "not a requested device: closing");
                     let _ = handle.close("not a requested device").await;
                     continue;
                 };

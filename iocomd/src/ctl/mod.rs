@@ -4,8 +4,16 @@
 //!   waits for the device's `info`, `conf_exp`/`conf_imp` and status signals, uploads the file
 //!   to select 1 with the controller stream writer (chunks read from the file as the device's
 //!   `tod_buf` ring has room; CRC-16 at the end), then waits for the device's final result.
-//! - [`push_many`]: several devices concurrently, one connection and one result each.
-//! - [`status`]: the device's installed version and last result.
+//! - [`push_many`]: several devices concurrently, one result each; targets behind the same
+//!   server address share one connection.
+//! - [`status`]: the device's installed version and last result (a plain IOCOM device: its
+//!   `tod_state`/`tod_err`, with [`DeviceReport::iocomd`] false).
+//! - [`devices`]: the devices reachable at an address (a device, or all a server advertises).
+//! - [`account_config`]: the config entry of a controller account (password hash).
+//!
+//! A device is named as the C controller names it ([`DevicePath`]); it is the peer itself or
+//! one of the devices an IOCOM server (e.g. iocafe's `frank`) advertises, found among the
+//! advertised blocks by name, number and network.
 //!
 //! A push succeeds only when the device reports installed-and-healthy for *this* push: `upd_seq`
 //! changed after the transfer, `upd_code` = `ok` and `tod_err` = 6. Every failure is a
@@ -24,13 +32,17 @@
 //! | 8 | install failed or rolled back |
 //! | 9 | timed out waiting for the result |
 
+mod account;
+mod devices;
 mod link;
 mod path;
 mod push;
 mod report;
 mod session;
 
-pub use path::{DevicePath, DevicePathError};
+pub use account::account_config;
+pub use devices::{DeviceEntry, DevicesOptions, devices};
+pub use path::{DEFAULT_NETWORK, DevicePath, DevicePathError};
 pub use report::{
     DeviceReport, FailureClass, UpdState, classify, classify_tod_err, names, tod_err_is_final,
 };
@@ -168,6 +180,10 @@ pub struct ConnectOptions {
     pub credentials: Option<Credentials>,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Listening: announce the listener by lighthouse UDP multicast (iocafe's discovery), so
+    /// devices configured to connect to `*` find it. A hint only: devices still authenticate
+    /// and nothing is pushed to a device because it connected.
+    pub announce: bool,
 }
 
 /// What to push.
@@ -216,10 +232,17 @@ pub enum Progress {
         /// The device's address (or serial port).
         peer: crate::net::PeerAddr,
     },
-    /// The device authenticated as the requested device.
+    /// The peer authenticated.
     Authenticated {
-        /// Its path.
+        /// The requested device's path.
         device: String,
+    },
+    /// The requested device was found among the devices the peer advertises.
+    Located {
+        /// Its full path (`gina9001.cafenet`).
+        device: String,
+        /// The server it is reached through (`frank9002.cafenet`), when not the peer itself.
+        via: Option<String>,
     },
     /// The device's blocks are there; the upload starts.
     Started {
@@ -323,13 +346,23 @@ pub enum CtlError {
         /// Why.
         reason: String,
     },
-    /// Another device answered.
-    #[error("{device}: the peer is {found}, not the requested device")]
+    /// The peer is not the device and advertises no device of that path.
+    #[error("{device}: the peer is {found} and advertises no such device{advertised}")]
     WrongDevice {
         /// The device asked for.
         device: String,
         /// Who answered.
         found: String,
+        /// The other devices it advertises (` (devices behind it: …)`, or empty).
+        advertised: String,
+    },
+    /// The path matches more than one advertised device.
+    #[error("{device} is ambiguous: it matches {matches}; give the number and network")]
+    Ambiguous {
+        /// The path given.
+        device: String,
+        /// The full paths it matches.
+        matches: String,
     },
     /// The device did not present what a push needs.
     #[error("{device}: not ready: {reason}")]
@@ -407,7 +440,11 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Internal(_) => 1,
-            Self::Usage(_) | Self::DevicePath(_) | Self::File { .. } | Self::TlsConfig(_) => 2,
+            Self::Usage(_)
+            | Self::DevicePath(_)
+            | Self::File { .. }
+            | Self::TlsConfig(_)
+            | Self::Ambiguous { .. } => 2,
             Self::Connect { .. }
             | Self::Listen { .. }
             | Self::Dropped { .. }

@@ -5,7 +5,7 @@
 
 use super::link;
 use super::report::{StatusSignals, classify, classify_tod_err, tod_err_is_final};
-use super::session::{Core, Step, first_deadline, open_one};
+use super::session::{ALL_IDS, Core, Step, open_one};
 use super::{
     ConnectOptions, CtlError, DevicePath, DeviceReport, ManyResult, Progress, PushOptions,
     PushOutcome, Target, Transport, UpdState,
@@ -131,24 +131,22 @@ pub(crate) async fn push(
 ) -> Result<PushOutcome, CtlError> {
     let (file, total) = open_file(&opts.file)?;
     let (links, rx) = open_one(&opts.target, &opts.connect).await?;
-    let r = push_on(opts, rx, file, total, &mut progress).await;
+    let r = push_on(opts, (rx, ALL_IDS), file, total, &mut progress).await;
     links.close().await;
     r
 }
 
 async fn push_on(
     opts: &PushOptions,
-    rx: mpsc::Receiver<NetEvent>,
+    (rx, ids): (mpsc::Receiver<NetEvent>, std::ops::Range<u32>),
     file: std::fs::File,
     total: u64,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<PushOutcome, CtlError> {
     let t0 = Instant::now();
-    let check = opts.target.transport.is_direct();
-    let mut core = Core::new(&opts.target.device, check, rx, progress);
-    let (deadline, waited) = first_deadline(&opts.target, &opts.connect);
+    let mut core = Core::new(&opts.target.device, rx, ids, progress);
     let before = core
-        .ready(deadline, waited, !opts.accept_tod_err_only)
+        .first_ready(&opts.target, &opts.connect, !opts.accept_tod_err_only)
         .await?;
     if let Some(state) = before.state.filter(|s| *s != UpdState::Idle) {
         return Err(CtlError::Device {
@@ -223,7 +221,7 @@ async fn push_on(
     };
     let report = wait_result(&mut core, opts, &before).await?;
     Ok(PushOutcome {
-        device: core.name.clone(),
+        device: core.shown_name(),
         bytes,
         crc,
         transfer_secs,

@@ -23,6 +23,14 @@ pub use crate::status::UpdState;
 /// What the device publishes about updates, as read at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DeviceReport {
+    /// The device's full path as found (`gina` → `gina9001.cafenet`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// True when the device publishes iocomd's status signals; false for a plain IOCOM device,
+    /// whose only update state is `tod_state`/`tod_err`.
+    pub iocomd: bool,
+    /// `tod_state` (0 idle, 1 a stream is running), if connected.
+    pub tod_state: Option<u8>,
     /// `tod_err` (the stream verdict: 4 pending, 6 completed, …), if connected.
     pub tod_err: Option<u8>,
     /// `upd_state`.
@@ -112,6 +120,7 @@ impl StatusSignals {
             package: t(&self.pkg),
             version: t(&self.ver),
             installed_version: t(&self.inst_ver),
+            ..DeviceReport::default()
         }
     }
 }

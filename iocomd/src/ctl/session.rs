@@ -30,16 +30,25 @@ const FRAMES_PER_FLUSH: usize = 128;
 /// Events handled before the next step.
 const EVENTS_PER_STEP: usize = 256;
 
+/// How long the peer's block announcements must have been quiet, with none of the requested
+/// device's, before the device is taken to be not there.
+const SETTLE: Duration = Duration::from_millis(1500);
+
 /// The session's state besides the phase.
 pub(super) struct Core<'p> {
     pub(super) device: DevicePath,
     pub(super) name: String,
-    /// Connect mode: the peer's identity is checked here (the listener checks it otherwise).
-    pub(super) check_identity: bool,
+    /// The full path of the device found (`gina` → `gina9001.cafenet`).
+    pub(super) resolved: Option<String>,
+    /// Who the peer said it is (the device itself, or a server such as frank).
+    pub(super) peer: Option<String>,
     pub(super) rx: mpsc::Receiver<NetEvent>,
     pub(super) ep: ControllerEndpoint,
+    ids: std::ops::Range<u32>,
     pub(super) conn: Option<(ConnId, ConnHandle)>,
     pub(super) authenticated: bool,
+    /// When we authenticated, then when the peer last announced a block.
+    last_news: Option<Instant>,
     pub(super) frame_size: usize,
     pub(super) infos: Vec<SystemFrame>,
     pub(super) status: Option<StatusSignals>,
@@ -55,18 +64,21 @@ pub(super) enum Step<T> {
 impl<'p> Core<'p> {
     pub(super) fn new(
         device: &DevicePath,
-        check_identity: bool,
         rx: mpsc::Receiver<NetEvent>,
+        ids: std::ops::Range<u32>,
         progress: &'p mut (dyn FnMut(Progress) + Send),
     ) -> Self {
         Self {
             device: device.clone(),
             name: device.to_string(),
-            check_identity,
+            resolved: None,
+            peer: None,
             rx,
-            ep: ControllerEndpoint::for_path(device.to_proto()),
+            ep: ControllerEndpoint::for_path_with_ids(device.to_proto(), ids.clone()),
+            ids,
             conn: None,
             authenticated: false,
+            last_news: None,
             frame_size: 0,
             infos: Vec::new(),
             status: None,
@@ -74,15 +86,44 @@ impl<'p> Core<'p> {
         }
     }
 
+    /// A session that lists every device the peer advertises (`iocomctl devices`); `what`
+    /// names the address in errors.
+    pub(super) fn listing(
+        what: &str,
+        rx: mpsc::Receiver<NetEvent>,
+        progress: &'p mut (dyn FnMut(Progress) + Send),
+    ) -> Self {
+        let device = DevicePath {
+            name: what.to_owned(),
+            nr: None,
+            network: None,
+        };
+        let mut core = Self::new(&device, rx, ALL_IDS, progress);
+        core.ep = ControllerEndpoint::all();
+        core
+    }
+
+    /// True when the peer's block announcements have been quiet for [`SETTLE`].
+    pub(super) fn settled(&self, now: Instant) -> bool {
+        self.last_news
+            .is_some_and(|t| now.duration_since(t) >= SETTLE)
+    }
+
     /// Starts over on a new connection (same device, same progress callback).
     pub(super) fn reset(&mut self, rx: mpsc::Receiver<NetEvent>) {
         self.rx = rx;
-        self.ep = ControllerEndpoint::for_path(self.device.to_proto());
+        self.ep = ControllerEndpoint::for_path_with_ids(self.device.to_proto(), self.ids.clone());
         self.conn = None;
         self.authenticated = false;
+        self.last_news = None;
         self.frame_size = 0;
         self.infos.clear();
         self.status = None;
+    }
+
+    /// The device's name in results: the full path once found.
+    pub(super) fn shown_name(&self) -> String {
+        self.resolved.clone().unwrap_or_else(|| self.name.clone())
     }
 
     pub(super) fn conn_id(&self) -> ConnId {
@@ -99,24 +140,17 @@ impl<'p> Core<'p> {
                 }
             }
             NetEvent::Conn { id, event } if id == self.conn_id() => {
+                let mut authenticated = None;
                 if let ConnEvent::Authenticated {
                     peer,
                     send_frame_size,
+                    network_name,
                     ..
                 } = &event
                 {
-                    let d = &self.device;
-                    let net_ok = peer.network_name == d.network
-                        || crate::proto::auth::is_auto_network(&peer.network_name);
-                    if self.check_identity
-                        && (peer.user_name != d.name || peer.device_nr != d.nr || !net_ok)
-                    {
-                        return Err(CtlError::WrongDevice {
-                            device: self.name.clone(),
-                            found: format!("{}.{}", peer.account_name(), peer.network_name),
-                        });
-                    }
+                    authenticated = Some((peer.clone(), network_name.clone()));
                     self.authenticated = true;
+                    self.last_news = Some(Instant::now());
                     self.frame_size = if *send_frame_size == 0 {
                         crate::proto::frame::SOCKET_FRAME_SIZE as usize
                     } else {
@@ -126,10 +160,37 @@ impl<'p> Core<'p> {
                         device: self.name.clone(),
                     });
                 }
+                if matches!(event, ConnEvent::MblkInfo(_)) {
+                    self.last_news = Some(Instant::now());
+                }
                 let out = self.ep.handle(id, event).map_err(|e| CtlError::Dropped {
                     device: self.name.clone(),
                     reason: format!("protocol error: {e}"),
                 })?;
+                if let Some((peer, network)) = authenticated {
+                    let nr = peer
+                        .assigned_nr
+                        .or_else(|| self.ep.node().auto_nr(id))
+                        .unwrap_or(peer.device_nr);
+                    let net = if crate::proto::auth::is_auto_network(&peer.network_name) {
+                        network
+                    } else {
+                        peer.network_name.clone()
+                    };
+                    self.peer = Some(if nr == 0 {
+                        format!("{}.{net}", peer.user_name)
+                    } else {
+                        format!("{}{nr}.{net}", peer.user_name)
+                    });
+                }
+                if self.resolved.is_none()
+                    && let Some(d) = self.ep.device()
+                {
+                    let found = self.device.resolved(d);
+                    self.resolved = Some(found.clone());
+                    let via = self.peer.clone().filter(|p| *p != found);
+                    (self.progress)(Progress::Located { device: found, via });
+                }
                 self.infos
                     .extend(out.infos.into_iter().map(SystemFrame::MblkInfo));
             }
@@ -256,9 +317,8 @@ impl<'p> Core<'p> {
         let Some(Ok(info)) = self.ep.peer_info() else {
             return false;
         };
-        let node = self.ep.node();
-        let exp = node.find("conf_exp", None).and_then(|i| node.block(i));
-        let imp = node.find("conf_imp", None).and_then(|i| node.block(i));
+        let exp = self.ep.device_block("conf_exp").map(|b| b.0);
+        let imp = self.ep.device_block("conf_imp").map(|b| b.0);
         let (Some(exp), Some(imp), Some(sig)) = (exp, imp, info.signal("conf_exp", "tod_state"))
         else {
             return false;
@@ -268,20 +328,59 @@ impl<'p> Core<'p> {
     }
 
     pub(super) fn exp_block(&self) -> Option<&crate::proto::mblk::Mblk> {
-        let node = self.ep.node();
-        node.find(super::names::BLOCK, None)
-            .and_then(|i| node.block(i))
+        self.ep.device_block(super::names::BLOCK).map(|b| b.0)
     }
 
     pub(super) fn report(&self) -> DeviceReport {
         let tod_err = self.ep.device_status();
-        match &self.status {
+        let mut r = match &self.status {
             Some(s) => s.read(self.exp_block(), tod_err),
             None => DeviceReport {
                 tod_err,
                 ..DeviceReport::default()
             },
+        };
+        r.iocomd = self.status.as_ref().is_some_and(StatusSignals::present);
+        r.tod_state = self.ep.device_tod_state();
+        r
+    }
+
+    /// The requested device among those the peer advertises: an error when the path is
+    /// ambiguous, or when the announcements have settled without it.
+    fn located(&self, now: Instant) -> Result<bool, CtlError> {
+        let cands = self.ep.candidates();
+        if cands.len() > 1 {
+            return Err(CtlError::Ambiguous {
+                device: self.name.clone(),
+                matches: cands
+                    .iter()
+                    .map(|d| self.device.resolved(d))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
+        if self.ep.device().is_some() {
+            return Ok(true);
+        }
+        if self.settled(now) {
+            let others: Vec<String> = self
+                .ep
+                .advertised()
+                .iter()
+                .map(|d| self.device.resolved(d))
+                .filter(|p| Some(p) != self.peer.as_ref())
+                .collect();
+            return Err(CtlError::WrongDevice {
+                device: self.name.clone(),
+                found: self.peer.clone().unwrap_or_else(|| "?".into()),
+                advertised: if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (devices behind it: {})", others.join(", "))
+                },
+            });
+        }
+        Ok(false)
     }
 
     /// Waits for authentication, the device's info, stream signals and (when published) its
@@ -292,8 +391,8 @@ impl<'p> Core<'p> {
         waited: Duration,
         need_status: bool,
     ) -> Result<DeviceReport, CtlError> {
-        self.run_until(deadline, "waiting for the device", waited, |c, _| {
-            if !c.authenticated {
+        self.run_until(deadline, "waiting for the device", waited, |c, now| {
+            if !c.authenticated || !c.located(now)? {
                 return Ok(Step::Wait);
             }
             let info = match c.ep.peer_info() {
@@ -330,6 +429,33 @@ impl<'p> Core<'p> {
         .await
     }
 
+    /// The first wait of a session: the connection (connect timeout) or the device connecting
+    /// up (listen timeout), then [`Core::ready`] within the ready timeout from there.
+    pub(super) async fn first_ready(
+        &mut self,
+        target: &Target,
+        opts: &ConnectOptions,
+        need_status: bool,
+    ) -> Result<DeviceReport, CtlError> {
+        let t = &opts.timeouts;
+        let (first, what) = match target.transport {
+            Transport::Connect(_) | Transport::Serial(_) => {
+                (t.connect, "connecting and authenticating")
+            }
+            Transport::Listen(_) => (t.listen, "waiting for the device to connect up"),
+        };
+        self.run_until(Instant::now() + first, what, first, |c, _| {
+            Ok(if c.authenticated {
+                Step::Done(())
+            } else {
+                Step::Wait
+            })
+        })
+        .await?;
+        self.ready(Instant::now() + t.ready, t.ready, need_status)
+            .await
+    }
+
     pub(super) fn ring(&self) -> usize {
         match self.ep.peer_info() {
             Some(Ok(info)) => info.signal("conf_imp", "tod_buf").map_or(0, |s| s.n),
@@ -346,7 +472,7 @@ pub(super) async fn open_one(
     let (links, mut rxs) =
         link::open(&[(target.device.clone(), target.transport.clone())], opts).await;
     match rxs.pop() {
-        Some(Ok(rx)) => Ok((links, rx)),
+        Some(Ok((rx, _))) => Ok((links, rx)),
         Some(Err(e)) => {
             links.close().await;
             Err(e)
@@ -358,23 +484,22 @@ pub(super) async fn open_one(
     }
 }
 
-pub(super) fn first_deadline(target: &Target, opts: &ConnectOptions) -> (Instant, Duration) {
-    let t = &opts.timeouts;
-    let waited = match target.transport {
-        Transport::Connect(_) | Transport::Serial(_) => t.connect + t.ready,
-        Transport::Listen(_) => t.listen + t.ready,
-    };
-    (Instant::now() + waited, waited)
-}
-
+/// Reads the device's status; a plain IOCOM device (no iocomd status signals) is reported
+/// with its `tod_state`/`tod_err` and [`DeviceReport::iocomd`] false.
 pub(crate) async fn status(opts: &StatusOptions) -> Result<DeviceReport, CtlError> {
     let (links, rx) = open_one(&opts.target, &opts.connect).await?;
-    let check = opts.target.transport.is_direct();
     let mut ignore = |_p: Progress| {};
-    let mut core = Core::new(&opts.target.device, check, rx, &mut ignore);
-    let (deadline, waited) = first_deadline(&opts.target, &opts.connect);
-    let r = core.ready(deadline, waited, true).await;
+    let mut core = Core::new(&opts.target.device, rx, ALL_IDS, &mut ignore);
+    let r = core.first_ready(&opts.target, &opts.connect, false).await;
+    let r = r.map(|mut r| {
+        r.device = core.resolved.clone();
+        r
+    });
     drop(core);
     links.close().await;
     r
 }
+
+/// The block ids of a session that has its connection to itself.
+pub(super) const ALL_IDS: std::ops::Range<u32> =
+    crate::proto::node::FIRST_MBLK_ID..crate::proto::node::MBLK_ID_LIMIT;

@@ -231,7 +231,11 @@ impl Peers {
             p.user = Some(peer.account_name());
             p.frame_size = *send_frame_size as usize;
             match DeviceEndpoint::new(self.device_cfg.clone()) {
-                Ok(ep) => p.ep = Some(ep),
+                Ok(mut ep) => {
+                    // Poll-only reference controllers see the final tod_err (device.rs).
+                    ep.set_end_hold(Some(crate::proto::stream::device::DEFAULT_END_HOLD));
+                    p.ep = Some(ep);
+                }
                 Err(e) => {
                     tracing::error!(conn = id, error = %e, "cannot create the device blocks");
                     let _ = p.out.try_send(Out::Close(e.to_string()));

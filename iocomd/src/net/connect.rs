@@ -14,7 +14,8 @@ use tracing::Instrument;
 /// Where to connect.
 #[derive(Clone)]
 pub struct ConnectTarget {
-    /// `host:port` (e.g. `127.0.0.1:6368`).
+    /// `host:port` (e.g. `127.0.0.1:6368`); `*` (or `*:PORT`): the address of the newest
+    /// lighthouse announcement of our network and transport ([`super::lighthouse`]).
     pub addr: String,
     /// TLS connector and the name the server certificate must carry; `None` for plain TCP.
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
@@ -70,6 +71,14 @@ pub async fn connect(
     let mut delay = backoff.initial;
     while !shutdown.is_cancelled() && !events.is_closed() {
         let id = next_conn_id();
+        let Some(target) = resolve(&target, &cfg, &shutdown).await else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = backoff.next(delay);
+            continue;
+        };
         let span = tracing::info_span!("iocom", conn = id, peer = %target.addr);
         let authenticated = attempt(id, &target, cfg.clone(), &events, &shutdown)
             .instrument(span)
@@ -84,6 +93,37 @@ pub async fn connect(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How long one lighthouse discovery waits (announcements come every few seconds).
+const DISCOVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// The target itself, or for `*` the address a lighthouse announcement names (`None`: none
+/// heard yet). Only the address comes from it; TLS name and CA stay the configured ones.
+async fn resolve(
+    target: &ConnectTarget,
+    cfg: &ConnConfig,
+    shutdown: &CancellationToken,
+) -> Option<ConnectTarget> {
+    if !target.addr.starts_with('*') {
+        return Some(target.clone());
+    }
+    let network = cfg.identity.network_name.as_str();
+    let tls = target.tls.is_some();
+    match super::lighthouse::discover(Some(network), tls, DISCOVERY_WAIT, shutdown).await {
+        Ok(Some(addr)) => Some(ConnectTarget {
+            addr: addr.to_string(),
+            tls: target.tls.clone(),
+        }),
+        Ok(None) => {
+            tracing::info!(network, tls, "lighthouse: no announcement heard");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "lighthouse: cannot listen for announcements");
+            None
         }
     }
 }

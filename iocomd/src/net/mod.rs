@@ -51,6 +51,7 @@
 
 mod connect;
 mod driver;
+pub mod lighthouse;
 mod listen;
 pub mod serial;
 pub mod tls;
@@ -123,7 +124,7 @@ impl serde::Serialize for PeerAddr {
 }
 
 /// What a connection task reports to its owner.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum NetEvent {
     /// A stream is open (TLS handshake done); the IOCOM handshake starts.
     Connected {

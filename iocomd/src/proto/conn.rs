@@ -430,6 +430,7 @@ impl Connection {
             password_hash,
             flags: a.flags,
             frame_size: a.frame_size,
+            assigned_nr: None,
         };
         if let PeerAuth::Accounts(accts) = &self.cfg.peer_auth {
             accts.authorize(

@@ -21,10 +21,14 @@
 //!
 //! Wake up again at [`DeviceEndpoint::poll_timeout`] even if nothing arrives.
 
+use crate::proto::auth::AutoDeviceNumbers;
 use crate::proto::conn::{ConnEvent, Role};
 use crate::proto::info::{DeviceInfo, InfoError, conf_exp_block, conf_imp_block};
 use crate::proto::mblk::{ConnId, DataFrame, Mblk};
-use crate::proto::node::{DeviceId, DevicePath, Node, NodeError, NodeOutput, device_flags};
+use crate::proto::node::{
+    ConnSetup, DeviceId, DevicePath, FIRST_MBLK_ID, MBLK_ID_LIMIT, Node, NodeError, NodeOutput,
+    device_flags,
+};
 use crate::proto::pjson::Json;
 use crate::proto::signals::BlockLayout;
 use crate::proto::stream::controller::{ControllerReader, ControllerWriter, Progress};
@@ -294,6 +298,11 @@ impl DeviceEndpoint {
         self.node.transmit_all(max)
     }
 
+    /// See [`DeviceReader::set_end_hold`].
+    pub fn set_end_hold(&mut self, hold: Option<std::time::Duration>) {
+        self.reader.set_end_hold(hold);
+    }
+
     /// The tod reader (for its state).
     pub fn reader(&self) -> &DeviceReader {
         &self.reader
@@ -307,7 +316,9 @@ enum Transfer {
     Download(ControllerReader),
 }
 
-/// A controller's data core, talking to one device.
+/// A controller's data core, talking to one device: the peer itself, or one of the devices a
+/// server (such as iocafe's `frank`) advertises. Only the blocks of that device are bound;
+/// the others are recorded in [`ControllerEndpoint::advertised`].
 #[derive(Debug, Clone)]
 pub struct ControllerEndpoint {
     node: Node,
@@ -316,6 +327,9 @@ pub struct ControllerEndpoint {
     device: Option<DeviceId>,
     peer_info: Option<Result<DeviceInfo, InfoError>>,
     transfer: Option<Transfer>,
+    numbers: AutoDeviceNumbers,
+    advertised: Vec<DeviceId>,
+    bind_all: bool,
 }
 
 impl ControllerEndpoint {
@@ -331,14 +345,63 @@ impl ControllerEndpoint {
 
     /// A controller for the device at `path` (e.g. parsed from `gina3.cafenet`).
     pub fn for_path(path: DevicePath) -> Self {
+        Self::for_path_with_ids(path, FIRST_MBLK_ID..MBLK_ID_LIMIT)
+    }
+
+    /// [`ControllerEndpoint::for_path`] with our block ids taken from `ids` (cores sharing one
+    /// connection need disjoint ranges).
+    pub fn for_path_with_ids(path: DevicePath, ids: std::ops::Range<u32>) -> Self {
         Self {
-            node: Node::new(Role::Controller),
+            node: Node::with_ids(Role::Controller, ids),
             device_name: path.name.clone(),
             path,
             device: None,
             peer_info: None,
             transfer: None,
+            numbers: AutoDeviceNumbers::new(),
+            advertised: Vec::new(),
+            bind_all: false,
         }
+    }
+
+    /// A controller that binds the blocks of every device the peer advertises (to list them;
+    /// transfers need [`ControllerEndpoint::for_path`]).
+    pub fn all() -> Self {
+        let mut ep = Self::new("");
+        ep.bind_all = true;
+        ep
+    }
+
+    /// The decoded `info` block of an advertised device (bound with
+    /// [`ControllerEndpoint::all`]); `None` until its content arrived.
+    pub fn info_of(&self, dev: &DeviceId) -> Option<DeviceInfo> {
+        let b = self.block_of(dev, "info")?;
+        DeviceInfo::decode(b.data()).ok()
+    }
+
+    /// Block `name` of an advertised device.
+    pub fn block_of(&self, dev: &DeviceId, name: &str) -> Option<&Mblk> {
+        self.node.block(self.node.find(name, Some(dev))?)
+    }
+
+    /// Every device whose blocks the peer announced (the peer itself, and behind a server the
+    /// devices connected to it), in order of first appearance, under the numbers this
+    /// controller sees (automatic numbers mapped, spec §2.9).
+    pub fn advertised(&self) -> &[DeviceId] {
+        &self.advertised
+    }
+
+    /// The advertised devices that match our path (more than one: the path is ambiguous).
+    pub fn candidates(&self) -> Vec<&DeviceId> {
+        self.advertised
+            .iter()
+            .filter(|d| self.path.matches(d))
+            .collect()
+    }
+
+    /// The device our blocks are bound to, once its first block was announced.
+    pub fn device(&self) -> Option<&DeviceId> {
+        self.device.as_ref()
     }
 
     /// The blocks.
@@ -352,27 +415,50 @@ impl ControllerEndpoint {
     }
 
     /// Handles one connection event; queue the returned infos (replies) in order.
+    ///
+    /// At `Authenticated` a peer that sent device number 0 gets its automatic number: the one
+    /// in [`PeerIdentity::assigned_nr`](crate::proto::conn::PeerIdentity) when the owner
+    /// assigned it, else one from this core's own allocator (9001, … by unique id).
     pub fn handle(&mut self, conn: ConnId, ev: ConnEvent) -> Result<NodeOutput, NodeError> {
         if let ConnEvent::Authenticated {
+            peer,
             network_name,
             send_frame_size,
             framing,
             ..
         } = &ev
         {
-            self.node
-                .connect_with(conn, network_name, *send_frame_size, *framing);
+            let auto_nr = match peer.assigned_nr {
+                Some(n) => Some(n),
+                None if peer.device_nr == 0 => self.numbers.assign(peer.unique_id.as_ref()),
+                None => None,
+            };
+            self.node.connect_as(
+                conn,
+                ConnSetup {
+                    role: Role::Controller,
+                    network: network_name.clone(),
+                    frame_size: *send_frame_size,
+                    auto_nr,
+                    framing: *framing,
+                },
+            );
             return Ok(NodeOutput::default());
         }
-        let out = self.node.handle(conn, ev)?;
-        for ix in &out.bound {
-            if let Some(d) = self.node.device_of(*ix)
-                && self.path.matches(d)
-                && self.device.is_none()
-            {
-                self.device = Some(d.clone());
+        if let ConnEvent::MblkInfo(info) = &ev {
+            let (key, _) = self.node.info_key(conn, info);
+            let wanted = self.path.matches(&key) && self.device.as_ref().is_none_or(|d| *d == key);
+            if !self.advertised.contains(&key) {
+                self.advertised.push(key.clone());
+            }
+            if !wanted && !self.bind_all {
+                return Ok(NodeOutput::default());
+            }
+            if wanted && self.device.is_none() && !self.bind_all {
+                self.device = Some(key);
             }
         }
+        let out = self.node.handle(conn, ev)?;
         let info_ix = self.node.find("info", self.device.as_ref());
         for (ix, _) in &out.changed {
             if Some(*ix) == info_ix
@@ -509,9 +595,19 @@ impl ControllerEndpoint {
     /// The device's `tod_err` (its verdict on the last upload), if connected.
     pub fn device_status(&self) -> Option<u8> {
         let sig = self.signals(Direction::ToDevice).ok()?;
+        self.exp_value(&sig.err)
+    }
+
+    /// The device's `tod_state` (0 idle, 1 running), if connected.
+    pub fn device_tod_state(&self) -> Option<u8> {
+        let sig = self.signals(Direction::ToDevice).ok()?;
+        self.exp_value(&sig.state)
+    }
+
+    fn exp_value(&self, sig: &crate::proto::signals::Signal) -> Option<u8> {
         let (exp_ix, _, _) = self.conf().ok()?;
         let exp = self.node.block(exp_ix)?;
-        let (v, state) = sig.err.get_int(exp).ok()?;
+        let (v, state) = sig.get_int(exp).ok()?;
         (state & crate::proto::signals::STATE_CONNECTED != 0).then_some(v as u8)
     }
 

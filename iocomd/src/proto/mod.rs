@@ -28,6 +28,7 @@ pub mod endpoint;
 pub mod frame;
 pub mod handshake;
 pub mod info;
+pub mod lighthouse;
 pub mod mblk;
 pub mod node;
 pub mod password;

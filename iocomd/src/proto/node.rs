@@ -145,6 +145,28 @@ struct ConnInfo {
     frame_size: usize,
     /// Its framing (header lengths).
     framing: Framing,
+    /// Our role on this connection.
+    role: Role,
+    /// The number we assigned to the peer's automatically numbered blocks (info number 9000).
+    auto_nr: Option<u32>,
+}
+
+/// How a connection is set up in [`Node::connect_as`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnSetup {
+    /// Our role on this connection (a relay is the controller of the devices below it and
+    /// the device of the controllers above it).
+    pub role: Role,
+    /// The network name after adoption (from `ConnEvent::Authenticated`).
+    pub network: String,
+    /// The largest frame we may send.
+    pub frame_size: u32,
+    /// Controller role: the device number we assigned to the peer. Its blocks announced with
+    /// the automatic number 9000 are kept under this number, and our replies name them 8999
+    /// (spec §2.9, as the C controller does).
+    pub auto_nr: Option<u32>,
+    /// The connection's framing (frames are cut to fit its headers).
+    pub framing: Framing,
 }
 
 /// Our memory blocks and their per-connection bindings.
@@ -153,28 +175,58 @@ pub struct Node {
     role: Role,
     entries: Vec<Entry>,
     next_id: u32,
+    id_limit: u32,
     conns: HashMap<ConnId, ConnInfo>,
 }
 
 impl Node {
     /// An empty node.
     pub fn new(role: Role) -> Self {
+        Self::with_ids(role, FIRST_MBLK_ID..MBLK_ID_LIMIT)
+    }
+
+    /// An empty node handing out block ids from `ids` only (several controller cores sharing
+    /// one connection each get their own range, so the peer's frames name one core's block).
+    /// The range is clamped to 8..32768.
+    pub fn with_ids(role: Role, ids: Range<u32>) -> Self {
         Self {
             role,
             entries: Vec::new(),
-            next_id: FIRST_MBLK_ID,
+            next_id: ids.start.max(FIRST_MBLK_ID),
+            id_limit: ids.end.min(MBLK_ID_LIMIT),
             conns: HashMap::new(),
         }
     }
 
-    /// Our role.
+    /// Our default role (the role of connections set up with [`Node::connect`]).
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// Our role on `conn` (the default role when it is not connected).
+    pub fn conn_role(&self, conn: ConnId) -> Role {
+        self.conns.get(&conn).map_or(self.role, |c| c.role)
+    }
+
+    /// The automatic number assigned to the peer of `conn` (controller role), if any.
+    pub fn auto_nr(&self, conn: ConnId) -> Option<u32> {
+        self.conns.get(&conn).and_then(|c| c.auto_nr)
+    }
+
+    /// The info frame announcing block `ix` (a relay announces a new device's blocks on its
+    /// upward connections with it).
+    pub fn info_of(&self, ix: usize) -> Option<MblkInfo> {
+        self.entries.get(ix).map(Self::info_for)
+    }
+
+    /// True when block id `id` is one of ours.
+    pub fn owns_id(&self, id: u32) -> bool {
+        self.entries.iter().any(|e| e.mblk.id() == id)
+    }
+
     fn take_id(&mut self) -> Result<u32, NodeError> {
         let id = self.next_id;
-        if id >= MBLK_ID_LIMIT {
+        if id >= self.id_limit {
             return Err(NodeError::OutOfIds);
         }
         self.next_id += 1;
@@ -288,23 +340,61 @@ impl Node {
         frame_size: u32,
         framing: Framing,
     ) -> Vec<MblkInfo> {
+        self.connect_as(
+            conn,
+            ConnSetup {
+                role: self.role,
+                network: network.to_owned(),
+                frame_size,
+                auto_nr: None,
+                framing,
+            },
+        )
+    }
+
+    /// [`Node::connect`] with the role and automatic number given per connection. In the
+    /// device role the returned infos announce every block we hold (a relay announces the
+    /// blocks of every device below it, under the numbers it assigned).
+    pub fn connect_as(&mut self, conn: ConnId, setup: ConnSetup) -> Vec<MblkInfo> {
+        let role = setup.role;
+        let network = setup.network.clone();
         self.conns.insert(
             conn,
             ConnInfo {
-                network: network.to_owned(),
-                frame_size: frame_size as usize,
-                framing,
+                network: setup.network,
+                frame_size: setup.frame_size as usize,
+                framing: setup.framing,
+                role,
+                auto_nr: setup.auto_nr.filter(|_| role == Role::Controller),
             },
         );
-        if self.role != Role::Device {
+        if role != Role::Device {
             return Vec::new();
         }
         for e in &mut self.entries {
             if e.device.network.is_empty() || e.device.network == "*" {
-                e.device.network = network.to_owned();
+                e.device.network = network.clone();
             }
         }
         self.entries.iter().map(Self::info_for).collect()
+    }
+
+    /// The key a received block info is bound under on `conn`: the device number mapped as
+    /// spec §2.9 says (device role: 8999 → 9000; controller role: 9000 → the number we
+    /// assigned), and whether our reply must say 8999.
+    pub fn info_key(&self, conn: ConnId, info: &MblkInfo) -> (DeviceId, bool) {
+        let c = self.conns.get(&conn);
+        let role = c.map_or(self.role, |c| c.role);
+        let auto = c.and_then(|c| c.auto_nr);
+        let (nr, to_auto) = match (role, auto) {
+            (Role::Device, _) if info.device_nr == TO_AUTO_DEVICE_NR => (AUTO_DEVICE_NR, false),
+            (Role::Controller, Some(n)) if info.device_nr == AUTO_DEVICE_NR => (n, true),
+            _ => (info.device_nr, false),
+        };
+        (
+            DeviceId::new(&info.device_name, nr, &info.network_name),
+            to_auto,
+        )
     }
 
     /// A connection closed: its sync buffers go away (block contents stay).
@@ -352,13 +442,8 @@ impl Node {
         info: &MblkInfo,
         out: &mut NodeOutput,
     ) -> Result<(), NodeError> {
-        let device = self.role == Role::Device;
-        // 8999 from a controller means "you, the automatically numbered device".
-        let nr = if device && info.device_nr == TO_AUTO_DEVICE_NR {
-            AUTO_DEVICE_NR
-        } else {
-            info.device_nr
-        };
+        let device = self.conn_role(conn) == Role::Device;
+        let (key, to_auto) = self.info_key(conn, info);
         if info.size as usize > MAX_PEER_BLOCK_SIZE {
             return Err(NodeError::TooLarge {
                 conn,
@@ -366,7 +451,6 @@ impl Node {
                 size: info.size,
             });
         }
-        let key = DeviceId::new(&info.device_name, nr, &info.network_name);
         let found = self.find(&info.mblk_name, Some(&key));
         let ix = match (found, device) {
             (Some(ix), _) => ix,
@@ -407,7 +491,11 @@ impl Node {
                 let mut reply = Self::info_for(e);
                 // Our copy of a static block is an ordinary receivable block.
                 reply.flags &= !MBLK_STATIC;
-                reply.device_nr = info.device_nr;
+                reply.device_nr = if to_auto {
+                    TO_AUTO_DEVICE_NR
+                } else {
+                    info.device_nr
+                };
                 out.infos.push(reply);
             }
         }

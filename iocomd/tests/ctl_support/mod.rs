@@ -2,6 +2,8 @@
 //! the net driver on 127.0.0.1:0, with iocomd's status signals in `exp` and a scripted verdict.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use iocomd::net::{self, ConnHandle, ConnId, NetEvent};
 use iocomd::proto::conn::{ConnConfig, LocalIdentity, PeerAuth, Role, Side};
 use iocomd::proto::endpoint::{BlockDef, DeviceConfig, DeviceEndpoint, StreamEvent};
@@ -58,6 +60,8 @@ pub struct Spec {
     pub sink_fail_after: Option<(usize, u8)>,
     /// Close the connection once this many bytes arrived.
     pub drop_after: Option<usize>,
+    /// Unique id sent with an automatic number (nr 9000) when connecting up.
+    pub unique_id: Option<[u8; 12]>,
 }
 
 impl Spec {
@@ -75,6 +79,7 @@ impl Spec {
             restart: false,
             sink_fail_after: None,
             drop_after: None,
+            unique_id: None,
         }
     }
 }
@@ -169,7 +174,7 @@ fn conn_config(spec: &Spec, side: Side) -> ConnConfig {
         device_name: spec.name.into(),
         device_nr: spec.nr,
         network_name: spec.network.into(),
-        unique_id: None,
+        unique_id: spec.unique_id,
         password: String::new(),
     };
     let mut cfg = ConnConfig::new(Role::Device, side, identity);
@@ -216,10 +221,15 @@ pub async fn start(spec: Spec) -> TestDevice {
 /// Starts a device that connects up to a controller at `addr` (plain TCP), retrying until
 /// the controller listens.
 pub fn start_up(spec: Spec, addr: SocketAddr) -> TestDevice {
+    start_up_to(spec, addr.to_string(), addr)
+}
+
+/// [`start_up`] to `target` (`*`: found by lighthouse); `addr` is only recorded.
+pub fn start_up_to(spec: Spec, target: String, addr: SocketAddr) -> TestDevice {
     let shutdown = CancellationToken::new();
     let cfg = conn_config(&spec, Side::Client);
     let target = net::ConnectTarget {
-        addr: addr.to_string(),
+        addr: target,
         tls: None,
     };
     let backoff = net::Backoff {

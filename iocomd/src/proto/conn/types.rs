@@ -160,6 +160,9 @@ pub struct PeerIdentity {
     pub flags: u8,
     /// The receive frame size the peer announced.
     pub frame_size: u32,
+    /// The automatic device number the receiving end assigned to this peer (spec §2.9). The
+    /// connection leaves it `None`; an owner that assigns numbers fills it in.
+    pub assigned_nr: Option<u32>,
 }
 
 impl PeerIdentity {

@@ -6,6 +6,14 @@
 //! a CRC mismatch, timeout or sink failure always leaves a code in `*_err`, and a completed
 //! upload publishes `tod_err` = PENDING together with `tod_state` = IDLE until the caller
 //! reports the final code with [`DeviceReader::report`].
+//!
+//! With an end hold ([`DeviceReader::set_end_hold`]) a completed upload keeps `tod_state` =
+//! RUNNING (with `tod_err` = PENDING) until the final code is reported, the controller lets go
+//! of the stream (`tod_cmd` neither RUNNING nor COMPLETED) or the hold time passes; the final
+//! code then goes out in the same update as `tod_state` = IDLE. A C controller polled only
+//! through `status()` refreshes its copy of `tod_err` only while its `run()` waits for
+//! `tod_state` to leave RUNNING (at most `IOC_STREAMER_TIMEOUT`, 5 s after the last chunk), so
+//! it sees the final 6/168 of an install that is done by then instead of a time-out.
 
 use super::{
     ChunkSink, ChunkSource, STREAM_TIMEOUT, SourceRead, StreamError, StreamSignals, cmd,
@@ -15,6 +23,9 @@ use crate::proto::crc::Crc16;
 use crate::proto::mblk::Mblk;
 use crate::proto::signals::STATE_CONNECTED;
 use std::time::Instant;
+
+/// The end hold iocomd uses (the reference controller's 20 s wait for a final status).
+pub const DEFAULT_END_HOLD: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What a device-side stream machine reports from one poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +61,9 @@ pub enum ReaderState {
     },
     /// `tod_state` = INTERRUPT published; waiting for the controller to let go.
     Failing { since: Instant },
+    /// Upload completed (CRC matched, sink closed); `tod_state` stays RUNNING with `tod_err` =
+    /// PENDING until the final code (end hold).
+    Holding { since: Instant },
 }
 
 /// Device side of the to-device stream.
@@ -57,6 +71,7 @@ pub enum ReaderState {
 pub struct DeviceReader {
     sig: StreamSignals,
     state: ReaderState,
+    end_hold: Option<std::time::Duration>,
 }
 
 impl DeviceReader {
@@ -65,7 +80,22 @@ impl DeviceReader {
         Self {
             sig,
             state: ReaderState::Idle { armed: true },
+            end_hold: None,
         }
+    }
+
+    /// Keep `tod_state` = RUNNING after a completed upload for at most `hold` until the final
+    /// code is reported (module documentation); `None` (the default) publishes IDLE at once.
+    pub fn set_end_hold(&mut self, hold: Option<std::time::Duration>) {
+        self.end_hold = hold;
+    }
+
+    /// Publishes the end of a held upload: `tod_state` IDLE, `tod_tail` 0.
+    fn release(&mut self, exp: &mut Mblk) -> Result<(), StreamError> {
+        self.sig.state.set_int(exp, cmd::IDLE)?;
+        self.sig.tail.set_int(exp, 0)?;
+        self.state = ReaderState::Idle { armed: false };
+        Ok(())
     }
 
     /// The current state.
@@ -79,6 +109,7 @@ impl DeviceReader {
             ReaderState::Idle { .. } => None,
             ReaderState::Transfer { last_data, .. } => Some(*last_data + STREAM_TIMEOUT),
             ReaderState::Failing { since } => Some(*since + STREAM_TIMEOUT),
+            ReaderState::Holding { since } => Some(*since + self.end_hold.unwrap_or_default()),
         }
     }
 
@@ -113,9 +144,13 @@ impl DeviceReader {
         })
     }
 
-    /// Publishes the final result code of the last transfer in `tod_err`.
-    pub fn report(&self, exp: &mut Mblk, code: u8) -> Result<(), StreamError> {
+    /// Publishes the final result code of the last transfer in `tod_err` (ending an end hold:
+    /// `tod_state` = IDLE in the same update).
+    pub fn report(&mut self, exp: &mut Mblk, code: u8) -> Result<(), StreamError> {
         self.sig.err.set_int(exp, i64::from(code))?;
+        if matches!(self.state, ReaderState::Holding { .. }) {
+            self.release(exp)?;
+        }
         Ok(())
     }
 
@@ -208,6 +243,18 @@ impl DeviceReader {
                     armed: command != Some(cmd::RUNNING),
                 };
                 return Ok(Some(DeviceEvent::Released));
+            }
+            ReaderState::Holding { since } => {
+                let let_go = !matches!(command, Some(cmd::RUNNING | cmd::COMPLETED));
+                let over =
+                    now.saturating_duration_since(*since) >= self.end_hold.unwrap_or_default();
+                if let_go || over {
+                    self.release(exp).map_err(|e| (0, 0, e))?;
+                    if let_go && let ReaderState::Idle { armed } = &mut self.state {
+                        *armed = command != Some(cmd::RUNNING);
+                    }
+                }
+                return Ok(None);
             }
             ReaderState::Transfer { .. } => {}
         }
@@ -303,13 +350,16 @@ impl DeviceReader {
                 status::CHECKSUM_ERROR
             };
             let sig = &self.sig;
+            let hold = ok && self.end_hold.is_some();
             sig.err
                 .set_int(exp, i64::from(code))
-                .and_then(|()| sig.state.set_int(exp, cmd::IDLE))
-                .and_then(|()| sig.tail.set_int(exp, 0))
                 .map_err(|e| fail(bytes, e.into()))?;
             sink.close(ok);
-            self.state = ReaderState::Idle { armed: false };
+            if hold {
+                self.state = ReaderState::Holding { since: now };
+            } else {
+                self.release(exp).map_err(|e| fail(bytes, e))?;
+            }
             return Ok(Some(if ok {
                 DeviceEvent::Completed {
                     select,

@@ -1101,3 +1101,149 @@ fn a_sink_short_of_room_leaves_the_rest_in_the_ring_and_completes_only_with_ever
         })
     );
 }
+
+/// Runs an upload with an end hold until the device reports `Completed`.
+fn upload_until_device_completed(
+    hold: Duration,
+) -> (Pair, ControllerWriter, DeviceReader, Instant, Vec<u8>) {
+    let (mut p, mut r, mut t) = device_pair(257);
+    r.set_end_hold(Some(hold));
+    let file: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let (mut src, mut sink) = (VecSource::new(file.clone()), VecSink::default());
+    for _ in 0..10_000 {
+        assert_eq!(
+            w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src),
+            Progress::Running
+        );
+        p.sync();
+        let ev = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+        p.sync();
+        t += TICK;
+        if let Some(DeviceEvent::Completed { bytes, .. }) = ev {
+            assert_eq!(bytes, 1000);
+            assert_eq!(sink.data, file);
+            assert_eq!(sink.closed, [true]);
+            return (p, w, r, t, file);
+        }
+    }
+    panic!("upload did not complete");
+}
+
+#[test]
+fn end_hold_keeps_running_until_the_final_code_and_sends_both_together() {
+    let (mut p, mut w, mut r, t, file) = upload_until_device_completed(Duration::from_secs(20));
+    assert!(matches!(r.state(), ReaderState::Holding { .. }));
+    assert_eq!(r.poll_timeout(), Some(t - TICK + Duration::from_secs(20)));
+    // The controller sees RUNNING with PENDING: its writer keeps waiting.
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::RUNNING);
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, i64::from(status::PENDING));
+    let mut src = VecSource::new(vec![]);
+    assert_eq!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src),
+        Progress::Running
+    );
+    p.sync();
+    // The result: tod_err and tod_state = IDLE in one device frame.
+    let before = p.log.len();
+    r.report(&mut p.dev_exp, status::COMPLETED).unwrap();
+    assert_eq!(r.state(), &ReaderState::Idle { armed: false });
+    p.sync();
+    let frames: Vec<_> = p.log[before..].iter().filter(|(d, _)| *d).collect();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::IDLE);
+    assert_eq!(
+        w.poll(&p.ctl_exp, &mut p.ctl_imp, t + TICK, &mut src),
+        Progress::Completed {
+            bytes: file.len() as u64,
+            crc: crc16(&file),
+            device_err: Some(status::COMPLETED)
+        }
+    );
+}
+
+#[test]
+fn end_hold_ends_at_its_time_or_when_the_controller_lets_go() {
+    // No result within the hold: IDLE with PENDING, as without a hold.
+    let (mut p, _w, mut r, t, _) = upload_until_device_completed(Duration::from_secs(20));
+    let mut sink = VecSink::default();
+    let almost = t + Duration::from_secs(19);
+    assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, almost, &mut sink), None);
+    assert!(matches!(r.state(), ReaderState::Holding { .. }));
+    let later = t + Duration::from_secs(20);
+    assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, later, &mut sink), None);
+    assert_eq!(r.state(), &ReaderState::Idle { armed: false });
+    p.sync();
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::IDLE);
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, i64::from(status::PENDING));
+    // A late result still goes out.
+    r.report(&mut p.dev_exp, 168).unwrap();
+    p.sync();
+    assert_eq!(get(&p.tod.err, &p.ctl_exp).0, 168);
+
+    // The C controller gives up waiting after its stream timeout and sets tod_cmd = IDLE:
+    // the hold ends at once (armed again: the command is not RUNNING).
+    let (mut p, mut w, mut r, mut t, file) = upload_until_device_completed(Duration::from_secs(20));
+    let mut src = VecSource::new(vec![]);
+    let done = loop {
+        let prog = w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+        p.sync();
+        t += Duration::from_millis(500);
+        if prog != Progress::Running {
+            break prog;
+        }
+    };
+    assert_eq!(
+        done,
+        Progress::Completed {
+            bytes: file.len() as u64,
+            crc: crc16(&file),
+            device_err: Some(status::PENDING)
+        }
+    );
+    assert_eq!(get(&p.tod.cmd, &p.dev_imp).0, cmd::IDLE);
+    assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink), None);
+    assert_eq!(r.state(), &ReaderState::Idle { armed: true });
+    p.sync();
+    assert_eq!(get(&p.tod.state, &p.ctl_exp).0, cmd::IDLE);
+}
+
+#[test]
+fn end_hold_is_not_used_for_a_failed_checksum() {
+    let (mut p, mut r, mut t) = device_pair(257);
+    r.set_end_hold(Some(Duration::from_secs(20)));
+    let mut w = ControllerWriter::new(p.tod.clone(), 1);
+    let (mut src, mut sink) = (VecSource::new(vec![5; 300]), VecSink::default());
+    // Run until the controller has written everything, then corrupt the CRC it sends.
+    for _ in 0..1000 {
+        let _ = w.poll(&p.ctl_exp, &mut p.ctl_imp, t, &mut src);
+        if get(&p.tod.cmd, &p.ctl_imp).0 == cmd::COMPLETED {
+            p.tod.cs.set_int(&mut p.ctl_imp, 0x1234).unwrap();
+        }
+        p.sync();
+        let ev = r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+        p.sync();
+        t += TICK;
+        if let Some(ev) = ev
+            && !matches!(ev, DeviceEvent::Started { .. })
+        {
+            assert!(
+                matches!(
+                    ev,
+                    DeviceEvent::Failed {
+                        error: StreamError::Checksum { .. },
+                        ..
+                    }
+                ),
+                "{ev:?}"
+            );
+            assert_eq!(r.state(), &ReaderState::Idle { armed: false });
+            assert_eq!(
+                get(&p.tod.err, &p.ctl_exp).0,
+                i64::from(status::CHECKSUM_ERROR)
+            );
+            return;
+        }
+    }
+    panic!("no end");
+}
