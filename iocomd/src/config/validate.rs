@@ -7,12 +7,12 @@ use super::values::PasswordHash;
 use super::*;
 use std::net::SocketAddr;
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     merged: &'a Merged,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         let key = key.into();
         ConfigError::Invalid {
             file: self.merged.origin(&key).map(Path::to_path_buf),
@@ -22,7 +22,7 @@ impl Ctx<'_> {
     }
 
     /// Relative paths are taken relative to the directory of the file that set them.
-    fn path(&self, key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+    pub(super) fn path(&self, key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
         if p.as_os_str().is_empty() {
             return Err(self.err(key, "must not be empty"));
         }
@@ -182,7 +182,7 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         },
     };
 
-    Ok(Settings {
+    let mut settings = Settings {
         device,
         listen,
         connect,
@@ -196,8 +196,11 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         transfer,
         helper,
         log,
+        hawkbit: None,
         sources: merged.files.clone(),
-    })
+    };
+    settings.hawkbit = super::hawkbit::settings(&cx, raw.hawkbit, &settings)?;
+    Ok(settings)
 }
 
 fn transfer_limits(
