@@ -551,24 +551,34 @@ impl Agent {
                     }
                 }
             },
-            (Job::Downloading { action, .. }, JobDone::Downloaded(Err(e))) => match e {
-                DownloadError::Stopped => {}
-                DownloadError::Api {
-                    source: ApiError::Gone { .. },
+            (
+                Job::Downloading {
+                    action,
+                    reservation,
                     ..
-                } => self.discard(&[]),
-                e if e.is_transient() => {
-                    tracing::warn!(action_id = %action, error = %e, "download interrupted; resuming at the next poll");
-                    self.set_status(|s| {
-                        s.state = DdiState::Idle;
-                        s.last_error = Some(e.to_string());
-                    });
+                },
+                JobDone::Downloaded(Err(e)),
+            ) => {
+                drop(reservation);
+                match e {
+                    DownloadError::Stopped => {}
+                    DownloadError::Api {
+                        source: ApiError::Gone { .. },
+                        ..
+                    } => self.discard(&[]),
+                    e if e.is_transient() => {
+                        tracing::warn!(action_id = %action, error = %e, "download interrupted; resuming at the next poll");
+                        self.set_status(|s| {
+                            s.state = DdiState::Idle;
+                            s.last_error = Some(e.to_string());
+                        });
+                    }
+                    e => {
+                        self.discard(&[]);
+                        self.finish(&action, feedback::failed(e.to_string())).await;
+                    }
                 }
-                e => {
-                    self.discard(&[]);
-                    self.finish(&action, feedback::failed(e.to_string())).await;
-                }
-            },
+            }
             (Job::Installing { action, .. }, JobDone::Installed(outcome)) => {
                 self.ours = Some(outcome.installed.clone());
                 self.finish(&action, feedback::closed(&outcome)).await;
