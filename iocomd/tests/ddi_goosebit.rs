@@ -163,14 +163,7 @@ impl Installer for DebInstaller {
         let outcome = match crashed {
             None => {
                 *versions = new.clone();
-                InstallOutcome {
-                    success: true,
-                    code: "ok".into(),
-                    number: 0,
-                    message: "installed; units healthy".into(),
-                    rolled_back: false,
-                    installed: new,
-                }
+                ddi_support::ok_outcome(new)
             }
             Some(msg) => InstallOutcome {
                 success: false,

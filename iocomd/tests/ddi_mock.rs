@@ -18,6 +18,13 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A device with a fresh state directory, polling `m`.
+fn client(m: &Mock, fake: &Arc<FakeInstaller>) -> (Device, Client) {
+    let dev = Device::new();
+    let c = dev.start(settings(&m.url), fake.clone());
+    (dev, c)
+}
+
 fn finals(m: &Mock, id: &str) -> Vec<(String, String)> {
     m.feedback(id)
         .iter()
@@ -41,8 +48,7 @@ async fn multi_chunk_action_is_one_install_in_order_and_closed_success_after_the
     ]);
     let fake = Arc::new(FakeInstaller::default());
     *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.0")];
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "closed feedback", || !finals(&m, "7").is_empty()).await;
     let installs = fake.installs();
     assert_eq!(installs.len(), 1, "one transaction");
@@ -106,8 +112,7 @@ async fn helper_failure_is_closed_failure_with_its_code_and_rollback() {
         rolled_back: true,
         installed: vec![PackageVersion::new("app", "2")],
     });
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "closed feedback", || !finals(&m, "9").is_empty()).await;
     let fb = m.feedback("9").pop().unwrap();
     assert_eq!(Mock::exec(&fb), ("closed".into(), "failure".into()));
@@ -129,16 +134,9 @@ async fn wrong_hash_fails_the_action_without_installing() {
     let m = Mock::start().await;
     let mut art = m.artifact("app_1_all.deb", &data(5000, 4), Link::Good);
     art["hashes"]["sha256"] = json!("ab".repeat(32));
-    m.offer(
-        "3",
-        json!([{ "name": "app", "version": "1", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("3", "app", "1", art);
     let fake = Arc::new(FakeInstaller::default());
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "closed feedback", || !finals(&m, "3").is_empty()).await;
     let fb = m.feedback("3").pop().unwrap();
     assert_eq!(Mock::exec(&fb), ("closed".into(), "failure".into()));
@@ -167,16 +165,9 @@ async fn dropped_link_mid_download_is_resumed_with_range_and_if_range() {
             n: 2,
         },
     );
-    m.offer(
-        "4",
-        json!([{ "name": "app", "version": "2", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("4", "app", "2", art);
     let fake = Arc::new(FakeInstaller::default());
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "closed feedback", || !finals(&m, "4").is_empty()).await;
     assert_eq!(finals(&m, "4"), [("closed".into(), "success".into())]);
     assert_eq!(
@@ -223,16 +214,9 @@ async fn a_restart_resumes_the_partial_file_and_416_means_complete() {
     let m = Mock::start().await;
     let d = data(150_000, 6);
     let art = m.artifact("app_5_all.deb", &d, Link::Stall { after: 60_000 });
-    m.offer(
-        "5",
-        json!([{ "name": "app", "version": "5", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("5", "app", "5", art);
     let fake = Arc::new(FakeInstaller::default());
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     let part = dev.spool_dir().join("hawkbit-5-0-0.deb.ddi-part");
     wait_for(20, "40 % downloaded", || {
         c.status.borrow().progress == Some(40)
@@ -270,13 +254,7 @@ async fn a_restart_resumes_the_partial_file_and_416_means_complete() {
     let d2 = data(10_000, 7);
     let mut art = m.artifact("lib_1_all.deb", &d2, Link::Good);
     art.as_object_mut().unwrap().remove("size");
-    m.offer(
-        "6",
-        json!([{ "name": "lib", "version": "1", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("6", "lib", "1", art);
     std::fs::write(dev.spool_dir().join("hawkbit-6-0-0.deb.ddi-part"), &d2).unwrap();
     let c = dev.start(settings(&m.url), fake.clone());
     wait_for(20, "closed feedback", || !finals(&m, "6").is_empty()).await;
@@ -300,16 +278,9 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
         &data(100_000, 8),
         Link::Stall { after: 10_000 },
     );
-    m.offer(
-        "11",
-        json!([{ "name": "app", "version": "1", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("11", "app", "1", art);
     let fake = Arc::new(FakeInstaller::default());
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "downloading", || {
         c.status.borrow().state == DdiState::Downloading
     })
@@ -339,13 +310,7 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
     // After hand-over: rejected, and the install's result is still reported.
     *fake.hold.lock().unwrap() = true;
     let art = m.artifact("app_2_all.deb", &data(1000, 9), Link::Good);
-    m.offer(
-        "13",
-        json!([{ "name": "app", "version": "2", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("13", "app", "2", art);
     wait_for(20, "installing", || {
         c.status.borrow().state == DdiState::Installing
     })
@@ -376,18 +341,11 @@ async fn gone_action_is_dropped_and_429_409_are_retried() {
     let m = Mock::start().await;
     m.fault(&format!("GET {BASE}"), 429, Some(1));
     let art = m.artifact("app_1_all.deb", &data(1000, 10), Link::Good);
-    m.offer(
-        "20",
-        json!([{ "name": "app", "version": "1", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("20", "app", "1", art);
     m.fault("/deploymentBase/20/feedback", 410, None);
     let fake = Arc::new(FakeInstaller::default());
-    let dev = Device::new();
     let t0 = std::time::Instant::now();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "the 410 answer", || {
         m.state.lock().unwrap().faults.is_empty()
     })
@@ -408,13 +366,7 @@ async fn gone_action_is_dropped_and_429_409_are_retried() {
 
     // 429 then 409 on the final feedback: retried, delivered once.
     let art = m.artifact("app_2_all.deb", &data(1000, 11), Link::Good);
-    m.offer(
-        "21",
-        json!([{ "name": "app", "version": "2", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("21", "app", "2", art);
     m.state.lock().unwrap().faults.clear();
     let c2 = c;
     wait_for(20, "proceeding", || !m.feedback("21").is_empty()).await;
@@ -432,8 +384,7 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
     let chunks = json!([{ "name": "app", "version": "1", "artifacts": [art] }]);
     m.offer("30", chunks.clone(), "skip", "skip", None);
     let fake = Arc::new(FakeInstaller::default());
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "deferred", || {
         c.status.borrow().state == DdiState::DownloadDeferred
     })
@@ -488,17 +439,10 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
 async fn a_busy_slot_defers_the_action() {
     let m = Mock::start().await;
     let art = m.artifact("app_1_all.deb", &data(2000, 13), Link::Good);
-    m.offer(
-        "40",
-        json!([{ "name": "app", "version": "1", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("40", "app", "1", art);
     let fake = Arc::new(FakeInstaller::default());
     *fake.busy.lock().unwrap() = Some("push from 127.0.0.1".into());
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "busy", || c.status.borrow().state == DdiState::Busy).await;
     assert!(fake.installs().is_empty());
     *fake.busy.lock().unwrap() = None;
@@ -515,8 +459,7 @@ async fn errors_back_off_and_show_in_the_status() {
     }
     m.fault(&format!("GET {BASE}"), 503, None);
     let fake = Arc::new(FakeInstaller::default());
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "error status", || {
         c.status
             .borrow()
@@ -553,8 +496,7 @@ async fn versions_installed_otherwise_are_reported() {
     let m = Mock::start().await;
     let fake = Arc::new(FakeInstaller::default());
     *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.0")];
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     let puts = |m: &Mock, p: &str| {
         m.seen()
             .into_iter()
@@ -612,17 +554,10 @@ async fn versions_installed_otherwise_are_reported() {
 async fn a_lost_final_feedback_is_delivered_at_the_next_poll() {
     let m = Mock::start().await;
     let art = m.artifact("app_1_all.deb", &data(3000, 14), Link::Good);
-    m.offer(
-        "50",
-        json!([{ "name": "app", "version": "1", "artifacts": [art] }]),
-        "forced",
-        "forced",
-        None,
-    );
+    m.offer_app("50", "app", "1", art);
     let fake = Arc::new(FakeInstaller::default());
     *fake.hold.lock().unwrap() = true;
-    let dev = Device::new();
-    let c = dev.start(settings(&m.url), fake.clone());
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "installing", || {
         c.status.borrow().state == DdiState::Installing
     })

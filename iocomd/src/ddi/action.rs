@@ -668,7 +668,7 @@ async fn download_all(
             };
             let either = stop.child_token();
             let r = tokio::select! {
-                r = download::fetch(api.http(), &mut part, limits, &either, &mut on_bytes, &mut on_validator) => r,
+                r = download::fetch(api.http(), &mut part, limits, &mut download::Hooks { stop: &either, on_bytes: &mut on_bytes, on_validator: &mut on_validator }) => r,
                 () = gone.cancelled() => { either.cancel(); Err(DownloadError::Api { filename: part.filename.clone(), source: ApiError::Gone { what: "progress" } }) }
             };
             state.parts[i] = part;

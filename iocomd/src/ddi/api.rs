@@ -128,13 +128,16 @@ pub enum Fetched<T> {
     Nothing,
 }
 
+/// url → (ETag, body) of the last 200 answer of a JSON resource.
+type EtagCache = HashMap<String, (HeaderValue, Vec<u8>)>;
+
 /// The controller's DDI API.
 #[derive(Debug, Clone)]
 pub struct Api {
     http: HttpClient,
     base: String,
     /// url → (ETag, body) of the last 200 answer.
-    etags: Arc<Mutex<HashMap<String, (HeaderValue, Vec<u8>)>>>,
+    etags: Arc<Mutex<EtagCache>>,
 }
 
 impl Api {

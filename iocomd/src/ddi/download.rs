@@ -144,15 +144,30 @@ pub fn final_path(part: &Path) -> PathBuf {
     PathBuf::from(s.strip_suffix(PART_SUFFIX).unwrap_or(&s).to_owned())
 }
 
-/// Downloads (or resumes, or just verifies) `part`. `on_bytes` is told the file's length as
-/// it grows; `on_validator` when a new response's validator should be persisted.
+/// What a download reports to, and is stopped by.
+pub struct Hooks<'a> {
+    /// Stops the download (the partial file stays).
+    pub stop: &'a CancellationToken,
+    /// Told the file's length as it grows.
+    pub on_bytes: &'a mut (dyn FnMut(u64) + Send),
+    /// Told when a new response's validator should be persisted.
+    pub on_validator: &'a mut (dyn FnMut(&PartState) + Send),
+}
+
+impl std::fmt::Debug for Hooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("stopped", &self.stop.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Downloads (or resumes, or just verifies) `part`.
 pub async fn fetch(
     http: &HttpClient,
     part: &mut PartState,
     limits: Limits,
-    stop: &CancellationToken,
-    on_bytes: &mut (dyn FnMut(u64) + Send),
-    on_validator: &mut (dyn FnMut(&PartState) + Send),
+    hooks: &mut Hooks<'_>,
 ) -> Result<SpooledFile, DownloadError> {
     let name = part.filename.clone();
     let expected = part.sha256.clone();
@@ -185,7 +200,7 @@ pub async fn fetch(
                 part.size.unwrap_or(0).saturating_sub(have),
                 limits,
             )?;
-            transfer(http, part, limits, stop, on_bytes, on_validator).await?;
+            transfer(http, part, limits, hooks).await?;
         }
         let got = file_len(&part.path);
         if let Some(size) = part.size
@@ -211,7 +226,7 @@ pub async fn fetch(
         }
         truncate(&part.path)?;
         part.validator = None;
-        on_validator(part);
+        (hooks.on_validator)(part);
         if resumed_any && !restarted {
             // A resumed file may have mixed two versions of the artifact: once more from zero.
             tracing::warn!(artifact = %name, "SHA-256 mismatch after a resumed download; downloading again from the start");
@@ -257,10 +272,9 @@ async fn transfer(
     http: &HttpClient,
     part: &mut PartState,
     limits: Limits,
-    stop: &CancellationToken,
-    on_bytes: &mut (dyn FnMut(u64) + Send),
-    on_validator: &mut (dyn FnMut(&PartState) + Send),
+    hooks: &mut Hooks<'_>,
 ) -> Result<(), DownloadError> {
+    let stop = hooks.stop;
     let name = part.filename.clone();
     let api = |source| DownloadError::Api {
         filename: name.clone(),
@@ -350,7 +364,7 @@ async fn transfer(
                 .filter(|e| !e.starts_with("W/"))
                 .or_else(|| resp.header(header::LAST_MODIFIED))
                 .map(str::to_owned);
-            on_validator(part);
+            (hooks.on_validator)(part);
         }
         let mut opts = tokio::fs::OpenOptions::new();
         opts.create(true).write(true);
@@ -383,7 +397,7 @@ async fn transfer(
                     }
                     w.write_all(&c).await.map_err(io(&part.path))?;
                     drops = 0;
-                    on_bytes(len);
+                    (hooks.on_bytes)(len);
                 }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(Some(e)),

@@ -206,6 +206,12 @@ impl Mock {
         self.set_links(&[("deploymentBase", &format!("/deploymentBase/{id}?c=-1"))]);
     }
 
+    /// Offers action `id` (forced) with one chunk `name` `version` holding `artifact`.
+    pub fn offer_app(&self, id: &str, name: &str, version: &str, artifact: Value) {
+        let chunks = json!([{ "name": name, "version": version, "artifacts": [artifact] }]);
+        self.offer(id, chunks, "forced", "forced", None);
+    }
+
     pub fn fault(&self, matches: &str, status: u16, retry_after: Option<u64>) {
         self.state.lock().unwrap().faults.push(Fault {
             matches: matches.into(),
