@@ -10,287 +10,17 @@
 use super::agent::Agent;
 use super::api::{ApiError, Fetched};
 use super::download::{self, DownloadError, Limits, PART_SUFFIX};
-use super::feedback::{self, ProgressLimiter};
-use super::installer::{InstallOutcome, PackageVersion, Reservation, SpooledFile};
-use super::model::{CancelAction, DeploymentBase, Execution, Finished, Handling, Window};
+use super::feedback;
+use super::installer::{PackageVersion, Reservation, SpooledFile};
+use super::job::{Job, JobDone, Wait, download_all, safe, span};
+use super::model::{DeploymentBase, Execution, Finished, Handling, Window};
 use super::persist::{ActionState, PartState, Stage};
-use super::status::{DdiState, DdiStatus};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use super::status::DdiState;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Why a downloaded action waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// `update=skip`.
-    UpdateSkip,
-    /// `maintenanceWindow=unavailable`.
-    Window,
-    /// The update slot is taken.
-    Busy,
-}
-
-/// The action being worked on.
-#[derive(Debug, Default)]
-pub(crate) enum Job {
-    /// Nothing.
-    #[default]
-    Idle,
-    /// Downloading in a task.
-    Downloading {
-        action: String,
-        /// Why the install will wait once downloaded (`None`: install right away).
-        then: Option<Wait>,
-        stop: CancellationToken,
-        task: JoinHandle<Result<Vec<SpooledFile>, DownloadError>>,
-        reservation: Option<Reservation>,
-    },
-    /// Downloaded; waiting for permission, the window or the slot.
-    Waiting {
-        action: String,
-        files: Vec<SpooledFile>,
-        why: Wait,
-    },
-    /// Handed to the installer.
-    Installing {
-        action: String,
-        task: JoinHandle<InstallOutcome>,
-    },
-}
-
-/// A finished task of the job.
-#[derive(Debug)]
-pub(crate) enum JobDone {
-    Downloaded(Result<Vec<SpooledFile>, DownloadError>),
-    Installed(InstallOutcome),
-}
-
-impl Job {
-    /// The action id, if any.
-    pub fn action(&self) -> Option<&str> {
-        match self {
-            Job::Idle => None,
-            Job::Downloading { action, .. }
-            | Job::Waiting { action, .. }
-            | Job::Installing { action, .. } => Some(action),
-        }
-    }
-
-    /// Resolves when the running task finishes; never while idle or waiting.
-    pub async fn done(&mut self) -> JobDone {
-        match self {
-            Job::Downloading { task, .. } => JobDone::Downloaded(task.await.unwrap_or_else(|e| {
-                Err(DownloadError::Io {
-                    path: "download task".into(),
-                    source: std::io::Error::other(e),
-                })
-            })),
-            Job::Installing { task, .. } => JobDone::Installed(task.await.unwrap_or_else(|e| {
-                InstallOutcome::not_started("internal", -1, format!("install task failed: {e}"))
-            })),
-            Job::Idle | Job::Waiting { .. } => std::future::pending().await,
-        }
-    }
-}
-
-fn span(action: &str) -> tracing::Span {
-    tracing::info_span!("ddi_action", action_id = %action)
-}
-
-fn safe(action: &str) -> String {
-    action
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 impl Agent {
-    fn feedback_url(&self, action: &str) -> String {
-        self.api.url(&format!("deploymentBase/{action}/feedback"))
-    }
-
-    /// Best-effort `proceeding`/`downloaded` message; `Err` only for a 410 (action gone).
-    async fn tell(&self, action: &str, fb: super::model::Feedback) -> Result<(), ()> {
-        match feedback::send(&self.api, "feedback", &self.feedback_url(action), &fb).await {
-            Ok(()) => Ok(()),
-            Err(ApiError::Gone { .. }) => Err(()),
-            Err(e) => {
-                tracing::info!(action_id = %action, error = %e, "feedback not delivered");
-                Ok(())
-            }
-        }
-    }
-
-    /// Records and delivers a final feedback (kept for the next poll if it cannot be sent).
-    async fn finish(&mut self, action: &str, fb: super::model::Feedback) {
-        let mut state = self
-            .store
-            .action()
-            .filter(|s| s.action == action)
-            .unwrap_or(ActionState {
-                action: action.to_owned(),
-                stage: Stage::Report,
-                parts: Vec::new(),
-                pending: None,
-            });
-        tracing::info!(action_id = %action, finished = ?fb.status.result.finished, details = ?fb.status.details, "action finished");
-        state.stage = Stage::Report;
-        state.pending = Some(fb);
-        self.store.save_action(&state);
-        self.job = Job::Idle;
-        self.set_status(|s| {
-            s.state = DdiState::Idle;
-            s.progress = None;
-        });
-        // Delivered now, or by the next poll.
-        if let Err(e) = self.deliver_now().await {
-            tracing::warn!(action_id = %action, error = %e, "final feedback not delivered yet; retrying at the next poll");
-        }
-    }
-
-    async fn deliver_now(&mut self) -> Result<(), ApiError> {
-        let Some(state) = self.store.action() else {
-            return Ok(());
-        };
-        let Some(fb) = &state.pending else {
-            return Ok(());
-        };
-        match feedback::send(
-            &self.api,
-            "final feedback",
-            &self.feedback_url(&state.action),
-            fb,
-        )
-        .await
-        {
-            Ok(()) | Err(ApiError::Gone { .. }) => {
-                self.store.clear_action();
-                self.set_status(|s| s.action = None);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Removes the files of an abandoned action and forgets it.
-    fn discard(&mut self, files: &[SpooledFile]) {
-        if let Some(state) = self.store.action() {
-            for p in &state.parts {
-                let _ = std::fs::remove_file(&p.path);
-                let _ = std::fs::remove_file(download::final_path(&p.path));
-            }
-        }
-        for f in files {
-            let _ = std::fs::remove_file(&f.path);
-        }
-        self.store.clear_action();
-        self.job = Job::Idle;
-        self.set_status(|s| {
-            s.state = DdiState::Idle;
-            s.action = None;
-            s.progress = None;
-        });
-    }
-
-    /// Stops the current job unless it is installing; returns the files it had.
-    async fn abandon(&mut self) -> Vec<SpooledFile> {
-        match std::mem::take(&mut self.job) {
-            Job::Downloading { stop, task, .. } => {
-                stop.cancel();
-                let _ = task.await;
-                Vec::new()
-            }
-            Job::Waiting { files, .. } => files,
-            other => {
-                self.job = other;
-                Vec::new()
-            }
-        }
-    }
-
-    /// The server no longer offers a deployment: an unstarted action of ours is void.
-    pub async fn not_offered(&mut self) {
-        if let Job::Downloading { action, .. } | Job::Waiting { action, .. } = &self.job {
-            tracing::warn!(action_id = %action, "the server no longer offers the action; dropping it");
-            let files = self.abandon().await;
-            self.discard(&files);
-        }
-    }
-
-    /// `cancelAction`: accept before hand-over, reject after.
-    pub async fn on_cancel(&mut self, href: &str) -> Result<(), ApiError> {
-        let Fetched::Value(c) = self
-            .api
-            .get_json::<CancelAction>("cancelAction", href, true)
-            .await?
-        else {
-            return Ok(());
-        };
-        let stop = c.cancel_action.stop_id;
-        let url = self.api.url(&format!("cancelAction/{}/feedback", c.id));
-        let pending_for_it = self
-            .store
-            .action()
-            .is_some_and(|s| s.action == stop && s.stage != Stage::Downloading);
-        let (fb, verdict) = if self.job.action() == Some(stop.as_str())
-            && !matches!(self.job, Job::Installing { .. })
-        {
-            let files = self.abandon().await;
-            self.discard(&files);
-            (
-                feedback::message(
-                    Execution::Closed,
-                    Finished::Success,
-                    None,
-                    None,
-                    vec!["cancelled before the install started".into()],
-                ),
-                "accepted",
-            )
-        } else if (matches!(self.job, Job::Installing { .. })
-            && self.job.action() == Some(stop.as_str()))
-            || pending_for_it
-        {
-            (
-                feedback::message(
-                    Execution::Rejected,
-                    Finished::None,
-                    None,
-                    None,
-                    vec!["the install has started (or finished); it cannot be cancelled".into()],
-                ),
-                "rejected",
-            )
-        } else {
-            (
-                feedback::message(
-                    Execution::Closed,
-                    Finished::Success,
-                    None,
-                    None,
-                    vec![format!("nothing runs for action {stop}")],
-                ),
-                "accepted",
-            )
-        };
-        tracing::info!(action_id = %stop, cancel_id = %c.id, verdict, "cancel request");
-        match feedback::send(&self.api, "cancel feedback", &url, &fb).await {
-            Err(ApiError::Gone { .. }) | Ok(()) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A `deploymentBase` link.
     pub async fn on_deployment(&mut self, href: &str) -> Result<(), ApiError> {
         let db = match self
             .api
@@ -330,7 +60,7 @@ impl Agent {
         Ok(())
     }
 
-    fn install_allowed(db: &DeploymentBase) -> Option<Wait> {
+    pub(super) fn install_allowed(db: &DeploymentBase) -> Option<Wait> {
         if db.deployment.update == Handling::Skip {
             Some(Wait::UpdateSkip)
         } else if db.deployment.maintenance_window == Some(Window::Unavailable) {
@@ -340,7 +70,7 @@ impl Agent {
         }
     }
 
-    async fn retry_waiting(&mut self, db: &DeploymentBase) {
+    pub(super) async fn retry_waiting(&mut self, db: &DeploymentBase) {
         if Self::install_allowed(db).is_some() {
             return;
         }
@@ -367,7 +97,7 @@ impl Agent {
     }
 
     /// A new action: plan the artifacts, take the slot, start the download.
-    async fn start(&mut self, db: DeploymentBase) {
+    pub(super) async fn start(&mut self, db: DeploymentBase) {
         let id = db.id.clone();
         self.set_status(|s| s.action = Some(id.clone()));
         let previous = self.store.action().filter(|s| s.action == id);
@@ -481,7 +211,7 @@ impl Agent {
         };
     }
 
-    fn limits(&self) -> Limits {
+    pub(super) fn limits(&self) -> Limits {
         Limits {
             max_size: self.cfg.max_package_size,
             min_free: self.cfg.min_free_space,
@@ -489,7 +219,12 @@ impl Agent {
     }
 
     /// Hands the files over; from here on a cancel is rejected.
-    async fn install(&mut self, action: String, r: Reservation, files: Vec<SpooledFile>) {
+    pub(super) async fn install(
+        &mut self,
+        action: String,
+        r: Reservation,
+        files: Vec<SpooledFile>,
+    ) {
         if let Some(mut state) = self.store.action().filter(|s| s.action == action) {
             state.stage = Stage::HandedOver;
             self.store.save_action(&state);
@@ -606,81 +341,5 @@ impl Agent {
             }
             _ => {}
         }
-    }
-}
-
-/// The download task: every artifact in order, with sparse progress feedback.
-async fn download_all(
-    api: super::api::Api,
-    store: super::persist::Store,
-    mut state: ActionState,
-    limits: Limits,
-    stop: CancellationToken,
-    interval: Duration,
-    status: Arc<watch::Sender<DdiStatus>>,
-) -> Result<Vec<SpooledFile>, DownloadError> {
-    let total: u64 = state
-        .parts
-        .iter()
-        .map(|p| p.size.unwrap_or(0))
-        .sum::<u64>()
-        .max(1);
-    let pct = Arc::new(AtomicU32::new(0));
-    let url = api.url(&format!("deploymentBase/{}/feedback", state.action));
-    let gone = CancellationToken::new();
-    let reporter = {
-        let (pct, gone, api) = (pct.clone(), gone.clone(), api.clone());
-        async move {
-            let mut limiter = ProgressLimiter::new(interval);
-            limiter.admit(Instant::now(), 0);
-            while !gone.is_cancelled() {
-                tokio::time::sleep(interval).await;
-                let p = pct.load(Ordering::Relaxed);
-                if limiter.admit(Instant::now(), p)
-                    && let Err(ApiError::Gone { .. }) =
-                        feedback::send(&api, "progress", &url, &feedback::download_progress(p))
-                            .await
-                {
-                    gone.cancel();
-                }
-            }
-            std::future::pending::<()>().await;
-        }
-    };
-    let work = async {
-        let mut files = Vec::new();
-        let mut before = 0u64;
-        for i in 0..state.parts.len() {
-            let mut part = state.parts[i].clone();
-            let mut on_bytes = |n: u64| {
-                let p = u32::try_from((before + n).saturating_mul(100) / total)
-                    .unwrap_or(100)
-                    .min(100);
-                if pct.swap(p, Ordering::Relaxed) != p {
-                    status.send_modify(|s| s.progress = Some(p));
-                }
-            };
-            let snapshot = state.clone();
-            let mut on_validator = |p: &PartState| {
-                let mut s = snapshot.clone();
-                s.parts[i] = p.clone();
-                store.save_action(&s);
-            };
-            let either = stop.child_token();
-            let r = tokio::select! {
-                r = download::fetch(api.http(), &mut part, limits, &mut download::Hooks { stop: &either, on_bytes: &mut on_bytes, on_validator: &mut on_validator }) => r,
-                () = gone.cancelled() => { either.cancel(); Err(DownloadError::Api { filename: part.filename.clone(), source: ApiError::Gone { what: "progress" } }) }
-            };
-            state.parts[i] = part;
-            store.save_action(&state);
-            let f = r?;
-            before += f.size;
-            files.push(f);
-        }
-        Ok(files)
-    };
-    tokio::select! {
-        r = work => r,
-        () = reporter => Err(DownloadError::Stopped), // never: the reporter does not end
     }
 }

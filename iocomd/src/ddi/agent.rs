@@ -5,10 +5,10 @@
 //! change of kind.
 
 use super::DdiConfig;
-use super::action::{Job, JobDone};
 use super::api::{Api, ApiError, Fetched};
 use super::feedback::{self, Backoff};
 use super::installer::{Installer, PackageVersion};
+use super::job::{Job, JobDone};
 use super::model::{AssignedVersion, ConfigData, ControllerBase};
 use super::persist::{Stage, Store};
 use super::status::{DdiState, DdiStatus};

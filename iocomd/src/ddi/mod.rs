@@ -7,10 +7,11 @@
 //! - [`api`]: the controller's resources, ETag caching, HTTP statuses as [`api::ApiError`].
 //! - [`model`]: the DDI JSON types.
 //! - [`download`]: one artifact to disk with bounded memory, `Range`/`If-Range` resumption,
-//!   SHA-256 check.
+//!   SHA-256 check; `transfer`: its HTTP requests and body streaming.
 //! - [`feedback`]: feedback bodies, 409/429 retries, backoff, sparse progress.
 //! - [`persist`]: the state that survives a restart (`STATE/hawkbit/`).
-//! - `agent` and `action`: the poll loop and the per-action state machine.
+//! - `agent`, `action`, `job` and `settle`: the poll loop, the per-action state machine, the
+//!   download task, and final feedback/cancel handling.
 //! - [`status`]: what the daemon publishes about the link.
 //!
 //! Wiring (daemon side): build a [`DdiConfig`] with [`DdiConfig::from_settings`]; if it is
@@ -24,15 +25,18 @@ pub mod download;
 pub mod feedback;
 pub mod http;
 pub mod installer;
+mod job;
 pub mod model;
 pub mod persist;
+mod settle;
 pub mod status;
+mod transfer;
 
-pub use action::Wait;
 pub use installer::{
     BoxFuture, Busy, InstallOutcome, Installer, PackageVersion, Reservation, SpooledFile,
     UNKNOWN_RESULT,
 };
+pub use job::Wait;
 pub use status::{DdiState, DdiStatus};
 
 use crate::config::{HawkbitAuth, HawkbitSettings, Settings};

@@ -2,7 +2,10 @@
 //! [`Installer`] that records what it is given, and a harness running `ddi::run` on temp dirs.
 #![allow(dead_code)]
 
+pub mod artifact;
 pub mod mock;
+
+use mock::Mock;
 
 use iocomd::config::{HawkbitAuth, HawkbitSettings};
 use iocomd::ddi::{
@@ -200,4 +203,25 @@ pub async fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+pub fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A device with a fresh state directory, polling `m`.
+pub fn client(m: &Mock, fake: &Arc<FakeInstaller>) -> (Device, Client) {
+    let dev = Device::new();
+    let c = dev.start(settings(&m.url), fake.clone());
+    (dev, c)
+}
+
+pub fn finals(m: &Mock, id: &str) -> Vec<(String, String)> {
+    m.feedback(id)
+        .iter()
+        .map(Mock::exec)
+        .filter(|(e, _)| e == "closed")
+        .collect()
 }

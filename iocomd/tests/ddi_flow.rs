@@ -1,0 +1,325 @@
+//! The DDI client against the in-process mock server, the control side of an action: cancel
+//! before and after hand-over, 410, 429, 409, download/update skip, the maintenance window, a
+//! busy update slot, errors with backoff, installedBase, a lost final feedback.
+
+mod ddi_support;
+
+use ddi_support::mock::{BASE, Link, Mock};
+use ddi_support::*;
+use iocomd::ddi::{DdiState, PackageVersion};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test]
+async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
+    let m = Mock::start().await;
+    let art = m.artifact(
+        "app_1_all.deb",
+        &data(100_000, 8),
+        Link::Stall { after: 10_000 },
+    );
+    m.offer_app("11", "app", "1", art);
+    let fake = Arc::new(FakeInstaller::default());
+    let (dev, c) = client(&m, &fake);
+    wait_for(20, "downloading", || {
+        c.status.borrow().state == DdiState::Downloading
+    })
+    .await;
+    m.state
+        .lock()
+        .unwrap()
+        .cancels
+        .insert("12".into(), "11".into());
+    m.set_links(&[("cancelAction", "/cancelAction/12")]);
+    let cancel_fb = |m: &Mock| {
+        m.seen()
+            .into_iter()
+            .filter(|s| s.path == format!("{BASE}/cancelAction/12/feedback"))
+            .filter_map(|s| s.body)
+            .collect::<Vec<_>>()
+    };
+    wait_for(20, "cancel feedback", || !cancel_fb(&m).is_empty()).await;
+    assert_eq!(
+        Mock::exec(&cancel_fb(&m)[0]),
+        ("closed".into(), "success".into())
+    );
+    assert!(fake.installs().is_empty());
+    wait_for(5, "slot freed", || fake.live_reservations() == 0).await;
+    assert!(dev.spool_files().is_empty(), "{:?}", dev.spool_files());
+
+    // After hand-over: rejected, and the install's result is still reported.
+    *fake.hold.lock().unwrap() = true;
+    let art = m.artifact("app_2_all.deb", &data(1000, 9), Link::Good);
+    m.offer_app("13", "app", "2", art);
+    wait_for(20, "installing", || {
+        c.status.borrow().state == DdiState::Installing
+    })
+    .await;
+    m.state
+        .lock()
+        .unwrap()
+        .cancels
+        .insert("14".into(), "13".into());
+    m.set_links(&[("cancelAction", "/cancelAction/14")]);
+    let cancel14 = |m: &Mock| {
+        m.seen()
+            .into_iter()
+            .filter(|s| s.path == format!("{BASE}/cancelAction/14/feedback"))
+            .filter_map(|s| s.body)
+            .collect::<Vec<_>>()
+    };
+    wait_for(20, "cancel feedback", || !cancel14(&m).is_empty()).await;
+    assert_eq!(Mock::exec(&cancel14(&m)[0]).0, "rejected");
+    fake.release.notify_one();
+    wait_for(20, "closed feedback", || !finals(&m, "13").is_empty()).await;
+    assert_eq!(finals(&m, "13"), [("closed".into(), "success".into())]);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn gone_action_is_dropped_and_429_409_are_retried() {
+    let m = Mock::start().await;
+    m.fault(&format!("GET {BASE}"), 429, Some(1));
+    let art = m.artifact("app_1_all.deb", &data(1000, 10), Link::Good);
+    m.offer_app("20", "app", "1", art);
+    m.fault("/deploymentBase/20/feedback", 410, None);
+    let fake = Arc::new(FakeInstaller::default());
+    let t0 = std::time::Instant::now();
+    let (_dev, c) = client(&m, &fake);
+    wait_for(20, "the 410 answer", || {
+        m.state.lock().unwrap().faults.is_empty()
+    })
+    .await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "Retry-After: 1 was honoured"
+    );
+    m.set_links(&[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.installs().is_empty(), "a gone action is not installed");
+    assert!(
+        m.seen()
+            .iter()
+            .all(|s| s.path != "/artifacts/app_1_all.deb")
+    );
+    assert_eq!(fake.live_reservations(), 0);
+
+    // 429 then 409 on the final feedback: retried, delivered once.
+    let art = m.artifact("app_2_all.deb", &data(1000, 11), Link::Good);
+    m.offer_app("21", "app", "2", art);
+    m.state.lock().unwrap().faults.clear();
+    let c2 = c;
+    wait_for(20, "proceeding", || !m.feedback("21").is_empty()).await;
+    m.fault("/deploymentBase/21/feedback", 429, Some(0));
+    m.fault("/deploymentBase/21/feedback", 409, None);
+    wait_for(20, "closed feedback", || !finals(&m, "21").is_empty()).await;
+    assert_eq!(finals(&m, "21").len(), 1);
+    c2.shutdown().await;
+}
+
+#[tokio::test]
+async fn download_skip_update_skip_and_maintenance_window_wait() {
+    let m = Mock::start().await;
+    let art = m.artifact("app_1_all.deb", &data(2000, 12), Link::Good);
+    let chunks = json!([{ "name": "app", "version": "1", "artifacts": [art] }]);
+    m.offer("30", chunks.clone(), "skip", "skip", None);
+    let fake = Arc::new(FakeInstaller::default());
+    let (_dev, c) = client(&m, &fake);
+    wait_for(20, "deferred", || {
+        c.status.borrow().state == DdiState::DownloadDeferred
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        m.seen().iter().all(|s| !s.path.starts_with("/artifacts/")),
+        "download=skip: nothing downloaded"
+    );
+
+    m.offer("30", chunks.clone(), "forced", "skip", None);
+    wait_for(20, "waiting", || {
+        c.status.borrow().state == DdiState::WaitingToInstall
+    })
+    .await;
+    assert!(
+        m.feedback("30")
+            .iter()
+            .any(|f| f["status"]["execution"] == "downloaded")
+    );
+    assert!(fake.installs().is_empty(), "update=skip: not installed");
+    assert_eq!(fake.live_reservations(), 0, "no slot held while waiting");
+
+    m.offer(
+        "30",
+        chunks.clone(),
+        "forced",
+        "forced",
+        Some("unavailable"),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fake.installs().is_empty(),
+        "outside the maintenance window: not installed"
+    );
+
+    m.offer("30", chunks, "forced", "forced", Some("available"));
+    wait_for(20, "closed feedback", || !finals(&m, "30").is_empty()).await;
+    assert_eq!(fake.installs().len(), 1);
+    assert_eq!(
+        m.seen()
+            .iter()
+            .filter(|s| s.path == "/artifacts/app_1_all.deb")
+            .count(),
+        1,
+        "downloaded once"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_busy_slot_defers_the_action() {
+    let m = Mock::start().await;
+    let art = m.artifact("app_1_all.deb", &data(2000, 13), Link::Good);
+    m.offer_app("40", "app", "1", art);
+    let fake = Arc::new(FakeInstaller::default());
+    *fake.busy.lock().unwrap() = Some("push from 127.0.0.1".into());
+    let (_dev, c) = client(&m, &fake);
+    wait_for(20, "busy", || c.status.borrow().state == DdiState::Busy).await;
+    assert!(fake.installs().is_empty());
+    *fake.busy.lock().unwrap() = None;
+    wait_for(20, "closed feedback", || !finals(&m, "40").is_empty()).await;
+    assert_eq!(fake.installs().len(), 1);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_back_off_and_show_in_the_status() {
+    let m = Mock::start().await;
+    for _ in 0..3 {
+        m.fault(&format!("GET {BASE}"), 401, None);
+    }
+    m.fault(&format!("GET {BASE}"), 503, None);
+    let fake = Arc::new(FakeInstaller::default());
+    let (_dev, c) = client(&m, &fake);
+    wait_for(20, "error status", || {
+        c.status
+            .borrow()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("authentication refused"))
+    })
+    .await;
+    assert_eq!(c.status.borrow().state, DdiState::Error);
+    wait_for(20, "recovered", || {
+        c.status.borrow().last_error.is_none() && c.status.borrow().last_poll.is_some()
+    })
+    .await;
+    let polls: Vec<_> = m
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.path == BASE)
+        .collect();
+    assert!(polls.len() >= 5);
+    // Waits 50, 100, 200, 400 ms: at least 700 ms from first to fifth poll.
+    c.shutdown().await;
+    assert_eq!(
+        polls.len()
+            - polls
+                .iter()
+                .filter(|p| p.headers.contains_key("x-accepted"))
+                .count(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn versions_installed_otherwise_are_reported() {
+    let m = Mock::start().await;
+    let fake = Arc::new(FakeInstaller::default());
+    *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.0")];
+    let (_dev, c) = client(&m, &fake);
+    let puts = |m: &Mock, p: &str| {
+        m.seen()
+            .into_iter()
+            .filter(|s| s.path == format!("{BASE}/{p}"))
+            .filter_map(|s| s.body)
+            .collect::<Vec<_>>()
+    };
+    wait_for(20, "first configData", || {
+        !puts(&m, "configData").is_empty()
+    })
+    .await;
+    assert!(
+        puts(&m, "installedBase").is_empty(),
+        "the first report is attributes only"
+    );
+    *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.1")];
+    wait_for(20, "installedBase", || {
+        !puts(&m, "installedBase").is_empty()
+    })
+    .await;
+    assert_eq!(
+        puts(&m, "installedBase")[0],
+        json!({ "name": "app", "version": "1.1" })
+    );
+    wait_for(20, "configData update", || {
+        puts(&m, "configData").len() >= 2
+    })
+    .await;
+    assert_eq!(puts(&m, "configData")[1]["data"]["pkg.app"], "1.1");
+    // A server without installedBase: attributes only from then on.
+    m.state.lock().unwrap().installed_base_status = 404;
+    *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.2")];
+    wait_for(20, "configData 1.2", || {
+        puts(&m, "configData")
+            .iter()
+            .any(|b| b["data"]["pkg.app"] == "1.2")
+    })
+    .await;
+    *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.3")];
+    wait_for(20, "configData 1.3", || {
+        puts(&m, "configData")
+            .iter()
+            .any(|b| b["data"]["pkg.app"] == "1.3")
+    })
+    .await;
+    assert_eq!(
+        puts(&m, "installedBase").len(),
+        2,
+        "not tried again after the 404"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_final_feedback_is_delivered_at_the_next_poll() {
+    let m = Mock::start().await;
+    let art = m.artifact("app_1_all.deb", &data(3000, 14), Link::Good);
+    m.offer_app("50", "app", "1", art);
+    let fake = Arc::new(FakeInstaller::default());
+    *fake.hold.lock().unwrap() = true;
+    let (_dev, c) = client(&m, &fake);
+    wait_for(20, "installing", || {
+        c.status.borrow().state == DdiState::Installing
+    })
+    .await;
+    m.fault("/deploymentBase/50/feedback", 503, None);
+    fake.release.notify_one();
+    wait_for(20, "closed feedback", || !finals(&m, "50").is_empty()).await;
+    let attempts = m
+        .seen()
+        .into_iter()
+        .filter(|s| {
+            s.path.ends_with("/50/feedback")
+                && s.body
+                    .as_ref()
+                    .is_some_and(|b| b["status"]["execution"] == "closed")
+        })
+        .count();
+    assert_eq!(
+        attempts, 2,
+        "refused once (503), delivered at the next poll"
+    );
+    assert_eq!(fake.installs().len(), 1, "not installed again meanwhile");
+    c.shutdown().await;
+}
