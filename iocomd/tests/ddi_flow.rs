@@ -125,7 +125,7 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
     let chunks = json!([{ "name": "app", "version": "1", "artifacts": [art] }]);
     m.offer("30", chunks.clone(), "skip", "skip", None);
     let fake = Arc::new(FakeInstaller::default());
-    let (_dev, c) = client(&m, &fake);
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "deferred", || {
         c.status.borrow().state == DdiState::DownloadDeferred
     })
@@ -162,6 +162,15 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
         "outside the maintenance window: not installed"
     );
 
+    // A restart while waiting: the downloaded file is verified again, not downloaded again.
+    c.shutdown().await;
+    let c = dev.start(settings(&m.url), fake.clone());
+    wait_for(20, "waiting after the restart", || {
+        c.status.borrow().state == DdiState::WaitingToInstall
+    })
+    .await;
+    assert!(fake.installs().is_empty());
+
     m.offer("30", chunks, "forced", "forced", Some("available"));
     wait_for(20, "closed feedback", || !finals(&m, "30").is_empty()).await;
     assert_eq!(fake.installs().len(), 1);
@@ -171,7 +180,7 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
             .filter(|s| s.path == "/artifacts/app_1_all.deb")
             .count(),
         1,
-        "downloaded once"
+        "downloaded once, across the restart"
     );
     c.shutdown().await;
 }

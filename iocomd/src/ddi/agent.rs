@@ -157,7 +157,14 @@ impl Agent {
             .unwrap_or(h.poll_interval)
             .clamp(h.min_poll_interval, MAX_SLEEP);
         tracing::debug!(links = ?base.links, ?wait, "polled");
-        self.attributes(base.links.config_data.is_some()).await?;
+        match self.attributes(base.links.config_data.is_some()).await {
+            // Attributes are retried at the next poll; they do not hold up the actions.
+            Err(e @ (ApiError::Transport { .. } | ApiError::Auth { .. })) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "device attributes not accepted; retrying at the next poll")
+            }
+            Ok(()) => {}
+        }
         if let Some(link) = &base.links.cancel_action {
             self.on_cancel(&link.href).await?;
         }

@@ -175,6 +175,11 @@ pub async fn fetch(
             message: format!("{size} bytes exceed the limit of {} bytes", limits.max_size),
         });
     }
+    // Downloaded and renamed before a restart (the install was waiting): verify it again.
+    let done = final_path(&part.path);
+    if !part.path.exists() && done.exists() {
+        std::fs::rename(&done, &part.path).map_err(io(&part.path))?;
+    }
     let mut resumed_any = false;
     let mut restarted = false;
     loop {

@@ -27,7 +27,8 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 ///   The files belong to the installer from then on (it removes them as it does pushed ones).
 /// - [`installed_versions`](Self::installed_versions) lists the managed packages and their
 ///   installed versions now (dpkg's view), sorted by name; the DDI client reports changes it
-///   did not cause (IOCOM pushes, rollbacks) to the server.
+///   did not cause (IOCOM pushes, rollbacks) to the server. It is called once per poll, so
+///   it should answer from a cache (e.g. refreshed after every transaction), not run dpkg.
 pub trait Installer: Send + Sync + 'static {
     /// Takes the update slot for DDI action `action` (its id, for logs and status).
     fn reserve(&self, action: &str) -> Result<Reservation, Busy>;
