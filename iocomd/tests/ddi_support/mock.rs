@@ -121,8 +121,17 @@ fn json_etag(req_tag: Option<&String>, v: &Value, st: &mut State) -> Response<Bo
 
 impl Mock {
     pub async fn start() -> Mock {
+        Self::start_with(None).await
+    }
+
+    /// A mock over TLS with `acceptor`, reached as `https://localhost:PORT`.
+    pub async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Mock {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
         let state = Arc::new(Mutex::new(State {
             sleep: "00:00:00".into(),
             links: json!({}),
@@ -137,14 +146,27 @@ impl Mock {
                     return;
                 };
                 let m = m.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let m = m.clone();
                         async move { Ok::<_, Infallible>(m.handle(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = http
+                                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
