@@ -74,6 +74,30 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
     fake.release.notify_one();
     wait_for(20, "closed feedback", || !finals(&m, "13").is_empty()).await;
     assert_eq!(finals(&m, "13"), [("closed".into(), "success".into())]);
+    // A cancel for an action this device never ran: nothing to stop, accepted.
+    m.state
+        .lock()
+        .unwrap()
+        .cancels
+        .insert("15".into(), "99".into());
+    m.set_links(&[("cancelAction", "/cancelAction/15")]);
+    let cancel15 = |m: &Mock| {
+        m.seen()
+            .into_iter()
+            .filter(|s| s.path == format!("{BASE}/cancelAction/15/feedback"))
+            .filter_map(|s| s.body)
+            .collect::<Vec<_>>()
+    };
+    wait_for(20, "cancel feedback", || !cancel15(&m).is_empty()).await;
+    assert_eq!(
+        Mock::exec(&cancel15(&m)[0]),
+        ("closed".into(), "success".into())
+    );
+    assert_eq!(
+        cancel15(&m)[0]["status"]["details"][0],
+        "nothing runs for action 99"
+    );
+    assert_eq!(fake.installs().len(), 1);
     c.shutdown().await;
 }
 

@@ -280,3 +280,100 @@ pub struct AssignedVersion {
     /// Version.
     pub version: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleep_is_hh_mm_ss() {
+        assert_eq!(parse_sleep("00:05:00"), Some(Duration::from_secs(300)));
+        assert_eq!(
+            parse_sleep("26:00:01"),
+            Some(Duration::from_secs(26 * 3600 + 1))
+        );
+        for bad in [
+            "",
+            "5",
+            "00:60:00",
+            "00:00:60",
+            "a:b:c",
+            "00:00:00:00",
+            "-1:00:00",
+            "00::00",
+        ] {
+            assert_eq!(parse_sleep(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hawkbit_documentation_examples_parse() {
+        // From hawkBit's DDI API documentation (trimmed).
+        let base: ControllerBase = serde_json::from_str(
+            r#"{"config":{"polling":{"sleep":"12:00:00"}},"_links":{"deploymentBase":{"href":"https://h/DEFAULT/controller/v1/t/deploymentBase/5?c=-2129030598"},"configData":{"href":"https://h/DEFAULT/controller/v1/t/configData"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(base.sleep(), Some(Duration::from_secs(12 * 3600)));
+        assert!(
+            base.links
+                .deployment_base
+                .unwrap()
+                .href
+                .ends_with("?c=-2129030598")
+        );
+        assert!(base.links.cancel_action.is_none());
+        let db: DeploymentBase = serde_json::from_str(
+            r#"{"id":"8","deployment":{"download":"forced","update":"attempt","maintenanceWindow":"unavailable","chunks":[{"part":"jvm","version":"1.0.75","name":"oneapp","metadata":[{"key":"k","value":"v"}],"artifacts":[{"filename":"binary.tgz","hashes":{"sha1":"e4","md5":"1c","sha256":"00ff000000000000000000000000000000000000000000000000000000000001"},"size":3,"_links":{"download-http":{"href":"http://h/a"},"md5sum-http":{"href":"http://h/a.MD5SUM"}}}]}]},"actionHistory":{"status":"RUNNING","messages":["x"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (db.deployment.download, db.deployment.update),
+            (Handling::Forced, Handling::Attempt)
+        );
+        assert_eq!(db.deployment.maintenance_window, Some(Window::Unavailable));
+        let a = &db.deployment.chunks[0].artifacts[0];
+        assert_eq!(
+            a.href(),
+            Some("http://h/a"),
+            "download-http when there is no download link"
+        );
+        let sha = a.sha256().unwrap();
+        assert_eq!((sha[0], sha[1], sha[31]), (0x00, 0xff, 0x01));
+        let mut bad = a.clone();
+        bad.hashes.insert("sha256".into(), "zz".repeat(32));
+        assert_eq!(bad.sha256(), None);
+        bad.hashes.insert("sha256".into(), "00".into());
+        assert_eq!(bad.sha256(), None);
+        let c: CancelAction =
+            serde_json::from_str(r#"{"id":"11","cancelAction":{"stopId":"11"}}"#).unwrap();
+        assert_eq!(c.cancel_action.stop_id, "11");
+    }
+
+    #[test]
+    fn feedback_serializes_as_hawkbit_expects() {
+        let fb = Feedback {
+            timestamp: 1,
+            status: FeedbackStatus {
+                execution: Execution::Closed,
+                result: FeedbackResult {
+                    finished: Finished::Failure,
+                    progress: None,
+                },
+                code: Some(31),
+                details: vec!["d".into()],
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&fb).unwrap(),
+            r#"{"timestamp":1,"status":{"execution":"closed","result":{"finished":"failure"},"code":31,"details":["d"]}}"#
+        );
+        let cd = ConfigData {
+            mode: "merge",
+            data: [("a".to_owned(), "b".to_owned())].into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&cd).unwrap(),
+            r#"{"mode":"merge","data":{"a":"b"}}"#
+        );
+    }
+}
