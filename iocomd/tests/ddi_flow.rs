@@ -356,3 +356,49 @@ async fn a_lost_final_feedback_is_delivered_at_the_next_poll() {
     assert_eq!(fake.installs().len(), 1, "not installed again meanwhile");
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_cancel_after_a_restart_removes_the_partial_download() {
+    let m = Mock::start().await;
+    let art = m.artifact(
+        "app_1_all.deb",
+        &data(100_000, 21),
+        Link::Stall { after: 30_000 },
+    );
+    m.offer_app("60", "app", "1", art);
+    let fake = Arc::new(FakeInstaller::default());
+    let (dev, c) = client(&m, &fake);
+    wait_for(20, "30 % downloaded", || {
+        c.status.borrow().progress == Some(30)
+    })
+    .await;
+    c.shutdown().await;
+    assert_eq!(
+        dev.spool_files().len(),
+        1,
+        "the partial file stays for resumption"
+    );
+    m.state
+        .lock()
+        .unwrap()
+        .cancels
+        .insert("61".into(), "60".into());
+    m.set_links(&[("cancelAction", "/cancelAction/61")]);
+    let c = dev.start(settings(&m.url), fake.clone());
+    let cancel61 = |m: &Mock| {
+        m.seen()
+            .into_iter()
+            .filter(|s| s.path == format!("{BASE}/cancelAction/61/feedback"))
+            .filter_map(|s| s.body)
+            .collect::<Vec<_>>()
+    };
+    wait_for(20, "cancel feedback", || !cancel61(&m).is_empty()).await;
+    assert_eq!(
+        Mock::exec(&cancel61(&m)[0]),
+        ("closed".into(), "success".into())
+    );
+    assert!(dev.spool_files().is_empty(), "{:?}", dev.spool_files());
+    assert!(!dev.state_dir().join("hawkbit/action.json").exists());
+    assert!(fake.installs().is_empty());
+    c.shutdown().await;
+}

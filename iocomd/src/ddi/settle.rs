@@ -140,8 +140,15 @@ impl Agent {
             .store
             .action()
             .is_some_and(|s| s.action == stop && s.stage != Stage::Downloading);
-        let (fb, verdict) = if self.job.action() == Some(stop.as_str())
-            && !matches!(self.job, Job::Installing { .. })
+        // Also an action whose download broke off and waits (in the state directory only) to
+        // be resumed.
+        let partial_of_it = self
+            .store
+            .action()
+            .is_some_and(|s| s.action == stop && s.stage == Stage::Downloading);
+        let (fb, verdict) = if (self.job.action() == Some(stop.as_str())
+            && !matches!(self.job, Job::Installing { .. }))
+            || (partial_of_it && matches!(self.job, Job::Idle))
         {
             let files = self.abandon().await;
             self.discard(&files);
