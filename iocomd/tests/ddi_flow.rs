@@ -110,7 +110,7 @@ async fn gone_action_is_dropped_and_429_409_are_retried() {
     m.fault("/deploymentBase/20/feedback", 410, None);
     let fake = Arc::new(FakeInstaller::default());
     let t0 = std::time::Instant::now();
-    let (_dev, c) = client(&m, &fake);
+    let (dev, c) = client(&m, &fake);
     wait_for(20, "the 410 answer", || {
         m.state.lock().unwrap().faults.is_empty()
     })
@@ -133,13 +133,35 @@ async fn gone_action_is_dropped_and_429_409_are_retried() {
     let art = m.artifact("app_2_all.deb", &data(1000, 11), Link::Good);
     m.offer_app("21", "app", "2", art);
     m.state.lock().unwrap().faults.clear();
-    let c2 = c;
-    wait_for(20, "proceeding", || !m.feedback("21").is_empty()).await;
-    m.fault("/deploymentBase/21/feedback", 429, Some(0));
-    m.fault("/deploymentBase/21/feedback", 409, None);
+    m.fault(r#""execution":"closed""#, 429, Some(0));
+    m.fault(r#""execution":"closed""#, 409, None);
     wait_for(20, "closed feedback", || !finals(&m, "21").is_empty()).await;
     assert_eq!(finals(&m, "21").len(), 1);
-    c2.shutdown().await;
+    let closed = m
+        .seen()
+        .into_iter()
+        .filter(|s| {
+            s.body
+                .as_ref()
+                .is_some_and(|b| b["status"]["execution"] == "closed")
+        })
+        .count();
+    assert_eq!(closed, 3, "429, 409, then delivered");
+
+    // 410 when the device announces the install: the action is not handed over.
+    let art = m.artifact("app_3_all.deb", &data(1000, 12), Link::Good);
+    m.fault("installing app_3_all.deb", 410, None);
+    m.offer_app("22", "app", "3", art);
+    wait_for(20, "the 410 answer", || {
+        m.state.lock().unwrap().faults.is_empty()
+    })
+    .await;
+    m.set_links(&[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.installs().len(), 1, "only action 21 was installed");
+    assert_eq!(fake.live_reservations(), 0);
+    assert!(dev.spool_files().is_empty(), "{:?}", dev.spool_files());
+    c.shutdown().await;
 }
 
 #[tokio::test]

@@ -104,8 +104,10 @@ impl Agent {
         if previous.is_none()
             && let Some(old) = self.store.action()
         {
+            // Another action's leftovers (its download broke off, the server moved on).
             for p in &old.parts {
                 let _ = std::fs::remove_file(&p.path);
+                let _ = std::fs::remove_file(download::final_path(&p.path));
             }
             self.store.clear_action();
         }
@@ -225,18 +227,22 @@ impl Agent {
         r: Reservation,
         files: Vec<SpooledFile>,
     ) {
+        let names: Vec<&str> = files.iter().map(|f| f.filename.as_str()).collect();
+        let detail = format!("installing {}", names.join(", "));
+        if self
+            .tell(&action, feedback::proceeding(detail))
+            .await
+            .is_err()
+        {
+            tracing::warn!(action_id = %action, "the action is gone on the server; not installing it");
+            drop(r);
+            return self.discard(&files);
+        }
+        tracing::info!(action_id = %action, files = ?names, "handing the packages to the installer");
         if let Some(mut state) = self.store.action().filter(|s| s.action == action) {
             state.stage = Stage::HandedOver;
             self.store.save_action(&state);
         }
-        let names: Vec<&str> = files.iter().map(|f| f.filename.as_str()).collect();
-        tracing::info!(action_id = %action, files = ?names, "handing the packages to the installer");
-        let _ = self
-            .tell(
-                &action,
-                feedback::proceeding(format!("installing {}", names.join(", "))),
-            )
-            .await;
         let fut = self.installer.install(r, files);
         let task = tokio::spawn(fut.instrument(span(&action)));
         self.set_status(|s| s.state = DdiState::Installing);
@@ -260,7 +266,8 @@ impl Agent {
                     let sp = span(&action);
                     self.install(action, r, files).instrument(sp).await;
                 }
-                (why, _) => {
+                (why, r) => {
+                    drop(r); // no slot is held while waiting
                     let why = why.unwrap_or(Wait::Busy);
                     tracing::info!(action_id = %action, ?why, "downloaded; the install waits");
                     let detail = match why {

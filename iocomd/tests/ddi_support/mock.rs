@@ -47,7 +47,7 @@ pub struct Artifact {
 }
 
 /// A fault returned instead of the normal answer, once, to the first request whose
-/// "METHOD path" contains `matches`.
+/// "METHOD path body" contains `matches`.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub matches: String,
@@ -282,9 +282,13 @@ impl Mock {
             .unwrap_or_default();
         let body = serde_json::from_slice::<Value>(&bytes).ok();
         let mut st = self.state.lock().unwrap();
-        let key = format!("{method} {path}");
+        let key = format!("{method} {path} {}", String::from_utf8_lossy(&bytes));
         if let Some(i) = st.faults.iter().position(|f| key.contains(&f.matches)) {
             let f = st.faults.remove(i);
+            if f.status == 410 {
+                // Gone, as on hawkBit: no longer offered.
+                st.links = json!({});
+            }
             st.seen.push(Seen {
                 method,
                 path,
