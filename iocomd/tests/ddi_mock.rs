@@ -1,6 +1,7 @@
 //! The DDI client against the in-process mock server, the download side of an action:
 //! multi-chunk install in order, helper failure, wrong hash, dropped link resumed with
-//! `Range`/`If-Range`, a restart resumed from the partial file, 416 as complete, 304.
+//! `Range`/`If-Range`, a restart resumed from the partial file, 416 as complete, 304, a redirect
+//! to other storage (no token there).
 
 mod ddi_support;
 
@@ -244,5 +245,43 @@ async fn a_restart_resumes_the_partial_file_and_416_means_complete() {
         .collect();
     assert_eq!(seen.len(), 1, "one request, answered 416");
     assert_eq!(seen[0].headers["range"], "bytes=10000-");
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_redirect_to_other_storage_gets_no_token() {
+    let m = Mock::start().await;
+    let storage = Mock::start().await;
+    let d = data(20_000, 22);
+    let mut art = storage.artifact("app_7_all.deb", &d, Link::Good);
+    art["_links"]["download"] = m.href("/artifacts/app_7_all.deb");
+    m.state.lock().unwrap().redirects.insert(
+        "/artifacts/app_7_all.deb".into(),
+        format!("{}/artifacts/app_7_all.deb", storage.url),
+    );
+    m.offer_app("70", "app", "7", art);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0k3n").unwrap();
+    let mut h = settings(&m.url);
+    h.auth = iocomd::config::HawkbitAuth::TargetToken(token);
+    let fake = Arc::new(FakeInstaller::default());
+    let dev = Device::new();
+    let c = dev.start(h, fake.clone());
+    wait_for(20, "closed feedback", || !finals(&m, "70").is_empty()).await;
+    assert_eq!(finals(&m, "70"), [("closed".into(), "success".into())]);
+    assert_eq!(fake.installs()[0][0].1, d);
+    let first = m
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/artifacts/app_7_all.deb")
+        .unwrap();
+    assert_eq!(first.headers["authorization"], "TargetToken t0k3n");
+    let stored = storage.seen();
+    assert_eq!(stored.len(), 1);
+    assert!(
+        !stored[0].headers.contains_key("authorization"),
+        "no token to other hosts"
+    );
     c.shutdown().await;
 }

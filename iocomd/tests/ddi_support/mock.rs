@@ -67,6 +67,8 @@ pub struct State {
     pub cancels: BTreeMap<String, String>,
     pub artifacts: BTreeMap<String, Artifact>,
     pub faults: Vec<Fault>,
+    /// `GET path` answered with a 302 to this URL.
+    pub redirects: BTreeMap<String, String>,
     /// Status answered to `PUT installedBase`.
     pub installed_base_status: u16,
     pub seen: Vec<Seen>,
@@ -312,6 +314,11 @@ impl Mock {
             headers,
             body,
         });
+        if let Some(to) = st.redirects.get(&path) {
+            let mut r = full(302, Vec::new());
+            r.headers_mut().insert("location", to.parse().unwrap());
+            return r;
+        }
         let rest = path.strip_prefix(BASE);
         match (method.as_str(), rest) {
             ("GET", Some("")) => {
