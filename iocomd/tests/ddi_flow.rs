@@ -250,11 +250,11 @@ async fn a_busy_slot_defers_the_action() {
 #[tokio::test]
 async fn errors_back_off_and_show_in_the_status() {
     let m = Mock::start().await;
-    for _ in 0..3 {
-        m.fault(&format!("GET {BASE}"), 401, None);
+    for status in [401, 403, 404, 503] {
+        m.fault(&format!("GET {BASE}"), status, None);
     }
-    m.fault(&format!("GET {BASE}"), 503, None);
     let fake = Arc::new(FakeInstaller::default());
+    let t0 = std::time::Instant::now();
     let (_dev, c) = client(&m, &fake);
     wait_for(20, "error status", || {
         c.status
@@ -275,7 +275,12 @@ async fn errors_back_off_and_show_in_the_status() {
         .filter(|s| s.method == "GET" && s.path == BASE)
         .collect();
     assert!(polls.len() >= 5);
-    // Waits 50, 100, 200, 400 ms: at least 700 ms from first to fifth poll.
+    // Backoff 50, 100, 200, 400 ms (retry_min to retry_max of the test settings).
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(750),
+        "{:?}",
+        t0.elapsed()
+    );
     c.shutdown().await;
     assert_eq!(
         polls.len()
