@@ -111,6 +111,7 @@ impl Agent {
             }
             self.store.clear_action();
         }
+        let plain = self.cfg.hawkbit.ca.is_none();
         let mut parts = Vec::new();
         for (ci, chunk) in db.deployment.chunks.iter().enumerate() {
             for (ai, a) in chunk.artifacts.iter().enumerate() {
@@ -118,7 +119,7 @@ impl Agent {
                     tracing::info!(artifact = %a.filename, "skipping a non-.deb artifact");
                     continue;
                 }
-                let (Some(href), Some(sha)) = (a.href(), a.sha256()) else {
+                let (Some(href), Some(sha)) = (a.href(plain), a.sha256()) else {
                     return self
                         .finish(
                             &id,

@@ -154,11 +154,17 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    /// The download URL: `download`, else `download-http`.
-    pub fn href(&self) -> Option<&str> {
+    /// The download URL: `download` (hawkBit's https link), else `download-http`; with
+    /// `plain` (an `http://` server, which has no TLS set up) `download-http` first.
+    pub fn href(&self, plain: bool) -> Option<&str> {
+        let (first, second) = if plain {
+            ("download-http", "download")
+        } else {
+            ("download", "download-http")
+        };
         self.links
-            .get("download")
-            .or_else(|| self.links.get("download-http"))
+            .get(first)
+            .or_else(|| self.links.get(second))
             .map(|l| l.href.as_str())
     }
 
@@ -333,9 +339,22 @@ mod tests {
         assert_eq!(db.deployment.maintenance_window, Some(Window::Unavailable));
         let a = &db.deployment.chunks[0].artifacts[0];
         assert_eq!(
-            a.href(),
+            a.href(false),
             Some("http://h/a"),
             "download-http when there is no download link"
+        );
+        let mut both = a.clone();
+        both.links.insert(
+            "download".into(),
+            Link {
+                href: "https://h/a".into(),
+            },
+        );
+        assert_eq!(both.href(false), Some("https://h/a"));
+        assert_eq!(
+            both.href(true),
+            Some("http://h/a"),
+            "an http:// server: its http link"
         );
         let sha = a.sha256().unwrap();
         assert_eq!((sha[0], sha[1], sha[31]), (0x00, 0xff, 0x01));
