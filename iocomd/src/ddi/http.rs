@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for DDI: one connection per request over TCP or rustls (ring
-//! provider, the workspace's only TLS stack), hyper's connection API, timeouts on connect, on
-//! the response head and on every body read. Bodies are streamed ([`Response::next_chunk`]);
+//! provider; configured by [`crate::net::tls::client_config`] like every TLS client), hyper's
+//! connection API, timeouts on connect, on the response head and on every body read. Bodies are
+//! streamed ([`Response::next_chunk`]);
 //! JSON bodies are bounded ([`MAX_JSON`]). The `Authorization` header is sent only to the
 //! configured server (and, if allowed, to download hosts); it never appears in logs.
 
@@ -11,9 +12,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::path::Path;
+use rustls_pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -65,59 +64,6 @@ pub enum HttpError {
     /// A JSON body larger than [`MAX_JSON`].
     #[error("response body larger than {MAX_JSON} bytes")]
     TooLarge,
-}
-
-/// Why a TLS client configuration cannot be built.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct TlsConfigError {
-    /// The PEM file concerned.
-    pub path: std::path::PathBuf,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// rustls client configuration (ring provider, TLS 1.2/1.3) trusting the PEM bundle `ca`, with
-/// an optional client certificate chain and key.
-pub fn tls_config(
-    ca: &Path,
-    identity: Option<(&Path, &Path)>,
-) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let fail = |path: &Path, message: String| TlsConfigError {
-        path: path.to_owned(),
-        message,
-    };
-    let certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-        let v = CertificateDer::pem_file_iter(p)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| fail(p, e.to_string()))?;
-        if v.is_empty() {
-            return Err(fail(p, "no certificate found".into()));
-        }
-        Ok(v)
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certs(ca)?);
-    if added == 0 {
-        return Err(fail(ca, "no usable CA certificate".into()));
-    }
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| fail(ca, e.to_string()))?
-            .with_root_certificates(roots);
-    let cfg = match identity {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = certs(cert)?;
-            let key_der =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| fail(key, e.to_string()))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| fail(key, e.to_string()))?
-        }
-    };
-    Ok(Arc::new(cfg))
 }
 
 /// The client: TLS settings and the server's `Authorization` value.

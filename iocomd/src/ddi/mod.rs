@@ -89,7 +89,7 @@ pub enum DdiError {
     TokenFormat(PathBuf),
     /// The CA or client certificate cannot be used.
     #[error("hawkbit TLS: {0}")]
-    Tls(#[from] http::TlsConfigError),
+    Tls(#[from] crate::net::tls::TlsError),
     /// The server URL cannot be used.
     #[error("hawkbit.server: invalid URL {0}")]
     Server(String),
@@ -137,9 +137,11 @@ pub async fn run(
         .parse()
         .map_err(|_| DdiError::Server(h.server.clone()))?;
     let tls = match &h.ca {
-        Some(ca) => Some(http::tls_config(
+        Some(ca) => Some(crate::net::tls::client_config(
             ca,
-            h.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            h.identity
+                .as_ref()
+                .map(|(cert, key)| crate::net::tls::Identity { cert, key }),
         )?),
         None => None,
     };
