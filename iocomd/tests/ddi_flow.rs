@@ -22,7 +22,7 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
     m.offer_app("11", "app", "1", art);
     let fake = Arc::new(FakeInstaller::default());
     let (dev, c) = client(&m, &fake);
-    wait_for(20, "downloading", || {
+    wait_for(60, "downloading", || {
         c.status.borrow().state == DdiState::Downloading
     })
     .await;
@@ -32,16 +32,12 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
         .cancels
         .insert("12".into(), "11".into());
     m.set_links(&[("cancelAction", "/cancelAction/12")]);
-    let cancel_fb = |m: &Mock| {
-        m.seen()
-            .into_iter()
-            .filter(|s| s.path == format!("{BASE}/cancelAction/12/feedback"))
-            .filter_map(|s| s.body)
-            .collect::<Vec<_>>()
-    };
-    wait_for(20, "cancel feedback", || !cancel_fb(&m).is_empty()).await;
+    wait_for(60, "cancel feedback", || {
+        !m.cancel_feedback("12").is_empty()
+    })
+    .await;
     assert_eq!(
-        Mock::exec(&cancel_fb(&m)[0]),
+        Mock::exec(&m.cancel_feedback("12")[0]),
         ("closed".into(), "success".into())
     );
     assert!(fake.installs().is_empty());
@@ -52,7 +48,7 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
     *fake.hold.lock().unwrap() = true;
     let art = m.artifact("app_2_all.deb", &data(1000, 9), Link::Good);
     m.offer_app("13", "app", "2", art);
-    wait_for(20, "installing", || {
+    wait_for(60, "installing", || {
         c.status.borrow().state == DdiState::Installing
     })
     .await;
@@ -62,17 +58,13 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
         .cancels
         .insert("14".into(), "13".into());
     m.set_links(&[("cancelAction", "/cancelAction/14")]);
-    let cancel14 = |m: &Mock| {
-        m.seen()
-            .into_iter()
-            .filter(|s| s.path == format!("{BASE}/cancelAction/14/feedback"))
-            .filter_map(|s| s.body)
-            .collect::<Vec<_>>()
-    };
-    wait_for(20, "cancel feedback", || !cancel14(&m).is_empty()).await;
-    assert_eq!(Mock::exec(&cancel14(&m)[0]).0, "rejected");
+    wait_for(60, "cancel feedback", || {
+        !m.cancel_feedback("14").is_empty()
+    })
+    .await;
+    assert_eq!(Mock::exec(&m.cancel_feedback("14")[0]).0, "rejected");
     fake.release.notify_one();
-    wait_for(20, "closed feedback", || !finals(&m, "13").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "13").is_empty()).await;
     assert_eq!(finals(&m, "13"), [("closed".into(), "success".into())]);
     // A cancel for an action this device never ran: nothing to stop, accepted.
     m.state
@@ -81,20 +73,16 @@ async fn cancel_is_accepted_before_hand_over_and_rejected_after() {
         .cancels
         .insert("15".into(), "99".into());
     m.set_links(&[("cancelAction", "/cancelAction/15")]);
-    let cancel15 = |m: &Mock| {
-        m.seen()
-            .into_iter()
-            .filter(|s| s.path == format!("{BASE}/cancelAction/15/feedback"))
-            .filter_map(|s| s.body)
-            .collect::<Vec<_>>()
-    };
-    wait_for(20, "cancel feedback", || !cancel15(&m).is_empty()).await;
+    wait_for(60, "cancel feedback", || {
+        !m.cancel_feedback("15").is_empty()
+    })
+    .await;
     assert_eq!(
-        Mock::exec(&cancel15(&m)[0]),
+        Mock::exec(&m.cancel_feedback("15")[0]),
         ("closed".into(), "success".into())
     );
     assert_eq!(
-        cancel15(&m)[0]["status"]["details"][0],
+        m.cancel_feedback("15")[0]["status"]["details"][0],
         "nothing runs for action 99"
     );
     assert_eq!(fake.installs().len(), 1);
@@ -111,7 +99,7 @@ async fn gone_action_is_dropped_and_429_409_are_retried() {
     let fake = Arc::new(FakeInstaller::default());
     let t0 = std::time::Instant::now();
     let (dev, c) = client(&m, &fake);
-    wait_for(20, "the 410 answer", || {
+    wait_for(60, "the 410 answer", || {
         m.state.lock().unwrap().faults.is_empty()
     })
     .await;
@@ -135,7 +123,7 @@ async fn gone_action_is_dropped_and_429_409_are_retried() {
     m.state.lock().unwrap().faults.clear();
     m.fault(r#""execution":"closed""#, 429, Some(0));
     m.fault(r#""execution":"closed""#, 409, None);
-    wait_for(20, "closed feedback", || !finals(&m, "21").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "21").is_empty()).await;
     assert_eq!(finals(&m, "21").len(), 1);
     let closed = m
         .seen()
@@ -152,7 +140,7 @@ async fn gone_action_is_dropped_and_429_409_are_retried() {
     let art = m.artifact("app_3_all.deb", &data(1000, 12), Link::Good);
     m.fault("installing app_3_all.deb", 410, None);
     m.offer_app("22", "app", "3", art);
-    wait_for(20, "the 410 answer", || {
+    wait_for(60, "the 410 answer", || {
         m.state.lock().unwrap().faults.is_empty()
     })
     .await;
@@ -172,7 +160,7 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
     m.offer("30", chunks.clone(), "skip", "skip", None);
     let fake = Arc::new(FakeInstaller::default());
     let (dev, c) = client(&m, &fake);
-    wait_for(20, "deferred", || {
+    wait_for(60, "deferred", || {
         c.status.borrow().state == DdiState::DownloadDeferred
     })
     .await;
@@ -183,7 +171,7 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
     );
 
     m.offer("30", chunks.clone(), "forced", "skip", None);
-    wait_for(20, "waiting", || {
+    wait_for(60, "waiting", || {
         c.status.borrow().state == DdiState::WaitingToInstall
     })
     .await;
@@ -211,14 +199,14 @@ async fn download_skip_update_skip_and_maintenance_window_wait() {
     // A restart while waiting: the downloaded file is verified again, not downloaded again.
     c.shutdown().await;
     let c = dev.start(settings(&m.url), fake.clone());
-    wait_for(20, "waiting after the restart", || {
+    wait_for(60, "waiting after the restart", || {
         c.status.borrow().state == DdiState::WaitingToInstall
     })
     .await;
     assert!(fake.installs().is_empty());
 
     m.offer("30", chunks, "forced", "forced", Some("available"));
-    wait_for(20, "closed feedback", || !finals(&m, "30").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "30").is_empty()).await;
     assert_eq!(fake.installs().len(), 1);
     assert_eq!(
         m.seen()
@@ -239,10 +227,10 @@ async fn a_busy_slot_defers_the_action() {
     let fake = Arc::new(FakeInstaller::default());
     *fake.busy.lock().unwrap() = Some("push from 127.0.0.1".into());
     let (_dev, c) = client(&m, &fake);
-    wait_for(20, "busy", || c.status.borrow().state == DdiState::Busy).await;
+    wait_for(60, "busy", || c.status.borrow().state == DdiState::Busy).await;
     assert!(fake.installs().is_empty());
     *fake.busy.lock().unwrap() = None;
-    wait_for(20, "closed feedback", || !finals(&m, "40").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "40").is_empty()).await;
     assert_eq!(fake.installs().len(), 1);
     c.shutdown().await;
 }
@@ -256,7 +244,7 @@ async fn errors_back_off_and_show_in_the_status() {
     let fake = Arc::new(FakeInstaller::default());
     let t0 = std::time::Instant::now();
     let (_dev, c) = client(&m, &fake);
-    wait_for(20, "error status", || {
+    wait_for(60, "error status", || {
         c.status
             .borrow()
             .last_error
@@ -265,7 +253,7 @@ async fn errors_back_off_and_show_in_the_status() {
     })
     .await;
     assert_eq!(c.status.borrow().state, DdiState::Error);
-    wait_for(20, "recovered", || {
+    wait_for(60, "recovered", || {
         c.status.borrow().last_error.is_none() && c.status.borrow().last_poll.is_some()
     })
     .await;
@@ -305,7 +293,7 @@ async fn versions_installed_otherwise_are_reported() {
             .filter_map(|s| s.body)
             .collect::<Vec<_>>()
     };
-    wait_for(20, "first configData", || {
+    wait_for(60, "first configData", || {
         !puts(&m, "configData").is_empty()
     })
     .await;
@@ -314,7 +302,7 @@ async fn versions_installed_otherwise_are_reported() {
         "the first report is attributes only"
     );
     *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.1")];
-    wait_for(20, "installedBase", || {
+    wait_for(60, "installedBase", || {
         !puts(&m, "installedBase").is_empty()
     })
     .await;
@@ -322,7 +310,7 @@ async fn versions_installed_otherwise_are_reported() {
         puts(&m, "installedBase")[0],
         json!({ "name": "app", "version": "1.1" })
     );
-    wait_for(20, "configData update", || {
+    wait_for(60, "configData update", || {
         puts(&m, "configData").len() >= 2
     })
     .await;
@@ -330,14 +318,14 @@ async fn versions_installed_otherwise_are_reported() {
     // A server without installedBase: attributes only from then on.
     m.state.lock().unwrap().installed_base_status = 404;
     *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.2")];
-    wait_for(20, "configData 1.2", || {
+    wait_for(60, "configData 1.2", || {
         puts(&m, "configData")
             .iter()
             .any(|b| b["data"]["pkg.app"] == "1.2")
     })
     .await;
     *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.3")];
-    wait_for(20, "configData 1.3", || {
+    wait_for(60, "configData 1.3", || {
         puts(&m, "configData")
             .iter()
             .any(|b| b["data"]["pkg.app"] == "1.3")
@@ -359,13 +347,13 @@ async fn a_lost_final_feedback_is_delivered_at_the_next_poll() {
     let fake = Arc::new(FakeInstaller::default());
     *fake.hold.lock().unwrap() = true;
     let (_dev, c) = client(&m, &fake);
-    wait_for(20, "installing", || {
+    wait_for(60, "installing", || {
         c.status.borrow().state == DdiState::Installing
     })
     .await;
     m.fault("/deploymentBase/50/feedback", 503, None);
     fake.release.notify_one();
-    wait_for(20, "closed feedback", || !finals(&m, "50").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "50").is_empty()).await;
     let attempts = m
         .seen()
         .into_iter()
@@ -395,7 +383,7 @@ async fn a_cancel_after_a_restart_removes_the_partial_download() {
     m.offer_app("60", "app", "1", art);
     let fake = Arc::new(FakeInstaller::default());
     let (dev, c) = client(&m, &fake);
-    wait_for(20, "30 % downloaded", || {
+    wait_for(60, "30 % downloaded", || {
         c.status.borrow().progress == Some(30)
     })
     .await;
@@ -412,16 +400,12 @@ async fn a_cancel_after_a_restart_removes_the_partial_download() {
         .insert("61".into(), "60".into());
     m.set_links(&[("cancelAction", "/cancelAction/61")]);
     let c = dev.start(settings(&m.url), fake.clone());
-    let cancel61 = |m: &Mock| {
-        m.seen()
-            .into_iter()
-            .filter(|s| s.path == format!("{BASE}/cancelAction/61/feedback"))
-            .filter_map(|s| s.body)
-            .collect::<Vec<_>>()
-    };
-    wait_for(20, "cancel feedback", || !cancel61(&m).is_empty()).await;
+    wait_for(60, "cancel feedback", || {
+        !m.cancel_feedback("61").is_empty()
+    })
+    .await;
     assert_eq!(
-        Mock::exec(&cancel61(&m)[0]),
+        Mock::exec(&m.cancel_feedback("61")[0]),
         ("closed".into(), "success".into())
     );
     assert!(dev.spool_files().is_empty(), "{:?}", dev.spool_files());

@@ -27,7 +27,7 @@ async fn multi_chunk_action_is_one_install_in_order_and_closed_success_after_the
     let fake = Arc::new(FakeInstaller::default());
     *fake.versions.lock().unwrap() = vec![PackageVersion::new("app", "1.0")];
     let (dev, c) = client(&m, &fake);
-    wait_for(20, "closed feedback", || !finals(&m, "7").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "7").is_empty()).await;
     let installs = fake.installs();
     assert_eq!(installs.len(), 1, "one transaction");
     let names: Vec<_> = installs[0].iter().map(|(n, _)| n.as_str()).collect();
@@ -91,7 +91,7 @@ async fn helper_failure_is_closed_failure_with_its_code_and_rollback() {
         installed: vec![PackageVersion::new("app", "2")],
     });
     let (_dev, c) = client(&m, &fake);
-    wait_for(20, "closed feedback", || !finals(&m, "9").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "9").is_empty()).await;
     let fb = m.feedback("9").pop().unwrap();
     assert_eq!(Mock::exec(&fb), ("closed".into(), "failure".into()));
     assert_eq!(fb["status"]["code"], 31);
@@ -115,7 +115,7 @@ async fn wrong_hash_fails_the_action_without_installing() {
     m.offer_app("3", "app", "1", art);
     let fake = Arc::new(FakeInstaller::default());
     let (dev, c) = client(&m, &fake);
-    wait_for(20, "closed feedback", || !finals(&m, "3").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "3").is_empty()).await;
     let fb = m.feedback("3").pop().unwrap();
     assert_eq!(Mock::exec(&fb), ("closed".into(), "failure".into()));
     assert!(
@@ -146,7 +146,7 @@ async fn dropped_link_mid_download_is_resumed_with_range_and_if_range() {
     m.offer_app("4", "app", "2", art);
     let fake = Arc::new(FakeInstaller::default());
     let (_dev, c) = client(&m, &fake);
-    wait_for(20, "closed feedback", || !finals(&m, "4").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "4").is_empty()).await;
     assert_eq!(finals(&m, "4"), [("closed".into(), "success".into())]);
     assert_eq!(
         fake.installs()[0][0].1,
@@ -196,7 +196,7 @@ async fn a_restart_resumes_the_partial_file_and_416_means_complete() {
     let fake = Arc::new(FakeInstaller::default());
     let (dev, c) = client(&m, &fake);
     let part = dev.spool_dir().join("hawkbit-5-0-0.deb.ddi-part");
-    wait_for(20, "40 % downloaded", || {
+    wait_for(60, "40 % downloaded", || {
         c.status.borrow().progress == Some(40)
     })
     .await;
@@ -216,7 +216,7 @@ async fn a_restart_resumes_the_partial_file_and_416_means_complete() {
         .unwrap()
         .link = Link::Good;
     let c = dev.start(settings(&m.url), fake.clone());
-    wait_for(20, "closed feedback", || !finals(&m, "5").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "5").is_empty()).await;
     assert_eq!(fake.installs()[0][0].1, d);
     let gets: Vec<_> = m
         .seen()
@@ -235,7 +235,7 @@ async fn a_restart_resumes_the_partial_file_and_416_means_complete() {
     m.offer_app("6", "lib", "1", art);
     std::fs::write(dev.spool_dir().join("hawkbit-6-0-0.deb.ddi-part"), &d2).unwrap();
     let c = dev.start(settings(&m.url), fake.clone());
-    wait_for(20, "closed feedback", || !finals(&m, "6").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "6").is_empty()).await;
     assert_eq!(finals(&m, "6"), [("closed".into(), "success".into())]);
     assert_eq!(fake.installs()[1][0].1, d2);
     let seen: Vec<_> = m
@@ -268,7 +268,7 @@ async fn a_redirect_to_other_storage_gets_no_token() {
     let fake = Arc::new(FakeInstaller::default());
     let dev = Device::new();
     let c = dev.start(h, fake.clone());
-    wait_for(20, "closed feedback", || !finals(&m, "70").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "70").is_empty()).await;
     assert_eq!(finals(&m, "70"), [("closed".into(), "success".into())]);
     assert_eq!(fake.installs()[0][0].1, d);
     let first = m

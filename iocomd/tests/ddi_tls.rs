@@ -81,7 +81,7 @@ async fn mutual_tls_with_a_target_token_installs_an_action() {
     let fake = Arc::new(FakeInstaller::default());
     let dev = Device::new();
     let c = dev.start(h, fake.clone());
-    wait_for(20, "closed feedback", || !finals(&m, "1").is_empty()).await;
+    wait_for(60, "closed feedback", || !finals(&m, "1").is_empty()).await;
     assert_eq!(finals(&m, "1"), [("closed".into(), "success".into())]);
     assert_eq!(fake.installs()[0][0].1, d);
     let seen = m.seen();
@@ -108,7 +108,7 @@ async fn without_the_client_certificate_the_server_is_not_reached() {
     let fake = Arc::new(FakeInstaller::default());
     let dev = Device::new();
     let c = dev.start(h, fake);
-    wait_for(20, "TLS error in the status", || {
+    wait_for(60, "TLS error in the status", || {
         c.status
             .borrow()
             .last_error

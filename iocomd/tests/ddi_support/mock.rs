@@ -257,6 +257,16 @@ impl Mock {
             .collect()
     }
 
+    /// Bodies of the feedback POSTs to `cancelAction/{id}/feedback`.
+    pub fn cancel_feedback(&self, id: &str) -> Vec<Value> {
+        let p = format!("{BASE}/cancelAction/{id}/feedback");
+        self.seen()
+            .into_iter()
+            .filter(|s| s.path == p)
+            .filter_map(|s| s.body)
+            .collect()
+    }
+
     /// `(execution, finished)` of a feedback body.
     pub fn exec(v: &Value) -> (String, String) {
         (
