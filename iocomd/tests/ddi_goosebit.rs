@@ -140,8 +140,9 @@ struct DebInstaller {
 }
 
 impl Installer for DebInstaller {
-    fn reserve(&self, action: &str) -> Result<Reservation, Busy> {
-        Ok(Reservation::new(action, ()))
+    fn reserve(&self, action: &str) -> BoxFuture<Result<Reservation, Busy>> {
+        let r = Reservation::new(action, ());
+        Box::pin(async move { Ok(r) })
     }
 
     fn install(&self, _r: Reservation, files: Vec<SpooledFile>) -> BoxFuture<InstallOutcome> {

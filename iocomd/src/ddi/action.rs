@@ -78,7 +78,7 @@ impl Agent {
             return;
         };
         tracing::info!(action_id = %action, waited_for = ?why, "the install may go ahead now");
-        match self.installer.reserve(&action) {
+        match self.installer.reserve(&action).await {
             Ok(r) => {
                 self.install(action, r, files)
                     .instrument(span(&db.id))
@@ -161,7 +161,7 @@ impl Agent {
             self.set_status(|s| s.state = DdiState::DownloadDeferred);
             return;
         }
-        let reservation = match self.installer.reserve(&id) {
+        let reservation = match self.installer.reserve(&id).await {
             Ok(r) => r,
             Err(busy) => {
                 tracing::info!(action_id = %id, holder = %busy.holder, "action waits: update slot busy");

@@ -30,8 +30,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 ///   did not cause (IOCOM pushes, rollbacks) to the server. It is called once per poll, so
 ///   it should answer from a cache (e.g. refreshed after every transaction), not run dpkg.
 pub trait Installer: Send + Sync + 'static {
-    /// Takes the update slot for DDI action `action` (its id, for logs and status).
-    fn reserve(&self, action: &str) -> Result<Reservation, Busy>;
+    /// Takes the update slot for DDI action `action` (its id, for logs and status). A future,
+    /// so that the slot's single owner (the daemon's core loop) can answer over a channel.
+    fn reserve(&self, action: &str) -> BoxFuture<Result<Reservation, Busy>>;
     /// Installs `files` under the reservation `r`; see the trait documentation.
     fn install(&self, r: Reservation, files: Vec<SpooledFile>) -> BoxFuture<InstallOutcome>;
     /// Managed packages → installed versions, sorted by package name.

@@ -67,12 +67,15 @@ pub fn ok_outcome(installed: Vec<PackageVersion>) -> InstallOutcome {
 }
 
 impl Installer for FakeInstaller {
-    fn reserve(&self, action: &str) -> Result<Reservation, Busy> {
-        if let Some(holder) = self.busy.lock().unwrap().clone() {
-            return Err(Busy { holder });
-        }
-        self.reserved.fetch_add(1, Ordering::SeqCst);
-        Ok(Reservation::new(action, Slot(self.reserved.clone())))
+    fn reserve(&self, action: &str) -> BoxFuture<Result<Reservation, Busy>> {
+        let r = match self.busy.lock().unwrap().clone() {
+            Some(holder) => Err(Busy { holder }),
+            None => {
+                self.reserved.fetch_add(1, Ordering::SeqCst);
+                Ok(Reservation::new(action, Slot(self.reserved.clone())))
+            }
+        };
+        Box::pin(async move { r })
     }
 
     fn install(&self, r: Reservation, files: Vec<SpooledFile>) -> BoxFuture<InstallOutcome> {
