@@ -8,6 +8,7 @@
 //! - [`helper_client`]: the D-Bus client of the install helper (system bus or peer-to-peer).
 //! - [`config`] and [`paths`]: validated settings from TOML fragments; every system path.
 //! - [`daemon`]: the core loop (connections, update state machine, helper) and `run`.
+//! - [`ddi`]: the hawkBit DDI client (fleet rollouts), behind the [`ddi::Installer`] seam.
 //! - [`status`]: the update status signals published in the `exp` block.
 //! - [`systemd`] and [`logging`]: sd-notify contact; journald or stderr logging.
 //! - [`ctl`]: the controller side used by `iocomctl` (push, status).
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod ddi;
 pub mod demo;
 pub mod helper_client;
 pub mod logging;

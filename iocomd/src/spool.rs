@@ -261,7 +261,7 @@ impl SpooledPackage {
     }
 }
 
-fn available_bytes(dir: &Path) -> Result<u64, SpoolError> {
+pub(crate) fn available_bytes(dir: &Path) -> Result<u64, SpoolError> {
     let st = nix::sys::statvfs::statvfs(dir).map_err(|e| io_err(dir)(io::Error::from(e)))?;
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }

@@ -182,6 +182,14 @@ async fn production(config_file: Option<&Path>) -> anyhow::Result<()> {
         None => config::load(&paths),
     }
     .context("reading the configuration")?;
+    // The DDI client (iocomd::ddi) runs behind the update side's ddi::Installer seam; until
+    // daemon::run starts it, an enabled [hawkbit] section is refused rather than ignored.
+    if settings.hawkbit.is_some() {
+        anyhow::bail!(
+            "[hawkbit] enabled = true: this build does not start the DDI client yet (see README, \
+             \"Fleet rollouts with hawkBit\")"
+        );
+    }
     iocomd::logging::init(&settings.log).context("setting up logging")?;
     let mut listeners = Vec::new();
     for l in &settings.listen {

@@ -7,11 +7,13 @@
 //! bad values are errors naming the file and the key. Every key is documented in the shipped
 //! sample `etc/iocomd/iocomd.toml`.
 
+mod hawkbit;
 mod raw;
 mod sources;
 mod validate;
 mod values;
 
+pub use hawkbit::{HawkbitAuth, HawkbitSettings};
 pub use values::{ByteSize, DeviceNumber, PasswordHash};
 
 use crate::paths::Paths;
@@ -49,6 +51,8 @@ pub struct Settings {
     pub helper: HelperConnection,
     /// Logging.
     pub log: LogSettings,
+    /// The hawkBit DDI client (`[hawkbit]`); `None` when off (the default).
+    pub hawkbit: Option<HawkbitSettings>,
     /// The files this was read from, in merge order (empty for built-in settings).
     pub sources: Vec<PathBuf>,
 }
@@ -364,6 +368,7 @@ impl Settings {
                 level: defaults::LOG_LEVEL.into(),
                 target: LogTarget::Stderr,
             },
+            hawkbit: None,
             sources: Vec::new(),
         }
     }

@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub stream: Option<RawStream>,
     pub helper: Option<RawHelper>,
     pub log: Option<RawLog>,
+    pub hawkbit: Option<super::hawkbit::RawHawkbit>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,12 +10,12 @@ use super::values::PasswordHash;
 use super::*;
 use std::net::SocketAddr;
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     merged: &'a Merged,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         let key = key.into();
         ConfigError::Invalid {
             file: self.merged.origin(&key).map(Path::to_path_buf),
@@ -25,7 +25,7 @@ impl Ctx<'_> {
     }
 
     /// Relative paths are taken relative to the directory of the file that set them.
-    fn path(&self, key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+    pub(super) fn path(&self, key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
         if p.as_os_str().is_empty() {
             return Err(self.err(key, "must not be empty"));
         }
@@ -201,7 +201,7 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
     };
 
     let security = raw.security.unwrap_or_default();
-    Ok(Settings {
+    let mut settings = Settings {
         device,
         listen,
         connect,
@@ -214,8 +214,11 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         transfer,
         helper,
         log,
+        hawkbit: None,
         sources: merged.files.clone(),
-    })
+    };
+    settings.hawkbit = super::hawkbit::settings(&cx, raw.hawkbit, &settings)?;
+    Ok(settings)
 }
 
 fn transfer_limits(
