@@ -199,7 +199,8 @@ async fn main() -> anyhow::Result<()> {
     install_helper::fsutil::ensure_private_dir(&settings.paths.state_dir)
         .with_context(|| format!("creating {}", settings.paths.state_dir.display()))?;
     let verifier = PolicyVerifier::load(&settings.paths.policy, &settings.host_arch)
-        .with_context(|| format!("loading {}", settings.paths.policy.display()))?;
+        .with_context(|| format!("loading {}", settings.paths.policy.display()))?
+        .for_target(&settings.paths);
 
     let rt = tokio::runtime::Handle::current();
     let rec_settings = settings.clone();
