@@ -168,7 +168,10 @@ fn shipped_sample_documents_the_content_defaults() {
     fs::write(&path, format!("{base}\n[content]\n")).unwrap();
     let defaults = Policy::load(&path).unwrap();
     assert_eq!(written.content, defaults.content);
-    assert_eq!(defaults.content, install_helper::verify::ContentPolicy::default());
+    assert_eq!(
+        defaults.content,
+        install_helper::verify::ContentPolicy::default()
+    );
     // An unknown key in [content] is refused by name.
     fs::write(&path, format!("{base}\n[content]\nallowed_prefix = []\n")).unwrap();
     let err = Policy::load(&path).unwrap_err();
