@@ -5,7 +5,9 @@
 //!
 //! The helper re-executes itself as `iocom-install-helper --sandbox-exec --writable DIR...
 //! -- PROGRAM ARGS` (a fresh single-threaded process, [`exec_main`]), which:
-//! 1. closes every inherited fd but stdio and starts a new session (no controlling tty);
+//! 1. closes every inherited fd but stdio (stdin is `/dev/null`, stdout/stderr pipes: no fd
+//!    of a terminal) and arranges to be killed with the helper; it stays in the helper's
+//!    process group, so killing that group kills the whole sandbox;
 //! 2. enters a new user and mount namespace, mapping uid/gid 0 to the caller's own (so dpkg
 //!    runs "as root" also for an unprivileged demo, and files belong to the caller);
 //! 3. makes every mount private, bind-mounts the writable paths and `/dev/{null,zero,full,
@@ -192,7 +194,15 @@ fn close_inherited_fds() -> Result<(), String> {
 
 fn run(writable: &[PathBuf], cmd: &[CString]) -> Result<i32, String> {
     close_inherited_fds()?;
-    let _ = nix::unistd::setsid();
+    // Dies with the helper (which may be killed with its process group, which we stay in).
+    let parent = nix::unistd::getppid();
+    step(
+        "parent death signal",
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
+    )?;
+    if nix::unistd::getppid() != parent {
+        return Err("the helper exited".into());
+    }
     let (uid, gid) = (
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),

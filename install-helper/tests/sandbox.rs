@@ -13,7 +13,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use install_helper::error::ErrorCode;
+use install_api::ErrorCode;
 use install_helper::sandbox::Sandbox;
 use install_helper::stage;
 use install_helper::txn::{self, Env};
@@ -197,7 +197,7 @@ fn launcher() -> Sandbox {
 
 /// A transaction's code and everything it recorded.
 struct Outcome {
-    code: String,
+    code: ErrorCode,
     transcript: String,
 }
 
@@ -215,7 +215,7 @@ fn install(w: &World, signer: &Signer, deb: &Path, sandboxed: bool) -> Outcome {
         0,
     )
     .unwrap();
-    let mut progress = |_: &str, _: u32, _: &str| {};
+    let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
     let mut env = Env {
         settings: &settings,
         systemd: None,
@@ -223,7 +223,7 @@ fn install(w: &World, signer: &Signer, deb: &Path, sandboxed: bool) -> Outcome {
     };
     let r = txn::run(&mut env, &verifier, &txid, &staged);
     Outcome {
-        code: r.code.clone(),
+        code: r.code,
         transcript: format!("{}\n{}\n{:?}", r.message, r.output, r.steps),
     }
 }
@@ -245,7 +245,7 @@ fn as_root_the_sandboxed_postinst_changes_nothing_outside() {
     let mut t = Targets::new(w.tmp.path());
     let deb = hostile_deb(&w, &signer, &escape, &t.args(&w.root));
     let r = install(&w, &signer, &deb, false);
-    assert_eq!(r.code, ErrorCode::Ok.as_str(), "{}", r.transcript);
+    assert_eq!(r.code, ErrorCode::Ok, "{}", r.transcript);
     let changed = t.changes();
     assert!(changed.contains(&"canary overwritten"), "{changed:?}");
     assert!(changed.contains(&"victim deleted"), "{changed:?}");
@@ -257,7 +257,7 @@ fn as_root_the_sandboxed_postinst_changes_nothing_outside() {
     let mut t = Targets::new(w.tmp.path());
     let deb = hostile_deb(&w, &signer, &escape, &t.args(&w.root));
     let r = install(&w, &signer, &deb, true);
-    assert_eq!(r.code, ErrorCode::Ok.as_str(), "{}", r.transcript);
+    assert_eq!(r.code, ErrorCode::Ok, "{}", r.transcript);
     let report = std::fs::read_to_string(w.root.join("escape-report")).unwrap();
     println!("{report}");
     assert!(report.contains("escape: chroot back out -> 0"), "{report}");
