@@ -32,7 +32,10 @@ Transports (default: the system bus, as D-Bus activation starts it; --system say
 Demo / isolated mode: --root DIR confines dpkg to the package root DIR (dpkg --root, with
 dpkg's log in the state dir), and implies --no-systemd: unit restarts and the health gate are
 skipped and reported as skipped. Use --state-dir and --policy to keep everything out of /var
-and /etc.
+and /etc. dpkg's installs, purges and repairs then run in a sandbox (user, mount, PID, network
+namespaces; everything read-only but DIR and the log; no sockets), so a package's maintainer
+scripts cannot change anything else, even when the helper runs as root; this needs user
+namespaces.
 
 Callers must be root or one of the --allow-uid users (default: root and the `iocomd` user)
 on top of the bus policy; --polkit additionally requires polkit's
