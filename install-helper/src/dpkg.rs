@@ -2,7 +2,7 @@
 //! clean environment. The dpkg frontend lock is in [`crate::lock`] (re-exported here).
 //!
 //! Every child gets: an empty environment plus a fixed `PATH`, `LC_ALL=C`,
-//! `DEBIAN_FRONTEND=noninteractive`, `HOME=/root` and (while the helper holds the frontend lock)
+//! `DEBIAN_FRONTEND=noninteractive`, `HOME=/root` (the state dir for an unprivileged helper) and (while the helper holds the frontend lock)
 //! `DPKG_FRONTEND_LOCKED=1`; stdin from `/dev/null`; stdout and stderr captured; a time limit.
 //! dpkg always gets `--log=<Paths::dpkg_log>`, and `--root=<root>` for an isolated root.
 //! Installs use `--force-confdef --force-confold --status-fd` (status lines read from a pipe),
@@ -150,6 +150,16 @@ impl Dpkg {
         let mut a = self.root_args();
         a.push(format!("--log={}", self.paths.dpkg_log.display()));
         a
+    }
+
+    /// `HOME` for children: `/root` as root (production); an unprivileged (demo) helper cannot
+    /// read `/root/.dpkg.cfg`, and dpkg's warning about it would look like a damaged database.
+    fn home(&self) -> std::path::PathBuf {
+        if nix::unistd::geteuid().is_root() {
+            "/root".into()
+        } else {
+            self.paths.state_dir.clone()
+        }
     }
 
     /// `dpkg --install` of one package file.
@@ -342,7 +352,7 @@ impl Dpkg {
             .env("PATH", SAFE_PATH)
             .env("LC_ALL", "C")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("HOME", "/root")
+            .env("HOME", self.home())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
