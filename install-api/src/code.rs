@@ -20,6 +20,13 @@
 //! | `busy` | 3 | busy | 188 | another transaction is running |
 //! | `bad-archive` | 10 | refused | 140 | not a well-formed .deb (ar structure, members, compression) |
 //! | `bad-control` | 11 | refused | 140 | control file missing or lacking/invalid Package, Version or Architecture |
+//! | `content-hard-link` | 12 | refused | 168 | data.tar hard link to something that is not an earlier regular file of it |
+//! | `content-special-file` | 13 | refused | 168 | data.tar device node, FIFO or entry type dpkg does not install |
+//! | `content-setuid` | 14 | refused | 168 | data.tar setuid/setgid file the policy does not allow |
+//! | `content-unsafe-path` | 15 | refused | 168 | data.tar name absolute, with `..`, not UTF-8, or twice |
+//! | `content-symlink-escape` | 16 | refused | 168 | data.tar entry through a symlink, or a symlink leading out of the root |
+//! | `content-path-denied` | 17 | refused | 168 | data.tar path outside the allowed prefixes or denied by the policy |
+//! | `content-too-large` | 18 | refused | 168 | data.tar unpacks to more than the cap derived from Installed-Size |
 //! | `signature-missing` | 20 | refused | 186 | no `_gpgorigin` member |
 //! | `signature-invalid` | 21 | refused | 186 | `_gpgorigin` does not verify over the package contents |
 //! | `untrusted-signer` | 22 | refused | 186 | valid signature by a key that is not trusted |
@@ -168,6 +175,20 @@ code_table! {
         BadArchive = 10, "bad-archive", Refused, READING_FILE_FAILED, "not a well-formed Debian package";
         /// Control file missing or invalid.
         BadControl = 11, "bad-control", Refused, READING_FILE_FAILED, "the package's control file is missing or invalid";
+        /// data.tar hard link whose target is not an earlier regular file of the archive.
+        ContentHardLink = 12, "content-hard-link", Refused, PROGRAM_INSTALLATION_FAILED, "the package holds a hard link to a file outside it";
+        /// data.tar device node, FIFO or unsupported entry type.
+        ContentSpecialFile = 13, "content-special-file", Refused, PROGRAM_INSTALLATION_FAILED, "the package holds a device node or FIFO";
+        /// data.tar setuid/setgid file not allowed by the policy.
+        ContentSetuid = 14, "content-setuid", Refused, PROGRAM_INSTALLATION_FAILED, "the package holds a setuid/setgid file the policy does not allow";
+        /// data.tar name that is absolute, has `..`, is not UTF-8 or appears twice.
+        ContentUnsafePath = 15, "content-unsafe-path", Refused, PROGRAM_INSTALLATION_FAILED, "the package holds an unsafe file name";
+        /// data.tar entry written through a symlink, or a symlink leading out of the root.
+        ContentSymlinkEscape = 16, "content-symlink-escape", Refused, PROGRAM_INSTALLATION_FAILED, "the package would write through or plant an escaping symlink";
+        /// data.tar path outside the allowed prefixes or denied by the policy.
+        ContentPathDenied = 17, "content-path-denied", Refused, PROGRAM_INSTALLATION_FAILED, "the package installs a file where the policy does not allow it";
+        /// data.tar unpacks to more than the cap.
+        ContentTooLarge = 18, "content-too-large", Refused, PROGRAM_INSTALLATION_FAILED, "the package unpacks to far more than its Installed-Size";
         /// No `_gpgorigin` member.
         SignatureMissing = 20, "signature-missing", Refused, NO_ACCESS_RIGHT, "the package is not signed";
         /// `_gpgorigin` does not verify.

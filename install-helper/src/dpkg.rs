@@ -2,11 +2,13 @@
 //! clean environment. The dpkg frontend lock is in [`crate::lock`] (re-exported here).
 //!
 //! Every child gets: an empty environment plus a fixed `PATH`, `LC_ALL=C`,
-//! `DEBIAN_FRONTEND=noninteractive`, `HOME=/root` and (while the helper holds the frontend lock)
+//! `DEBIAN_FRONTEND=noninteractive`, `HOME=/root` (the state dir for an unprivileged helper) and (while the helper holds the frontend lock)
 //! `DPKG_FRONTEND_LOCKED=1`; stdin from `/dev/null`; stdout and stderr captured; a time limit.
 //! dpkg always gets `--log=<Paths::dpkg_log>`, and `--root=<root>` for an isolated root.
 //! Installs use `--force-confdef --force-confold --status-fd` (status lines read from a pipe),
-//! never `--force-all`.
+//! never `--force-all`. With a [`Sandbox`] (isolated roots only), the dpkg runs that unpack
+//! packages and run maintainer scripts (install, purge, configure) are confined to the package
+//! root and the dpkg log ([`crate::sandbox`]).
 //!
 //! Dependency pre-flight: `apt-get install --simulate <file.deb>` with
 //! `-o Dir::State::status=<admindir>/status` (the target root's dpkg database, so an isolated
@@ -23,7 +25,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use crate::lock::{FrontendLock, LockError};
-use crate::paths::Paths;
+use crate::paths::{Paths, Settings};
+use crate::sandbox::Sandbox;
 
 /// dpkg runs under this `sh -c` wrapper: its status fd 3 is our stdout pipe and its own stdout
 /// goes to stderr. (`--status-fd 1` would not do: dpkg marks the status fd close-on-exec, so
@@ -107,6 +110,7 @@ pub struct Dpkg {
     paths: Paths,
     timeout: Duration,
     frontend_locked: bool,
+    sandbox: Option<Sandbox>,
 }
 
 impl Dpkg {
@@ -116,7 +120,15 @@ impl Dpkg {
             paths: paths.clone(),
             timeout,
             frontend_locked: false,
+            sandbox: None,
         }
+    }
+
+    /// The runner for `settings`: its paths, command timeout and sandbox.
+    pub fn for_settings(settings: &Settings) -> Self {
+        let mut d = Dpkg::new(&settings.paths, settings.command_timeout);
+        d.sandbox = settings.sandbox.clone();
+        d
     }
 
     /// The same runner, telling dpkg the frontend lock is held by us (`DPKG_FRONTEND_LOCKED=1`).
@@ -138,6 +150,16 @@ impl Dpkg {
         let mut a = self.root_args();
         a.push(format!("--log={}", self.paths.dpkg_log.display()));
         a
+    }
+
+    /// `HOME` for children: `/root` as root (production); an unprivileged (demo) helper cannot
+    /// read `/root/.dpkg.cfg`, and dpkg's warning about it would look like a damaged database.
+    fn home(&self) -> std::path::PathBuf {
+        if nix::unistd::geteuid().is_root() {
+            "/root".into()
+        } else {
+            self.paths.state_dir.clone()
+        }
     }
 
     /// `dpkg --install` of one package file.
@@ -282,7 +304,23 @@ impl Dpkg {
             "dpkg".to_string(),
         ];
         a.extend(args.iter().cloned());
-        let mut out = self.run("sh", &a, on_line)?;
+        let mut out = match &self.sandbox {
+            Some(sb) => {
+                // The log must exist to be bind-mounted writable.
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.paths.dpkg_log)
+                    .map_err(|source| RunError::Spawn {
+                        program: format!("dpkg (log {})", self.paths.dpkg_log.display()),
+                        source,
+                    })?;
+                let writable = [self.paths.root.as_path(), self.paths.dpkg_log.as_path()];
+                let (program, a) = sb.wrap(&writable, "sh", &a);
+                self.run(&program, &a, on_line)?
+            }
+            None => self.run("sh", &a, on_line)?,
+        };
         out.command = format!("dpkg --status-fd 3 {}", args.join(" "));
         Ok(out)
     }
@@ -314,7 +352,7 @@ impl Dpkg {
             .env("PATH", SAFE_PATH)
             .env("LC_ALL", "C")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("HOME", "/root")
+            .env("HOME", self.home())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

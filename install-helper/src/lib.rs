@@ -12,6 +12,7 @@ pub mod paths;
 pub mod receipt;
 pub mod recover;
 pub mod repack;
+pub mod sandbox;
 pub mod service;
 pub mod stage;
 pub mod txn;

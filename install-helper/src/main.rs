@@ -16,6 +16,7 @@ use install_helper::auth::{self, AuthConfig};
 use install_helper::dpkg::Dpkg;
 use install_helper::paths::{Paths, Settings, SystemdMode};
 use install_helper::recover;
+use install_helper::sandbox::{self, Sandbox};
 use install_helper::service::{self, InstallHelper, Transport};
 use install_helper::txn::Env;
 use install_helper::units::{Systemd, SystemdDbus};
@@ -31,7 +32,10 @@ Transports (default: the system bus, as D-Bus activation starts it; --system say
 Demo / isolated mode: --root DIR confines dpkg to the package root DIR (dpkg --root, with
 dpkg's log in the state dir), and implies --no-systemd: unit restarts and the health gate are
 skipped and reported as skipped. Use --state-dir and --policy to keep everything out of /var
-and /etc.
+and /etc. dpkg's installs, purges and repairs then run in a sandbox (user, mount, PID, network
+namespaces; everything read-only but DIR and the log; no sockets), so a package's maintainer
+scripts cannot change anything else, even when the helper runs as root; this needs user
+namespaces.
 
 Callers must be root or one of the --allow-uid users (default: root and the `iocomd` user)
 on top of the bus policy; --polkit additionally requires polkit's
@@ -134,6 +138,12 @@ fn inherited_socket(fd: i32) -> anyhow::Result<UnixStream> {
     // SAFETY: `fd` is open (checked above), is a socket, and nothing else in this process owns
     // it: it was inherited from the parent and this is called once, before any other fd use.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Not inherited by dpkg and maintainer scripts.
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .with_context(|| format!("--p2p-fd {fd}: setting close-on-exec"))?;
     Ok(UnixStream::from(owned))
 }
 
@@ -187,19 +197,36 @@ fn run_recovery(settings: &Settings, rt: tokio::runtime::Handle) -> anyhow::Resu
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The sandbox launcher must start single-threaded (user namespaces), before any runtime.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == sandbox::SANDBOX_FLAG) {
+        sandbox::exec_main(args.collect());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve_main())
+}
+
+async fn serve_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     // Take the inherited fd first, before anything else could reuse its number.
     let p2p_stream = cli.p2p_fd.map(inherited_socket).transpose()?;
     let host_arch =
         Dpkg::host_architecture(Duration::from_secs(30)).context("dpkg --print-architecture")?;
-    let settings = settings(&cli, host_arch);
+    let mut settings = settings(&cli, host_arch);
+    if cli.root.is_some() {
+        let launcher = std::env::current_exe().context("locating the helper executable")?;
+        settings.sandbox = Some(Sandbox { launcher });
+    }
     install_helper::fsutil::ensure_private_dir(&settings.paths.state_dir)
         .with_context(|| format!("creating {}", settings.paths.state_dir.display()))?;
     let verifier = PolicyVerifier::load(&settings.paths.policy, &settings.host_arch)
-        .with_context(|| format!("loading {}", settings.paths.policy.display()))?;
+        .with_context(|| format!("loading {}", settings.paths.policy.display()))?
+        .for_target(&settings.paths);
 
     let rt = tokio::runtime::Handle::current();
     let rec_settings = settings.clone();

@@ -124,6 +124,9 @@ pub struct Settings {
     pub start_timeout: Duration,
     /// Upper bound for one dpkg or apt-get run; it is killed after that.
     pub command_timeout: Duration,
+    /// Run dpkg's installs, purges and repairs confined to the package root (isolated roots
+    /// only: `--root` sets it; `None` in production). See [`crate::sandbox`].
+    pub sandbox: Option<crate::sandbox::Sandbox>,
 }
 
 impl Settings {
@@ -139,6 +142,7 @@ impl Settings {
             health_window: Duration::from_secs(10),
             start_timeout: Duration::from_secs(90),
             command_timeout: Duration::from_secs(600),
+            sandbox: None,
         }
     }
 }

@@ -49,7 +49,7 @@ pub enum RecoverError {
 pub fn recover(env: &mut Env<'_, '_>) -> Result<Recovery, RecoverError> {
     let settings = env.settings;
     let journal = Journal::read(&settings.paths.journal()).map_err(RecoverError::Journal)?;
-    let plain = Dpkg::new(&settings.paths, settings.command_timeout);
+    let plain = Dpkg::for_settings(settings);
     if journal.is_none() && !plain.interrupted() {
         return Ok(Recovery::Clean);
     }

@@ -154,7 +154,7 @@ impl InstallHelper {
             .ok()
             .flatten()
             .and_then(|p| p.last);
-        let dpkg = Dpkg::new(&s.paths, s.command_timeout);
+        let dpkg = Dpkg::for_settings(s);
         let packages = Cache::new(&s.paths.cache_dir())
             .packages()
             .into_iter()

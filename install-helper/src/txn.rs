@@ -90,7 +90,7 @@ impl std::fmt::Debug for Env<'_, '_> {
 
 impl Env<'_, '_> {
     fn dpkg(&self) -> Dpkg {
-        Dpkg::new(&self.settings.paths, self.settings.command_timeout)
+        Dpkg::for_settings(self.settings)
     }
 
     fn timing(&self) -> GateTiming {

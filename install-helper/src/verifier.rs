@@ -3,34 +3,43 @@
 //! The installed version needed for the not-newer check is looked up by the package name that
 //! verification itself extracted: verify once without it, and if the package is installed,
 //! verify again with its version (a few milliseconds; no unverified field is ever used).
+//! The content check resolves entries against the verifier's target root: the system root
+//! unless [`PolicyVerifier::for_target`] names the isolated root the helper installs into.
 
 use std::path::Path;
 
+use crate::paths::Paths;
 use crate::txn::{Candidate, Refusal, Verifier};
-use crate::verify::{Policy, PolicyError, VerifyError, verify_package};
+use crate::verify::{Policy, PolicyError, TargetRoot, VerifyError, verify_package_for};
 
 /// Verifies with a loaded policy for one host architecture.
 #[derive(Debug)]
 pub struct PolicyVerifier {
     policy: Policy,
     host_arch: String,
+    target: TargetRoot,
 }
 
 impl PolicyVerifier {
     /// Loads the policy at `path`.
     pub fn load(path: &Path, host_arch: &str) -> Result<Self, PolicyError> {
-        Ok(PolicyVerifier {
-            policy: Policy::load(path)?,
-            host_arch: host_arch.to_string(),
-        })
+        Ok(PolicyVerifier::new(Policy::load(path)?, host_arch))
     }
 
     /// Wraps an already loaded policy.
     pub fn new(policy: Policy, host_arch: &str) -> Self {
+        let prod = Paths::production();
         PolicyVerifier {
             policy,
             host_arch: host_arch.to_string(),
+            target: TargetRoot::new(&prod.root, &prod.admindir),
         }
+    }
+
+    /// The same verifier for installing into the dpkg root of `paths`.
+    pub fn for_target(mut self, paths: &Paths) -> Self {
+        self.target = TargetRoot::new(&paths.root, &paths.admindir);
+        self
     }
 }
 
@@ -44,12 +53,14 @@ impl Verifier for PolicyVerifier {
         path: &Path,
         installed: &dyn Fn(&str) -> Result<Option<String>, Refusal>,
     ) -> Result<Candidate, Refusal> {
-        let first = verify_package(path, &self.policy, &self.host_arch, None).map_err(refusal)?;
+        let verify = |iv: Option<&str>| {
+            verify_package_for(path, &self.policy, &self.host_arch, iv, Some(&self.target))
+                .map_err(refusal)
+        };
+        let first = verify(None)?;
         match installed(&first.name)? {
             None => Ok(first),
-            Some(iv) => {
-                verify_package(path, &self.policy, &self.host_arch, Some(&iv)).map_err(refusal)
-            }
+            Some(iv) => verify(Some(&iv)),
         }
     }
 }

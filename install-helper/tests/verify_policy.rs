@@ -138,3 +138,42 @@ fn bad_key_files_are_refused_by_name() {
     let fprs: Vec<&str> = loaded.iter().map(|t| t.fingerprint.as_str()).collect();
     assert_eq!(fprs, [k.fingerprint.as_str(), k2.fingerprint.as_str()]);
 }
+
+#[test]
+fn shipped_sample_documents_the_content_defaults() {
+    let text = fs::read_to_string(sample_path()).unwrap();
+    let (head, content) = text.split_once("\n[content]\n").unwrap();
+    // Uncomment every commented `key = value` (with continuation lines) of [content], up to
+    // the commented exception example.
+    let mut uncommented = String::from("[content]\n");
+    for line in content.lines() {
+        if line.starts_with("# [[content.exception]]") {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("# ")
+            && (rest.contains(" = ") || rest.starts_with(' '))
+        {
+            uncommented.push_str(rest);
+            uncommented.push('\n');
+        }
+    }
+    assert!(uncommented.matches(" = ").count() >= 5, "{uncommented}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("install-policy.toml");
+    let base = head
+        .replace("require_signature = true", "require_signature = false")
+        .replace("trusted_keys_dir = \"trusted-keys\"", "");
+    fs::write(&path, format!("{base}\n{uncommented}")).unwrap();
+    let written = Policy::load(&path).unwrap();
+    fs::write(&path, format!("{base}\n[content]\n")).unwrap();
+    let defaults = Policy::load(&path).unwrap();
+    assert_eq!(written.content, defaults.content);
+    assert_eq!(
+        defaults.content,
+        install_helper::verify::ContentPolicy::default()
+    );
+    // An unknown key in [content] is refused by name.
+    fs::write(&path, format!("{base}\n[content]\nallowed_prefix = []\n")).unwrap();
+    let err = Policy::load(&path).unwrap_err();
+    assert!(err.to_string().contains("allowed_prefix"), "{err}");
+}

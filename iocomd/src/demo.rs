@@ -5,7 +5,9 @@
 //!   packages for it with `GNUPGHOME=<dir>/gnupg debsigs --sign=origin --default-key=<id>`;
 //! - `trusted-keys/demo.pgp` and `install-policy.toml`: the helper's policy: any package
 //!   name, but a valid origin signature by the demo key and no downgrade, as in production;
-//! - `root/`: the dpkg root packages are installed into (never the host's);
+//! - `root/`: the dpkg root packages are installed into (never the host's); the helper runs
+//!   dpkg and the maintainer scripts in a sandbox where nothing else is writable, even when the
+//!   demo runs as root (`install_helper::sandbox`);
 //! - `packages/`: a signed sample package made for you to push.
 //!
 //! Preparation is idempotent: an existing key and sample package are reused.

@@ -1,6 +1,6 @@
 //! The control and data tarballs: decompression, the `control` file (one deb822 paragraph),
-//! validation of Package/Version/Architecture and our own `X-Iocom-Units` field, and the list
-//! of systemd `.service` units shipped in `data.tar`.
+//! validation of Package/Version/Architecture and our own `X-Iocom-Units` field. The data
+//! tarball is read by [`super::content`].
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -15,13 +15,13 @@ pub const MAX_CONTROL_FILE: u64 = 1 << 20;
 /// Our own control field naming units to restart after install.
 pub const UNITS_FIELD: &str = "X-Iocom-Units";
 
-/// Why the control or data tarball was rejected.
+/// Why the control tarball was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
     /// A tarball cannot be decompressed or read (maps to `bad-archive`).
     #[error("{member}: {reason}")]
     Archive {
-        /// `control.tar*` or `data.tar*`.
+        /// `control.tar*`.
         member: String,
         /// What went wrong.
         reason: String,
@@ -243,46 +243,6 @@ pub fn validate(fields: BTreeMap<String, String>) -> Result<ControlInfo, Content
         units,
         fields,
     })
-}
-
-/// Reads the whole data tarball from `r` (its compressed member contents) and returns the
-/// `.service` units shipped directly in `lib/systemd/system/` or `usr/lib/systemd/system/`
-/// as regular files (templates `foo@.service` excluded), sorted, without duplicates.
-pub fn shipped_units<R: Read>(
-    member: &str,
-    c: Compression,
-    r: R,
-) -> Result<Vec<String>, ContentError> {
-    let archive_err = |reason: String| ContentError::Archive {
-        member: member.to_owned(),
-        reason,
-    };
-    let dec = decoder(c, r).map_err(|e| archive_err(e.to_string()))?;
-    let mut tar = tar::Archive::new(dec);
-    let mut units = std::collections::BTreeSet::new();
-    for entry in tar.entries().map_err(|e| archive_err(e.to_string()))? {
-        let entry = entry.map_err(|e| archive_err(e.to_string()))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path().map_err(|e| archive_err(e.to_string()))?;
-        let path = path.to_string_lossy();
-        let path = normalize(&path);
-        let name = path
-            .strip_prefix("usr/lib/systemd/system/")
-            .or_else(|| path.strip_prefix("lib/systemd/system/"));
-        if let Some(name) = name
-            && !name.contains('/')
-            && name.ends_with(".service")
-            && valid_unit_name(name)
-        {
-            units.insert(name.to_owned());
-        }
-    }
-    // Drain what the tar reader left (end-of-archive blocks) so corruption there is caught too.
-    let mut rest = tar.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| archive_err(e.to_string()))?;
-    Ok(units.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -10,8 +10,12 @@
 //! 3. the control file ([`control`]): Package, Version, Architecture required and valid;
 //! 4. the policy ([`policy`]): name globs, architecture (host's or `all`), version order
 //!    against the installed version ([`version`], identical to `dpkg --compare-versions`);
-//! 5. the data tarball is decompressed and read to the end (a third streaming pass) to find
-//!    the `.service` units it ships; a corrupt data tarball is a `bad-archive`.
+//! 5. the content check ([`content`]): the data tarball is decompressed and read to the end
+//!    (a third streaming pass, stopped as soon as the unpacked-size cap is passed); every entry
+//!    is checked against the archive rules, the policy's `[content]` rules for this package
+//!    ([`content_rules`]) and, when a target root is given, where it would really land there
+//!    ([`target`]). The same pass finds the `.service` units it ships; a corrupt data tarball
+//!    is a `bad-archive`.
 //!
 //! Memory stays bounded: the control member (≤ 16 MiB compressed, ≤ 64 MiB uncompressed) and
 //! `_` members (≤ 1 MiB each) are the only things held in memory.
@@ -23,9 +27,12 @@
 //! change in between.
 
 pub mod ar;
+pub mod content;
+pub mod content_rules;
 pub mod control;
 pub mod policy;
 pub mod signature;
+pub mod target;
 pub mod version;
 
 use std::collections::BTreeMap;
@@ -36,8 +43,11 @@ use std::time::SystemTime;
 
 use install_api::ErrorCode;
 
+pub use content::ContentKind;
+pub use content_rules::ContentPolicy;
 pub use policy::{Policy, PolicyError};
 pub use signature::TrustedKey;
+pub use target::TargetRoot;
 pub use version::{Version, VersionError, compare_versions};
 
 /// The member holding the origin signature.
@@ -151,6 +161,18 @@ pub enum VerifyError {
         /// "equal to" or "older than".
         relation: &'static str,
     },
+    /// The data tarball holds an entry the content check refuses.
+    #[error("package {package}: {entry}: {reason}")]
+    Content {
+        /// The package name.
+        package: String,
+        /// Which rule (gives the code).
+        kind: ContentKind,
+        /// The entry, as named in the archive.
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl VerifyError {
@@ -166,6 +188,7 @@ impl VerifyError {
             VerifyError::NameNotAllowed { .. } => ErrorCode::NameNotAllowed,
             VerifyError::WrongArchitecture { .. } => ErrorCode::WrongArchitecture,
             VerifyError::NotNewer { .. } => ErrorCode::NotNewer,
+            VerifyError::Content { kind, .. } => kind.code(),
         }
     }
 }
@@ -243,7 +266,7 @@ fn control_info(
     path: &Path,
     archive: &ar::DebArchive,
 ) -> Result<control::ControlInfo, VerifyError> {
-    let content_err = |e| content_error(path, e);
+    let content_err = |e| control_error(path, e);
     let cm = archive.control_member();
     let ar::MemberKind::Control(ccomp) = cm.kind else {
         return Err(bad_archive(path, "internal: control member kind".into()));
@@ -254,7 +277,7 @@ fn control_info(
         .map_err(content_err)
 }
 
-fn content_error(path: &Path, e: control::ContentError) -> VerifyError {
+fn control_error(path: &Path, e: control::ContentError) -> VerifyError {
     match e {
         control::ContentError::Archive { .. } => bad_archive(path, e.to_string()),
         control::ContentError::Control(reason) => VerifyError::BadControl {
@@ -273,12 +296,25 @@ fn bad_archive(path: &Path, reason: String) -> VerifyError {
 
 /// Verifies the staged package at `path` against `policy` on a host of architecture
 /// `host_arch`, given the currently installed version of the same package (if any).
-/// See the module documentation for the order of checks.
+/// See the module documentation for the order of checks. Without a target root, the content
+/// check judges the archive alone.
 pub fn verify_package(
     path: &Path,
     policy: &Policy,
     host_arch: &str,
     installed_version: Option<&str>,
+) -> Result<VerifiedPackage, VerifyError> {
+    verify_package_for(path, policy, host_arch, installed_version, None)
+}
+
+/// [`verify_package`] for installation into `target`: the content check also resolves where
+/// each entry would land on that root ([`target`]). The helper always passes its target.
+pub fn verify_package_for(
+    path: &Path,
+    policy: &Policy,
+    host_arch: &str,
+    installed_version: Option<&str>,
+    target: Option<&TargetRoot>,
 ) -> Result<VerifiedPackage, VerifyError> {
     let io_err = |source| VerifyError::Io {
         path: path.to_owned(),
@@ -363,16 +399,37 @@ pub fn verify_package(
         }
     }
 
-    // 5. Data tarball: shipped units.
+    // 5. Content check of the data tarball (and its shipped units).
     let dm = archive.data_member();
     let ar::MemberKind::Data(dcomp) = dm.kind else {
         return Err(bad_archive(path, "internal: data member kind".into()));
     };
     let data = Ranges::open(path, vec![(dm.offset, dm.size)]).map_err(io_err)?;
-    let shipped =
-        control::shipped_units(&dm.name, dcomp, data).map_err(|e| content_error(path, e))?;
+    let rules = policy.content.rules_for(&info.package);
+    let report = content::check(
+        &dm.name,
+        dcomp,
+        data,
+        &info.package,
+        &rules,
+        info.installed_size_kib,
+        target,
+    )
+    .map_err(|e| match e {
+        content::ContentError::Archive { .. } => bad_archive(path, e.to_string()),
+        content::ContentError::Refused {
+            kind,
+            entry,
+            reason,
+        } => VerifyError::Content {
+            package: info.package.clone(),
+            kind,
+            entry: format!("data.tar entry {entry}"),
+            reason,
+        },
+    })?;
     let mut units = info.units;
-    for u in shipped {
+    for u in report.units {
         if !units.contains(&u) {
             units.push(u);
         }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::content_rules::ContentPolicy;
 use super::signature::TrustedKey;
 
 /// A policy file problem; every variant names the file (and the key where there is one).
@@ -67,6 +68,8 @@ struct PolicyFile {
     trusted_keys_dir: Option<PathBuf>,
     #[serde(default)]
     trusted_keys: Vec<PathBuf>,
+    #[serde(default)]
+    content: super::content_rules::ContentFile,
 }
 
 fn default_true() -> bool {
@@ -89,6 +92,8 @@ pub struct Policy {
     pub require_signature: bool,
     /// Keys trusted for `_gpgorigin`.
     pub trusted_keys: Vec<TrustedKey>,
+    /// What `data.tar` may contain (`[content]`).
+    pub content: ContentPolicy,
     /// Where the policy came from (for messages).
     pub source: PathBuf,
 }
@@ -122,6 +127,21 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
+/// `Err(reason)` unless every glob is a package name glob (`[a-z0-9+.-]` and `*` `?`).
+pub fn check_name_globs(globs: &[String]) -> Result<(), String> {
+    match globs.iter().find(|g| {
+        g.is_empty()
+            || !g
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-*?".contains(&b))
+    }) {
+        Some(g) => Err(format!(
+            "{g:?} is not a package name glob ([a-z0-9+.-] and * ?)"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Policy {
     /// Loads the policy file at `path` and the trusted keys it names.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
@@ -150,17 +170,9 @@ impl Policy {
                 "empty: no package could ever be installed".into(),
             ));
         }
-        for g in &file.allowed_packages {
-            let ok = !g.is_empty()
-                && g.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-*?".contains(&b));
-            if !ok {
-                return Err(invalid(
-                    "allowed_packages",
-                    format!("{g:?} is not a package name glob ([a-z0-9+.-] and * ?)"),
-                ));
-            }
-        }
+        check_name_globs(&file.allowed_packages).map_err(|r| invalid("allowed_packages", r))?;
+        let content =
+            ContentPolicy::from_file(file.content).map_err(|(key, reason)| invalid(key, reason))?;
         if let Some(archs) = &file.architectures {
             if archs.is_empty() {
                 return Err(invalid(
@@ -228,6 +240,7 @@ impl Policy {
             allow_reinstall: file.allow_reinstall,
             require_signature: file.require_signature,
             trusted_keys,
+            content,
             source: path.to_owned(),
         })
     }
