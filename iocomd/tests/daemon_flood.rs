@@ -62,7 +62,10 @@ async fn a_valid_push_succeeds_during_a_flood_of_idle_and_authenticated_sockets(
     assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
     assert_eq!(
         (st.code.as_str(), tod),
-        ("not-newer", Some(tod_err::REJECTED))
+        (
+            "not-newer",
+            Some(install_api::ErrorCode::NotNewer.tod_err())
+        )
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -98,7 +101,11 @@ async fn a_valid_push_succeeds_during_a_flood_of_idle_and_authenticated_sockets(
     assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
     assert_eq!(
         (st.code.as_str(), st.seq, tod),
-        ("not-newer", 3, Some(tod_err::REJECTED)),
+        (
+            "not-newer",
+            3,
+            Some(install_api::ErrorCode::NotNewer.tod_err())
+        ),
         "the push was verified, not turned away: {st:?}"
     );
     stop.store(true, Ordering::Relaxed);
