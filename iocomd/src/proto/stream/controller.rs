@@ -207,7 +207,13 @@ impl ControllerWriter {
                 };
             }
             WriterState::Done { bytes, crc, since } => {
+                // A device holding the end of the stream (tod_state still RUNNING for
+                // poll-only reference controllers) says it has everything with tod_err =
+                // PENDING: the transfer is complete for us, the result comes later.
+                let holding = get_connected(&sig.err, exp).ok().flatten()
+                    == Some(i64::from(super::status::PENDING));
                 if dev_state == cmd::RUNNING
+                    && !holding
                     && now.saturating_duration_since(*since) < STREAM_TIMEOUT
                 {
                     return Ok(Progress::Running);
