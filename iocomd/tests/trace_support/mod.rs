@@ -2,34 +2,10 @@
 #![allow(dead_code)]
 
 use iocomd::proto::frame::{Element, Frame, FrameDecoder, Framing};
-use std::path::PathBuf;
-
-pub fn traces() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/traces")
-}
-
-/// `(seconds, "C2D"|"D2C", bytes)` per TCP segment.
-pub fn load(name: &str) -> Vec<(f64, String, Vec<u8>)> {
-    let text = std::fs::read_to_string(traces().join(name)).unwrap();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let mut p = l.split_whitespace();
-            let t: f64 = p.next().unwrap().parse().unwrap();
-            let dir = p.next().unwrap().to_owned();
-            let hex = p.next().unwrap();
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
-            (t, dir, bytes)
-        })
-        .collect()
-}
-
-pub fn file(name: &str) -> Vec<u8> {
-    std::fs::read(traces().join("files").join(name)).unwrap()
-}
+// Trace and file loading are the replay tests' own (one copy).
+#[path = "../replay_support/mod.rs"]
+mod replay_support;
+pub use replay_support::{file, load};
 
 /// One decoded frame of a trace with the time of the segment that completed it.
 #[derive(Debug, Clone)]
