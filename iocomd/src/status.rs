@@ -43,6 +43,9 @@ pub const UPD_VER: &str = "upd_ver";
 pub const INST_VER: &str = "inst_ver";
 /// Connections refused for a wrong password or account since iocomd started, `uint`.
 pub const AUTH_FAIL: &str = "auth_fail";
+/// The fleet (hawkBit DDI) link in one line, e.g. `hawkbit: downloading action 12 (40%), last
+/// poll 3 s ago`; empty when `[hawkbit]` is off.
+pub const FLEET: &str = "fleet";
 
 /// Capacity of `upd_code` in bytes.
 pub const CODE_LEN: usize = 32;
@@ -50,6 +53,8 @@ pub const CODE_LEN: usize = 32;
 pub const MSG_LEN: usize = 160;
 /// Capacity of `upd_pkg`, `upd_ver` and `inst_ver` in bytes.
 pub const NAME_LEN: usize = 64;
+/// Capacity of `fleet` in bytes.
+pub const FLEET_LEN: usize = 128;
 
 /// The status signals: `(name, type, array size)`; strings hold up to `array` bytes.
 pub const STATUS_SIGNALS: &[(&str, &str, usize)] = &[
@@ -64,6 +69,7 @@ pub const STATUS_SIGNALS: &[(&str, &str, usize)] = &[
     (UPD_VER, "str", NAME_LEN),
     (INST_VER, "str", NAME_LEN),
     (AUTH_FAIL, "uint", 1),
+    (FLEET, "str", FLEET_LEN),
 ];
 
 /// The `exp` block entry for the `info` JSON.
@@ -184,6 +190,8 @@ pub struct UpdateStatus {
     pub inst_ver: String,
     /// `auth_fail`.
     pub auth_fail: u32,
+    /// `fleet`.
+    pub fleet: String,
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
@@ -223,12 +231,13 @@ impl UpdateStatus {
         for (name, v) in ints {
             sig(layout, name)?.set_int(block, v)?;
         }
-        let strs: [(&str, &str); 5] = [
+        let strs: [(&str, &str); 6] = [
             (UPD_CODE, &self.code),
             (UPD_MSG, &self.msg),
             (UPD_PKG, &self.pkg),
             (UPD_VER, &self.ver),
             (INST_VER, &self.inst_ver),
+            (FLEET, &self.fleet),
         ];
         for (name, v) in strs {
             let s = sig(layout, name)?;
@@ -267,6 +276,7 @@ impl UpdateStatus {
             auth_fail: num(AUTH_FAIL)
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
+            fleet: text(FLEET),
         })
     }
 
@@ -289,6 +299,7 @@ impl UpdateStatus {
             "version": self.ver,
             "installed_version": self.inst_ver,
             "auth_failures": self.auth_fail,
+            "fleet": self.fleet,
         })
     }
 }
@@ -328,6 +339,7 @@ mod tests {
             ver: "1.0".into(),
             inst_ver: "0.9".into(),
             auth_fail: 3,
+            fleet: "hawkbit: idle, last poll 3 s ago".into(),
         };
         st.write(&l, &mut block).unwrap();
         let mut back = UpdateStatus::read(&l, &block).unwrap();

@@ -124,7 +124,7 @@ fn shipped_sample_documents_every_key() {
     );
     assert_eq!(
         s.account("frank").unwrap().password_hash,
-        PasswordHash::from_password("pass")
+        Some(PasswordHash::from_password("pass"))
     );
     assert!(
         matches!(s.helper, HelperConnection::Spawn { ref program, .. }
@@ -559,12 +559,52 @@ fn accounts_merge_by_user_and_verify_passwords() {
     let users: Vec<_> = s.accounts.iter().map(|a| a.user.as_str()).collect();
     assert_eq!(users, ["anna", "frank"]);
     let frank = s.account("frank").unwrap();
-    assert!(frank.password_hash.verify("new"));
-    assert!(!frank.password_hash.verify("old"));
+    assert!(frank.password_hash.as_ref().unwrap().verify("new"));
+    assert!(!frank.password_hash.as_ref().unwrap().verify("old"));
+    assert_eq!(frank.certificate_sha256, None);
     assert!(s.account("nobody").is_none());
     assert!(
         !format!("{s:?}").contains(&hash("new")),
         "hashes stay out of Debug output"
+    );
+}
+
+#[test]
+fn accounts_can_be_bound_to_a_client_certificate() {
+    let paths = Paths::rooted(Path::new("/r"));
+    let mtls = "[[endpoints.listen]]\ntransport = \"tls\"\naddress = \"0.0.0.0:6369\"\n\
+                cert = \"/c.pem\"\nkey = \"/k.pem\"\nca = \"/ca.pem\"\n";
+    let fp = "3F:9A:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD";
+    let parse = |t: String| config::parse_str(Path::new("/c.toml"), &t, &paths);
+    let s = parse(format!(
+        "{mtls}[accounts.ops]\ncertificate_sha256 = \"{fp}\"\n"
+    ))
+    .unwrap();
+    let ops = s.account("ops").unwrap();
+    assert_eq!(ops.password_hash, None);
+    let want = ops.certificate_sha256.unwrap();
+    assert_eq!((want[0], want[1], want[31]), (0x3f, 0x9a, 0xdd));
+    // Without a listener asking for client certificates it could never be used: refused.
+    let e = err_text(parse(format!(
+        "{MINIMAL}[accounts.ops]\ncertificate_sha256 = \"{fp}\"\n"
+    )));
+    assert!(
+        e.starts_with(
+            "/c.toml: accounts.ops.certificate_sha256: no listener asks for client certificates"
+        ),
+        "{e}"
+    );
+    let e = err_text(parse(format!(
+        "{mtls}[accounts.ops]\ncertificate_sha256 = \"3F:9A\"\n"
+    )));
+    assert!(
+        e.starts_with("/c.toml: accounts.ops.certificate_sha256: expected"),
+        "{e}"
+    );
+    let e = err_text(parse(format!("{mtls}[accounts.ops]\n")));
+    assert_eq!(
+        e,
+        "/c.toml: accounts.ops: needs password_hash, certificate_sha256 or both"
     );
 }
 

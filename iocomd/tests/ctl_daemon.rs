@@ -151,7 +151,8 @@ async fn tls_with_a_password_account_on_the_daemon() {
     settings.allow_plain_tcp_push = false;
     settings.accounts = vec![iocomd::config::Account {
         user: "ctl".into(),
-        password_hash: iocomd::config::PasswordHash::from_password("s3cret"),
+        password_hash: Some(iocomd::config::PasswordHash::from_password("s3cret")),
+        certificate_sha256: None,
     }];
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = dir.path().join("cert.pem");

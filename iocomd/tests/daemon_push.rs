@@ -200,7 +200,8 @@ async fn a_wrong_password_is_refused_counted_and_harmless() {
             s.allow_plain_tcp_push = false;
             s.accounts = vec![Account {
                 user: "ctl".into(),
-                password_hash: PasswordHash::from_password("secret"),
+                password_hash: Some(PasswordHash::from_password("secret")),
+                certificate_sha256: None,
             }];
         },
         true,

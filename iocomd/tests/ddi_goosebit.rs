@@ -1,27 +1,25 @@
 //! End to end against a real DDI server: gooseBit from PyPI (in a venv cached under
 //! `target/goosebit/`, set up by `tests/goosebit/setup`), on 127.0.0.1 and a free port, with the
-//! small `gb_deb` plugin that lets it serve a `.deb`. A rollout of `gbtest 1.0.0` reaches the
-//! device: downloaded, hash-checked, installed, and the server records `closed/success`
-//! (device Finished, rollout success count 1). Then a rollout of a crashing `2.0.0`: the
-//! installer reports the helper's health-gate failure with rollback, the server records the
-//! failure and the device still runs 1.0.0.
-//!
-//! The installer here is a stand-in for the daemon's update side (it reads the package's
-//! control data with dpkg-deb and fails packages whose description says "crash", as the
-//! helper's health gate would). The test fails — it does not skip — when gooseBit cannot be
-//! installed or started.
+//! small `gb_deb` plugin that lets it serve a `.deb`, driving a rollout to a real demo device
+//! (`daemon::run` with `[hawkbit]`, the real install helper, the demo's dpkg root and signing
+//! key). A rollout of `gbtest 1.0.0` is downloaded, hash-checked, verified and installed by the
+//! helper, and the server records `closed/success` (device Finished, rollout success count 1).
+//! Then a rollout of a `2.0.0` whose maintainer script fails (the demo runs no services, so
+//! this is how a version breaks here; `tests/system/run` covers a crashing service under
+//! systemd): the helper rolls back, the server records the failure with the helper's code,
+//! and the device still has 1.0.0. The test fails — it does not skip — when gooseBit cannot
+//! be installed or started.
 
+mod daemon_support;
 mod ddi_support;
 
-use ddi_support::{Device, settings};
+use daemon_support::Daemon;
+use ddi_support::settings;
 use iocomd::config::HawkbitAuth;
-use iocomd::ddi::{
-    BoxFuture, Busy, InstallOutcome, Installer, PackageVersion, Reservation, SpooledFile,
-};
+use iocomd::demo::DemoEnv;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn setup_script() -> PathBuf {
@@ -99,14 +97,27 @@ impl Server {
     }
 }
 
-fn build_deb(dir: &Path, version: &str, description: &str) -> PathBuf {
+/// Builds `gbtest` `version` signed with the demo key; `postinst` fails when `breaks`.
+fn build_deb(env: &DemoEnv, dir: &Path, version: &str, breaks: bool) -> PathBuf {
     let root = dir.join(format!("gbtest-{version}"));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/share/gbtest")).unwrap();
+    std::fs::write(root.join("usr/share/gbtest/version"), version).unwrap();
     std::fs::write(
         root.join("DEBIAN/control"),
-        format!("Package: gbtest\nVersion: {version}\nArchitecture: all\nMaintainer: CI <ci@example.invalid>\nDescription: {description}\n"),
+        format!("Package: gbtest\nVersion: {version}\nArchitecture: all\nMaintainer: CI <ci@example.invalid>\nDescription: fleet test package\n"),
     )
     .unwrap();
+    if breaks {
+        use std::os::unix::fs::PermissionsExt;
+        let p = root.join("DEBIAN/postinst");
+        std::fs::write(
+            &p,
+            "#!/bin/sh\necho 'gbtest: broken on purpose' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let deb = dir.join(format!("gbtest_{version}_all.deb"));
     let st = Command::new("dpkg-deb")
         .args(["--root-owner-group", "--build"])
@@ -119,68 +130,8 @@ fn build_deb(dir: &Path, version: &str, description: &str) -> PathBuf {
         "dpkg-deb: {}",
         String::from_utf8_lossy(&st.stderr)
     );
+    iocomd::demo::sign(&env.gnupghome, &env.key_fingerprint, &deb).unwrap();
     deb
-}
-
-fn control_field(deb: &Path, field: &str) -> String {
-    let out = Command::new("dpkg-deb")
-        .arg("-f")
-        .arg(deb)
-        .arg(field)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// Installs by reading the package (dpkg-deb) and failing "crash" packages as the health gate
-/// would: rolled back, old version kept.
-#[derive(Debug)]
-struct DebInstaller {
-    versions: Mutex<Vec<PackageVersion>>,
-}
-
-impl Installer for DebInstaller {
-    fn reserve(&self, action: &str) -> BoxFuture<Result<Reservation, Busy>> {
-        let r = Reservation::new(action, ());
-        Box::pin(async move { Ok(r) })
-    }
-
-    fn install(&self, _r: Reservation, files: Vec<SpooledFile>) -> BoxFuture<InstallOutcome> {
-        let mut versions = self.versions.lock().unwrap();
-        let mut crashed = None;
-        let mut new = versions.clone();
-        for f in &files {
-            let (pkg, ver) = (
-                control_field(&f.path, "Package"),
-                control_field(&f.path, "Version"),
-            );
-            if control_field(&f.path, "Description").contains("crash") {
-                crashed = Some(format!("{pkg}.service failed after the upgrade to {ver}"));
-            }
-            new.retain(|p| p.name != pkg);
-            new.push(PackageVersion::new(pkg, ver));
-            let _ = std::fs::remove_file(&f.path);
-        }
-        let outcome = match crashed {
-            None => {
-                *versions = new.clone();
-                ddi_support::ok_outcome(new)
-            }
-            Some(msg) => InstallOutcome {
-                success: false,
-                code: "health-gate-failed".into(),
-                number: 31,
-                message: msg,
-                rolled_back: true,
-                installed: versions.clone(),
-            },
-        };
-        Box::pin(async move { outcome })
-    }
-
-    fn installed_versions(&self) -> Vec<PackageVersion> {
-        self.versions.lock().unwrap().clone()
-    }
 }
 
 async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
@@ -195,7 +146,7 @@ async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn goosebit_rollout_installs_and_a_crashing_version_is_reported_as_failure() {
+async fn goosebit_rollout_installs_and_a_broken_version_is_rolled_back_and_reported() {
     std::fs::create_dir_all(target_dir().join("goosebit")).unwrap();
     let venv = target_dir()
         .join("goosebit")
@@ -227,17 +178,6 @@ async fn goosebit_rollout_installs_and_a_crashing_version_is_reported_as_failure
     };
     server.token = run(&["token", &w, &port]);
 
-    let good = build_deb(work.path(), "1.0.0", "test package");
-    let bad = build_deb(work.path(), "2.0.0", "crash on start");
-    run(&[
-        "offer",
-        &w,
-        &port,
-        &server.token,
-        good.to_str().unwrap(),
-        "r1",
-    ]);
-
     let id = format!("iocomd-e2e-{}", std::process::id());
     let mut h = settings(&server.base);
     h.controller_id = id.clone();
@@ -249,11 +189,17 @@ async fn goosebit_rollout_installs_and_a_crashing_version_is_reported_as_failure
     h.attributes = [("hw_boardname", "default"), ("hw_revision", "default")]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .into();
-    let installer = Arc::new(DebInstaller {
-        versions: Mutex::new(vec![PackageVersion::new("gbtest", "0.9.0")]),
-    });
-    let dev = Device::new();
-    let client = dev.start(h, installer.clone());
+    let dev = Daemon::start(|s| s.hawkbit = Some(h)).await;
+    let good = build_deb(&dev.env, work.path(), "1.0.0", false);
+    let bad = build_deb(&dev.env, work.path(), "2.0.0", true);
+    run(&[
+        "offer",
+        &w,
+        &port,
+        &server.token,
+        good.to_str().unwrap(),
+        "r1",
+    ]);
 
     wait_until(90, "device Finished with gbtest 1.0.0", || {
         server.device(&id).is_some_and(|d| {
@@ -265,10 +211,7 @@ async fn goosebit_rollout_installs_and_a_crashing_version_is_reported_as_failure
     })
     .await;
     assert_eq!(server.rollout("r1").unwrap()["success_count"], 1);
-    assert_eq!(
-        installer.installed_versions(),
-        [PackageVersion::new("gbtest", "1.0.0")]
-    );
+    assert_eq!(dev.installed("gbtest").as_deref(), Some("1.0.0"));
 
     run(&[
         "offer",
@@ -296,13 +239,13 @@ async fn goosebit_rollout_installs_and_a_crashing_version_is_reported_as_failure
         log["log"]
             .as_str()
             .unwrap_or("")
-            .contains("health-gate-failed (31)"),
+            .contains("dpkg-failed (50)"),
         "{log}"
     );
     assert_eq!(
-        installer.installed_versions(),
-        [PackageVersion::new("gbtest", "1.0.0")],
-        "the device still runs 1.0.0"
+        dev.installed("gbtest").as_deref(),
+        Some("1.0.0"),
+        "the device still has 1.0.0"
     );
     assert_eq!(server.rollout("r2").unwrap()["success_count"], 0);
     assert_eq!(
@@ -310,6 +253,6 @@ async fn goosebit_rollout_installs_and_a_crashing_version_is_reported_as_failure
         1,
         "success was not reported twice"
     );
-    client.shutdown().await;
+    dev.stop().await;
     drop(server);
 }

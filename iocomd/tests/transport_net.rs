@@ -266,6 +266,7 @@ fn accounts() -> PeerAuth {
             network: "cafenet".into(),
             password_hash: hash_password("devpass"),
             admin: false,
+            certificate_sha256: None,
         }],
     })
 }
@@ -644,7 +645,8 @@ async fn connect_once_reports_refusal_and_runs_a_session() {
     stop(shutdown, vec![ctl.task]).await;
 }
 
-/// A CA, a server certificate and two client certificates: one issued by the CA, one not.
+/// A CA, a server certificate and three client certificates: two issued by the CA (`gina`,
+/// `other`), one not (`stranger`).
 struct MutualPki {
     _dir: tempfile::TempDir,
     ca: std::path::PathBuf,
@@ -667,7 +669,7 @@ fn mutual_pki() -> MutualPki {
         std::fs::write(&k, key.serialize_pem()).unwrap();
         files.insert(name, (c, k));
     };
-    for name in ["server", "gina"] {
+    for name in ["server", "gina", "other"] {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         write(name, params.signed_by(&key, &ca).unwrap().pem(), &key);
@@ -715,4 +717,53 @@ async fn mutual_tls_admits_only_certificates_of_the_client_ca() {
     let mut dev = start_device(target(Some("gina")), device_cfg(), slow, &shutdown);
     bind_and_send(&mut dev, &mut ctl).await;
     stop(shutdown, vec![ctl.task, dev.task]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_bound_account_admits_its_certificate_without_a_password() {
+    use sha2::Digest;
+    let pki = mutual_pki();
+    let id = |name: &str| {
+        let (c, k) = &pki.files[name];
+        net::tls::Identity { cert: c, key: k }
+    };
+    let der = |name: &str| CertificateDer::from_pem_file(&pki.files[name].0).unwrap();
+    let gina: [u8; 32] = sha2::Sha256::digest(der("gina").as_ref()).into();
+    let shutdown = CancellationToken::new();
+    let mut ccfg = controller_cfg();
+    ccfg.peer_auth = PeerAuth::Accounts(Accounts {
+        accounts: vec![Account {
+            user: "gina*".into(),
+            network: "*".into(),
+            password_hash: "*".into(),
+            admin: false,
+            certificate_sha256: Some(gina),
+        }],
+    });
+    let acceptor = net::tls::acceptor(id("server"), Some(&pki.ca)).unwrap();
+    let mut ctl = start_controller(ccfg, Some(acceptor), &shutdown).await;
+    let target = |client: &str| ConnectTarget {
+        addr: ctl.addr.to_string(),
+        tls: Some((
+            net::tls::connector(&pki.ca, Some(id(client))).unwrap(),
+            ServerName::try_from("localhost").unwrap(),
+        )),
+    };
+    let slow = Backoff {
+        initial: Duration::from_secs(60),
+        max: Duration::from_secs(60),
+    };
+    // Another certificate of the same CA passes TLS, but the account is bound to gina's.
+    let other = start_device(target("other"), device_cfg(), slow, &shutdown);
+    let (oid, _) = connected(&mut ctl.rx).await;
+    assert_eq!(
+        closed(&mut ctl.rx, oid).await,
+        CloseReason::Rejected(AuthRejection::CertificateRequired {
+            user: "gina3".into()
+        })
+    );
+    // gina's certificate, no password: admitted as the account.
+    let mut dev = start_device(target("gina"), device_cfg(), slow, &shutdown);
+    bind_and_send(&mut dev, &mut ctl).await;
+    stop(shutdown, vec![ctl.task, dev.task, other.task]).await;
 }

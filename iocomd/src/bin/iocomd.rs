@@ -47,6 +47,10 @@ struct Args {
     /// iocom-install-helper next to this executable).
     #[arg(long, value_name = "FILE", requires = "demo")]
     helper: Option<PathBuf>,
+    /// For the demo: a configuration file whose `[hawkbit]` section makes the demo device a
+    /// hawkBit DDI device too (its other sections are ignored).
+    #[arg(long, value_name = "FILE", requires = "demo")]
+    hawkbit: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,6 +115,14 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     // Settings::demo used the relative state dir; use the canonical one from now on.
     settings = Settings::demo(&env.state_dir);
     settings.log.target = LogTarget::Auto;
+    if let Some(f) = &args.hawkbit {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let h = config::parse_hawkbit(f, &text, &settings)?;
+        settings.hawkbit = Some(h.with_context(|| {
+            format!("{}: no [hawkbit] section with enabled = true", f.display())
+        })?);
+    }
     let uid = nix::unistd::getuid().as_raw().to_string();
     let helper_args: Vec<String> = [
         "--root".as_ref(),
@@ -182,14 +194,6 @@ async fn production(config_file: Option<&Path>) -> anyhow::Result<()> {
         None => config::load(&paths),
     }
     .context("reading the configuration")?;
-    // The DDI client (iocomd::ddi) runs behind the update side's ddi::Installer seam; until
-    // daemon::run starts it, an enabled [hawkbit] section is refused rather than ignored.
-    if settings.hawkbit.is_some() {
-        anyhow::bail!(
-            "[hawkbit] enabled = true: this build does not start the DDI client yet (see README, \
-             \"Fleet rollouts with hawkBit\")"
-        );
-    }
     iocomd::logging::init(&settings.log).context("setting up logging")?;
     let mut listeners = Vec::new();
     for l in &settings.listen {

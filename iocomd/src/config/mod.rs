@@ -53,6 +53,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The hawkBit DDI client (`[hawkbit]`); `None` when off (the default).
     pub hawkbit: Option<HawkbitSettings>,
+    /// The daemon's state directory (the DDI client keeps `hawkbit/` in it).
+    pub state_dir: PathBuf,
     /// The files this was read from, in merge order (empty for built-in settings).
     pub sources: Vec<PathBuf>,
 }
@@ -160,8 +162,12 @@ pub struct ClientTls {
 pub struct Account {
     /// User name as sent in the IOCOM authentication frame.
     pub user: String,
-    /// IOCOM password hash.
-    pub password_hash: PasswordHash,
+    /// IOCOM password hash; `None`: the certificate alone authenticates.
+    pub password_hash: Option<PasswordHash>,
+    /// SHA-256 of the client certificate (DER) this account is bound to: a controller uses
+    /// the account only with that certificate, on a listener that requires client
+    /// certificates (`ca`); with no `password_hash` no password is needed then.
+    pub certificate_sha256: Option<[u8; 32]>,
 }
 
 /// Spool settings.
@@ -315,6 +321,19 @@ pub fn parse_str(name: &Path, text: &str, paths: &Paths) -> Result<Settings, Con
     validate::settings(&merged, paths)
 }
 
+/// The `[hawkbit]` section of the fragment `text` (read from `name`), validated for a device
+/// with settings `base` (its other sections are not looked at); `None` when it is absent or
+/// not enabled.
+pub fn parse_hawkbit(
+    name: &Path,
+    text: &str,
+    base: &Settings,
+) -> Result<Option<HawkbitSettings>, ConfigError> {
+    let mut merged = sources::Merged::default();
+    merged.add(name, sources::parse_fragment(name, text)?);
+    validate::hawkbit_only(&merged, base)
+}
+
 impl Settings {
     /// The embedded demo configuration: plain TCP on 127.0.0.1:6368 with pushes allowed, the
     /// spool in `state_dir/spool`, and the helper spawned as a child (`iocom-install-helper`
@@ -369,6 +388,7 @@ impl Settings {
                 target: LogTarget::Stderr,
             },
             hawkbit: None,
+            state_dir: state_dir.to_path_buf(),
             sources: Vec::new(),
         }
     }

@@ -84,7 +84,8 @@ pub(crate) struct RawSecurity {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAccount {
-    pub password_hash: String,
+    pub password_hash: Option<String>,
+    pub certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

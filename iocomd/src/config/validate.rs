@@ -42,13 +42,27 @@ impl Ctx<'_> {
     }
 }
 
-pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, ConfigError> {
-    let raw: RawConfig = toml::Value::Table(merged.table.clone())
+fn raw_config(merged: &Merged) -> Result<RawConfig, ConfigError> {
+    toml::Value::Table(merged.table.clone())
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: merged.files.last().cloned().unwrap_or_default(),
             message: format!("merged configuration: {}", e.message()),
-        })?;
+        })
+}
+
+/// Validates only the `[hawkbit]` section of `merged` for a device with settings `base` (the
+/// demo's `--hawkbit FILE`).
+pub(crate) fn hawkbit_only(
+    merged: &Merged,
+    base: &Settings,
+) -> Result<Option<super::HawkbitSettings>, ConfigError> {
+    let raw = raw_config(merged)?;
+    super::hawkbit::settings(&Ctx { merged }, raw.hawkbit, base)
+}
+
+pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, ConfigError> {
+    let raw = raw_config(merged)?;
     let cx = Ctx { merged };
 
     let dev = raw.device.unwrap_or_default();
@@ -110,11 +124,39 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
                 format!("invalid user name '{user}': 1 to 25 characters, no spaces or '.'"),
             ));
         }
-        let password_hash = PasswordHash::parse(&a.password_hash)
-            .map_err(|m| cx.err(format!("{key}.password_hash"), m))?;
+        let password_hash = a
+            .password_hash
+            .map(|h| PasswordHash::parse(&h).map_err(|m| cx.err(format!("{key}.password_hash"), m)))
+            .transpose()?;
+        let certificate_sha256 = a
+            .certificate_sha256
+            .map(|f| {
+                fingerprint(&f).ok_or_else(|| {
+                    cx.err(
+                        format!("{key}.certificate_sha256"),
+                        "expected the SHA-256 of the certificate: 64 hex digits, colons allowed \
+                         (`openssl x509 -noout -fingerprint -sha256 -in CERT`)",
+                    )
+                })
+            })
+            .transpose()?;
+        if password_hash.is_none() && certificate_sha256.is_none() {
+            return Err(cx.err(key, "needs password_hash, certificate_sha256 or both"));
+        }
+        let mtls = listen
+            .iter()
+            .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+        if certificate_sha256.is_some() && !mtls {
+            return Err(cx.err(
+                format!("{key}.certificate_sha256"),
+                "no listener asks for client certificates: add ca = \"…\" to a TLS \
+                 [[endpoints.listen]]",
+            ));
+        }
         accounts.push(Account {
             user,
             password_hash,
+            certificate_sha256,
         });
     }
 
@@ -215,6 +257,7 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         helper,
         log,
         hawkbit: None,
+        state_dir: paths.state_dir.clone(),
         sources: merged.files.clone(),
     };
     settings.hawkbit = super::hawkbit::settings(&cx, raw.hawkbit, &settings)?;
@@ -334,6 +377,19 @@ fn reject(
     } else {
         Ok(())
     }
+}
+
+/// A SHA-256 fingerprint written as 64 hex digits, optionally separated by colons.
+fn fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn listen_endpoint(cx: &Ctx<'_>, key: &str, e: RawEndpoint) -> Result<ListenEndpoint, ConfigError> {

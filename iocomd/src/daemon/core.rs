@@ -6,6 +6,7 @@ use super::peers::Peers;
 use super::updates::{Finished, Updates};
 use super::{CoreEvent, DaemonError};
 use crate::config::Settings;
+use crate::ddi::DdiStatus;
 use crate::helper_client::HelperClient;
 use crate::proto::endpoint::{DeviceConfig, DeviceEndpoint};
 use crate::proto::info::REFERENCE_RING;
@@ -13,7 +14,7 @@ use crate::proto::node::DeviceId;
 use crate::status::{UpdState, UpdateStatus, status_block_def};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Events handled before the streams are polled and frames transmitted.
@@ -34,6 +35,8 @@ pub(super) struct Core {
     updates: Updates,
     notifier: super::notify::StatusNotifier,
     trimmer: super::trim::Trimmer,
+    /// The fleet client's status (`[hawkbit]` on), published with ours.
+    fleet: Option<watch::Receiver<DdiStatus>>,
 }
 
 impl Core {
@@ -65,7 +68,18 @@ impl Core {
             updates: Updates::new(settings, helper, tx),
             notifier: super::notify::StatusNotifier::start(),
             trimmer: super::trim::Trimmer::new(),
+            fleet: None,
         })
+    }
+
+    /// The managed packages' versions, for the fleet client.
+    pub(super) fn versions(&self) -> watch::Receiver<Vec<crate::ddi::PackageVersion>> {
+        self.updates.versions()
+    }
+
+    /// Publishes the fleet client's status with ours from now on.
+    pub(super) fn set_fleet_status(&mut self, status: watch::Receiver<DdiStatus>) {
+        self.fleet = Some(status);
     }
 
     pub(super) async fn run(
@@ -82,6 +96,7 @@ impl Core {
         self.stop = shutdown.child_token();
         let _ = crate::systemd::ready_with_status(&self.narrate(&self.status()));
         tracing::info!(device = %self.device_path, "ready");
+        let mut fleet = self.fleet.clone();
         loop {
             let backlog = self.peers.backlog();
             tokio::select! {
@@ -106,6 +121,10 @@ impl Core {
                     }
                 }
                 _ = tokio::time::sleep(BACKLOG_RETRY), if backlog => {}
+                r = async { fleet.as_mut()?.changed().await.ok() }, if fleet.is_some() => {
+                    // The client stopped: its last status stays published.
+                    if r.is_none() { fleet = None; }
+                }
                 _ = wd_tick.tick(), if watchdog.is_some() => {
                     if let Some(w) = &watchdog { let _ = w.ping(); }
                 }
@@ -117,11 +136,21 @@ impl Core {
     }
 
     fn status(&self) -> UpdateStatus {
-        self.updates.status(self.peers.auth_fail())
+        let mut st = self.updates.status(self.peers.auth_fail());
+        st.fleet = self.fleet_line();
+        st
+    }
+
+    /// The fleet link in one line (empty when `[hawkbit]` is off).
+    fn fleet_line(&self) -> String {
+        self.fleet.as_ref().map_or_else(String::new, |f| {
+            f.borrow().summary(std::time::SystemTime::now())
+        })
     }
 
     fn flush(&mut self) {
-        self.peers.flush(&mut self.updates, Instant::now());
+        let fleet = self.fleet_line();
+        self.peers.flush(&mut self.updates, &fleet, Instant::now());
         self.notifier.status(self.narrate(&self.status()));
     }
 
@@ -209,6 +238,20 @@ impl Core {
                     self.reconnect_helper();
                 }
             }
+            CoreEvent::Fleet(req) => self.on_fleet(req),
+        }
+    }
+
+    fn on_fleet(&mut self, req: super::fleet::FleetRequest) {
+        use super::fleet::FleetRequest;
+        match req {
+            FleetRequest::Reserve { action, reply } => {
+                let _ = reply.send(self.updates.reserve(&action));
+            }
+            FleetRequest::Install { action, pkg, reply } => {
+                self.updates.install_fleet(&action, pkg, reply);
+            }
+            FleetRequest::Release { action } => self.updates.release(&action),
         }
     }
 
@@ -227,11 +270,16 @@ impl Core {
 
     /// The `STATUS=` line for the service manager.
     fn narrate(&self, s: &UpdateStatus) -> String {
-        match s.state {
+        let line = match s.state {
             UpdState::Idle if s.seq == 0 => format!("idle on {}", self.device_path),
             UpdState::Idle => format!("idle; last push: {} {} {}: {}", s.code, s.pkg, s.ver, s.msg),
             UpdState::Receiving => "receiving a package".into(),
             st => format!("{} {} {}: {}", st.name(), s.pkg, s.ver, s.msg),
+        };
+        if s.fleet.is_empty() {
+            line
+        } else {
+            format!("{line}; {}", s.fleet)
         }
     }
 }

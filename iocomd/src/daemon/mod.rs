@@ -10,6 +10,10 @@
 //! controller's stream can be refused without touching the running one; the status block is
 //! written into every endpoint.
 //!
+//! A fleet server (`[hawkbit]`) reaches the update side through [`fleet`]: the DDI client
+//! ([`crate::ddi`]) runs as a task of its own and asks the core loop for the slot and the
+//! installs over the same channel.
+//!
 //! Authentication: TLS listeners require a password account from the configuration (wrong
 //! password or unknown user → the connection is refused, counted in `auth_fail` and logged
 //! without the password); plain TCP peers may read the status but push only when
@@ -18,6 +22,7 @@
 //! `allow_serial_push` is set (a serial line has no TLS and IOCOM sends no password on it).
 
 mod core;
+mod fleet;
 mod helper_link;
 mod notify;
 mod peers;
@@ -38,6 +43,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for the fleet client to record its state and stop.
+const FLEET_STOP: Duration = Duration::from_secs(3);
 
 /// How long shutdown waits for a running install to finish before leaving it to the helper.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -73,6 +81,9 @@ pub enum DaemonError {
     /// The configuration cannot be used by the protocol core.
     #[error("device configuration: {0}")]
     Endpoint(#[from] crate::proto::endpoint::EndpointError),
+    /// The `[hawkbit]` client cannot start (token file, TLS files, directories).
+    #[error("hawkbit: {0}")]
+    Fleet(#[from] crate::ddi::DdiError),
     /// A connect-up endpoint cannot be set up (TLS files, password file, server name).
     #[error("endpoints.connect {target}: {message}")]
     Connect {
@@ -153,6 +164,8 @@ pub(crate) enum CoreEvent {
         push: u64,
         result: Result<String, crate::helper_client::HelperError>,
     },
+    /// A request of the fleet (hawkBit DDI) client.
+    Fleet(fleet::FleetRequest),
 }
 
 fn identity(settings: &Settings) -> LocalIdentity {
@@ -185,8 +198,12 @@ fn conn_config(settings: &Settings, tls: bool) -> ConnConfig {
                 .map(|a| Account {
                     user: a.user.clone(),
                     network: "*".into(),
-                    password_hash: a.password_hash.as_str().to_owned(),
+                    password_hash: a
+                        .password_hash
+                        .as_ref()
+                        .map_or_else(|| "*".to_owned(), |h| h.as_str().to_owned()),
                     admin: false,
+                    certificate_sha256: a.certificate_sha256,
                 })
                 .collect(),
         });
@@ -290,10 +307,27 @@ pub async fn run(
         }
         aux.spawn(helper_link::read_status(h.clone(), tx.clone()));
     }
-    let mut core = core::Core::new(settings, helper, tx)?;
+    let fleet = crate::ddi::DdiConfig::from_settings(&settings, &settings.state_dir);
+    let mut fleet_task = None;
+    let mut core = core::Core::new(settings, helper, tx.clone())?;
+    if let Some(config) = fleet {
+        let (status, watch) = tokio::sync::watch::channel(crate::ddi::DdiStatus::default());
+        let installer = fleet::FleetInstaller::new(tx.clone(), core.versions());
+        let client = crate::ddi::start(config, Arc::new(installer), status)?;
+        core.set_fleet_status(watch);
+        fleet_task = Some(tokio::spawn(client.run(shutdown.child_token())));
+    }
+    drop(tx);
     let r = core.run(rx, shutdown.clone()).await;
     net_stop.cancel();
     aux.abort_all();
+    if let Some(t) = fleet_task {
+        // It records an install it handed over (reported after the restart), then stops.
+        let abort = t.abort_handle();
+        if tokio::time::timeout(FLEET_STOP, t).await.is_err() {
+            abort.abort();
+        }
+    }
     let drained = tokio::time::timeout(Duration::from_secs(6), async {
         while tasks.join_next().await.is_some() {}
     })

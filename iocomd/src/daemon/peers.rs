@@ -271,9 +271,9 @@ impl Peers {
             self.auth_fail = self.auth_fail.saturating_add(1);
             let user = match r {
                 AuthRejection::EmptyName => String::new(),
-                AuthRejection::UnknownUser { user, .. } | AuthRejection::WrongPassword { user } => {
-                    user.clone()
-                }
+                AuthRejection::UnknownUser { user, .. }
+                | AuthRejection::WrongPassword { user }
+                | AuthRejection::CertificateRequired { user } => user.clone(),
             };
             tracing::warn!(
                 conn = id,
@@ -328,7 +328,7 @@ impl Peers {
 
     /// Polls every dirty connection's streams, writes `status` (derived by the update side
     /// after the polls) into every endpoint when it changed, and transmits.
-    pub(crate) fn flush(&mut self, updates: &mut Updates, now: Instant) {
+    pub(crate) fn flush(&mut self, updates: &mut Updates, fleet: &str, now: Instant) {
         let ids: Vec<u64> = self
             .peers
             .iter()
@@ -341,7 +341,8 @@ impl Peers {
         // Stream signals (tod_err, tod_state) go out before the status that explains them, so
         // a controller that sees a new `upd_seq` already has the final `tod_err`.
         self.transmit_dirty();
-        let status = updates.status(self.auth_fail);
+        let mut status = updates.status(self.auth_fail);
+        status.fleet = fleet.to_owned();
         if self.published.as_ref() != Some(&status) {
             for p in self.peers.values_mut() {
                 if let Some(ep) = p.ep.as_mut() {

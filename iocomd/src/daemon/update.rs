@@ -11,6 +11,10 @@
 //! Installing ──progress──► Installing (phase, percent only move forward)
 //! Installing / Spooling ──finish──► Idle (result published)
 //! Idle ──resume (the helper still runs a transaction after our restart)──► Installing{txid}
+//! Idle ──reserve (a fleet action downloads)──► Reserved{fleet}
+//! Reserved{fleet} ──submit (one of its files)──► Installing{then: Reserved} ──finish──► Reserved
+//! Reserved ──release (the action ended)──► Idle;  Installing{then: Reserved} ──release──►
+//!   Installing{then: Idle} (it goes Idle when it finishes)
 //! ```
 //! A second update while not `Idle` is refused ([`Rejection::Busy`]) and changes nothing; an
 //! event that does not belong to the current state is refused with
@@ -33,7 +37,6 @@ pub enum Origin {
         user: Option<String>,
     },
     /// A fleet server's deployment action (hawkBit DDI).
-    #[allow(dead_code)] // constructed by the fleet client once it submits through the seam
     Fleet {
         /// The action id.
         action: String,
@@ -63,12 +66,29 @@ impl Origin {
     }
 }
 
+/// Where an install goes when it finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Back to idle.
+    Idle,
+    /// Back to the reservation it was submitted under (a fleet action with more files).
+    Reserved,
+}
+
 /// The update state.
 #[derive(Debug, Default)]
 pub enum Update {
     /// Nothing running.
     #[default]
     Idle,
+    /// The slot is held for a fleet action (downloading, waiting for its window, or between
+    /// two of its files).
+    Reserved {
+        /// The action.
+        origin: Origin,
+        /// Number of this update.
+        push: u64,
+    },
     /// Receiving a package into `writer`.
     Receiving {
         /// Where it comes from.
@@ -108,6 +128,8 @@ pub enum Update {
         bytes: u64,
         /// Number of this update.
         push: u64,
+        /// Where it goes when it finishes.
+        then: After,
     },
 }
 
@@ -125,7 +147,7 @@ impl Update {
     pub fn phase(&self) -> UpdState {
         match self {
             Update::Idle => UpdState::Idle,
-            Update::Receiving { .. } => UpdState::Receiving,
+            Update::Receiving { .. } | Update::Reserved { .. } => UpdState::Receiving,
             Update::Spooling { .. } => UpdState::Verifying,
             Update::Installing { phase, .. } => *phase,
         }
@@ -135,6 +157,7 @@ impl Update {
     pub fn name(&self) -> &'static str {
         match self {
             Update::Idle => "idle",
+            Update::Reserved { .. } => "reserved",
             Update::Receiving { .. } => "receiving",
             Update::Spooling { .. } => "spooling",
             Update::Installing { txid: None, .. } => "handing over",
@@ -146,7 +169,8 @@ impl Update {
     pub fn origin(&self) -> Option<&Origin> {
         match self {
             Update::Idle => None,
-            Update::Receiving { origin, .. }
+            Update::Reserved { origin, .. }
+            | Update::Receiving { origin, .. }
             | Update::Spooling { origin, .. }
             | Update::Installing { origin, .. } => Some(origin),
         }
@@ -161,7 +185,8 @@ impl Update {
     pub fn push(&self) -> Option<u64> {
         match self {
             Update::Idle => None,
-            Update::Receiving { push, .. }
+            Update::Reserved { push, .. }
+            | Update::Receiving { push, .. }
             | Update::Spooling { push, .. }
             | Update::Installing { push, .. } => Some(*push),
         }
@@ -170,7 +195,7 @@ impl Update {
     /// Bytes received (so far) of the running update.
     pub fn bytes(&self) -> Option<u64> {
         match self {
-            Update::Idle => None,
+            Update::Idle | Update::Reserved { .. } => None,
             Update::Receiving { writer, .. } => Some(writer.size()),
             Update::Spooling { bytes, .. } | Update::Installing { bytes, .. } => Some(*bytes),
         }
@@ -312,6 +337,7 @@ impl Update {
                     message: format!("received {bytes} bytes, handing over to the installer"),
                     bytes,
                     push,
+                    then: After::Idle,
                 };
                 Ok(())
             }
@@ -322,12 +348,15 @@ impl Update {
         }
     }
 
-    /// Idle → Installing: a package spooled by another source (e.g. a fleet download) is
-    /// being handed to the helper.
+    /// Idle → Installing: a package spooled by another source is being handed to the helper;
+    /// or Reserved{origin} → Installing{then: Reserved}: one file of the fleet action holding
+    /// the slot (the same `origin`).
     pub fn submit(&mut self, origin: Origin, bytes: u64, push: u64) -> Result<(), Rejection> {
-        if !matches!(self, Update::Idle) {
-            return Err(Rejection::Busy);
-        }
+        let (push, then) = match &*self {
+            Update::Idle => (push, After::Idle),
+            Update::Reserved { origin: o, push: p } if *o == origin => (*p, After::Reserved),
+            _ => return Err(Rejection::Busy),
+        };
         *self = Update::Installing {
             origin,
             txid: None,
@@ -336,8 +365,36 @@ impl Update {
             message: format!("handing {bytes} bytes over to the installer"),
             bytes,
             push,
+            then,
         };
         Ok(())
+    }
+
+    /// Idle → Reserved: a fleet action takes the slot before it downloads.
+    pub fn reserve(&mut self, origin: Origin, push: u64) -> Result<(), Rejection> {
+        if !matches!(self, Update::Idle) {
+            return Err(Rejection::Busy);
+        }
+        *self = Update::Reserved { origin, push };
+        Ok(())
+    }
+
+    /// The fleet action `origin` gives the slot back: Reserved → Idle, or an install of it
+    /// goes Idle (instead of back to the reservation) when it finishes.
+    pub fn release(&mut self, origin: &Origin) -> Result<(), Rejection> {
+        match self {
+            Update::Reserved { origin: o, .. } if o == origin => {
+                *self = Update::Idle;
+                Ok(())
+            }
+            Update::Installing {
+                origin: o, then, ..
+            } if o == origin && *then == After::Reserved => {
+                *then = After::Idle;
+                Ok(())
+            }
+            _ => Err(Rejection::NotApplicable),
+        }
     }
 
     /// Installing: the helper accepted the package as transaction `id`.
@@ -391,8 +448,8 @@ impl Update {
         }
     }
 
-    /// Spooling or Installing → Idle with a final result (`txid` must match once known).
-    /// Returns the origin.
+    /// Spooling or Installing → Idle (or back to its reservation) with a final result (`txid`
+    /// must match once known). Returns the origin.
     pub fn finish(&mut self, id: Option<&str>) -> Result<Origin, Rejection> {
         let ok = match (&*self, id) {
             (Update::Spooling { .. }, None) => true,
@@ -406,10 +463,22 @@ impl Update {
         self.finish_any()
     }
 
-    /// Spooling or Installing → Idle whatever the transaction (the helper went away).
+    /// Spooling or Installing → Idle (or back to its reservation) whatever the transaction
+    /// (the helper went away).
     pub fn finish_any(&mut self) -> Result<Origin, Rejection> {
         match std::mem::take(self) {
-            Update::Spooling { origin, .. } | Update::Installing { origin, .. } => Ok(origin),
+            Update::Spooling { origin, .. } => Ok(origin),
+            Update::Installing {
+                origin, then, push, ..
+            } => {
+                if then == After::Reserved {
+                    *self = Update::Reserved {
+                        origin: origin.clone(),
+                        push,
+                    };
+                }
+                Ok(origin)
+            }
             other => {
                 *self = other;
                 Err(Rejection::NotApplicable)
@@ -431,6 +500,7 @@ impl Update {
             message: "the install helper is still installing".into(),
             bytes: 0,
             push,
+            then: After::Idle,
         };
         Ok(())
     }

@@ -208,3 +208,62 @@ fn a_transfer_that_is_too_slow_or_too_long_breaks_its_limits() {
     assert_eq!(u.check_limits(&lax, s(20)), None);
     assert_eq!(u.check_limits(&lax, s(40)), None);
 }
+
+#[test]
+fn a_fleet_action_holds_the_slot_across_its_files_and_releases_it() {
+    let d = tempfile::tempdir().unwrap();
+    let fleet = Origin::Fleet { action: "9".into() };
+    let other = Origin::Fleet { action: "8".into() };
+    let mut u = Update::default();
+    assert_eq!(u.release(&fleet), Err(Rejection::NotApplicable));
+    u.reserve(fleet.clone(), 5).unwrap();
+    assert_eq!(
+        (u.phase(), u.name(), u.push(), u.bytes()),
+        (UpdState::Receiving, "reserved", Some(5), None)
+    );
+    // Nothing else gets the slot meanwhile: a push, another action, a resumed transaction.
+    let (why, w) = u
+        .start(iocom(1), writer(d.path()), 6, Instant::now())
+        .unwrap_err();
+    assert_eq!(why, Rejection::Busy);
+    w.abort();
+    assert_eq!(u.reserve(other.clone(), 6), Err(Rejection::Busy));
+    assert_eq!(u.submit(other.clone(), 10, 6), Err(Rejection::Busy));
+    assert_eq!(
+        u.resume("t".into(), UpdState::Installing, 6),
+        Err(Rejection::Busy)
+    );
+    assert_eq!(u.release(&other), Err(Rejection::NotApplicable));
+    assert_eq!(u.finish(None), Err(Rejection::NotApplicable));
+    assert_eq!(u.finish_any(), Err(Rejection::NotApplicable));
+    // File 1: installed under the reservation, then back to it.
+    u.submit(fleet.clone(), 100, 99).unwrap();
+    assert_eq!(
+        (u.push(), u.bytes()),
+        (Some(5), Some(100)),
+        "the reservation's number"
+    );
+    u.install_started("tx1").unwrap();
+    assert_eq!(u.finish(Some("tx1")), Ok(fleet.clone()));
+    assert_eq!(u.name(), "reserved");
+    // File 2: the action ends (its reservation dropped) while it installs: Idle afterwards.
+    u.submit(fleet.clone(), 200, 99).unwrap();
+    assert_eq!(u.release(&other), Err(Rejection::NotApplicable));
+    u.release(&fleet).unwrap();
+    assert_eq!(
+        u.release(&fleet),
+        Err(Rejection::NotApplicable),
+        "already released"
+    );
+    assert_eq!(u.finish_any(), Ok(fleet.clone()));
+    assert_eq!(u.phase(), UpdState::Idle);
+    // Released while reserved: Idle at once.
+    u.reserve(fleet.clone(), 7).unwrap();
+    u.release(&fleet).unwrap();
+    assert!(matches!(u, Update::Idle));
+    // A plain submit (not under a reservation) goes Idle when it finishes.
+    u.submit(fleet.clone(), 1, 8).unwrap();
+    assert_eq!(u.release(&fleet), Err(Rejection::NotApplicable));
+    u.finish(None).unwrap();
+    assert!(matches!(u, Update::Idle));
+}

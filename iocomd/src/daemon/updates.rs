@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+mod fleet;
 mod helper_events;
 pub(crate) mod pipe;
 
@@ -102,6 +103,11 @@ pub(crate) struct Updates {
     last_txid: Option<String>,
     /// The link to the helper failed under a call (the core connects again).
     link_lost: bool,
+    /// Who waits for the settled result of which update (a fleet install, by `push`).
+    settle: Option<(u64, tokio::sync::oneshot::Sender<Outcome>)>,
+    /// Managed packages and their installed versions (the helper's `Status()`, then patched
+    /// by every result), for the fleet client.
+    versions: tokio::sync::watch::Sender<Vec<crate::ddi::PackageVersion>>,
 }
 
 impl Updates {
@@ -124,6 +130,8 @@ impl Updates {
             helper_ready: false,
             last_txid: None,
             link_lost: false,
+            settle: None,
+            versions: tokio::sync::watch::Sender::new(Vec::new()),
         }
     }
 
@@ -167,6 +175,9 @@ impl Updates {
                 st.bytes = bytes(writer.size());
                 st.msg = "receiving".into();
             }
+            Update::Reserved { origin, .. } => {
+                st.msg = format!("{}: downloading or waiting to install", origin.describe());
+            }
             Update::Spooling { bytes: b, .. } => {
                 st.bytes = bytes(*b);
                 st.msg = "checking the received file".into();
@@ -206,10 +217,13 @@ impl Updates {
     ) -> Result<(), Outcome> {
         if !matches!(self.machine, Update::Idle) {
             self.refused("start", Rejection::Busy);
-            return Err(Outcome::daemon(
-                DaemonCode::Busy,
-                "another package is being received or installed",
-            ));
+            let why = match self.machine.origin() {
+                Some(o @ Origin::Fleet { .. }) => {
+                    format!("the device is busy with {}", o.describe())
+                }
+                _ => "another package is being received or installed".into(),
+            };
+            return Err(Outcome::daemon(DaemonCode::Busy, why));
         }
         if self.helper.is_some() && !self.helper_ready {
             return Err(Outcome::daemon(DaemonCode::Busy, WAITING_FOR_HELPER));
@@ -415,13 +429,17 @@ impl Updates {
     /// Ends the running update (Spooling or Installing, `txid` matching once known).
     fn finish(&mut self, txid: Option<&str>, mut outcome: Outcome) -> Option<Finished> {
         let bytes = self.machine.bytes().unwrap_or(0);
+        let push = self.machine.push();
         if txid.is_some() {
             self.last_txid = txid.map(str::to_owned);
         }
         match self.machine.finish(txid) {
             Ok(origin) => {
                 outcome.bytes = bytes;
-                Some(self.publish(outcome, origin.conn()))
+                let settled = outcome.clone();
+                let f = self.publish(outcome, origin.conn());
+                self.settled(push, &settled);
+                Some(f)
             }
             Err(why) => {
                 self.refused("finish", why);
@@ -444,6 +462,7 @@ impl Updates {
         self.seq = self.seq.wrapping_add(1);
         if let Some((p, v)) = &o.pkg {
             self.last_package = Some((p.clone(), v.clone(), o.installed.clone()));
+            self.patch_version(p, o.installed.as_deref());
         }
         self.last = Some(o);
         Finished { conn, tod_err }

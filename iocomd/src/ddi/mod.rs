@@ -14,9 +14,10 @@
 //!   download task, and final feedback/cancel handling.
 //! - [`status`]: what the daemon publishes about the link.
 //!
-//! Wiring (daemon side): build a [`DdiConfig`] with [`DdiConfig::from_settings`]; if it is
-//! `Some`, spawn [`run`] with an [`Installer`] on the update slot, a `watch` sender for
-//! [`DdiStatus`] and the daemon's shutdown token.
+//! Wiring (daemon side, `crate::daemon`): [`DdiConfig::from_settings`]; if it is `Some`,
+//! [`start`] with the daemon's [`Installer`] on the update slot and a `watch` sender for
+//! [`DdiStatus`] (a start error stops the daemon), then spawn [`Client::run`] with the
+//! daemon's shutdown token.
 
 mod action;
 mod agent;
@@ -122,15 +123,27 @@ fn authorization(auth: &HawkbitAuth) -> Result<Option<hyper::header::HeaderValue
         .map_err(|_| DdiError::TokenFormat(path.clone()))
 }
 
-/// Runs the DDI client until `shutdown`: polls the server, runs the actions it offers through
-/// `installer`, and publishes its [`DdiStatus`] on `status`. Fails only at start (token, TLS
-/// material, directories); afterwards every error is logged, retried and shown in the status.
-pub async fn run(
+/// A DDI client that passed its start checks (token, TLS material, directories), ready to
+/// [`run`](Self::run).
+pub struct Client {
+    agent: agent::Agent,
+    span: tracing::Span,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// Prepares the DDI client: reads the token, builds the TLS configuration, opens its state
+/// and the spool directory. Every error here is a configuration the daemon refuses to start
+/// with; afterwards errors are logged, retried and shown in the status.
+pub fn start(
     config: DdiConfig,
     installer: Arc<dyn Installer>,
     status: watch::Sender<DdiStatus>,
-    shutdown: CancellationToken,
-) -> Result<(), DdiError> {
+) -> Result<Client, DdiError> {
     let h = &config.hawkbit;
     let server: hyper::Uri = h
         .server
@@ -159,6 +172,25 @@ pub async fn run(
     let span = tracing::info_span!("ddi", controller_id = %h.controller_id);
     tracing::info!(parent: &span, server = %h.server, tenant = %h.tenant, "hawkBit DDI client started");
     let agent = agent::Agent::new(config, api, installer, store, Arc::new(status));
-    tracing::Instrument::instrument(agent.run(shutdown), span).await;
+    Ok(Client { agent, span })
+}
+
+impl Client {
+    /// Polls the server and runs the actions it offers until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::Instrument::instrument(self.agent.run(shutdown), self.span).await;
+    }
+}
+
+/// Runs the DDI client until `shutdown` ([`start`], then [`Client::run`]): polls the server,
+/// runs the actions it offers through `installer`, and publishes its [`DdiStatus`] on
+/// `status`. Fails only at start.
+pub async fn run(
+    config: DdiConfig,
+    installer: Arc<dyn Installer>,
+    status: watch::Sender<DdiStatus>,
+    shutdown: CancellationToken,
+) -> Result<(), DdiError> {
+    start(config, installer, status)?.run(shutdown).await;
     Ok(())
 }

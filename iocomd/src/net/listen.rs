@@ -2,7 +2,8 @@
 
 use super::driver::run_stream;
 use super::{NetEvent, next_conn_id};
-use crate::proto::conn::{ConnConfig, Side};
+use crate::proto::conn::{ConnConfig, PeerAuth, Side};
+use sha2::Digest;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -85,6 +86,7 @@ async fn serve(
             };
             match hs {
                 Ok(Ok(stream)) => {
+                    bind_certificate(&mut cfg, stream.get_ref().1.peer_certificates());
                     run_stream(id, peer.into(), stream, cfg, &events, &shutdown).await;
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "TLS handshake failed"),
@@ -92,4 +94,20 @@ async fn serve(
             }
         }
     }
+}
+
+/// Resolves the certificate-bound accounts against the client certificate the peer presented
+/// (its leaf, already verified against the listener's `ca` by rustls).
+fn bind_certificate(cfg: &mut ConnConfig, chain: Option<&[rustls_pki_types::CertificateDer<'_>]>) {
+    let PeerAuth::Accounts(accounts) = &cfg.peer_auth else {
+        return;
+    };
+    let presented: Option<[u8; 32]> = chain
+        .and_then(|c| c.first())
+        .map(|leaf| sha2::Sha256::digest(leaf.as_ref()).into());
+    if let Some(fp) = &presented {
+        let hex: String = fp.iter().map(|b| format!("{b:02x}")).collect();
+        tracing::debug!(certificate_sha256 = %hex, "client certificate");
+    }
+    cfg.peer_auth = PeerAuth::Accounts(accounts.for_certificate(presented.as_ref()));
 }

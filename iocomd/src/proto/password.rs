@@ -97,6 +97,10 @@ pub struct Account {
     pub password_hash: String,
     /// Administrator privileges (informational for the owner).
     pub admin: bool,
+    /// The SHA-256 of the client certificate the account is bound to. Such an account is
+    /// never matched by [`Accounts::authorize`] as it is: the transport first resolves it
+    /// against the certificate the peer presented ([`Accounts::for_certificate`]).
+    pub certificate_sha256: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Account {
@@ -105,6 +109,7 @@ impl std::fmt::Debug for Account {
             .field("user", &self.user)
             .field("network", &self.network)
             .field("admin", &self.admin)
+            .field("certificate_bound", &self.certificate_sha256.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +128,12 @@ pub enum AuthRejection {
         /// The requested network.
         network: String,
     },
+    /// The account is bound to a client certificate the peer did not present.
+    #[error("user {user:?} must present its client certificate")]
+    CertificateRequired {
+        /// The peer's account name.
+        user: String,
+    },
     /// An account matched but the password did not.
     #[error("wrong password for user {user:?}")]
     WrongPassword {
@@ -139,6 +150,26 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// The accounts for a peer that presented the client certificate with SHA-256 `presented`
+    /// (`None`: no certificate): a certificate-bound account it matches needs no other check
+    /// than its password hash (`*` when it has none); the other accounts are unchanged (a
+    /// bound account whose certificate was not presented still refuses).
+    pub fn for_certificate(&self, presented: Option<&[u8; 32]>) -> Accounts {
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|a| match &a.certificate_sha256 {
+                Some(want) if presented.is_some_and(|p| constant_time_eq(p, want)) => Account {
+                    certificate_sha256: None,
+                    ..a.clone()
+                },
+                // Others unchanged: a bound account not presented still refuses, and says so.
+                _ => a.clone(),
+            })
+            .collect();
+        Accounts { accounts }
+    }
+
     /// Checks a peer: `user` is the account name (device name with number), `password_hash` the
     /// hash of the received password (empty if none was sent). Returns the matching account.
     pub fn authorize(
@@ -151,8 +182,14 @@ impl Accounts {
             return Err(AuthRejection::EmptyName);
         }
         let mut matched = false;
+        let mut needs_cert = false;
         for a in &self.accounts {
             if !pattern_match(&a.user, user) || !pattern_match(&a.network, network) {
+                continue;
+            }
+            if a.certificate_sha256.is_some() {
+                // Not resolved against a certificate: never by password alone.
+                needs_cert = true;
                 continue;
             }
             matched = true;
@@ -164,6 +201,10 @@ impl Accounts {
         }
         if matched {
             Err(AuthRejection::WrongPassword {
+                user: user.to_owned(),
+            })
+        } else if needs_cert {
+            Err(AuthRejection::CertificateRequired {
                 user: user.to_owned(),
             })
         } else {
@@ -209,12 +250,14 @@ mod tests {
                     network: "iocafenet".into(),
                     password_hash: hash_password("secret"),
                     admin: true,
+                    certificate_sha256: None,
                 },
                 Account {
                     user: "gina*".into(),
                     network: "*".into(),
                     password_hash: "*".into(),
                     admin: false,
+                    certificate_sha256: None,
                 },
             ],
         };
@@ -238,5 +281,59 @@ mod tests {
             Err(AuthRejection::EmptyName)
         );
         assert!(!format!("{:?}", accts).contains(&good));
+    }
+
+    #[test]
+    fn a_certificate_bound_account_needs_its_certificate() {
+        let bound = |hash: &str| Account {
+            user: "ops".into(),
+            network: "*".into(),
+            password_hash: hash.into(),
+            admin: false,
+            certificate_sha256: Some([7; 32]),
+        };
+        let accts = Accounts {
+            accounts: vec![bound("*")],
+        };
+        let refused = Err(AuthRejection::CertificateRequired { user: "ops".into() });
+        assert_eq!(
+            accts.authorize("ops", "n", ""),
+            refused,
+            "never by password alone"
+        );
+        assert_eq!(
+            accts.for_certificate(None).authorize("ops", "n", ""),
+            refused
+        );
+        assert_eq!(
+            accts
+                .for_certificate(Some(&[8; 32]))
+                .authorize("ops", "n", ""),
+            refused
+        );
+        let with = accts.for_certificate(Some(&[7; 32]));
+        assert!(
+            with.authorize("ops", "n", "").is_ok(),
+            "the certificate alone"
+        );
+        assert!(matches!(
+            with.authorize("other", "n", ""),
+            Err(AuthRejection::UnknownUser { .. })
+        ));
+        // Bound and with a password: both are needed.
+        let both = Accounts {
+            accounts: vec![bound(&hash_password("pw"))],
+        };
+        let with = both.for_certificate(Some(&[7; 32]));
+        assert!(with.authorize("ops", "n", &hash_password("pw")).is_ok());
+        assert_eq!(
+            with.authorize("ops", "n", ""),
+            Err(AuthRejection::WrongPassword { user: "ops".into() })
+        );
+        assert_eq!(
+            both.for_certificate(None)
+                .authorize("ops", "n", &hash_password("pw")),
+            Err(AuthRejection::CertificateRequired { user: "ops".into() })
+        );
     }
 }

@@ -185,6 +185,7 @@ fn conn_config(spec: &Spec, side: Side) -> ConnConfig {
                 network: spec.network.into(),
                 password_hash: hash_password(pw),
                 admin: false,
+                certificate_sha256: None,
             }],
         });
     }

@@ -63,6 +63,7 @@ fn config(accounts: Option<&'static str>) -> ConnConfig {
                 network: "cafenet".into(),
                 password_hash: hash_password(pw),
                 admin: true,
+                certificate_sha256: None,
             }],
         });
         cfg.secure = true;

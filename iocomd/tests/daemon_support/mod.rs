@@ -308,7 +308,8 @@ impl ChunkSource for Source {
     }
 }
 
-struct NoSink;
+/// A sink that refuses every stream (a controller that only sends).
+pub struct NoSink;
 impl ChunkSink for NoSink {
     fn open(&mut self, _: i64) -> Result<(), iocomd::proto::stream::LocalError> {
         Err(1.into())

@@ -109,6 +109,7 @@ impl Updates {
             h.kill_leftovers();
         }
         let bytes = self.machine.bytes().unwrap_or(0);
+        let push = self.machine.push();
         match self.machine.finish_any() {
             Ok(origin) => {
                 let mut o = Outcome::daemon(
@@ -116,7 +117,9 @@ impl Updates {
                     "the install helper went away during the install",
                 );
                 o.bytes = bytes;
-                Some(self.publish(o, origin.conn()))
+                let f = self.publish(o.clone(), origin.conn());
+                self.settled(push, &o);
+                Some(f)
             }
             Err(why) => {
                 self.refused("helper-gone", why);
@@ -152,6 +155,7 @@ impl Updates {
                 return;
             }
         };
+        self.set_versions(&st.packages);
         // A result this daemon already published (the helper was respawned) is not new.
         if st.last.as_ref().map(|l| &l.txid) == self.last_txid.as_ref() {
             return self.resume_current(st.current);

@@ -171,6 +171,7 @@ fn tls_handshake_mark_and_password() {
             network: "cafenet".into(),
             password_hash: hash_password("devpass"),
             admin: false,
+            certificate_sha256: None,
         }],
     });
     let mut c = Connection::new(scfg, t);
@@ -203,6 +204,7 @@ fn wrong_password_is_rejected() {
             network: "*".into(),
             password_hash: hash_password("devpass"),
             admin: false,
+            certificate_sha256: None,
         }],
     });
     let mut c = Connection::new(scfg, t);
