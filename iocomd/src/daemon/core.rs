@@ -252,6 +252,7 @@ impl Core {
                 self.updates.install_fleet(&action, pkg, reply);
             }
             FleetRequest::Release { action } => self.updates.release(&action),
+            FleetRequest::Recover { action, reply } => self.updates.recover_fleet(action, reply),
         }
     }
 

@@ -29,6 +29,12 @@ pub(crate) enum FleetRequest {
     },
     /// `action` gives the slot back.
     Release { action: String },
+    /// After our restart: the settled result of the install `action` had handed over, if it
+    /// can still be had (`None`: unknown).
+    Recover {
+        action: String,
+        reply: oneshot::Sender<Option<Outcome>>,
+    },
 }
 
 /// Holds the slot while alive: dropping it (the DDI client dropping its [`Reservation`], or
@@ -187,6 +193,19 @@ impl Installer for FleetInstaller {
 
     fn installed_versions(&self) -> Vec<PackageVersion> {
         self.versions.borrow().clone()
+    }
+
+    fn recover(&self, action: &str) -> BoxFuture<Option<InstallOutcome>> {
+        let tx = self.tx.clone();
+        let versions = self.versions.clone();
+        let action = action.to_owned();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let req = FleetRequest::Recover { action, reply };
+            tx.send(CoreEvent::Fleet(req)).await.ok()?;
+            let o = answer.await.ok()??;
+            Some(to_ddi(&o, None, versions.borrow().clone()))
+        })
     }
 }
 

@@ -104,7 +104,10 @@ pub(crate) struct Updates {
     /// The link to the helper failed under a call (the core connects again).
     link_lost: bool,
     /// Who waits for the settled result of which update (a fleet install, by `push`).
-    settle: Option<(u64, tokio::sync::oneshot::Sender<Outcome>)>,
+    settle: Option<(u64, fleet::ResultWaiter)>,
+    /// A fleet client's question about an install before our restart, waiting for the
+    /// helper's status.
+    recovering: Option<(String, tokio::sync::oneshot::Sender<Option<Outcome>>)>,
     /// Managed packages and their installed versions (the helper's `Status()`, then patched
     /// by every result), for the fleet client.
     versions: tokio::sync::watch::Sender<Vec<crate::ddi::PackageVersion>>,
@@ -131,6 +134,7 @@ impl Updates {
             last_txid: None,
             link_lost: false,
             settle: None,
+            recovering: None,
             versions: tokio::sync::watch::Sender::new(Vec::new()),
         }
     }

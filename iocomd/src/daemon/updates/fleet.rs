@@ -1,7 +1,13 @@
 //! The update side's calls for a fleet action (hawkBit DDI, see [`crate::daemon::fleet`]):
 //! reserve the slot before downloading, install one downloaded file after another under the
-//! reservation (each resolves with its *settled* result), release the slot; and the managed
+//! reservation (each resolves with its *settled* result), release the slot; after a restart
+//! of iocomd during such an install (e.g. iocomd updating itself), its result; and the managed
 //! packages' versions the fleet client reports to its server.
+//!
+//! The install a fleet action handed over is recorded in `STATE/fleet-handover` (action and
+//! the helper's transaction id) until its result was delivered, so that the result can be
+//! matched to the action after a restart: the helper persists its results and finishes a
+//! transaction without us.
 
 use super::{Outcome, Updates};
 use crate::daemon::update::{Origin, Rejection, Update};
@@ -9,6 +15,9 @@ use crate::ddi::{Busy, PackageVersion};
 use crate::spool::SpooledPackage;
 use install_api::{DaemonCode, PackageState};
 use tokio::sync::{oneshot, watch};
+
+/// The record of a handed-over fleet install, in the daemon's state directory.
+const HANDOVER: &str = "fleet-handover";
 
 fn fleet(action: &str) -> Origin {
     Origin::Fleet {
@@ -79,19 +88,77 @@ impl Updates {
             ));
             return;
         }
-        self.settle = self.machine.push().map(|p| (p, reply));
+        self.settle = self
+            .machine
+            .push()
+            .map(|p| (p, ResultWaiter::Install(reply)));
         match self.submit(pkg, origin) {
             // Ended already (no helper): `settled` answered.
             Ok(_) => {}
             Err(why) => {
-                if let Some((_, reply)) = self.settle.take() {
-                    let _ = reply.send(Outcome::daemon(
+                if let Some((_, w)) = self.settle.take() {
+                    w.send(Outcome::daemon(
                         DaemonCode::Busy,
                         format!("the install was refused ({why:?})"),
                     ));
                 }
             }
         }
+    }
+
+    /// Records that fleet action `action`'s install is the helper's transaction `txid`.
+    pub(super) fn record_handover(&self, action: &str, txid: &str) {
+        let path = self.settings.state_dir.join(HANDOVER);
+        let tmp = path.with_extension("tmp");
+        let r = std::fs::create_dir_all(&self.settings.state_dir)
+            .and_then(|()| std::fs::write(&tmp, format!("{action}\n{txid}\n")))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = r {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the fleet install (its result is lost if iocomd restarts during it)");
+        }
+    }
+
+    fn handover(&self) -> Option<(String, String)> {
+        let text = std::fs::read_to_string(self.settings.state_dir.join(HANDOVER)).ok()?;
+        let mut lines = text.lines();
+        Some((lines.next()?.to_owned(), lines.next()?.to_owned()))
+    }
+
+    fn forget_handover(&self) {
+        let _ = std::fs::remove_file(self.settings.state_dir.join(HANDOVER));
+    }
+
+    /// After our restart, the fleet client asks for the result of the install `action` had
+    /// handed over: the helper's persisted result of that transaction, or (when the helper
+    /// still runs it) its result when it ends; `None` when it cannot be known. Waits for the
+    /// helper's status first.
+    pub(crate) fn recover_fleet(
+        &mut self,
+        action: String,
+        reply: oneshot::Sender<Option<Outcome>>,
+    ) {
+        if self.helper.is_some() && !self.helper_ready {
+            self.recovering = Some((action, reply));
+            return;
+        }
+        let Some((_, txid)) = self.handover().filter(|(a, _)| *a == action) else {
+            let _ = reply.send(None);
+            return;
+        };
+        if self.machine.txid() == Some(txid.as_str()) {
+            // Still running (resumed): answered when it settles.
+            self.settle = self
+                .machine
+                .push()
+                .map(|p| (p, ResultWaiter::Recover(reply)));
+            return;
+        }
+        let last = self
+            .last
+            .clone()
+            .filter(|_| self.last_txid.as_deref() == Some(txid.as_str()));
+        self.forget_handover();
+        let _ = reply.send(last);
     }
 
     /// The versions the fleet client reads (a receiver of the owner's channel).
@@ -104,9 +171,10 @@ impl Updates {
     pub(super) fn settled(&mut self, push: Option<u64>, o: &Outcome) {
         if push.is_some()
             && self.settle.as_ref().map(|(p, _)| *p) == push
-            && let Some((_, reply)) = self.settle.take()
+            && let Some((_, w)) = self.settle.take()
         {
-            let _ = reply.send(o.clone());
+            self.forget_handover();
+            w.send(o.clone());
         }
     }
 
@@ -136,5 +204,122 @@ impl Updates {
             }
             true
         });
+    }
+}
+
+/// Who waits for an update's settled result.
+#[derive(Debug)]
+pub(crate) enum ResultWaiter {
+    /// The install of one fleet file.
+    Install(oneshot::Sender<Outcome>),
+    /// The fleet client recovering an install after our restart.
+    Recover(oneshot::Sender<Option<Outcome>>),
+}
+
+impl ResultWaiter {
+    fn send(self, o: Outcome) {
+        let _ = match self {
+            ResultWaiter::Install(r) => r.send(o).is_ok(),
+            ResultWaiter::Recover(r) => r.send(Some(o)).is_ok(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use install_api::{CurrentTx, ErrorCode, HelperSignal, HelperStatus, ResultCode, TxResult};
+
+    fn updates(dir: &std::path::Path) -> Updates {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        std::mem::forget(rx);
+        Updates::new(crate::config::Settings::demo(dir), None, tx)
+    }
+
+    fn ask(u: &mut Updates, action: &str) -> oneshot::Receiver<Option<Outcome>> {
+        let (reply, answer) = oneshot::channel();
+        u.recover_fleet(action.into(), reply);
+        answer
+    }
+
+    #[test]
+    fn after_a_restart_the_handed_over_install_is_matched_to_its_action() {
+        let d = tempfile::tempdir().unwrap();
+        let mut u = updates(d.path());
+        // The helper's persisted result of t1, read when the link came up.
+        let status = HelperStatus {
+            last: Some(TxResult::new("t1", ErrorCode::Ok, "installed")),
+            ..HelperStatus::default()
+        };
+        u.on_helper_status(Ok(status));
+        assert_eq!(
+            ask(&mut u, "5").try_recv().unwrap(),
+            None,
+            "nothing recorded"
+        );
+        u.record_handover("5", "t1");
+        assert_eq!(ask(&mut u, "4").try_recv().unwrap(), None, "another action");
+        let got = ask(&mut u, "5").try_recv().unwrap().unwrap();
+        assert_eq!(
+            (got.code, got.message.as_str()),
+            (ResultCode::OK, "installed")
+        );
+        assert!(!d.path().join(HANDOVER).exists(), "delivered, forgotten");
+        assert_eq!(ask(&mut u, "5").try_recv().unwrap(), None);
+        // Recorded for a transaction whose result the helper no longer has: unknown.
+        u.record_handover("6", "t0");
+        assert_eq!(ask(&mut u, "6").try_recv().unwrap(), None);
+    }
+
+    #[test]
+    fn an_install_still_running_after_a_restart_is_answered_when_it_settles() {
+        let d = tempfile::tempdir().unwrap();
+        let mut u = updates(d.path());
+        let status = HelperStatus {
+            current: Some(CurrentTx {
+                txid: "t2".into(),
+                phase: None,
+                percent: 50,
+                message: String::new(),
+            }),
+            ..HelperStatus::default()
+        };
+        u.on_helper_status(Ok(status));
+        u.record_handover("7", "t2");
+        let mut answer = ask(&mut u, "7");
+        assert!(answer.try_recv().is_err(), "waits for the result");
+        let mut r = TxResult::new("t2", ErrorCode::UnhealthyRolledBack, "rolled back");
+        r.package = Some("app".into());
+        u.on_helper(HelperSignal::Finished(Box::new(r)));
+        let got = answer.try_recv().unwrap().unwrap();
+        assert_eq!(got.code, ResultCode::Helper(ErrorCode::UnhealthyRolledBack));
+        assert!(!d.path().join(HANDOVER).exists());
+    }
+
+    #[test]
+    fn versions_come_from_the_helper_and_are_patched_by_results() {
+        let d = tempfile::tempdir().unwrap();
+        let mut u = updates(d.path());
+        let v = u.versions();
+        u.set_versions(&[
+            PackageState {
+                name: "b".into(),
+                status: None,
+                version: Some("1".into()),
+            },
+            PackageState {
+                name: "a".into(),
+                status: None,
+                version: None,
+            },
+        ]);
+        assert_eq!(*v.borrow(), [PackageVersion::new("b", "1")]);
+        u.patch_version("a", Some("2"));
+        u.patch_version("b", Some("3"));
+        u.patch_version("b", None);
+        assert_eq!(
+            *v.borrow(),
+            [PackageVersion::new("a", "2"), PackageVersion::new("b", "3")]
+        );
     }
 }

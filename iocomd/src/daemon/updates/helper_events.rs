@@ -68,6 +68,11 @@ impl Updates {
             Ok(txid) => {
                 self.span
                     .in_scope(|| tracing::info!(%txid, "install transaction started"));
+                if let Some(crate::daemon::update::Origin::Fleet { action }) = self.machine.origin()
+                {
+                    let action = action.clone();
+                    self.record_handover(&action, &txid);
+                }
                 if let Err(why) = self.machine.install_started(&txid) {
                     self.refused("install-started", why);
                     return None;
@@ -157,15 +162,17 @@ impl Updates {
         };
         self.set_versions(&st.packages);
         // A result this daemon already published (the helper was respawned) is not new.
-        if st.last.as_ref().map(|l| &l.txid) == self.last_txid.as_ref() {
-            return self.resume_current(st.current);
-        }
-        if let Some(last) = st.last {
+        if st.last.as_ref().map(|l| &l.txid) != self.last_txid.as_ref()
+            && let Some(last) = st.last
+        {
             tracing::info!(txid = %last.txid, code = %last.code, "last result from the helper");
             self.last_txid = Some(last.txid.clone());
             self.publish(Outcome::of_tx(&last), None);
         }
         self.resume_current(st.current);
+        if let Some((action, reply)) = self.recovering.take() {
+            self.recover_fleet(action, reply);
+        }
     }
 
     fn resume_current(&mut self, current: Option<install_api::CurrentTx>) {
