@@ -146,6 +146,21 @@ async fn a_fleet_action_installs_its_packages_in_order_and_reports_the_helpers_r
     assert_eq!((st.code.as_str(), st.seq), ("ok", 2), "{st:?}");
     assert_eq!(st.pkg, "iocom-fleet-b");
     c.disconnect();
+    // `iocomctl status` shows the link too.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iocomctl"))
+        .args(["status", "--json", "--connect", &d.addr.to_string(), "gina"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let fleet = v.to_string();
+    assert!(fleet.contains("hawkbit: idle, last poll"), "{fleet}");
 
     // A version the helper refuses (not newer): closed/failure with its stable code.
     let old = package(&d.env, "iocom-fleet-a", "0.9", "");

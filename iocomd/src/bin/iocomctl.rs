@@ -681,6 +681,9 @@ fn print_status(name: &str, r: &DeviceReport) {
         "results so far:    {}",
         r.seq.map_or_else(|| "-".into(), |n| n.to_string())
     );
+    if let Some(f) = &r.fleet {
+        println!("fleet:             {f}");
+    }
     println!(
         "tod_err:           {}",
         r.tod_err.map_or_else(|| "-".into(), |n| n.to_string())

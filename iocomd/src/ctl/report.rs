@@ -12,9 +12,9 @@ use serde::Serialize;
 /// Names of iocomd's status signals (block `exp`), as defined by [`crate::status`].
 pub mod names {
     pub use crate::status::{
-        INST_VER, STATUS_BLOCK as BLOCK, UPD_BYTES as BYTES, UPD_CODE as CODE, UPD_MSG as MSG,
-        UPD_PKG as PKG, UPD_PROGRESS as PROGRESS, UPD_RESULT as RESULT, UPD_SEQ as SEQ,
-        UPD_STATE as STATE, UPD_VER as VER,
+        FLEET, INST_VER, STATUS_BLOCK as BLOCK, UPD_BYTES as BYTES, UPD_CODE as CODE,
+        UPD_MSG as MSG, UPD_PKG as PKG, UPD_PROGRESS as PROGRESS, UPD_RESULT as RESULT,
+        UPD_SEQ as SEQ, UPD_STATE as STATE, UPD_VER as VER,
     };
 }
 
@@ -53,6 +53,9 @@ pub struct DeviceReport {
     pub version: Option<String>,
     /// `inst_ver`.
     pub installed_version: Option<String>,
+    /// `fleet`: the device's hawkBit link, when it has one (absent or empty otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
 }
 
 /// The status signals located in the device's `info`.
@@ -68,6 +71,7 @@ pub(crate) struct StatusSignals {
     pkg: Option<Signal>,
     ver: Option<Signal>,
     inst_ver: Option<Signal>,
+    fleet: Option<Signal>,
 }
 
 impl StatusSignals {
@@ -85,6 +89,7 @@ impl StatusSignals {
             pkg: s(names::PKG),
             ver: s(names::VER),
             inst_ver: s(names::INST_VER),
+            fleet: s(names::FLEET),
         }
     }
 
@@ -120,6 +125,7 @@ impl StatusSignals {
             package: t(&self.pkg),
             version: t(&self.ver),
             installed_version: t(&self.inst_ver),
+            fleet: t(&self.fleet).filter(|f| !f.is_empty()),
             ..DeviceReport::default()
         }
     }
