@@ -9,6 +9,10 @@
 //! `install-api/src/code.rs`. `upd_seq` grows by one at every final result so a controller
 //! tells a new result from the previous one.
 
+mod packages;
+
+pub use packages::{PackageEntry, PackageList};
+
 use crate::proto::endpoint::BlockDef;
 use crate::proto::info::{DeviceInfo, signal_block};
 use crate::proto::mblk::Mblk;
@@ -43,11 +47,16 @@ pub const UPD_VER: &str = "upd_ver";
 pub const INST_VER: &str = "inst_ver";
 /// Connections refused for a wrong password or account since iocomd started, `uint`.
 pub const AUTH_FAIL: &str = "auth_fail";
+/// The packages the device manages, one line each ([`PackageList`]).
+pub const UPD_PKGS: &str = "upd_pkgs";
 
 /// Capacity of `upd_code` in bytes.
 pub const CODE_LEN: usize = 32;
-/// Capacity of `upd_msg` in bytes.
-pub const MSG_LEN: usize = 160;
+/// Capacity of `upd_msg` in bytes: room for a whole refusal or failure reason (the helper's
+/// messages name no internal paths; dpkg's output stays in its receipt).
+pub const MSG_LEN: usize = 1024;
+/// Capacity of `upd_pkgs` in bytes (about 25 packages; more are counted in a `+N more` line).
+pub const PKGS_LEN: usize = 1024;
 /// Capacity of `upd_pkg`, `upd_ver` and `inst_ver` in bytes.
 pub const NAME_LEN: usize = 64;
 
@@ -64,6 +73,7 @@ pub const STATUS_SIGNALS: &[(&str, &str, usize)] = &[
     (UPD_VER, "str", NAME_LEN),
     (INST_VER, "str", NAME_LEN),
     (AUTH_FAIL, "uint", 1),
+    (UPD_PKGS, "str", PKGS_LEN),
 ];
 
 /// The `exp` block entry for the `info` JSON.
@@ -184,6 +194,8 @@ pub struct UpdateStatus {
     pub inst_ver: String,
     /// `auth_fail`.
     pub auth_fail: u32,
+    /// `upd_pkgs`: the packages the device manages.
+    pub packages: PackageList,
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
@@ -234,6 +246,8 @@ impl UpdateStatus {
             let s = sig(layout, name)?;
             s.set_str(block, truncate(v, s.n))?;
         }
+        let s = sig(layout, UPD_PKGS)?;
+        s.set_str(block, &self.packages.render(s.n))?;
         Ok(())
     }
 
@@ -267,6 +281,7 @@ impl UpdateStatus {
             auth_fail: num(AUTH_FAIL)
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
+            packages: PackageList::parse(&text(UPD_PKGS)),
         })
     }
 
@@ -289,6 +304,7 @@ impl UpdateStatus {
             "version": self.ver,
             "installed_version": self.inst_ver,
             "auth_failures": self.auth_fail,
+            "packages": self.packages.entries(),
         })
     }
 }
@@ -323,11 +339,12 @@ mod tests {
             seq: 7,
             result: DaemonCode::CrcMismatch.number(),
             code: "crc-mismatch".into(),
-            msg: "x".repeat(300),
+            msg: "x".repeat(MSG_LEN + 100),
             pkg: "iocom-demo-hello".into(),
             ver: "1.0".into(),
             inst_ver: "0.9".into(),
             auth_fail: 3,
+            packages: PackageList::parse("iocom-demo-hello 1.0 ok 1700000000\n"),
         };
         st.write(&l, &mut block).unwrap();
         let mut back = UpdateStatus::read(&l, &block).unwrap();

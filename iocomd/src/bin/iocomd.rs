@@ -27,6 +27,10 @@ struct Args {
     /// Configuration file (default: merged fragments from /usr/lib, /run and /etc).
     #[arg(long, value_name = "FILE", conflicts_with = "demo")]
     config: Option<PathBuf>,
+    /// Check the configuration and exit (like `sshd -t`): prints the files read, the effective
+    /// settings and the merged keys, or the error naming the file and the key (exit 1).
+    #[arg(long, conflicts_with = "demo")]
+    check_config: bool,
     /// State directory for the demo.
     #[arg(
         long,
@@ -51,6 +55,16 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.check_config {
+        match config::check_config(&Paths::system(), args.config.as_deref()) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("iocomd: the configuration is not valid: {e}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

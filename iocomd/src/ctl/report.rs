@@ -13,8 +13,8 @@ use serde::Serialize;
 pub mod names {
     pub use crate::status::{
         INST_VER, STATUS_BLOCK as BLOCK, UPD_BYTES as BYTES, UPD_CODE as CODE, UPD_MSG as MSG,
-        UPD_PKG as PKG, UPD_PROGRESS as PROGRESS, UPD_RESULT as RESULT, UPD_SEQ as SEQ,
-        UPD_STATE as STATE, UPD_VER as VER,
+        UPD_PKG as PKG, UPD_PKGS as PKGS, UPD_PROGRESS as PROGRESS, UPD_RESULT as RESULT,
+        UPD_SEQ as SEQ, UPD_STATE as STATE, UPD_VER as VER,
     };
 }
 
@@ -53,6 +53,10 @@ pub struct DeviceReport {
     pub version: Option<String>,
     /// `inst_ver`.
     pub installed_version: Option<String>,
+    /// `upd_pkgs`: every package the device manages (`None`: an iocomd that does not publish
+    /// the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<crate::status::PackageEntry>>,
 }
 
 /// The status signals located in the device's `info`.
@@ -68,6 +72,7 @@ pub(crate) struct StatusSignals {
     pkg: Option<Signal>,
     ver: Option<Signal>,
     inst_ver: Option<Signal>,
+    pkgs: Option<Signal>,
 }
 
 impl StatusSignals {
@@ -85,6 +90,7 @@ impl StatusSignals {
             pkg: s(names::PKG),
             ver: s(names::VER),
             inst_ver: s(names::INST_VER),
+            pkgs: s(names::PKGS),
         }
     }
 
@@ -120,6 +126,8 @@ impl StatusSignals {
             package: t(&self.pkg),
             version: t(&self.ver),
             installed_version: t(&self.inst_ver),
+            packages: t(&self.pkgs)
+                .map(|text| crate::status::PackageList::parse(&text).entries().to_vec()),
             ..DeviceReport::default()
         }
     }

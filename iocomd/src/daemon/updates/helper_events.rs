@@ -152,6 +152,8 @@ impl Updates {
                 return;
             }
         };
+        self.packages = crate::status::PackageList::from_helper(&st.packages);
+        self.policy = st.policy.clone();
         // A result this daemon already published (the helper was respawned) is not new.
         if st.last.as_ref().map(|l| &l.txid) == self.last_txid.as_ref() {
             return self.resume_current(st.current);
