@@ -109,4 +109,7 @@ fn a_package_is_checked_against_a_keyring_before_it_is_pushed() {
     assert!(err.contains("refused (bad-archive)"), "{err}");
     let (code, _, err) = check(&["--keyring", "/nonexistent.asc", &sample]);
     assert_eq!(code, 2, "{err}");
+    let (code, _, err) = check(&["/nonexistent.deb"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.deb"), "{err}");
 }

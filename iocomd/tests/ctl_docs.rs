@@ -70,3 +70,41 @@ fn readme_examples_against_the_demo_name_the_demo_device() {
     }
     assert!(seen >= 2, "no demo examples found");
 }
+
+#[test]
+fn completions_know_every_subcommand_and_option() {
+    let generate = |prog: &str, args: &[&str]| {
+        let exe = if prog == "iocomctl" {
+            env!("CARGO_BIN_EXE_iocomctl")
+        } else {
+            env!("CARGO_BIN_EXE_iocomd")
+        };
+        let out = std::process::Command::new(exe).args(args).output().unwrap();
+        assert!(out.status.success(), "{prog} {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let s = generate("iocomctl", &["completions", shell]);
+        // Option names without their dashes: fish writes `-l keyring`.
+        for word in [
+            "push-many",
+            "status",
+            "check",
+            "keyring",
+            "connect",
+            "quiet",
+        ] {
+            assert!(s.contains(word), "{shell}: {word} missing");
+        }
+        let s = generate("iocomd", &["--completions", shell]);
+        for word in ["check-config", "demo", "state-dir"] {
+            assert!(s.contains(word), "{shell}: {word} missing");
+        }
+    }
+    // Not a shell: a usage error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iocomctl"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -120,6 +120,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell) on
+    /// stdout; `make docs` writes them all to target/docs/completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the iocomd config entry of a controller account: the password (read from stdin,
     /// without echo on a terminal) as an IOCOM password hash.
     HashPassword {
@@ -567,6 +573,16 @@ async fn run(cmd: Cmd, quiet: bool) -> Result<u8, CtlError> {
             arch,
             json,
         } => Ok(check(file, keyring, policy, arch, json)),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "iocomctl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
         Cmd::HashPassword { user } => {
             let password = read_password()?;
             println!("{}", ctl::account_config(user.as_deref(), &password)?);
@@ -633,18 +649,12 @@ fn check(
             0
         }
         Err(e) => {
-            let (code, exit, class) = match &e {
-                CheckError::Refused(v) => (Some(v.code().as_str()), 7, "refused"),
-                CheckError::Key(_) | CheckError::Policy(_) => (None, 2, "usage"),
-            };
-            // A file that cannot be read is a usage error, like push's.
-            let exit = match &e {
-                CheckError::Refused(install_helper::verify::VerifyError::Io { .. }) => 2,
-                _ => exit,
-            };
-            let reason = match &e {
-                CheckError::Refused(v) => v.reason(),
-                other => other.to_string(),
+            use install_helper::verify::VerifyError;
+            // A file, keyring or policy that cannot be read is a usage error, like push's.
+            let (code, exit, class, reason) = match &e {
+                CheckError::Refused(VerifyError::Io { .. }) => (None, 2, "usage", e.to_string()),
+                CheckError::Refused(v) => (Some(v.code().as_str()), 7, "refused", v.reason()),
+                CheckError::Key(_) | CheckError::Policy(_) => (None, 2, "usage", e.to_string()),
             };
             if json {
                 println!(
@@ -929,14 +939,15 @@ fn main() -> ExitCode {
         | Cmd::PushMany { conn, .. }
         | Cmd::Status { conn, .. }
         | Cmd::Devices { conn, .. } => conn.json,
-        Cmd::HashPassword { .. } | Cmd::Check { .. } => false,
+        Cmd::HashPassword { .. } | Cmd::Check { .. } | Cmd::Completions { .. } => false,
     };
     let device = match &cli.cmd {
         Cmd::Push { device, .. } | Cmd::Status { device, .. } => device.clone(),
         Cmd::PushMany { .. }
         | Cmd::Devices { .. }
         | Cmd::HashPassword { .. }
-        | Cmd::Check { .. } => String::new(),
+        | Cmd::Check { .. }
+        | Cmd::Completions { .. } => String::new(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

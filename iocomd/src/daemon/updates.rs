@@ -181,7 +181,11 @@ impl Updates {
         if let Some((p, v, installed)) = &self.last_package {
             st.pkg = p.clone();
             st.ver = v.clone();
-            st.inst_ver = installed.clone().unwrap_or_default();
+            // A refusal names no installed version: the managed packages' list knows it.
+            st.inst_ver = installed
+                .clone()
+                .or_else(|| self.packages.installed(p))
+                .unwrap_or_default();
         }
         let bytes = |b: u64| u32::try_from(b).unwrap_or(u32::MAX);
         match &self.machine {
