@@ -1,5 +1,5 @@
 # Convenience targets. The test command is ./scripts/test (CI calls it too).
-.PHONY: test deb system-test demo clean-deb
+.PHONY: test deb system-test demo clean-deb docs
 
 test:
 	./scripts/test
@@ -13,5 +13,10 @@ deb:
 system-test:
 	tests/system/run
 
+# The demo device (builds iocomd, iocomctl and the helper first; see scripts/demo).
 demo:
-	cargo run --release -p iocomd --bin iocomd -- --demo
+	./scripts/demo
+
+# Shell completions (bash, zsh, fish) and manual pages in target/docs (also in the .deb).
+docs:
+	./scripts/docs

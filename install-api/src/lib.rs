@@ -23,7 +23,9 @@ pub mod types;
 pub use code::{Class, DaemonCode, ErrorCode, ResultCode};
 pub use phase::Phase;
 pub use proxy::{HelperSignal, InstallHelper1Proxy, decode_signal};
-pub use types::{CurrentTx, HelperStatus, PackageState, Step, StepOutcome, TxResult};
+pub use types::{
+    CurrentTx, HelperStatus, PackageState, PolicySummary, Step, StepOutcome, TxResult,
+};
 
 /// Well-known bus name of the helper.
 pub const BUS_NAME: &str = "org.iocom.InstallHelper1";

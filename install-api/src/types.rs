@@ -231,6 +231,34 @@ pub struct PackageState {
     /// Installed version.
     #[serde(default)]
     pub version: Option<String>,
+    /// Result code (`ok`, `not-newer`, …) of the last transaction about this package, from
+    /// the receipt log (`None`: a 0.1 helper, or no receipt).
+    #[serde(default)]
+    pub last_result: Option<String>,
+    /// When that transaction ended, seconds since the Unix epoch.
+    #[serde(default)]
+    pub last_time: Option<u64>,
+}
+
+/// The parts of the install policy a package's control fields are judged by (name globs,
+/// architecture, version order), in `Status()`, so iocomd refuses a package it streams as
+/// soon as its control member has arrived instead of after the whole transfer. The helper
+/// judges every package in full all the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    /// The host architecture (`dpkg --print-architecture`).
+    pub host_arch: String,
+    /// Globs a package name must match.
+    pub allowed_packages: Vec<String>,
+    /// Accepted architectures (`None`: the host's and `all`).
+    #[serde(default)]
+    pub architectures: Option<Vec<String>>,
+    /// Older versions accepted.
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    /// The installed version accepted again.
+    #[serde(default)]
+    pub allow_reinstall: bool,
 }
 
 /// The answer of `Status()`.
@@ -251,6 +279,9 @@ pub struct HelperStatus {
     /// The root dpkg installs into.
     #[serde(default)]
     pub root: String,
+    /// The policy's name, architecture and version rules (`None`: a 0.1 helper).
+    #[serde(default)]
+    pub policy: Option<PolicySummary>,
 }
 
 #[cfg(test)]
@@ -275,6 +306,7 @@ mod tests {
         assert_eq!(last.installed.as_deref(), Some("1.0"));
         assert_eq!(last.steps[0].outcome, StepOutcome::Done);
         assert_eq!(s.packages[0].version.as_deref(), Some("1.0"));
+        assert_eq!(s.packages[0].last_result, None);
         assert_eq!(s.root, "/tmp/r");
     }
 

@@ -244,7 +244,14 @@ async fn serve_main() -> anyhow::Result<()> {
         allowed_uids: allowed,
         polkit: cli.polkit,
     };
-    tracing::info!(?auth, root = %settings.paths.root.display(), systemd = ?settings.systemd, "serving");
+    let uids: Vec<String> = auth.allowed_uids.iter().map(u32::to_string).collect();
+    tracing::info!(
+        allowed_uids = %uids.join(","),
+        polkit = auth.polkit,
+        root = %settings.paths.root.display(),
+        systemd = ?settings.systemd,
+        "serving"
+    );
     let helper = InstallHelper::new(settings, Arc::new(verifier), auth);
     let transport = if let Some(s) = p2p_stream {
         Transport::P2p(s)

@@ -60,6 +60,27 @@ pub fn find_receipt(receipts: &Path, txid: &str) -> io::Result<Option<TxResult>>
     Ok(found)
 }
 
+/// The last receipt of each package in the log: its code and end time, by package name.
+/// Unparsable lines are skipped; the log is read line by line (never whole).
+pub fn last_by_package(
+    receipts: &Path,
+) -> io::Result<std::collections::BTreeMap<String, (install_api::ErrorCode, u64)>> {
+    let mut last = std::collections::BTreeMap::new();
+    let f = match std::fs::File::open(receipts) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(last),
+        Err(e) => return Err(e),
+    };
+    for line in BufReader::new(f).lines() {
+        if let Ok(r) = serde_json::from_str::<TxResult>(&line?)
+            && let Some(p) = r.package
+        {
+            last.insert(p, (r.code, r.time));
+        }
+    }
+    Ok(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +99,15 @@ mod tests {
         assert_eq!(find_receipt(&r, "zz").unwrap(), None);
         let last = read_status(&s).unwrap().unwrap().last.unwrap();
         assert_eq!(last.code, ErrorCode::DpkgFailed);
+        // The last receipt per package.
+        let mut c = TxResult::new("c", ErrorCode::NotNewer, "old");
+        c.package = Some("app".into());
+        c.time = 7;
+        record(&r, &s, &c).unwrap();
+        let by = last_by_package(&r).unwrap();
+        assert_eq!(by.len(), 1);
+        assert_eq!(by["app"], (ErrorCode::NotNewer, 7));
+        assert!(last_by_package(&d.path().join("none")).unwrap().is_empty());
         assert_eq!(last.code.number(), 50);
     }
 }

@@ -155,15 +155,19 @@ impl InstallHelper {
             .flatten()
             .and_then(|p| p.last);
         let dpkg = Dpkg::for_settings(s);
+        let receipts = receipt::last_by_package(&s.paths.receipts()).unwrap_or_default();
         let packages = Cache::new(&s.paths.cache_dir())
             .packages()
             .into_iter()
             .map(|name| {
                 let st = dpkg.query(&name).ok();
+                let last = receipts.get(&name);
                 PackageState {
-                    name,
                     status: st.as_ref().map(|s| s.status.clone()),
                     version: st.and_then(|s| s.version),
+                    last_result: last.map(|(c, _)| c.as_str().to_owned()),
+                    last_time: last.map(|(_, t)| *t),
+                    name,
                 }
             })
             .collect();
@@ -173,6 +177,7 @@ impl InstallHelper {
             packages,
             systemd: s.systemd == SystemdMode::SystemBus,
             root: s.paths.root.display().to_string(),
+            policy: self.shared.verifier.policy_summary(),
         };
         serde_json::to_string(&status).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }

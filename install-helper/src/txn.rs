@@ -63,6 +63,12 @@ pub trait Verifier: Send + Sync {
         path: &Path,
         installed: &dyn Fn(&str) -> Result<Option<String>, Refusal>,
     ) -> Result<Candidate, Refusal>;
+
+    /// The rules a package's control fields are judged by, for `Status()` (iocomd refuses a
+    /// streamed package by them early); `None` when this verifier has no such policy.
+    fn policy_summary(&self) -> Option<install_api::PolicySummary> {
+        None
+    }
 }
 
 /// Progress callback: phase, percent within the phase (0–100), message. The service turns it

@@ -43,8 +43,10 @@ impl PolicyVerifier {
     }
 }
 
+/// The refusal of a package: its stable code, and the reason without the helper's staging
+/// path (the sender sees this message in the device's status).
 fn refusal(e: VerifyError) -> Refusal {
-    Refusal::new(e.code(), e.to_string())
+    Refusal::new(e.code(), e.reason())
 }
 
 impl Verifier for PolicyVerifier {
@@ -62,5 +64,32 @@ impl Verifier for PolicyVerifier {
             None => Ok(first),
             Some(iv) => verify(Some(&iv)),
         }
+    }
+
+    fn policy_summary(&self) -> Option<install_api::PolicySummary> {
+        Some(install_api::PolicySummary {
+            host_arch: self.host_arch.clone(),
+            allowed_packages: self.policy.allowed_packages.clone(),
+            architectures: self.policy.architectures.clone(),
+            allow_downgrade: self.policy.allow_downgrade,
+            allow_reinstall: self.policy.allow_reinstall,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_gives_the_reason_first_and_no_staging_path() {
+        let staged = "/var/lib/iocom-install-helper/staging/1796162232-007170-3.deb";
+        let r = refusal(VerifyError::UntrustedSigner {
+            path: staged.into(),
+            reason: "signed by key 0123ABCD, which is not trusted".into(),
+        });
+        assert_eq!(r.code, install_api::ErrorCode::UntrustedSigner);
+        assert!(r.message.starts_with("untrusted signer: "), "{}", r.message);
+        assert!(!r.message.contains("staging"), "{}", r.message);
     }
 }

@@ -286,6 +286,22 @@ pub fn sign(gnupghome: &Path, key: &str, deb: &Path) -> Result<(), DemoError> {
     .map(drop)
 }
 
+/// The version of `package` installed in the demo's package root (`root/var/lib/dpkg/status`),
+/// if it is installed: after a restart the sample may be installed already, and pushing it
+/// again is refused as not newer.
+pub fn installed_version(env: &DemoEnv, package: &str) -> Option<String> {
+    let status = std::fs::read_to_string(env.dpkg_root.join("var/lib/dpkg/status")).ok()?;
+    status.split("\n\n").find_map(|para| {
+        let field = |name: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        (field("Package:")?.as_str() == package && field("Status:")?.ends_with(" installed"))
+            .then(|| field("Version:"))
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +316,33 @@ mod tests {
             Some("0123456789ABCDEF0123456789ABCDEF01234567")
         );
         assert_eq!(first_fingerprint("pub:u:255\nfpr:::::::::AB:\n"), None);
+    }
+
+    #[test]
+    fn the_installed_sample_is_read_from_the_demo_root() {
+        let d = tempfile::tempdir().unwrap();
+        let env = DemoEnv {
+            state_dir: d.path().into(),
+            gnupghome: d.path().into(),
+            key_fingerprint: String::new(),
+            policy: d.path().into(),
+            dpkg_root: d.path().join("root"),
+            helper_state: d.path().into(),
+            sample_package: d.path().into(),
+        };
+        assert_eq!(installed_version(&env, SAMPLE_PACKAGE), None);
+        let admin = d.path().join("root/var/lib/dpkg");
+        std::fs::create_dir_all(&admin).unwrap();
+        std::fs::write(
+            admin.join("status"),
+            "Package: other\nStatus: install ok installed\nVersion: 9\n\n\
+             Package: iocom-demo-hello\nStatus: install ok installed\nVersion: 1.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            installed_version(&env, SAMPLE_PACKAGE).as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(installed_version(&env, "missing"), None);
     }
 }

@@ -9,6 +9,10 @@
 //! `install-api/src/code.rs`. `upd_seq` grows by one at every final result so a controller
 //! tells a new result from the previous one.
 
+mod packages;
+
+pub use packages::{PackageEntry, PackageList};
+
 use crate::proto::endpoint::BlockDef;
 use crate::proto::info::{DeviceInfo, signal_block};
 use crate::proto::mblk::Mblk;
@@ -46,11 +50,16 @@ pub const AUTH_FAIL: &str = "auth_fail";
 /// The fleet (hawkBit DDI) link in one line, e.g. `hawkbit: downloading action 12 (40%), last
 /// poll 3 s ago`; empty when `[hawkbit]` is off.
 pub const FLEET: &str = "fleet";
+/// The packages the device manages, one line each ([`PackageList`]).
+pub const UPD_PKGS: &str = "upd_pkgs";
 
 /// Capacity of `upd_code` in bytes.
 pub const CODE_LEN: usize = 32;
-/// Capacity of `upd_msg` in bytes.
-pub const MSG_LEN: usize = 160;
+/// Capacity of `upd_msg` in bytes: room for a whole refusal or failure reason (the helper's
+/// messages name no internal paths; dpkg's output stays in its receipt).
+pub const MSG_LEN: usize = 1024;
+/// Capacity of `upd_pkgs` in bytes (about 25 packages; more are counted in a `+N more` line).
+pub const PKGS_LEN: usize = 1024;
 /// Capacity of `upd_pkg`, `upd_ver` and `inst_ver` in bytes.
 pub const NAME_LEN: usize = 64;
 /// Capacity of `fleet` in bytes.
@@ -70,6 +79,7 @@ pub const STATUS_SIGNALS: &[(&str, &str, usize)] = &[
     (INST_VER, "str", NAME_LEN),
     (AUTH_FAIL, "uint", 1),
     (FLEET, "str", FLEET_LEN),
+    (UPD_PKGS, "str", PKGS_LEN),
 ];
 
 /// The `exp` block entry for the `info` JSON.
@@ -192,6 +202,8 @@ pub struct UpdateStatus {
     pub auth_fail: u32,
     /// `fleet`.
     pub fleet: String,
+    /// `upd_pkgs`: the packages the device manages.
+    pub packages: PackageList,
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
@@ -243,6 +255,8 @@ impl UpdateStatus {
             let s = sig(layout, name)?;
             s.set_str(block, truncate(v, s.n))?;
         }
+        let s = sig(layout, UPD_PKGS)?;
+        s.set_str(block, &self.packages.render(s.n))?;
         Ok(())
     }
 
@@ -277,6 +291,7 @@ impl UpdateStatus {
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
             fleet: text(FLEET),
+            packages: PackageList::parse(&text(UPD_PKGS)),
         })
     }
 
@@ -300,6 +315,7 @@ impl UpdateStatus {
             "installed_version": self.inst_ver,
             "auth_failures": self.auth_fail,
             "fleet": self.fleet,
+            "packages": self.packages.entries(),
         })
     }
 }
@@ -334,12 +350,13 @@ mod tests {
             seq: 7,
             result: DaemonCode::CrcMismatch.number(),
             code: "crc-mismatch".into(),
-            msg: "x".repeat(300),
+            msg: "x".repeat(MSG_LEN + 100),
             pkg: "iocom-demo-hello".into(),
             ver: "1.0".into(),
             inst_ver: "0.9".into(),
             auth_fail: 3,
             fleet: "hawkbit: idle, last poll 3 s ago".into(),
+            packages: PackageList::parse("iocom-demo-hello 1.0 ok 1700000000\n"),
         };
         st.write(&l, &mut block).unwrap();
         let mut back = UpdateStatus::read(&l, &block).unwrap();

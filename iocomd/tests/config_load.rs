@@ -274,7 +274,9 @@ fn unknown_key_names_file_and_line() {
         &paths,
     ));
     assert!(
-        e.starts_with("/t.toml: line 2, column 8: invalid type: integer `5`, expected a string"),
+        e.starts_with(
+            "/t.toml: line 2, column 8: device.name: invalid type: integer `5`, expected a string"
+        ),
         "{e}"
     );
     let e = err_text(config::parse_str(Path::new("/t.toml"), "[device\n", &paths));
@@ -301,11 +303,11 @@ fn every_bad_value_is_rejected_with_its_key() {
         ),
         (
             "[device]\nnumber = 9000",
-            "/c.toml: line 2, column 10: invalid device number 9000",
+            "/c.toml: line 2, column 10: device.number: invalid device number 9000",
         ),
         (
             "[device]\nnumber = \"x\"",
-            "/c.toml: line 2, column 10: invalid device number 'x'",
+            "/c.toml: line 2, column 10: device.number: invalid device number 'x'",
         ),
         (
             "[accounts.frank]\npassword_hash = \"pass\"",
@@ -321,11 +323,11 @@ fn every_bad_value_is_rejected_with_its_key() {
         ),
         (
             "[spool]\nmax_package_size = \"5 furlongs\"",
-            "/c.toml: line 2, column 20: invalid size '5 furlongs'",
+            "/c.toml: line 2, column 20: spool.max_package_size: invalid size '5 furlongs'",
         ),
         (
             "[spool]\nmin_free_space = -1",
-            "/c.toml: line 2, column 18: invalid size -1",
+            "/c.toml: line 2, column 18: spool.min_free_space: invalid size -1",
         ),
         (
             "[stream]\nbuffer_size = 256",
@@ -349,7 +351,7 @@ fn every_bad_value_is_rejected_with_its_key() {
         ),
         (
             "[helper]\nconnection = \"carrier-pigeon\"",
-            "/c.toml: line 2, column 14: unknown variant `carrier-pigeon`",
+            "/c.toml: line 2, column 14: helper.connection: unknown variant `carrier-pigeon`",
         ),
         (
             "[log]\nlevel = \"info,[\"",
@@ -357,7 +359,7 @@ fn every_bad_value_is_rejected_with_its_key() {
         ),
         (
             "[log]\ntarget = \"syslog\"",
-            "/c.toml: line 2, column 10: unknown variant `syslog`",
+            "/c.toml: line 2, column 10: log.target: unknown variant `syslog`",
         ),
     ];
     for (extra, expect) in cases {
@@ -402,7 +404,7 @@ fn serial_endpoints() {
         ),
         (
             format!("{port}side = \"up\""),
-            "/c.toml: line 3, column 8: unknown variant `up`",
+            "/c.toml: line 3, column 8: endpoints.serial.side: unknown variant `up`",
         ),
         (
             format!("{port}flow = \"rtscts\""),

@@ -226,6 +226,27 @@ async fn usage_and_connection_errors() {
     let r = iocomctl(&["push", "--connect", &free, "gina3.cafenet", f], &[]).await;
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("cannot connect"), "{}", r.stderr);
+    // Malformed addresses are usage errors, before anything connects.
+    for bad in ["a b", "host:port", "host:0", "[::1", ""] {
+        let r = iocomctl(&["status", "--connect", bad, "gina3.cafenet"], &[]).await;
+        assert_eq!(r.code, 2, "{bad:?}: {}", r.stderr);
+        assert!(r.stderr.contains("--connect"), "{}", r.stderr);
+    }
+    // No port: the default one (6368 plain) is used, not "invalid socket address".
+    let r = iocomctl(
+        &[
+            "status",
+            "--connect-timeout",
+            "2",
+            "--connect",
+            "127.0.0.1",
+            "nosuch7.testnet",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!r.stderr.contains("invalid socket address"), "{}", r.stderr);
     // The exit table is in --help.
     let r = iocomctl(&["push", "--help"], &[]).await;
     assert_eq!(r.code, 0);
@@ -334,6 +355,40 @@ async fn push_many_summary_and_worst_exit_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_device_shows_no_empty_version_and_quiet_shows_only_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = package(dir.path(), 5_000);
+    let dev = start(Spec {
+        installed: "",
+        ..Spec::new("gina", 3)
+    })
+    .await;
+    let addr = dev.addr.to_string();
+    let f = file.to_str().unwrap();
+    let r = iocomctl(&["status", "--connect", &addr, "gina3.cafenet"], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("installed version: none"), "{}", r.stdout);
+    let r = iocomctl(&["push", "--connect", &addr, "gina3.cafenet", f], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("installed: none)"), "{}", r.stderr);
+    assert!(!r.stderr.contains("installed )"), "{}", r.stderr);
+    // Progress in order: nothing "receiving" once the transfer is complete.
+    let after = r
+        .stderr
+        .split("transfer complete")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(!after.contains("receiving"), "{}", r.stderr);
+    assert!(r.stdout.contains("installed and healthy"), "{}", r.stdout);
+    // -q: the result line only.
+    let r = iocomctl(&["push", "-q", "--connect", &addr, "gina3.cafenet", f], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr, "", "quiet push printed progress");
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_human_and_json() {
     let dev = start(Spec::new("gina", 3)).await;
     let addr = dev.addr.to_string();
@@ -350,9 +405,23 @@ async fn status_human_and_json() {
     assert_eq!(v["code"], "ok");
     assert_eq!(v["state"], "idle");
     assert_eq!(v["seq"], 5);
+    // Every package the device manages: name, version, last result, when.
+    assert_eq!(v["packages"][0]["name"], "sample-app");
+    assert_eq!(v["packages"][0]["version"], "1.0");
+    assert_eq!(v["packages"][0]["last_result"], "ok");
+    assert_eq!(v["packages"][0]["last_time"], 1_700_000_000);
+    assert_eq!(v["packages"][1]["name"], "sample-lib");
     let r = iocomctl(&["status", "--connect", &addr, "gina3.cafenet"], &[]).await;
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("installed version: 1.0"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["sample-lib", "0.5", "ok", "2020-09-13", "12:26:40", "UTC"]),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout
             .contains("last result:       ok (0) previous update"),

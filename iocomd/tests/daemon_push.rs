@@ -29,6 +29,13 @@ async fn a_signed_package_is_installed_and_reported() {
     assert_eq!(tod, Some(tod_err::COMPLETED));
     assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
     assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    // The list of managed packages follows the result.
+    let list = st.packages.entries();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].name, SAMPLE);
+    assert_eq!(list[0].version.as_deref(), Some("1.0"));
+    assert_eq!(list[0].last_result.as_deref(), Some("ok"));
+    assert!(list[0].last_time.is_some_and(|t| t > 1_700_000_000));
 
     // The same version again: the helper refuses it, nothing changes.
     let (_, st, tod) = push(d.addr, bytes).await;
@@ -40,6 +47,42 @@ async fn a_signed_package_is_installed_and_reported() {
     // ispy shows "failed: program installation failed" for it.
     assert_eq!(tod, Some(tod_err::PROGRAM_INSTALLATION_FAILED));
     assert_eq!(d.installed(SAMPLE).as_deref(), Some("1.0"));
+    let list = st.packages.entries();
+    assert_eq!(
+        (list[0].version.as_deref(), list[0].last_result.as_deref()),
+        (Some("1.0"), Some("not-newer"))
+    );
+    // The package list names what is installed, not only the last result's package.
+    assert_eq!(st.inst_ver, "1.0", "{st:?}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_the_policy_refuses_is_stopped_after_its_head() {
+    let d = Daemon::start(|_| {}).await;
+    let pkg = build_package(&d.env, "iocom-test-early", "1.0", 3 << 20);
+    let bytes = std::fs::read(&pkg).unwrap();
+    let (p, st, _) = push(d.addr, bytes.clone()).await;
+    assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
+    assert_eq!(st.code, "ok", "{st:?}");
+    // The same version again: refused by the helper's rules from the control member at the
+    // head of the stream, long before the 3 MiB have arrived.
+    let (p, st, tod) = push(d.addr, bytes.clone()).await;
+    assert!(!matches!(p, Progress::Completed { .. }), "{p:?}");
+    assert_eq!((st.code.as_str(), st.result), ("not-newer", 32), "{st:?}");
+    assert!(st.msg.contains("(refused from its first"), "{}", st.msg);
+    assert!(
+        (st.bytes as usize) < bytes.len() / 4,
+        "{} of {}",
+        st.bytes,
+        bytes.len()
+    );
+    assert_eq!(tod, Some(tod_err::PROGRAM_INSTALLATION_FAILED));
+    assert_eq!(
+        (st.pkg.as_str(), st.inst_ver.as_str()),
+        ("iocom-test-early", "1.0")
+    );
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
     d.stop().await;
 }
 

@@ -98,3 +98,64 @@ fn every_shipped_file_is_in_the_package() {
         }
     }
 }
+
+/// Shell completions (bash, zsh, fish) and the manual pages of both programs are made by
+/// `scripts/docs` (`make docs`, also run by debian/rules) into `target/docs` and installed
+/// where each shell and man look for them.
+#[test]
+fn completions_and_manual_pages_are_built_and_shipped() {
+    let root = repo();
+    let install = std::fs::read_to_string(root.join("debian/iocomd.install")).unwrap();
+    let lines: BTreeSet<(String, String)> = install
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_owned(), w.next()?.to_owned()))
+        })
+        .collect();
+    let script = std::fs::read_to_string(root.join("scripts/docs")).unwrap();
+    for prog in ["iocomctl", "iocomd"] {
+        let expect = [
+            (
+                format!("target/docs/completions/bash/{prog}"),
+                "usr/share/bash-completion/completions",
+            ),
+            (
+                format!("target/docs/completions/zsh/_{prog}"),
+                "usr/share/zsh/vendor-completions",
+            ),
+            (
+                format!("target/docs/completions/fish/{prog}.fish"),
+                "usr/share/fish/vendor_completions.d",
+            ),
+        ];
+        for (src, dst) in expect {
+            assert!(
+                lines.contains(&(src.clone(), dst.to_owned())),
+                "debian/iocomd.install lacks {src} {dst}"
+            );
+        }
+    }
+    for dir in [
+        "completions/bash/$prog",
+        "completions/zsh/_$prog",
+        "completions/fish/$prog.fish",
+    ] {
+        assert!(script.contains(dir), "scripts/docs does not write {dir}");
+    }
+    let manpages = std::fs::read_to_string(root.join("debian/iocomd.manpages")).unwrap();
+    for page in ["target/docs/man/iocomd.1", "target/docs/man/iocomctl.1"] {
+        assert!(
+            manpages.lines().any(|l| l.trim() == page),
+            "{page} not in iocomd.manpages"
+        );
+    }
+    assert!(script.contains("debian/make-manpages \"$bin\" \"$out/man\""));
+    let rules = std::fs::read_to_string(root.join("debian/rules")).unwrap();
+    assert!(
+        rules.contains("scripts/docs target/release"),
+        "debian/rules does not run scripts/docs"
+    );
+    let make = std::fs::read_to_string(root.join("Makefile")).unwrap();
+    assert!(make.contains("docs:\n\t./scripts/docs"), "no make docs");
+}

@@ -303,6 +303,85 @@ fn read_member<R: Read>(r: &mut Hashing<R>, name: &str, size: u64) -> Result<Vec
     Ok(buf)
 }
 
+/// The control member found at the head of a .deb: its name, compression and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadControl<'a> {
+    /// `control.tar*`.
+    pub name: String,
+    /// Its compression.
+    pub compression: Compression,
+    /// Its bytes.
+    pub data: &'a [u8],
+}
+
+/// The control member from the first bytes of a .deb (`head`), with the same checks as
+/// [`scan`] for what comes before it (global header, `debian-binary`, member order, control
+/// size limit). `Ok(None)`: `head` ends before the control member does.
+pub fn scan_head<'a>(head: &'a [u8], limits: &Limits) -> Result<Option<HeadControl<'a>>, ArError> {
+    let Some(magic) = head.get(..GLOBAL_MAGIC.len()) else {
+        return if GLOBAL_MAGIC.starts_with(head) {
+            Ok(None)
+        } else {
+            Err(ArError::BadMagic)
+        };
+    };
+    if magic != GLOBAL_MAGIC {
+        return Err(ArError::BadMagic);
+    }
+    let mut pos = GLOBAL_MAGIC.len();
+    for position in 0..2 {
+        let Some(h) = head.get(pos..pos + HEADER_LEN) else {
+            return Ok(None);
+        };
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(h);
+        let (name, size) = parse_header(&header, pos as u64)?;
+        let kind = classify(&name, position)?;
+        pos += HEADER_LEN;
+        let len = usize::try_from(size).unwrap_or(usize::MAX);
+        match kind {
+            MemberKind::DebianBinary => {
+                if size > 64 {
+                    return Err(ArError::BadDebianBinary(format!("<{size} bytes>")));
+                }
+                let Some(data) = head.get(pos..pos + len) else {
+                    return Ok(None);
+                };
+                if data != b"2.0\n" {
+                    return Err(ArError::BadDebianBinary(
+                        String::from_utf8_lossy(data).into_owned(),
+                    ));
+                }
+                pos += len + len % 2;
+            }
+            MemberKind::Control(compression) => {
+                if size > limits.max_control {
+                    return Err(ArError::TooLarge {
+                        name,
+                        size,
+                        limit: limits.max_control,
+                    });
+                }
+                return Ok(head
+                    .get(pos..pos.saturating_add(len))
+                    .map(|data| HeadControl {
+                        name,
+                        compression,
+                        data,
+                    }));
+            }
+            MemberKind::Data(_) | MemberKind::Extra => {
+                return Err(ArError::UnexpectedMember {
+                    name,
+                    position,
+                    expected: "debian-binary, then control.tar[.gz|.xz|.zst]",
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Reads and validates a whole .deb ar archive from `reader` (see the module documentation).
 pub fn scan<R: Read>(reader: R, limits: &Limits) -> Result<DebArchive, ArError> {
     let mut r = Hashing {

@@ -27,9 +27,11 @@
 //! change in between.
 
 pub mod ar;
+pub mod check;
 pub mod content;
 pub mod content_rules;
 pub mod control;
+pub mod head;
 pub mod policy;
 pub mod signature;
 pub mod target;
@@ -46,7 +48,7 @@ use install_api::ErrorCode;
 pub use content::ContentKind;
 pub use content_rules::ContentPolicy;
 pub use policy::{Policy, PolicyError};
-pub use signature::TrustedKey;
+pub use signature::{KeyError, TrustedKey};
 pub use target::TargetRoot;
 pub use version::{Version, VersionError, compare_versions};
 
@@ -176,6 +178,26 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// The message without the file's path, reason first: what a device reports about a
+    /// package it refused (the helper's staging path means nothing to the sender, and the
+    /// status signals have no room to spare). `Display` keeps the path for local use.
+    pub fn reason(&self) -> String {
+        match self {
+            VerifyError::Io { source, .. } => format!("reading the package: {source}"),
+            VerifyError::BadArchive { reason, .. } => format!("not a well-formed .deb: {reason}"),
+            VerifyError::BadControl { reason, .. } => format!("bad control file: {reason}"),
+            VerifyError::SignatureMissing { .. } => {
+                format!("no {ORIGIN_SIGNATURE_MEMBER} signature, and the policy requires one")
+            }
+            VerifyError::SignatureInvalid { reason, .. } => {
+                format!("invalid origin signature: {reason}")
+            }
+            VerifyError::UntrustedSigner { reason, .. } => format!("untrusted signer: {reason}"),
+            // These name the package, not the file.
+            other => other.to_string(),
+        }
+    }
+
     /// The stable error code.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -294,6 +316,52 @@ fn bad_archive(path: &Path, reason: String) -> VerifyError {
     }
 }
 
+/// Step 4: the policy's name globs, architecture and version order (also iocomd's early
+/// refusal of a streamed package, [`head`]).
+fn check_policy(
+    info: &control::ControlInfo,
+    policy: &Policy,
+    host_arch: &str,
+    installed_version: Option<&str>,
+) -> Result<(), VerifyError> {
+    if !policy.name_allowed(&info.package) {
+        return Err(VerifyError::NameNotAllowed {
+            package: info.package.clone(),
+            allowed: policy.allowed_packages.join(", "),
+        });
+    }
+    if !policy.architecture_allowed(&info.architecture, host_arch) {
+        return Err(VerifyError::WrongArchitecture {
+            package: info.package.clone(),
+            architecture: info.architecture.clone(),
+            host: host_arch.to_owned(),
+        });
+    }
+    if let Some(installed) = installed_version {
+        // An unparsable installed version cannot be ordered: treat it as a refusal unless
+        // both downgrade and reinstall are allowed.
+        let ord = Version::parse(installed).map(|v| info.version.cmp(&v));
+        let relation = match ord {
+            Ok(std::cmp::Ordering::Greater) => None,
+            Ok(std::cmp::Ordering::Equal) if policy.allow_reinstall => None,
+            Ok(std::cmp::Ordering::Less) if policy.allow_downgrade => None,
+            Err(_) if policy.allow_reinstall && policy.allow_downgrade => None,
+            Ok(std::cmp::Ordering::Equal) => Some("equal to"),
+            Ok(std::cmp::Ordering::Less) => Some("older than"),
+            Err(_) => Some("not comparable with"),
+        };
+        if let Some(relation) = relation {
+            return Err(VerifyError::NotNewer {
+                package: info.package.clone(),
+                version: info.version.to_string(),
+                installed: installed.to_owned(),
+                relation,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Verifies the staged package at `path` against `policy` on a host of architecture
 /// `host_arch`, given the currently installed version of the same package (if any).
 /// See the module documentation for the order of checks. Without a target root, the content
@@ -316,6 +384,19 @@ pub fn verify_package_for(
     installed_version: Option<&str>,
     target: Option<&TargetRoot>,
 ) -> Result<VerifiedPackage, VerifyError> {
+    verify_steps(path, policy, host_arch, installed_version, target, true)
+}
+
+/// Every step; without `check_signature` a present `_gpgorigin` is not verified (step 2 is
+/// skipped: [`check::check`] without a keyring). The helper always checks it.
+fn verify_steps(
+    path: &Path,
+    policy: &Policy,
+    host_arch: &str,
+    installed_version: Option<&str>,
+    target: Option<&TargetRoot>,
+    check_signature: bool,
+) -> Result<VerifiedPackage, VerifyError> {
     let io_err = |source| VerifyError::Io {
         path: path.to_owned(),
         source,
@@ -333,6 +414,7 @@ pub fn verify_package_for(
             });
         }
         None => String::new(),
+        Some(_) if !check_signature => String::new(),
         Some(sig) => {
             let ranges: Vec<(u64, u64)> = archive
                 .signed_members()
@@ -363,41 +445,7 @@ pub fn verify_package_for(
     let info = control_info(path, &archive)?;
 
     // 4. Policy.
-    if !policy.name_allowed(&info.package) {
-        return Err(VerifyError::NameNotAllowed {
-            package: info.package,
-            allowed: policy.allowed_packages.join(", "),
-        });
-    }
-    if !policy.architecture_allowed(&info.architecture, host_arch) {
-        return Err(VerifyError::WrongArchitecture {
-            package: info.package,
-            architecture: info.architecture,
-            host: host_arch.to_owned(),
-        });
-    }
-    if let Some(installed) = installed_version {
-        // An unparsable installed version cannot be ordered: treat it as a refusal unless
-        // both downgrade and reinstall are allowed.
-        let ord = Version::parse(installed).map(|v| info.version.cmp(&v));
-        let relation = match ord {
-            Ok(std::cmp::Ordering::Greater) => None,
-            Ok(std::cmp::Ordering::Equal) if policy.allow_reinstall => None,
-            Ok(std::cmp::Ordering::Less) if policy.allow_downgrade => None,
-            Err(_) if policy.allow_reinstall && policy.allow_downgrade => None,
-            Ok(std::cmp::Ordering::Equal) => Some("equal to"),
-            Ok(std::cmp::Ordering::Less) => Some("older than"),
-            Err(_) => Some("not comparable with"),
-        };
-        if let Some(relation) = relation {
-            return Err(VerifyError::NotNewer {
-                package: info.package,
-                version: info.version.to_string(),
-                installed: installed.to_owned(),
-                relation,
-            });
-        }
-    }
+    check_policy(&info, policy, host_arch, installed_version)?;
 
     // 5. Content check of the data tarball (and its shipped units).
     let dm = archive.data_member();
@@ -515,6 +563,10 @@ mod tests {
         for (e, c) in cases {
             assert_eq!(e.code(), c);
             assert!(e.to_string().contains("/x.deb"), "{e}");
+            assert!(!e.reason().contains("/x.deb"), "{}", e.reason());
+            if !matches!(e, VerifyError::Io { .. }) {
+                assert!(e.to_string().ends_with(&e.reason()), "{e}");
+            }
         }
     }
 }

@@ -17,18 +17,18 @@ use std::time::Duration;
 
 const EXIT_TABLE: &str = "\
 Exit status:
-  0  installed and healthy (push), status read (status)
+  0  installed and healthy (push), status read (status), package passes (check)
   1  internal error
-  2  usage: bad arguments, device path, file, TLS or password file
-  3  connection failed or dropped, wrong device, device not ready
+  2  usage: bad arguments, address, device path, file, TLS or password file
+  3  connection failed, or dropped outside a transfer; wrong device, device not ready
   4  authentication refused (user/password), or not authorized for pushes
   5  device busy with another update
-  6  transfer failed (CRC mismatch, interrupted, too large, no spool space)
+  6  transfer failed (CRC mismatch, interrupted or cut off, too large, no spool space)
   7  package refused (signature, policy, version, archive, dependencies)
   8  install failed or rolled back
   9  timed out waiting for the result
 push-many exits with the worst (largest) status of its devices.
-Logs: IOCOMCTL_LOG=debug (tracing filter syntax), on stderr.";
+Logs: -v/-vv, or IOCOMCTL_LOG=debug (tracing filter syntax), on stderr.";
 
 /// Push software packages to IOCOM devices and show their update status.
 #[derive(Debug, Parser)]
@@ -39,6 +39,12 @@ Logs: IOCOMCTL_LOG=debug (tracing filter syntax), on stderr.";
     after_help = EXIT_TABLE
 )]
 struct Cli {
+    /// Print only the result (and errors): no progress lines or bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More log output on stderr: -v info, -vv debug, -vvv trace (IOCOMCTL_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -66,8 +72,8 @@ enum Cmd {
         conn: ConnArgs,
         /// The package file.
         file: PathBuf,
-        /// Targets: DEVICE@HOST:PORT to connect, or DEVICE with --listen ADDR or --connect
-        /// HOST:PORT (devices behind one server share one connection).
+        /// Targets: DEVICE@HOST[:PORT] to connect, or DEVICE with --listen ADDR or --connect
+        /// HOST[:PORT] (devices behind one server share one connection).
         #[arg(required = true)]
         targets: Vec<String>,
     },
@@ -93,6 +99,33 @@ enum Cmd {
         #[arg(long, value_name = "SECS", default_value_t = 10)]
         wait: u64,
     },
+    /// Verify a package locally before pushing it, as the device's install helper does:
+    /// archive structure, control fields, content, and the origin signature against
+    /// --keyring (like `rauc info`). Exit 0 when it passes, 7 when refused (the helper's code).
+    #[command(after_help = EXIT_TABLE)]
+    Check {
+        /// The package file.
+        file: PathBuf,
+        /// OpenPGP keyring (certificates, armored or binary) the signer must be in; repeat
+        /// for several. Without one a present signature is not checked.
+        #[arg(long, value_name = "FILE")]
+        keyring: Vec<PathBuf>,
+        /// Apply a device's install policy file whole (names, signature, content rules).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The device's architecture (default: accept the package's own).
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell) on
+    /// stdout; `make docs` writes them all to target/docs/completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the iocomd config entry of a controller account: the password (read from stdin,
     /// without echo on a terminal) as an IOCOM password hash.
     HashPassword {
@@ -103,8 +136,8 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct ConnArgs {
-    /// Connect to the device at HOST:PORT (6368 plain, 6369 TLS).
-    #[arg(long, value_name = "HOST:PORT", conflicts_with = "listen")]
+    /// Connect to the device at HOST[:PORT] (default port 6368 plain, 6369 with --tls).
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "listen")]
     connect: Option<String>,
     /// Listen at ADDR and wait for the device to connect up.
     #[arg(long, value_name = "ADDR", conflicts_with = "serial")]
@@ -227,7 +260,7 @@ impl ConnArgs {
 
     fn transport(&self) -> Result<Transport, CtlError> {
         match (&self.connect, self.listen, &self.serial) {
-            (Some(c), None, None) => Ok(Transport::Connect(c.clone())),
+            (Some(c), None, None) => Ok(Transport::Connect(ctl::connect_address(c, self.tls)?)),
             (None, Some(l), None) => Ok(Transport::Listen(l)),
             (None, None, Some(s)) => Ok(Transport::Serial(SerialLine::parse(s)?)),
             _ => Err(usage(
@@ -240,15 +273,17 @@ impl ConnArgs {
 /// Renders progress for humans (bar on a terminal, lines otherwise) or as JSON lines.
 struct Output {
     json: bool,
+    quiet: bool,
     bar: Option<ProgressBar>,
     tty: bool,
     last_tenth: u64,
 }
 
 impl Output {
-    fn new(json: bool) -> Self {
+    fn new(json: bool, quiet: bool) -> Self {
         Self {
             json,
+            quiet,
             bar: None,
             tty: std::io::stderr().is_terminal(),
             last_tenth: 0,
@@ -256,6 +291,9 @@ impl Output {
     }
 
     fn event(&mut self, device: &str, p: &Progress) {
+        if self.quiet && !self.json {
+            return;
+        }
         if self.json {
             let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
             if let Value::Object(m) = &mut v {
@@ -327,8 +365,8 @@ fn describe(p: &Progress) -> Option<String> {
             ring,
             installed_version,
         } => format!(
-            "sending {total} bytes (ring {ring} bytes, installed {})",
-            installed_version.as_deref().unwrap_or("-")
+            "sending {total} bytes (ring {ring} bytes, installed: {})",
+            nonempty(installed_version).unwrap_or("none")
         ),
         Progress::Transfer { .. } => return None,
         Progress::Transferred { bytes, crc } => {
@@ -342,6 +380,11 @@ fn describe(p: &Progress) -> Option<String> {
             None => format!("device: {}", state.label()),
         },
     })
+}
+
+/// The text of a string signal, `None` when empty (an empty `inst_ver`: nothing installed).
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
 }
 
 fn report_json(r: &DeviceReport) -> Value {
@@ -385,12 +428,10 @@ fn result_line(device: &str, r: &Result<PushOutcome, CtlError>) -> String {
         Ok(o) => format!(
             "{}: installed and healthy: {} {} ({} bytes in {:.1} s, total {:.1} s)",
             o.device,
-            o.report.package.as_deref().unwrap_or("package"),
-            o.report
-                .installed_version
-                .as_deref()
-                .or(o.report.version.as_deref())
-                .unwrap_or(""),
+            nonempty(&o.report.package).unwrap_or("package"),
+            nonempty(&o.report.installed_version)
+                .or(nonempty(&o.report.version))
+                .unwrap_or("(version not published)"),
             o.bytes,
             o.transfer_secs,
             o.total_secs
@@ -403,7 +444,7 @@ fn device_arg(s: &str) -> Result<DevicePath, CtlError> {
     Ok(s.parse::<DevicePath>()?)
 }
 
-async fn run(cmd: Cmd) -> Result<u8, CtlError> {
+async fn run(cmd: Cmd, quiet: bool) -> Result<u8, CtlError> {
     match cmd {
         Cmd::Push {
             conn,
@@ -418,7 +459,7 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
             let mut opts = PushOptions::new(target, conn.options()?, file);
             opts.accept_tod_err_only = accept_tod_err;
             let name = opts.target.device.to_string();
-            let mut out = Output::new(conn.json);
+            let mut out = Output::new(conn.json, quiet);
             let r = ctl::push(&opts, |p| out.event(&name, &p)).await;
             out.clear();
             let code = r.as_ref().map_or_else(CtlError::exit_code, |_| 0);
@@ -448,7 +489,7 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
                 let target = match (t.split_once('@'), conn.listen, &conn.connect) {
                     (Some((d, addr)), None, None) => Target {
                         device: device_arg(d)?,
-                        transport: Transport::Connect(addr.to_owned()),
+                        transport: Transport::Connect(ctl::connect_address(addr, conn.tls)?),
                     },
                     (None, Some(l), None) => Target {
                         device: device_arg(t)?,
@@ -456,7 +497,7 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
                     },
                     (None, None, Some(c)) => Target {
                         device: device_arg(t)?,
-                        transport: Transport::Connect(c.clone()),
+                        transport: Transport::Connect(ctl::connect_address(c, conn.tls)?),
                     },
                     _ => {
                         return Err(usage(format!(
@@ -471,8 +512,8 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
             let results = ctl::push_many(&list, &opts, &file, |i, p| {
                 let name = names.get(i).map_or("?", String::as_str);
                 if json_mode {
-                    Output::new(true).event(name, &p);
-                } else if let Some(line) = describe(&p) {
+                    Output::new(true, quiet).event(name, &p);
+                } else if !quiet && let Some(line) = describe(&p) {
                     eprintln!("{name}: {line}");
                 }
             })
@@ -525,10 +566,109 @@ async fn run(cmd: Cmd) -> Result<u8, CtlError> {
             }
             Ok(0)
         }
+        Cmd::Check {
+            file,
+            keyring,
+            policy,
+            arch,
+            json,
+        } => Ok(check(file, keyring, policy, arch, json)),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "iocomctl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
         Cmd::HashPassword { user } => {
             let password = read_password()?;
             println!("{}", ctl::account_config(user.as_deref(), &password)?);
             Ok(0)
+        }
+    }
+}
+
+/// `iocomctl check`: the helper's verification of a local file; prints what it found.
+fn check(
+    file: PathBuf,
+    keyrings: Vec<PathBuf>,
+    policy: Option<PathBuf>,
+    architecture: Option<String>,
+    json: bool,
+) -> u8 {
+    use install_helper::verify::check::{self as chk, CheckError, CheckOptions, SignatureCheck};
+    let opts = CheckOptions {
+        keyrings,
+        policy,
+        architecture,
+    };
+    match chk::check(&file, &opts) {
+        Ok(c) => {
+            let p = &c.package;
+            let (sig, signer) = match &c.signature {
+                SignatureCheck::Verified(fpr) => ("verified", Some(fpr.as_str())),
+                SignatureCheck::NotChecked => ("present, not checked (no --keyring)", None),
+                SignatureCheck::Unsigned => ("none", None),
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({"ok": true, "exit_code": 0, "file": file, "package": p.name,
+                           "version": p.version, "architecture": p.architecture,
+                           "sha256": p.sha256, "signature": sig, "signer": signer,
+                           "installed_size_kib": p.installed_size_kib, "units": p.units,
+                           "control": p.control})
+                );
+            } else {
+                println!("file:          {}", file.display());
+                println!(
+                    "package:       {} {} ({})",
+                    p.name, p.version, p.architecture
+                );
+                println!("sha256:        {}", p.sha256);
+                match signer {
+                    Some(f) => println!("signature:     {sig}, signer {f}"),
+                    None => println!("signature:     {sig}"),
+                }
+                if let Some(k) = p.installed_size_kib {
+                    println!("installed:     {k} KiB");
+                }
+                if !p.units.is_empty() {
+                    println!("units:         {}", p.units.join(" "));
+                }
+                println!("control:");
+                for (k, v) in &p.control {
+                    let first = v.lines().next().unwrap_or_default();
+                    println!("  {k}: {first}");
+                }
+                println!("result:        passes (the device still judges the version order)");
+            }
+            0
+        }
+        Err(e) => {
+            use install_helper::verify::VerifyError;
+            // A file, keyring or policy that cannot be read is a usage error, like push's.
+            let (code, exit, class, reason) = match &e {
+                CheckError::Refused(VerifyError::Io { .. }) => (None, 2, "usage", e.to_string()),
+                CheckError::Refused(v) => (Some(v.code().as_str()), 7, "refused", v.reason()),
+                CheckError::Key(_) | CheckError::Policy(_) => (None, 2, "usage", e.to_string()),
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "exit_code": exit, "class": class, "file": file,
+                           "code": code, "error": reason})
+                );
+            } else {
+                match code {
+                    Some(c) => eprintln!("iocomctl: {}: refused ({c}): {reason}", file.display()),
+                    None => eprintln!("iocomctl: {reason}"),
+                }
+            }
+            exit
         }
     }
 }
@@ -650,7 +790,7 @@ fn print_devices(list: &[DeviceEntry], tty: bool) {
 }
 
 fn print_status(name: &str, r: &DeviceReport) {
-    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let s = |v: &Option<String>| nonempty(v).unwrap_or("-").to_owned();
     println!("device:            {name}");
     if !r.iocomd {
         println!("iocomd status:     none (a plain IOCOM device: only its stream state is known)");
@@ -665,7 +805,10 @@ fn print_status(name: &str, r: &DeviceReport) {
         return;
     }
     println!("package:           {}", s(&r.package));
-    println!("installed version: {}", s(&r.installed_version));
+    println!(
+        "installed version: {}",
+        nonempty(&r.installed_version).unwrap_or("none")
+    );
     println!("last version:      {}", s(&r.version));
     println!(
         "state:             {}",
@@ -688,6 +831,63 @@ fn print_status(name: &str, r: &DeviceReport) {
         "tod_err:           {}",
         r.tod_err.map_or_else(|| "-".into(), |n| n.to_string())
     );
+    match &r.packages {
+        None => println!("packages:          (not published by this iocomd)"),
+        Some(list) if list.is_empty() => println!("packages:          none managed yet"),
+        Some(list) => {
+            println!("packages:");
+            print_packages(list);
+        }
+    }
+}
+
+/// The managed packages as a table: name, version, last result, when (UTC).
+fn print_packages(list: &[iocomd::status::PackageEntry]) {
+    let rows: Vec<[String; 4]> = list
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.version
+                    .clone()
+                    .unwrap_or_else(|| "(not installed)".into()),
+                p.last_result.clone().unwrap_or_else(|| "-".into()),
+                p.last_time.map_or_else(|| "-".into(), utc),
+            ]
+        })
+        .collect();
+    let head = ["NAME", "VERSION", "LAST RESULT", "WHEN"].map(String::from);
+    let mut w = [0usize; 4];
+    for r in std::iter::once(&head).chain(&rows) {
+        for (x, c) in w.iter_mut().zip(r) {
+            *x = (*x).max(c.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(&rows) {
+        let cells: Vec<String> = r.iter().zip(w).map(|(c, n)| format!("{c:<n$}")).collect();
+        println!("  {}", cells.join("  ").trim_end());
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, no time crate).
+fn utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn summary(results: &[ManyResult], json_mode: bool) -> u8 {
@@ -723,8 +923,16 @@ fn summary(results: &[ManyResult], json_mode: bool) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("IOCOMCTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let quiet = cli.quiet;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -734,11 +942,15 @@ fn main() -> ExitCode {
         | Cmd::PushMany { conn, .. }
         | Cmd::Status { conn, .. }
         | Cmd::Devices { conn, .. } => conn.json,
-        Cmd::HashPassword { .. } => false,
+        Cmd::HashPassword { .. } | Cmd::Check { .. } | Cmd::Completions { .. } => false,
     };
     let device = match &cli.cmd {
         Cmd::Push { device, .. } | Cmd::Status { device, .. } => device.clone(),
-        Cmd::PushMany { .. } | Cmd::Devices { .. } | Cmd::HashPassword { .. } => String::new(),
+        Cmd::PushMany { .. }
+        | Cmd::Devices { .. }
+        | Cmd::HashPassword { .. }
+        | Cmd::Check { .. }
+        | Cmd::Completions { .. } => String::new(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -751,7 +963,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli.cmd)) {
+    match rt.block_on(run(cli.cmd, quiet)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json_mode {

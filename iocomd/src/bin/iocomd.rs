@@ -27,6 +27,13 @@ struct Args {
     /// Configuration file (default: merged fragments from /usr/lib, /run and /etc).
     #[arg(long, value_name = "FILE", conflicts_with = "demo")]
     config: Option<PathBuf>,
+    /// Check the configuration and exit (like `sshd -t`): prints the files read, the effective
+    /// settings and the merged keys, or the error naming the file and the key (exit 1).
+    #[arg(long, conflicts_with = "demo")]
+    check_config: bool,
+    /// Print the completion script for a shell (bash, zsh, fish, …) and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
     /// State directory for the demo.
     #[arg(
         long,
@@ -55,6 +62,26 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Args::command(),
+            "iocomd",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
+    if args.check_config {
+        match config::check_config(&Paths::system(), args.config.as_deref()) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("iocomd: the configuration is not valid: {e}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -159,7 +186,15 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     println!("  state directory: {}", env.state_dir.display());
     println!("  packages are installed into: {}", env.dpkg_root.display());
     println!("  sample package: {}", env.sample_package.display());
-    println!("Push the sample package:");
+    let sample = iocomd::demo::SAMPLE_PACKAGE;
+    match iocomd::demo::installed_version(&env, sample) {
+        None => println!("Push the sample package:"),
+        Some(v) => println!(
+            "The sample {sample} {v} is installed already: pushing it again is refused as not \
+             newer (exit 7). Push a newer version you built and signed (below), or start afresh \
+             with another --state-dir. The sample:"
+        ),
+    }
     println!(
         "  {} push --connect {addr} {device} {}",
         ctl.display(),

@@ -9,11 +9,13 @@
 
 mod hawkbit;
 mod raw;
+mod show;
 mod sources;
 mod validate;
 mod values;
 
 pub use hawkbit::{HawkbitAuth, HawkbitSettings};
+pub use show::check_config;
 pub use values::{ByteSize, DeviceNumber, PasswordHash};
 
 use crate::paths::Paths;

@@ -69,12 +69,45 @@ fn line_col(text: &str, pos: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The dotted key whose value is at byte `pos` (`spool.max_package_size`), when the line
+/// there is a `key = value` line.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = before
+        .get(..start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
 fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let at = e
         .span()
         .map(|s| {
             let (l, c) = line_col(text, s.start);
-            format!("line {l}, column {c}: ")
+            // The key, unless the message names it already ("unknown field `x`").
+            match key_at(text, s.start) {
+                Some(k)
+                    if !e
+                        .message()
+                        .contains(&format!("`{}`", k.rsplit('.').next().unwrap_or(&k))) =>
+                {
+                    format!("line {l}, column {c}: {k}: ")
+                }
+                _ => format!("line {l}, column {c}: "),
+            }
         })
         .unwrap_or_default();
     ConfigError::Syntax {

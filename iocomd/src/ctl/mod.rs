@@ -16,23 +16,27 @@
 //! advertised blocks by name, number and network.
 //!
 //! A push succeeds only when the device reports installed-and-healthy for *this* push: `upd_seq`
-//! changed after the transfer, `upd_code` = `ok` and `tod_err` = 6. Every failure is a
-//! [`CtlError`] whose [`CtlError::exit_code`] is the documented exit status:
+//! changed after the transfer and `upd_code` = `ok`, with `tod_err` = 6 on the connection that
+//! carried the transfer (after a reconnect — iocomd restarted by a self-update — the old
+//! stream's `tod_err` is gone: the device idle with the new `upd_seq` decides). Every failure
+//! is a [`CtlError`] whose [`CtlError::exit_code`] is the documented exit status (the table of
+//! `iocomctl --help` and the README):
 //!
 //! | exit | meaning |
 //! | --- | --- |
 //! | 0 | installed and healthy |
 //! | 1 | internal error |
-//! | 2 | usage: bad arguments, device path, file, TLS or credential files |
-//! | 3 | connection failed or dropped, wrong device, device not ready |
+//! | 2 | usage: bad arguments, address, device path, file, TLS or credential files |
+//! | 3 | connection failed, or dropped outside a transfer; wrong device, device not ready |
 //! | 4 | authentication refused, or not authorized for pushes |
 //! | 5 | device busy |
-//! | 6 | transfer failed (CRC, interrupted, too large, no spool space) |
+//! | 6 | transfer failed (CRC, interrupted or cut off, too large, no spool space) |
 //! | 7 | package refused (signature, policy, version, archive, dependencies) |
 //! | 8 | install failed or rolled back |
 //! | 9 | timed out waiting for the result |
 
 mod account;
+mod addr;
 mod devices;
 mod link;
 mod path;
@@ -41,6 +45,7 @@ mod report;
 mod session;
 
 pub use account::account_config;
+pub use addr::connect_address;
 pub use devices::{DeviceEntry, DevicesOptions, devices};
 pub use path::{DEFAULT_NETWORK, DevicePath, DevicePathError};
 pub use report::{

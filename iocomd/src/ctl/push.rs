@@ -202,7 +202,8 @@ async fn push_on(
                 done => Step::Done(done),
             })
         })
-        .await?;
+        .await
+        .map_err(|e| interrupted(e, source.bytes, total))?;
     if let Some(e) = source.error.take() {
         return Err(file_error(&opts.file)(e));
     }
@@ -245,7 +246,7 @@ impl Watch<'_> {
     ) -> Result<Step<DeviceReport>, CtlError> {
         let r = c.report();
         let shown = (r.state, r.progress);
-        if r.state.is_some() && Some(shown) != self.last {
+        if r.state.is_some_and(shown_after_transfer) && Some(shown) != self.last {
             self.last = Some(shown);
             (c.progress)(Progress::Device {
                 state: r.state.unwrap_or(UpdState::Idle),
@@ -257,6 +258,24 @@ impl Watch<'_> {
 }
 
 const WAITING_RESULT: &str = "waiting for the device's result";
+
+/// Whether a device state is worth showing once the device confirmed the end of the stream:
+/// its `receiving` (the status signals lag behind the stream's end) is over already.
+fn shown_after_transfer(state: UpdState) -> bool {
+    state != UpdState::Receiving
+}
+
+/// A connection that closed in the middle of the transfer (the device shut down or restarted,
+/// or the network broke) interrupted the transfer: exit 6, not a connection failure.
+fn interrupted(e: CtlError, bytes: u64, total: u64) -> CtlError {
+    match e {
+        CtlError::Dropped { device, reason } => CtlError::Transfer {
+            device,
+            reason: format!("interrupted after {bytes} of {total} bytes: {reason}"),
+        },
+        e => e,
+    }
+}
 
 /// Waits up to the result timeout for the device's verdict on this push. When the device drops
 /// the connection meanwhile (e.g. iocomd updated itself and restarted) and we connected to it,
@@ -535,6 +554,28 @@ mod tests {
         assert_eq!(src.read(&mut []), Ok(SourceRead::End));
         assert_eq!(src.read(&mut rest), Ok(SourceRead::End));
         assert_eq!(src.bytes, 10);
+    }
+
+    #[test]
+    fn after_the_transfer_receiving_is_not_shown_and_a_drop_during_it_is_interrupted() {
+        assert!(!shown_after_transfer(UpdState::Receiving));
+        assert!(shown_after_transfer(UpdState::Verifying));
+        assert!(shown_after_transfer(UpdState::Idle));
+        let e = interrupted(
+            CtlError::Dropped {
+                device: "gina3.cafenet".into(),
+                reason: "the peer closed the connection".into(),
+            },
+            10,
+            20,
+        );
+        assert_eq!(e.exit_code(), 6);
+        assert!(
+            e.to_string().contains("interrupted after 10 of 20 bytes"),
+            "{e}"
+        );
+        let e = interrupted(CtlError::Usage("x".into()), 0, 1);
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

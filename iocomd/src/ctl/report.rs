@@ -13,8 +13,8 @@ use serde::Serialize;
 pub mod names {
     pub use crate::status::{
         FLEET, INST_VER, STATUS_BLOCK as BLOCK, UPD_BYTES as BYTES, UPD_CODE as CODE,
-        UPD_MSG as MSG, UPD_PKG as PKG, UPD_PROGRESS as PROGRESS, UPD_RESULT as RESULT,
-        UPD_SEQ as SEQ, UPD_STATE as STATE, UPD_VER as VER,
+        UPD_MSG as MSG, UPD_PKG as PKG, UPD_PKGS as PKGS, UPD_PROGRESS as PROGRESS,
+        UPD_RESULT as RESULT, UPD_SEQ as SEQ, UPD_STATE as STATE, UPD_VER as VER,
     };
 }
 
@@ -56,6 +56,10 @@ pub struct DeviceReport {
     /// `fleet`: the device's hawkBit link, when it has one (absent or empty otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<String>,
+    /// `upd_pkgs`: every package the device manages (`None`: an iocomd that does not publish
+    /// the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<crate::status::PackageEntry>>,
 }
 
 /// The status signals located in the device's `info`.
@@ -72,6 +76,7 @@ pub(crate) struct StatusSignals {
     ver: Option<Signal>,
     inst_ver: Option<Signal>,
     fleet: Option<Signal>,
+    pkgs: Option<Signal>,
 }
 
 impl StatusSignals {
@@ -90,6 +95,7 @@ impl StatusSignals {
             ver: s(names::VER),
             inst_ver: s(names::INST_VER),
             fleet: s(names::FLEET),
+            pkgs: s(names::PKGS),
         }
     }
 
@@ -126,6 +132,8 @@ impl StatusSignals {
             version: t(&self.ver),
             installed_version: t(&self.inst_ver),
             fleet: t(&self.fleet).filter(|f| !f.is_empty()),
+            packages: t(&self.pkgs)
+                .map(|text| crate::status::PackageList::parse(&text).entries().to_vec()),
             ..DeviceReport::default()
         }
     }

@@ -69,6 +69,8 @@ pub(crate) struct Peers {
     closed: u64,
     /// The status last written into the endpoints.
     published: Option<UpdateStatus>,
+    /// The head of the package being received (the early refusal, [`streams`]).
+    head: streams::Head,
 }
 
 impl Peers {
@@ -85,6 +87,7 @@ impl Peers {
             auth_fail: 0,
             closed: 0,
             published: None,
+            head: streams::Head::default(),
         }
     }
 

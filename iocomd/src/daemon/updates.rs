@@ -111,6 +111,10 @@ pub(crate) struct Updates {
     /// Managed packages and their installed versions (the helper's `Status()`, then patched
     /// by every result), for the fleet client.
     versions: tokio::sync::watch::Sender<Vec<crate::ddi::PackageVersion>>,
+    /// The packages the helper manages (its `Status()`, then every `Finished` applied).
+    packages: crate::status::PackageList,
+    /// The helper's name, architecture and version rules (its `Status()`): the early refusal.
+    policy: Option<install_api::PolicySummary>,
 }
 
 impl Updates {
@@ -136,6 +140,34 @@ impl Updates {
             settle: None,
             recovering: None,
             versions: tokio::sync::watch::Sender::new(Vec::new()),
+            packages: crate::status::PackageList::default(),
+            policy: None,
+        }
+    }
+
+    /// Judges the head of a package being received by the helper's rules as last read
+    /// ([`install_helper::verify::head`]): `Ok(false)` while more is needed, `Ok(true)` when
+    /// decided, the refusal to publish when the policy refuses the package. A head that does
+    /// not parse (no package named) is decided without a refusal: the CRC at the end tells a
+    /// transfer error from a bad file, and the helper refuses the bad file.
+    pub(crate) fn judge_head(&self, head: &[u8]) -> Result<bool, Outcome> {
+        use install_helper::verify::head::{HeadVerdict, judge_head};
+        match judge_head(head, self.policy.as_ref(), &|n| self.packages.installed(n)) {
+            HeadVerdict::NeedMore => Ok(false),
+            HeadVerdict::Passed { .. } | HeadVerdict::Refused { package: None, .. } => Ok(true),
+            HeadVerdict::Refused {
+                code,
+                reason,
+                package,
+            } => Err(Outcome {
+                code: code.into(),
+                message: format!("{reason} (refused from its first {} bytes)", head.len()),
+                installed: package
+                    .as_ref()
+                    .and_then(|(n, _)| self.packages.installed(n)),
+                pkg: package,
+                bytes: head.len() as u64,
+            }),
         }
     }
 
@@ -151,6 +183,7 @@ impl Updates {
             state: self.machine.phase(),
             seq: self.seq,
             auth_fail,
+            packages: self.packages.clone(),
             ..UpdateStatus::default()
         };
         if let Some(l) = last {
@@ -160,7 +193,11 @@ impl Updates {
         if let Some((p, v, installed)) = &self.last_package {
             st.pkg = p.clone();
             st.ver = v.clone();
-            st.inst_ver = installed.clone().unwrap_or_default();
+            // A refusal names no installed version: the managed packages' list knows it.
+            st.inst_ver = installed
+                .clone()
+                .or_else(|| self.packages.installed(p))
+                .unwrap_or_default();
         }
         let bytes = |b: u64| u32::try_from(b).unwrap_or(u32::MAX);
         match &self.machine {
@@ -466,7 +503,9 @@ impl Updates {
         self.seq = self.seq.wrapping_add(1);
         if let Some((p, v)) = &o.pkg {
             self.last_package = Some((p.clone(), v.clone(), o.installed.clone()));
-            self.patch_version(p, o.installed.as_deref());
+            let now = install_api::types::now_secs();
+            self.packages.record(p, o.code, o.installed.clone(), now);
+            self.sync_versions();
         }
         self.last = Some(o);
         Finished { conn, tod_err }

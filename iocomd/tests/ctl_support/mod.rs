@@ -62,6 +62,8 @@ pub struct Spec {
     pub drop_after: Option<usize>,
     /// Unique id sent with an automatic number (nr 9000) when connecting up.
     pub unique_id: Option<[u8; 12]>,
+    /// `inst_ver` before the first push (empty: a fresh device, nothing installed).
+    pub installed: &'static str,
 }
 
 impl Spec {
@@ -80,6 +82,7 @@ impl Spec {
             sink_fail_after: None,
             drop_after: None,
             unique_id: None,
+            installed: "1.0",
         }
     }
 }
@@ -284,7 +287,14 @@ async fn run_device(
         set_str(&mut dev, "upd_msg", "previous update");
         set_str(&mut dev, "upd_pkg", "sample-app");
         set_str(&mut dev, "upd_ver", "1.0");
-        set_str(&mut dev, "inst_ver", "1.0");
+        set_str(&mut dev, "inst_ver", spec.installed);
+        if !spec.installed.is_empty() {
+            let list = format!(
+                "sample-app {} ok 1700000000\nsample-lib 0.5 ok 1600000000\n",
+                spec.installed
+            );
+            set_str(&mut dev, "upd_pkgs", &list);
+        }
     }
     let mut conns: HashMap<ConnId, (ConnHandle, usize)> = HashMap::new();
     let mut sink = Sink {

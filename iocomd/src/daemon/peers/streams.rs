@@ -1,6 +1,12 @@
 //! A connection's program stream (select 1): the sink that opens a push on the update side
 //! (or refuses it, saying why) and writes the received chunks, and the stream events that end
 //! the transfer.
+//!
+//! The first bytes of a push are also kept ([`Head`], at most [`HEAD_MAX`]) until the update
+//! side has judged its control member by the helper's rules ([`Updates::judge_head`]): a
+//! package the helper's policy refuses (name, architecture, not newer) is stopped after its
+//! first kilobytes instead of after the whole transfer. A head that does not parse is left to
+//! the end: the CRC tells a transfer error from a bad file first.
 
 use super::{Peers, Updates};
 use crate::daemon::update::Origin;
@@ -24,11 +30,49 @@ impl Refusal {
     }
 }
 
+/// The most bytes kept for the early judgement; a control member that does not end within
+/// them is left to the helper.
+pub(super) const HEAD_MAX: usize = 1 << 20;
+
+/// The head of the push being received (one at a time: the update slot is single).
+#[derive(Debug, Default)]
+pub(super) struct Head {
+    conn: Option<u64>,
+    bytes: Vec<u8>,
+    judged: bool,
+}
+
+impl Head {
+    fn begin(&mut self, conn: u64) {
+        *self = Head {
+            conn: Some(conn),
+            ..Head::default()
+        };
+    }
+
+    /// Adds `chunk` while undecided; the refusal once the head is refused.
+    fn feed(&mut self, conn: u64, chunk: &[u8], updates: &Updates) -> Result<(), LocalError> {
+        if self.judged || self.conn != Some(conn) {
+            return Ok(());
+        }
+        let take = chunk.len().min(HEAD_MAX - self.bytes.len());
+        self.bytes
+            .extend_from_slice(chunk.get(..take).unwrap_or_default());
+        let decided = updates.judge_head(&self.bytes).map_err(Refusal::error)?;
+        if decided || self.bytes.len() >= HEAD_MAX {
+            self.judged = true;
+            self.bytes = Vec::new();
+        }
+        Ok(())
+    }
+}
+
 struct PushSink<'a> {
     conn: u64,
     origin: Origin,
     may_push: bool,
     updates: &'a mut Updates,
+    head: &'a mut Head,
     span: &'a tracing::Span,
     now: Instant,
 }
@@ -49,10 +93,13 @@ impl ChunkSink for PushSink<'_> {
         }
         self.updates
             .begin_receive(self.origin.clone(), self.span, self.now)
-            .map_err(Refusal::error)
+            .map_err(Refusal::error)?;
+        self.head.begin(self.conn);
+        Ok(())
     }
 
     fn write(&mut self, chunk: &[u8]) -> Result<(), LocalError> {
+        self.head.feed(self.conn, chunk, self.updates)?;
         self.updates
             .write(self.conn, chunk)
             .map_err(|e| Refusal::error(Outcome::daemon(e.code(), e.to_string())))
@@ -103,6 +150,7 @@ impl Peers {
             origin,
             may_push,
             updates,
+            head: &mut self.head,
             span: &span,
             now,
         };

@@ -13,7 +13,7 @@ use super::{Outcome, Updates};
 use crate::daemon::update::{Origin, Rejection, Update};
 use crate::ddi::{Busy, PackageVersion};
 use crate::spool::SpooledPackage;
-use install_api::{DaemonCode, PackageState};
+use install_api::DaemonCode;
 use tokio::sync::{oneshot, watch};
 
 /// The record of a handed-over fleet install, in the daemon's state directory.
@@ -178,31 +178,21 @@ impl Updates {
         }
     }
 
-    /// The helper's list of managed packages (its `Status()`).
-    pub(super) fn set_versions(&mut self, packages: &[PackageState]) {
-        let mut v: Vec<PackageVersion> = packages
+    /// Sends the managed packages' installed versions (derived from the package list the
+    /// status publishes) to the fleet client when they changed.
+    pub(super) fn sync_versions(&self) {
+        let now: Vec<PackageVersion> = self
+            .packages
+            .entries()
             .iter()
-            .filter_map(|p| Some(PackageVersion::new(&p.name, p.version.as_deref()?)))
+            .filter_map(|e| Some(PackageVersion::new(&e.name, e.version.as_deref()?)))
             .collect();
-        v.sort();
-        self.versions.send_replace(v);
-    }
-
-    /// A result says `name` is now at `installed`.
-    pub(super) fn patch_version(&mut self, name: &str, installed: Option<&str>) {
-        let Some(installed) = installed.filter(|v| !v.is_empty()) else {
-            return;
-        };
         self.versions.send_if_modified(|v| {
-            match v.iter_mut().find(|p| p.name == name) {
-                Some(p) if p.version == installed => return false,
-                Some(p) => p.version = installed.to_owned(),
-                None => {
-                    v.push(PackageVersion::new(name, installed));
-                    v.sort();
-                }
+            let changed = *v != now;
+            if changed {
+                *v = now.clone();
             }
-            true
+            changed
         });
     }
 }
@@ -228,7 +218,9 @@ impl ResultWaiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use install_api::{CurrentTx, ErrorCode, HelperSignal, HelperStatus, ResultCode, TxResult};
+    use install_api::{
+        CurrentTx, ErrorCode, HelperSignal, HelperStatus, PackageState, ResultCode, TxResult,
+    };
 
     fn updates(dir: &std::path::Path) -> Updates {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -297,29 +289,31 @@ mod tests {
     }
 
     #[test]
-    fn versions_come_from_the_helper_and_are_patched_by_results() {
+    fn versions_come_from_the_helper_and_follow_the_results() {
         let d = tempfile::tempdir().unwrap();
         let mut u = updates(d.path());
         let v = u.versions();
-        u.set_versions(&[
-            PackageState {
-                name: "b".into(),
-                status: None,
-                version: Some("1".into()),
-            },
-            PackageState {
-                name: "a".into(),
-                status: None,
-                version: None,
-            },
-        ]);
+        let pkg = |name: &str, version: Option<&str>| PackageState {
+            name: name.into(),
+            status: None,
+            version: version.map(Into::into),
+            last_result: None,
+            last_time: None,
+        };
+        let status = HelperStatus {
+            packages: vec![pkg("b", Some("1")), pkg("a", None)],
+            ..HelperStatus::default()
+        };
+        u.on_helper_status(Ok(status));
         assert_eq!(*v.borrow(), [PackageVersion::new("b", "1")]);
-        u.patch_version("a", Some("2"));
-        u.patch_version("b", Some("3"));
-        u.patch_version("b", None);
+        let mut r = TxResult::new("t3", ErrorCode::Ok, "installed");
+        r.package = Some("a".into());
+        r.to = Some("2".into());
+        r.installed = Some("2".into());
+        u.publish(Outcome::of_tx(&r), None);
         assert_eq!(
             *v.borrow(),
-            [PackageVersion::new("a", "2"), PackageVersion::new("b", "3")]
+            [PackageVersion::new("a", "2"), PackageVersion::new("b", "1")]
         );
     }
 }

@@ -160,7 +160,9 @@ impl Updates {
                 return;
             }
         };
-        self.set_versions(&st.packages);
+        self.packages = crate::status::PackageList::from_helper(&st.packages);
+        self.policy = st.policy.clone();
+        self.sync_versions();
         // A result this daemon already published (the helper was respawned) is not new.
         if st.last.as_ref().map(|l| &l.txid) != self.last_txid.as_ref()
             && let Some(last) = st.last
