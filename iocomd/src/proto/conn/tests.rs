@@ -777,7 +777,7 @@ fn two_peers_announcing_16k_frames_are_streaming_peers_with_the_wide_window() {
     );
     let sent = sent_without_ack(&mut d, t) as u32;
     assert!(
-        sent <= STREAMING_MAX_IN_AIR && sent >= STREAMING_MAX_IN_AIR - 16384,
+        (STREAMING_MAX_IN_AIR - 16384..=STREAMING_MAX_IN_AIR).contains(&sent),
         "{sent}"
     );
     // An ACK for everything reopens the window (the peer had ACKed 4 bytes before).
@@ -798,7 +798,7 @@ fn a_reference_controller_keeps_1392_frames_and_the_44_frame_window() {
     assert_eq!((d.send_frame_size(), d.max_in_air()), (1392, 61_248));
     let sent = sent_without_ack(&mut d, t);
     // Our auth frame (24 bytes) plus at most the 44-frame window of data.
-    assert!(sent - 24 <= 61_248 && sent - 24 >= 61_248 - 1392, "{sent}");
+    assert!((61_248 - 1392..=61_248).contains(&(sent - 24)), "{sent}");
     // A 16 KiB announcement over serial never makes a streaming peer (serial frames are 96).
     assert!(!is_streaming(Framing::Serial, MAX_FRAME_SIZE));
     assert!(is_streaming(Framing::Socket, MAX_FRAME_SIZE));
