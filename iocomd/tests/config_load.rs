@@ -43,7 +43,7 @@ fn shipped_sample_validates() {
     assert_eq!(s.spool.dir, Path::new("/var/cache/iocomd/spool"));
     assert_eq!(s.spool.max_package_size, 256 << 20);
     assert_eq!(s.spool.min_free_space, 64 << 20);
-    assert_eq!(s.stream_buffer_size, 256 << 10);
+    assert_eq!(s.stream_buffer_size, 1 << 20);
     assert_eq!(s.helper, HelperConnection::SystemBus);
     assert_eq!(s.log.level, "info");
     assert_eq!(s.log.target, LogTarget::Auto);
@@ -214,7 +214,7 @@ fn defaults_fill_everything_but_endpoints() {
     assert_eq!(s.device.number, DeviceNumber::Auto);
     assert_eq!(s.device_path(), "iocomd.iocafenet");
     assert!(!s.allow_plain_tcp_push);
-    assert_eq!(s.stream_buffer_size, 262_144);
+    assert_eq!(s.stream_buffer_size, 1_048_576);
     assert_eq!(s.spool.max_package_size, defaults::MAX_PACKAGE_SIZE);
     assert_eq!(s.helper, HelperConnection::SystemBus);
     let e = err_text(config::parse_str(Path::new("/x.toml"), "", &paths));
@@ -618,7 +618,7 @@ fn demo_settings() {
     assert!(s.listen[0].tls.is_none());
     assert!(s.allow_plain_tcp_push);
     assert_eq!(s.spool.dir, Path::new("/tmp/demo-state/spool"));
-    assert_eq!(s.stream_buffer_size, 256 << 10);
+    assert_eq!(s.stream_buffer_size, 1 << 20);
     let HelperConnection::Spawn { args, .. } = &s.helper else {
         panic!("demo spawns its helper: {:?}", s.helper)
     };

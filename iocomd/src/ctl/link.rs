@@ -45,6 +45,10 @@ pub(crate) fn conn_config(device_network: &str, opts: &ConnectOptions, side: Sid
         password,
     };
     let mut cfg = ConnConfig::new(Role::Controller, side, identity);
+    // The protocol's largest receive frame: a stock C device still sends min(its 1392, ours),
+    // while iocomd (which announces the same) recognises us as a streaming controller
+    // (`proto::frame::is_streaming`: 16 KiB frames both ways, the wide window, its large ring).
+    cfg.frame_size = crate::proto::frame::MAX_FRAME_SIZE;
     cfg.secure = opts.tls.is_some();
     cfg.handshake_timeout = opts.timeouts.connect;
     cfg

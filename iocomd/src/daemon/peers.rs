@@ -8,7 +8,8 @@ use super::updates::{Finished, Updates};
 use crate::net::{ConnHandle, NetEvent};
 use crate::proto::conn::{CloseReason, ConnEvent};
 use crate::proto::endpoint::{DeviceConfig, DeviceEndpoint};
-use crate::proto::frame::FrameFlags;
+use crate::proto::frame::{FrameFlags, Framing, is_streaming};
+use crate::proto::info::COMPAT_TOD_RING;
 use crate::proto::mblk::DataFrame;
 use crate::proto::password::AuthRejection;
 use crate::proto::sysframe::{MblkInfo, SystemFrame};
@@ -227,16 +228,19 @@ impl Peers {
         if let ConnEvent::Authenticated {
             peer,
             send_frame_size,
+            framing,
             ..
         } = &event
         {
             p.authenticated = Some(Instant::now());
             p.user = Some(peer.account_name());
             p.frame_size = *send_frame_size as usize;
-            match DeviceEndpoint::new(self.device_cfg.clone()) {
+            let streaming = is_streaming(*framing, *send_frame_size);
+            match DeviceEndpoint::new(endpoint_config(&self.device_cfg, *framing, streaming)) {
                 Ok(mut ep) => {
                     // Poll-only reference controllers see the final tod_err (device.rs).
                     ep.set_end_hold(Some(crate::proto::stream::device::DEFAULT_END_HOLD));
+                    ep.set_progressive_uploads(streaming);
                     p.ep = Some(ep);
                 }
                 Err(e) => {
@@ -377,6 +381,17 @@ impl Peers {
             p.dirty = ep.node().has_pending(*id);
         }
     }
+}
+
+/// The blocks of one connection: the configured `tod_buf` for our streaming controller and on
+/// serial lines (no ispy there), a small ring ([`COMPAT_TOD_RING`]) for every other socket
+/// peer, whose memory window (ispy's) would otherwise draw thousands of labels.
+fn endpoint_config(cfg: &DeviceConfig, framing: Framing, streaming: bool) -> DeviceConfig {
+    let mut cfg = cfg.clone();
+    if framing == Framing::Socket && !streaming {
+        cfg.tod_ring = cfg.tod_ring.min(COMPAT_TOD_RING);
+    }
+    cfg
 }
 
 fn write_status(ep: &mut DeviceEndpoint, status: &UpdateStatus) {

@@ -38,11 +38,11 @@
 //!   sends one only on a socket connecting up).
 
 use super::auth::{AuthFrame, auth_flags, is_auto_network, wire_device_nr};
-pub use super::frame::SOCKET_UNACKNOWLEDGED_LIMIT;
 use super::frame::{
     Element, Frame, FrameDecoder, FrameFlags, Framing, MAX_FRAME_SIZE, MIN_FRAME_SIZE, encode_ack,
     header_len_for, next_frame_nr,
 };
+pub use super::frame::{SOCKET_UNACKNOWLEDGED_LIMIT, STREAMING_MAX_IN_AIR, is_streaming};
 use super::handshake::{
     ClientHello, HandshakeError, INITIAL_ACKNOWLEDGED, NO_TRUST_CERTIFICATE, TLS_MARK,
 };
@@ -204,9 +204,28 @@ impl Connection {
         self.bytes_sent.wrapping_sub(self.processed_bytes) & self.framing.counter_mask()
     }
 
-    /// The sending window: 44 × send frame size on sockets, 200 bytes on serial.
+    /// The sending window: 44 × send frame size on sockets, 200 bytes on serial, and
+    /// [`STREAMING_MAX_IN_AIR`] between streaming peers ([`Connection::streaming`]).
     pub fn max_in_air(&self) -> u32 {
-        self.framing.max_in_air(self.send_frame_size)
+        if self.streaming() {
+            STREAMING_MAX_IN_AIR
+        } else {
+            self.framing.max_in_air(self.send_frame_size)
+        }
+    }
+
+    /// The window for ACKs caused by the unacknowledged limit: the frame window plus room for
+    /// the ACKs (spec §4.3), widened like [`Connection::max_in_air`] between streaming peers.
+    fn max_ack_in_air(&self) -> u32 {
+        let base = self.framing.max_ack_in_air(self.send_frame_size);
+        base - self.framing.max_in_air(self.send_frame_size) + self.max_in_air()
+    }
+
+    /// True once both ends announced the protocol's largest frame size on a socket: our own
+    /// peers (see [`is_streaming`]). Derived from the negotiated send frame size, which is the
+    /// reference's 1392 or smaller with every stock C peer.
+    pub fn streaming(&self) -> bool {
+        self.peer.is_some() && is_streaming(self.framing, self.send_frame_size)
     }
 
     /// The framing of this connection's byte stream.
@@ -602,7 +621,7 @@ impl Connection {
         if matches!(self.state, State::AwaitAuth | State::Running) {
             let mask = self.framing.counter_mask();
             let max_in_air = self.max_in_air();
-            let max_ack_in_air = self.framing.max_ack_in_air(self.send_frame_size);
+            let max_ack_in_air = self.max_ack_in_air();
             let limit = self.framing.unacknowledged_limit();
             loop {
                 let unacked = self.bytes_received.wrapping_sub(self.bytes_acknowledged) & mask;

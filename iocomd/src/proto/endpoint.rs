@@ -298,6 +298,17 @@ impl DeviceEndpoint {
         self.node.transmit_all(max)
     }
 
+    /// Between streaming peers ([`crate::proto::frame::is_streaming`]): receive the
+    /// controller's `conf_imp` progressively ([`Mblk::set_progressive`]), so the reader takes
+    /// ring data, and publishes `tod_tail`, frame by frame while a large snapshot is still
+    /// arriving; the controller refills the ring while we drain it. Off by default (a ring is
+    /// then read once its whole snapshot arrived, as with the C device).
+    pub fn set_progressive_uploads(&mut self, on: bool) {
+        if let Some(imp) = self.node.block_mut(self.conf_imp) {
+            imp.set_progressive(on);
+        }
+    }
+
     /// See [`DeviceReader::set_end_hold`].
     pub fn set_end_hold(&mut self, hold: Option<std::time::Duration>) {
         self.reader.set_end_hold(hold);

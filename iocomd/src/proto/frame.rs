@@ -116,6 +116,20 @@ impl Framing {
 
 /// Socket ACK threshold in bytes (`IOC_SOCKET_UNACKNOGLEDGED_LIMIT`).
 pub const SOCKET_UNACKNOWLEDGED_LIMIT: u32 = 500;
+/// Sending window between two streaming peers (both announced [`MAX_FRAME_SIZE`] on a socket,
+/// see [`is_streaming`]): 4 MiB, a bandwidth-delay product of 80 MB/s at 50 ms. It stays far
+/// below the 24-bit counter range (16 MiB) in which `in_air` is computed.
+pub const STREAMING_MAX_IN_AIR: u32 = 4 << 20;
+
+/// True when a connection's peers recognise each other as streaming peers (iocomd and
+/// iocomctl): a socket connection whose negotiated send frame size is [`MAX_FRAME_SIZE`], i.e.
+/// both ends announced the protocol's largest receive frame. Stock C builds announce 1392 (PC),
+/// 464 (microcontroller) or 96 (serial), so they never are; a C build compiled with 16 KiB
+/// frames would be, which is harmless: a C receiver does not police the sender's window, and
+/// the other uses of the mark (ring size, early `tod_tail`) follow the spec's rules.
+pub const fn is_streaming(framing: Framing, send_frame_size: u32) -> bool {
+    matches!(framing, Framing::Socket) && send_frame_size == MAX_FRAME_SIZE
+}
 /// Serial ACK threshold in bytes (`IOC_SERIAL_UNACKNOGLEDGED_LIMIT`).
 pub const SERIAL_UNACKNOWLEDGED_LIMIT: u32 = 40;
 /// Serial frame window: 256 − 1 − 40 − 5 × 3 (`IOC_SERIAL_MAX_IN_AIR`).

@@ -14,6 +14,12 @@ pub const REFERENCE_RING: usize = 257;
 /// controller moved 1 MiB in ~65 ms at this size, and the ring costs RAM only on our side
 /// and in the controller's copy of `conf_imp`).
 pub const DEFAULT_TOD_RING: usize = 1024 * 1024 + 1;
+/// The `tod_buf` size iocomd declares to a socket controller that is not a streaming peer
+/// (stock C controllers such as ispy; [`crate::proto::frame::is_streaming`]): 4 KiB + 1.
+/// ispy's memory window draws one label per 16 bytes of every block, so this keeps it at
+/// about 350 labels (16 474 with a 256 KiB ring), while the reference controller, which fills
+/// the ring once per device loop, still moves a few hundred KB/s.
+pub const COMPAT_TOD_RING: usize = 4096 + 1;
 
 /// Errors decoding a peer's `info` block.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

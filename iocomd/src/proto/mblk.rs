@@ -109,6 +109,8 @@ pub struct TargetBuffer {
     remote_id: u32,
     newdata: Vec<u8>,
     pending: Option<(usize, usize)>,
+    /// Progressive mode: end of the last frame of the snapshot still arriving.
+    incomplete_from: Option<usize>,
 }
 
 /// A memory block with its sync buffers.
@@ -120,6 +122,9 @@ pub struct Mblk {
     data: Vec<u8>,
     sources: Vec<SourceBuffer>,
     targets: Vec<TargetBuffer>,
+    /// Commit each received frame at once instead of at `SYNC_COMPLETE` (see
+    /// [`Mblk::set_progressive`]).
+    progressive: bool,
 }
 
 fn merge(range: Option<(usize, usize)>, first: usize, last: usize) -> (usize, usize) {
@@ -148,6 +153,7 @@ impl Mblk {
             data: vec![0; size.max(MIN_MBLK_SIZE)],
             sources: Vec::new(),
             targets: Vec::new(),
+            progressive: false,
         }
     }
 
@@ -160,6 +166,7 @@ impl Mblk {
             data: content,
             sources: Vec::new(),
             targets: Vec::new(),
+            progressive: false,
         }
     }
 
@@ -275,6 +282,7 @@ impl Mblk {
             remote_id,
             newdata: self.data.clone(),
             pending: None,
+            incomplete_from: None,
         });
     }
 
@@ -400,8 +408,27 @@ impl Mblk {
         })
     }
 
+    /// Progressive receiving (between streaming peers only): every received frame is
+    /// committed into the block at once, and [`Mblk::incomplete_from`] tells from which
+    /// address on the snapshot still arriving may change it. This relies on the sender's
+    /// frames of one snapshot ascending in address (ours and the C library's
+    /// `ioc_make_data_frame` both walk the snapshot forward), so every byte below the end of
+    /// the last frame is final. Off by default: a block is then changed only by complete
+    /// snapshots (spec §2.6).
+    pub fn set_progressive(&mut self, on: bool) {
+        self.progressive = on;
+    }
+
+    /// In progressive mode, while a snapshot is arriving: the first address its remaining
+    /// frames may still change (bytes below it are final). `None` when no snapshot is
+    /// incomplete, and always outside progressive mode.
+    pub fn incomplete_from(&self) -> Option<usize> {
+        self.targets.iter().filter_map(|t| t.incomplete_from).min()
+    }
+
     /// Applies a received data frame from `conn`. Returns the committed range of the block
-    /// when the frame completed a snapshot that changed something, `None` otherwise.
+    /// when the frame completed a snapshot that changed something (in progressive mode: when
+    /// the frame changed something), `None` otherwise.
     pub fn apply_frame(
         &mut self,
         conn: ConnId,
@@ -434,11 +461,21 @@ impl Mblk {
             return Ok(None);
         }
         t.pending = Some(merge(t.pending, addr, addr + covered - 1));
-        if flags & SYNC_COMPLETE == 0 {
-            return Ok(None);
-        }
-        let Some((first, last)) = t.pending.take() else {
-            return Ok(None);
+        let complete = flags & SYNC_COMPLETE != 0;
+        let (first, last) = if self.progressive {
+            t.incomplete_from = (!complete).then_some(addr + covered);
+            if complete {
+                t.pending = None;
+            }
+            (addr, addr + covered - 1)
+        } else {
+            if !complete {
+                return Ok(None);
+            }
+            let Some(range) = t.pending.take() else {
+                return Ok(None);
+            };
+            range
         };
         let Some((first, last)) = shrink(&t.newdata, &self.data, first, last) else {
             return Ok(None);

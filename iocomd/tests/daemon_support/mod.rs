@@ -354,8 +354,20 @@ pub struct Ctl {
 }
 
 impl Ctl {
-    /// Connects (plain TCP unless `tls`) to `device` at `addr`.
+    /// Connects (plain TCP unless `tls`) to `device` at `addr`, announcing 16 KiB frames like
+    /// iocomctl (a streaming controller).
     pub async fn connect(addr: SocketAddr, device: &str, tls: Option<Tls>) -> Ctl {
+        Self::connect_sized(addr, device, tls, iocomd::proto::frame::MAX_FRAME_SIZE).await
+    }
+
+    /// [`Ctl::connect`] announcing `frame_size` (1392: what a stock C controller such as ispy
+    /// announces).
+    pub async fn connect_sized(
+        addr: SocketAddr,
+        device: &str,
+        tls: Option<Tls>,
+        frame_size: u32,
+    ) -> Ctl {
         let (user, password, target_tls) = match tls {
             Some(t) => (t.user, t.password, Some((t.connector, t.server_name))),
             None => ("ctl".to_owned(), String::new(), None),
@@ -368,7 +380,7 @@ impl Ctl {
             password,
         };
         let mut cfg = ConnConfig::new(Role::Controller, Side::Client, identity);
-        cfg.frame_size = iocomd::proto::frame::MAX_FRAME_SIZE;
+        cfg.frame_size = frame_size;
         let (tx, events) = mpsc::channel(4096);
         let stop = CancellationToken::new();
         tokio::spawn(net::connect(

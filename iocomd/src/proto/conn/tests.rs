@@ -710,3 +710,99 @@ fn eof_inside_a_frame_is_truncation() {
         Some(&CloseReason::Truncated { buffered: 3 })
     );
 }
+
+/// A device client announcing 16 KiB frames, fed the controller's ACK and an authentication
+/// frame whose id field (the frame size) is `size` (spec 6.2 segment 4 otherwise).
+fn device_16k_authenticated_by(size_field: &str, t: Instant) -> Connection {
+    let mut cfg = ConnConfig::new(Role::Device, Side::Client, ident("gina", 3, "cafenet"));
+    cfg.frame_size = MAX_FRAME_SIZE;
+    let mut d = Connection::new(cfg, t);
+    let mut out = Vec::new();
+    d.poll_transmit(t, &mut out);
+    assert!(
+        !d.streaming(),
+        "nothing is known before the peer's authentication"
+    );
+    d.handle_input(&hex("FF 04 00 00"), t).unwrap();
+    d.handle_input(
+        &hex(&format!(
+            "00 28 12 00 {size_field} 00 02 00 05 66 72 61 6E 6B 00 07 63 61 66 65 6E 65 74 00"
+        )),
+        t,
+    )
+    .unwrap();
+    assert_eq!(d.state(), &State::Running);
+    d
+}
+
+/// Bytes of data frames sent before the window closes (no ACK comes back).
+fn sent_without_ack(d: &mut Connection, t: Instant) -> usize {
+    let max = d.max_data_payload(10, 0);
+    for _ in 0..400 {
+        d.queue_data_frame(10, 0, FrameFlags::NONE, vec![0xAB; max])
+            .unwrap();
+    }
+    let mut total = 0;
+    loop {
+        let mut out = Vec::new();
+        if !d.poll_transmit(t, &mut out) {
+            return total;
+        }
+        total += out.len();
+    }
+}
+
+#[test]
+fn two_peers_announcing_16k_frames_are_streaming_peers_with_the_wide_window() {
+    let t = Instant::now();
+    // 00 40 = 16384 in the authentication frame's id field.
+    let mut d = device_16k_authenticated_by("00 40", t);
+    let ev = events(&mut d);
+    assert!(
+        matches!(
+            ev[..],
+            [ConnEvent::Authenticated {
+                send_frame_size: 16384,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+    assert!(d.streaming());
+    assert_eq!(d.max_in_air(), STREAMING_MAX_IN_AIR);
+    // Our own authentication frame announces 16384 too (id field 00 40, flags 0x28).
+    let mut out = Vec::new();
+    d.poll_transmit(t, &mut out);
+    assert_eq!(
+        out,
+        hex("00 28 11 00 00 40 00 02 10 04 67 69 6E 61 03 07 63 61 66 65 6E 65 74 00")
+    );
+    let sent = sent_without_ack(&mut d, t) as u32;
+    assert!(
+        (STREAMING_MAX_IN_AIR - 16384..=STREAMING_MAX_IN_AIR).contains(&sent),
+        "{sent}"
+    );
+    // An ACK for everything reopens the window (the peer had ACKed 4 bytes before).
+    let all = d.in_air() + 4;
+    let ack = [0xFF, all as u8, (all >> 8) as u8, (all >> 16) as u8];
+    d.handle_input(&ack, t).unwrap();
+    assert_eq!(d.in_air(), 0);
+    let mut out = Vec::new();
+    assert!(d.poll_transmit(t, &mut out));
+}
+
+#[test]
+fn a_reference_controller_keeps_1392_frames_and_the_44_frame_window() {
+    let t = Instant::now();
+    // 70 05 = 1392, what every PC build of the C library announces.
+    let mut d = device_16k_authenticated_by("70 05", t);
+    assert!(!d.streaming());
+    assert_eq!((d.send_frame_size(), d.max_in_air()), (1392, 61_248));
+    let sent = sent_without_ack(&mut d, t);
+    // Our auth frame (24 bytes) plus at most the 44-frame window of data.
+    assert!((61_248 - 1392..=61_248).contains(&(sent - 24)), "{sent}");
+    // A 16 KiB announcement over serial never makes a streaming peer (serial frames are 96).
+    assert!(!is_streaming(Framing::Serial, MAX_FRAME_SIZE));
+    assert!(is_streaming(Framing::Socket, MAX_FRAME_SIZE));
+    assert!(!is_streaming(Framing::Socket, MAX_FRAME_SIZE - 1));
+}

@@ -133,3 +133,36 @@ fn frames_for_unbound_connections_are_ignored() {
     assert_eq!(rx.apply_frame(7, 0, 0x10, &[1]), Ok(None));
     assert_eq!(rx.data()[0], 0);
 }
+
+#[test]
+fn progressive_target_commits_each_frame_and_says_what_is_still_arriving() {
+    let mut rx = Mblk::new("imp", 9, MBLK_DOWN, 64);
+    rx.add_target(2, 8);
+    rx.set_progressive(true);
+    assert_eq!(rx.incomplete_from(), None);
+    // Plain frame at 0 without SYNC_COMPLETE: committed at once; bytes from 4 may still change.
+    assert_eq!(
+        rx.apply_frame(2, 0, 0x00, &[1, 2, 3, 4]).unwrap(),
+        Some(0..4)
+    );
+    assert_eq!(&rx.data()[..6], [1, 2, 3, 4, 0, 0]);
+    assert_eq!(rx.incomplete_from(), Some(4));
+    // Delta-encoded last frame (0x11): 5 - 0 and 6 - 0 at 4..6; the snapshot is complete.
+    assert_eq!(rx.apply_frame(2, 4, 0x11, &[5, 6]).unwrap(), Some(4..6));
+    assert_eq!(&rx.data()[..7], [1, 2, 3, 4, 5, 6, 0]);
+    assert_eq!(rx.incomplete_from(), None);
+    // A frame changing nothing still moves the mark.
+    assert_eq!(rx.apply_frame(2, 0, 0x00, &[1, 2, 3]).unwrap(), None);
+    assert_eq!(rx.incomplete_from(), Some(3));
+}
+
+#[test]
+fn a_plain_target_commits_only_complete_snapshots_and_never_reports_one_arriving() {
+    let mut rx = Mblk::new("imp", 9, MBLK_DOWN, 64);
+    rx.add_target(2, 8);
+    assert_eq!(rx.apply_frame(2, 0, 0x00, &[1, 2, 3, 4]).unwrap(), None);
+    assert_eq!(&rx.data()[..4], [0, 0, 0, 0]);
+    assert_eq!(rx.incomplete_from(), None);
+    assert_eq!(rx.apply_frame(2, 4, 0x10, &[5]).unwrap(), Some(0..5));
+    assert_eq!(&rx.data()[..5], [1, 2, 3, 4, 5]);
+}

@@ -187,6 +187,19 @@ impl DeviceReader {
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<DeviceEvent>, (i64, u64, StreamError)> {
         self.sig.check_fits(exp, imp).map_err(|e| (0, 0, e))?;
+        // Progressive receiving (`Mblk::set_progressive`): a signal cut by the end of the last
+        // frame received is half new, half old; wait for the next frame.
+        if let Some(from) = imp.incomplete_from() {
+            let sig = &self.sig;
+            let cut =
+                |s: &crate::proto::signals::Signal| s.addr < from && from < s.addr + s.nbytes();
+            if [&sig.cmd, &sig.select, &sig.cs, &sig.head]
+                .into_iter()
+                .any(cut)
+            {
+                return Ok(None);
+            }
+        }
         let command = get_connected(&self.sig.cmd, imp).map_err(|e| (0, 0, e.into()))?;
         let mut started = None;
         match &mut self.state {
@@ -303,14 +316,22 @@ impl DeviceReader {
                 let _ = self.sig.err.set_int(exp, i64::from(status::FAILED));
                 return Err(fail(*bytes, StreamError::Ring("tod_buf not connected")));
             }
-            // Take what the sink has room for; the rest waits in the ring.
+            // Take what the sink has room for; the rest waits in the ring. In progressive
+            // mode only ring positions below the snapshot still arriving are final: the rest
+            // (in ring order) waits for its frames.
             let mut room = sink.room();
+            let final_below = imp.incomplete_from().map_or(usize::MAX, |from| {
+                from.saturating_sub(self.sig.buf.addr + 1)
+            });
             let mut new_tail = *tail;
             for (a, b) in read_segments(head, *tail, n) {
-                if b <= a || room == 0 {
+                if b <= a {
                     continue;
                 }
-                let take = (b - a).min(room);
+                let take = b.min(final_below).saturating_sub(a).min(room);
+                if take == 0 {
+                    break;
+                }
                 let chunk = self
                     .sig
                     .buf
@@ -324,6 +345,9 @@ impl DeviceReader {
                 *bytes += take as u64;
                 room -= take;
                 new_tail = (a + take) % n;
+                if a + take < b {
+                    break;
+                }
             }
             if new_tail != *tail {
                 *tail = new_tail;

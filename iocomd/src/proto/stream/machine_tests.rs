@@ -1246,3 +1246,88 @@ fn end_hold_is_not_used_for_a_failed_checksum() {
     }
     panic!("no end");
 }
+
+/// Applies one hand-made frame of the controller's conf_imp to the device's copy.
+fn frame_to_device(p: &mut Pair, addr: usize, flags: u8, payload: &[u8]) {
+    p.dev_imp.apply_frame(1, addr, flags, payload).unwrap();
+}
+
+/// conf_imp bytes 7.. of a snapshot writing head = 200 and ring bytes 0..200 (`i as u8`), cut
+/// after ring byte 50: head state (02 connected) + value (C8 00 00 00), tod_buf's state byte,
+/// 50 ring bytes.
+fn first_part() -> Vec<u8> {
+    let mut v = vec![0x02, 0xC8, 0x00, 0x00, 0x00, 0x02];
+    v.extend(0..50u8);
+    v
+}
+
+#[test]
+fn progressive_reader_takes_the_final_part_of_a_snapshot_still_arriving() {
+    let (mut p, mut r, t) = device_pair(257);
+    p.dev_imp.set_progressive(true);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    // First frame of the snapshot (no SYNC_COMPLETE): head and ring bytes 0..50.
+    frame_to_device(&mut p, 7, 0x00, &first_part());
+    assert_eq!(p.dev_imp.incomplete_from(), Some(63));
+    assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink), None);
+    assert_eq!(sink.data, (0..50u8).collect::<Vec<_>>());
+    p.sync();
+    assert_eq!(get(&p.tod.tail, &p.ctl_exp).0, 50);
+    // The last frame (SYNC_COMPLETE 0x10) brings ring bytes 50..200.
+    frame_to_device(&mut p, 63, 0x10, &(50..200u8).collect::<Vec<_>>());
+    assert_eq!(p.dev_imp.incomplete_from(), None);
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(sink.data, (0..200u8).collect::<Vec<_>>());
+    p.sync();
+    assert_eq!(get(&p.tod.tail, &p.ctl_exp).0, 200);
+}
+
+#[test]
+fn without_progressive_receiving_the_reader_waits_for_the_whole_snapshot() {
+    let (mut p, mut r, t) = device_pair(257);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    frame_to_device(&mut p, 7, 0x00, &first_part());
+    assert_eq!(p.dev_imp.incomplete_from(), None);
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert!(sink.data.is_empty());
+    frame_to_device(&mut p, 63, 0x10, &(50..200u8).collect::<Vec<_>>());
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(sink.data, (0..200u8).collect::<Vec<_>>());
+}
+
+#[test]
+fn progressive_reader_waits_while_a_frame_ends_inside_the_head_or_a_wrapped_segment() {
+    let (mut p, mut r, t) = device_pair(257);
+    p.dev_imp.set_progressive(true);
+    let mut sink = VecSink::default();
+    manual_start(&mut p, &mut r, &mut sink, t);
+    // A frame ending inside tod_head (bytes 7..=9 of 7..12): head is half new; nothing is taken
+    // and nothing fails.
+    frame_to_device(&mut p, 7, 0x00, &[0x02, 0xC8, 0x00]);
+    assert_eq!(p.dev_imp.incomplete_from(), Some(10));
+    assert_eq!(r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink), None);
+    assert!(sink.data.is_empty());
+    assert!(matches!(r.state(), ReaderState::Transfer { tail: 0, .. }));
+    frame_to_device(&mut p, 10, 0x10, &[0x00, 0x00, 0x02]);
+    // Head 200 with ring bytes never sent: the snapshot is complete, so they are taken as they
+    // are (zeros), as the C device would.
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(sink.data.len(), 200);
+
+    // Wrapped data (tail 200 → head 10): positions 0..10 arrive first (lower addresses) but
+    // come after 200..257 in ring order, so nothing is taken until those arrive.
+    let mut v = vec![0x02, 0x0A, 0x00, 0x00, 0x00, 0x02];
+    v.extend([7u8; 10]);
+    frame_to_device(&mut p, 7, 0x00, &v);
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(sink.data.len(), 200);
+    frame_to_device(&mut p, 13 + 200, 0x10, &[9u8; 57]);
+    r.poll(&mut p.dev_exp, &p.dev_imp, t, &mut sink);
+    assert_eq!(sink.data.len(), 267);
+    assert_eq!(
+        &sink.data[200..],
+        [[9u8; 57].as_slice(), &[7u8; 10]].concat()
+    );
+}
