@@ -180,7 +180,7 @@ impl InstallHelper {
     fn start_worker(
         &self,
         txid: String,
-        staged: std::path::PathBuf,
+        taken: crate::stage::Taken,
         emitter: SignalEmitter<'static>,
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
@@ -210,7 +210,7 @@ impl InstallHelper {
             };
             let result = if let Some(e) = connect_error {
                 // Without systemd we cannot restart or gate: refuse before touching anything.
-                let _ = std::fs::remove_file(&staged);
+                let _ = std::fs::remove_file(&taken.path);
                 let mut env = Env {
                     settings: &settings,
                     systemd: None,
@@ -230,7 +230,7 @@ impl InstallHelper {
                     systemd,
                     progress: &mut progress,
                 };
-                txn::run(&mut env, shared.verifier.as_ref(), &worker_txid, &staged)
+                txn::run(&mut env, shared.verifier.as_ref(), &worker_txid, taken)
             };
             let _ = worker_tx.send(Event::Finished(Box::new(result)));
         });
@@ -274,7 +274,8 @@ impl InstallHelper {
 
 #[interface(name = "org.iocom.InstallHelper1")]
 impl InstallHelper {
-    /// Takes a package fd; returns the transaction id once the helper's own copy is staged.
+    /// Takes a package fd; returns the transaction id once the helper's own copy is staged and
+    /// verified in the same pass (a refusal is the transaction's `Finished`).
     async fn install(
         &self,
         package: zbus::OwnedFd,
@@ -312,13 +313,14 @@ impl InstallHelper {
         let settings = self.shared.settings.clone();
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(package));
         let stage_txid = txid.clone();
+        let verifier = self.shared.verifier.clone();
         let staged = tokio::task::spawn_blocking(move || {
-            crate::stage::stage(
+            crate::stage::take(
                 file,
                 &settings.paths.staging_dir(),
                 &stage_txid,
-                settings.max_package_size,
-                settings.space_reserve,
+                (settings.max_package_size, settings.space_reserve),
+                verifier.as_ref(),
             )
         })
         .await

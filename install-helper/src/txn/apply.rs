@@ -68,6 +68,11 @@ pub(crate) fn finish_gate(
 ) {
     match gate(env, &journal.units, result, "", before, false) {
         Ok(()) => {
+            // The installed file is the next update's rollback source: durable from now on
+            // (its writeback started when it was taken, so this is mostly done).
+            if let Err(e) = std::fs::File::open(&journal.new_deb).and_then(|f| f.sync_all()) {
+                tracing::warn!(error = %e, file = %journal.new_deb.display(), "cannot fsync the cached package");
+            }
             let cache = Cache::new(&env.settings.paths.cache_dir());
             if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
                 tracing::warn!(error = %e, "cannot prune the package cache");
