@@ -34,7 +34,14 @@ pub trait InstallHelper1 {
         message: String,
     ) -> zbus::Result<()>;
 
-    /// `Finished(s txid, s code, s message, s result_json)`.
+    /// `Healthy(s txid, t probation_until, s result_json)` (since 0.2): the provisional success
+    /// — installed, the units passed the ready gate — with probation running until
+    /// `probation_until` (seconds since the Unix epoch). Not the end: the settled result (ok
+    /// after probation, or rolled back) is the `Finished` that follows. Readers of 0.1 ignore it.
+    #[zbus(signal)]
+    fn healthy(&self, txid: String, probation_until: u64, result_json: String) -> zbus::Result<()>;
+
+    /// `Finished(s txid, s code, s message, s result_json)`: the settled end of a transaction.
     #[zbus(signal)]
     fn finished(
         &self,
@@ -59,11 +66,13 @@ pub enum HelperSignal {
         /// Human message.
         message: String,
     },
-    /// `Finished`: the whole result.
+    /// `Healthy`: a provisional success ([`TxResult::is_provisional`]); `Finished` follows.
+    Healthy(Box<TxResult>),
+    /// `Finished`: the whole, settled result.
     Finished(Box<TxResult>),
 }
 
-/// Decodes a `Progress` or `Finished` signal message; `None` for anything else. A `Finished`
+/// Decodes a `Progress`, `Healthy` or `Finished` signal message; `None` for anything else. A `Finished`
 /// whose JSON does not parse still yields a result from its code and message arguments.
 pub fn decode_signal(m: &zbus::Message) -> Option<HelperSignal> {
     let header = m.header();
@@ -85,6 +94,13 @@ pub fn decode_signal(m: &zbus::Message) -> Option<HelperSignal> {
             Some(HelperSignal::Finished(Box::new(finished_result(
                 &txid, &code, &message, &json,
             ))))
+        }
+        "Healthy" => {
+            let (txid, until, json): (String, u64, String) = body.deserialize().ok()?;
+            let mut r = finished_result(&txid, "ok", "healthy, probation running", &json);
+            r.settled = false;
+            r.probation_until = Some(until);
+            Some(HelperSignal::Healthy(Box::new(r)))
         }
         _ => None,
     }

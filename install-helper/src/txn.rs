@@ -7,7 +7,7 @@
 //! space vs `Installed-Size` (→ `no-space`) → rollback source: the installed version's cached
 //! file, else `dpkg-repack` of it (→ `no-rollback-source`) → package into the cache → journal
 //! → `dpkg --install` → daemon-reload, restart units, health gate (skipped without systemd) →
-//! commit.
+//! provisional success (`healthy`) and probation → commit.
 //! Every refusal before the journal leaves the dpkg root unchanged.
 //!
 //! Rollback: with a previous version, its cached file is reinstalled the same way and gated
@@ -86,7 +86,13 @@ pub struct Env<'a, 's> {
     pub systemd: Option<&'s mut dyn Systemd>,
     /// Progress reports.
     pub progress: ProgressFn<'a>,
+    /// Told the provisional success (installed, units through the gate, probation running:
+    /// [`TxResult::settled`] false) before the probation is watched; `None`: nobody listens.
+    pub healthy: Option<HealthyFn<'a>>,
 }
+
+/// Callback for the provisional success of a transaction.
+pub type HealthyFn<'a> = &'a mut dyn FnMut(&TxResult);
 
 impl std::fmt::Debug for Env<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +112,8 @@ impl Env<'_, '_> {
         GateTiming {
             start_timeout: self.settings.start_timeout,
             window: self.settings.health_window,
+            ready_gate: self.settings.ready_gate,
+            probation: self.settings.probation,
             poll: std::time::Duration::from_millis(250),
         }
     }

@@ -141,6 +141,7 @@ impl Fixture {
             settings: &settings,
             systemd: None,
             progress: &mut progress,
+            healthy: None,
         };
         txn::run(&mut env, &verifier, &txid, taken)
     }

@@ -220,6 +220,7 @@ fn install(w: &World, signer: &Signer, deb: &Path, sandboxed: bool) -> Outcome {
         settings: &settings,
         systemd: None,
         progress: &mut progress,
+        healthy: None,
     };
     let r = txn::run(&mut env, &verifier, &txid, taken);
     Outcome {

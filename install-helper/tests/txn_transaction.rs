@@ -45,6 +45,7 @@ fn install(
         settings,
         systemd,
         progress: &mut progress,
+        healthy: None,
     };
     let r = txn::run(&mut env, &FieldsVerifier, &txid, taken);
     assert!(!staged.exists(), "staged copy left behind");

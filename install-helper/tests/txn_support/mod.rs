@@ -138,6 +138,7 @@ pub fn settings(root: &Path, state: &Path) -> Settings {
     s.space_reserve = 0;
     s.command_timeout = Duration::from_secs(120);
     s.health_window = Duration::ZERO;
+    s.probation = Duration::ZERO;
     s
 }
 
