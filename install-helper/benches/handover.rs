@@ -15,10 +15,10 @@
 //! both sides run the same dpkg. `cargo bench -p install-helper --bench handover`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 #[path = "../tests/txn_support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod txn_support;
 
 use std::collections::HashMap;

@@ -102,6 +102,9 @@ pub(crate) struct Updates {
     last_txid: Option<String>,
     /// The link to the helper failed under a call (the core connects again).
     link_lost: bool,
+    /// The transaction whose provisional success (`Healthy`) was published: its settled
+    /// `Finished` is still to come ([`Updates::on_settled`]).
+    probation: Option<String>,
 }
 
 impl Updates {
@@ -124,6 +127,7 @@ impl Updates {
             helper_ready: false,
             last_txid: None,
             link_lost: false,
+            probation: None,
         }
     }
 
