@@ -123,6 +123,42 @@ pub fn finished_result(txid: &str, code: &str, message: &str, json: &str) -> TxR
 mod tests {
     use super::*;
 
+    fn signal(
+        member: &str,
+        body: &(impl serde::Serialize + zbus::zvariant::DynamicType),
+    ) -> zbus::Message {
+        zbus::Message::signal(crate::OBJECT_PATH, crate::INTERFACE, member)
+            .unwrap()
+            .build(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn healthy_is_provisional_and_finished_settled() {
+        let mut p = TxResult::new("t", ErrorCode::Ok, "app 2.0 installed and healthy");
+        p.settled = false;
+        p.probation_until = Some(77);
+        let m = signal("Healthy", &("t", 77u64, p.to_json()));
+        let Some(HelperSignal::Healthy(r)) = decode_signal(&m) else {
+            panic!("not decoded as Healthy");
+        };
+        assert!(r.is_provisional());
+        assert_eq!((r.code, r.probation_until), (ErrorCode::Ok, Some(77)));
+        // Even without usable JSON a Healthy is a provisional ok.
+        let m = signal("Healthy", &("t", 78u64, "{"));
+        let Some(HelperSignal::Healthy(r)) = decode_signal(&m) else {
+            panic!("not decoded as Healthy");
+        };
+        assert!(r.is_provisional() && r.code == ErrorCode::Ok && r.probation_until == Some(78));
+        let done = TxResult::new("t", ErrorCode::UnhealthyRolledBack, "back").to_json();
+        let m = signal("Finished", &("t", "unhealthy-rolled-back", "back", done));
+        let Some(HelperSignal::Finished(r)) = decode_signal(&m) else {
+            panic!("not decoded as Finished");
+        };
+        assert!(r.settled);
+        assert_eq!(decode_signal(&signal("Other", &("t",))), None);
+    }
+
     #[test]
     fn a_finished_signal_without_usable_json_keeps_code_and_message() {
         let r = finished_result("t", "not-newer", "1.0 is installed", "{oops");
