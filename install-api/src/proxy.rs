@@ -128,7 +128,6 @@ mod tests {
         body: &(impl serde::Serialize + zbus::zvariant::DynamicType),
     ) -> zbus::Message {
         zbus::Message::signal(crate::OBJECT_PATH, crate::INTERFACE, member)
-            .unwrap()
             .build(body)
             .unwrap()
     }
