@@ -7,11 +7,21 @@
 //! A new code, phase or field is one edit here; iocomd and the helper both match on these
 //! enums exhaustively, so neither can miss it.
 //!
+//! Provisional and settled results: a transaction whose package ships units reports
+//! `Healthy` as soon as they passed the ready gate (a `Type=notify` unit up, READY and stable
+//! for the gate), with [`TxResult::settled`] `false` and the end of the probation; the units
+//! are then watched until then, and `Finished` carries the settled result: `ok` (confirmed),
+//! or `unhealthy-rolled-back` / `rollback-failed` when a unit crashed or missed its watchdog
+//! during the probation. `Finished` is always settled, and it is the only end a 0.1 reader
+//! knows. An IOCOM controller is told success at `Healthy`; a fleet server only at a settled
+//! `Finished`.
+//!
 //! Wire format (unchanged since 0.1, so an iocomd and a helper of different versions keep
 //! talking during a self-update): `Install(h package, a{sv} meta) -> s txid`,
 //! `Status() -> s json` ([`HelperStatus`]), `Result(s txid) -> s json` ([`TxResult`]);
 //! signals `Progress(s txid, s phase, u percent, s message)` and
-//! `Finished(s txid, s code, s message, s result_json)`. Errors are
+//! `Finished(s txid, s code, s message, s result_json)`; since 0.2 also
+//! `Healthy(s txid, t probation_until, s result_json)`, ignored by 0.1 readers. Errors are
 //! `org.iocom.InstallHelper1.Error.<CamelCase>` with the message `"<code>: <text>"`.
 
 pub mod code;

@@ -34,7 +34,14 @@ pub trait InstallHelper1 {
         message: String,
     ) -> zbus::Result<()>;
 
-    /// `Finished(s txid, s code, s message, s result_json)`.
+    /// `Healthy(s txid, t probation_until, s result_json)` (since 0.2): the provisional success
+    /// — installed, the units passed the ready gate — with probation running until
+    /// `probation_until` (seconds since the Unix epoch). Not the end: the settled result (ok
+    /// after probation, or rolled back) is the `Finished` that follows. Readers of 0.1 ignore it.
+    #[zbus(signal)]
+    fn healthy(&self, txid: String, probation_until: u64, result_json: String) -> zbus::Result<()>;
+
+    /// `Finished(s txid, s code, s message, s result_json)`: the settled end of a transaction.
     #[zbus(signal)]
     fn finished(
         &self,
@@ -59,11 +66,13 @@ pub enum HelperSignal {
         /// Human message.
         message: String,
     },
-    /// `Finished`: the whole result.
+    /// `Healthy`: a provisional success ([`TxResult::is_provisional`]); `Finished` follows.
+    Healthy(Box<TxResult>),
+    /// `Finished`: the whole, settled result.
     Finished(Box<TxResult>),
 }
 
-/// Decodes a `Progress` or `Finished` signal message; `None` for anything else. A `Finished`
+/// Decodes a `Progress`, `Healthy` or `Finished` signal message; `None` for anything else. A `Finished`
 /// whose JSON does not parse still yields a result from its code and message arguments.
 pub fn decode_signal(m: &zbus::Message) -> Option<HelperSignal> {
     let header = m.header();
@@ -86,6 +95,13 @@ pub fn decode_signal(m: &zbus::Message) -> Option<HelperSignal> {
                 &txid, &code, &message, &json,
             ))))
         }
+        "Healthy" => {
+            let (txid, until, json): (String, u64, String) = body.deserialize().ok()?;
+            let mut r = finished_result(&txid, "ok", "healthy, probation running", &json);
+            r.settled = false;
+            r.probation_until = Some(until);
+            Some(HelperSignal::Healthy(Box::new(r)))
+        }
         _ => None,
     }
 }
@@ -106,6 +122,41 @@ pub fn finished_result(txid: &str, code: &str, message: &str, json: &str) -> TxR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signal(
+        member: &str,
+        body: &(impl serde::Serialize + zbus::zvariant::DynamicType),
+    ) -> zbus::Message {
+        zbus::Message::signal(crate::OBJECT_PATH, crate::INTERFACE, member)
+            .build(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn healthy_is_provisional_and_finished_settled() {
+        let mut p = TxResult::new("t", ErrorCode::Ok, "app 2.0 installed and healthy");
+        p.settled = false;
+        p.probation_until = Some(77);
+        let m = signal("Healthy", &("t", 77u64, p.to_json()));
+        let Some(HelperSignal::Healthy(r)) = decode_signal(&m) else {
+            panic!("not decoded as Healthy");
+        };
+        assert!(r.is_provisional());
+        assert_eq!((r.code, r.probation_until), (ErrorCode::Ok, Some(77)));
+        // Even without usable JSON a Healthy is a provisional ok.
+        let m = signal("Healthy", &("t", 78u64, "{"));
+        let Some(HelperSignal::Healthy(r)) = decode_signal(&m) else {
+            panic!("not decoded as Healthy");
+        };
+        assert!(r.is_provisional() && r.code == ErrorCode::Ok && r.probation_until == Some(78));
+        let done = TxResult::new("t", ErrorCode::UnhealthyRolledBack, "back").to_json();
+        let m = signal("Finished", &("t", "unhealthy-rolled-back", "back", done));
+        let Some(HelperSignal::Finished(r)) = decode_signal(&m) else {
+            panic!("not decoded as Finished");
+        };
+        assert!(r.settled);
+        assert_eq!(decode_signal(&signal("Other", &("t",))), None);
+    }
 
     #[test]
     fn a_finished_signal_without_usable_json_keeps_code_and_message() {

@@ -59,6 +59,15 @@ pub struct TxResult {
     pub steps: Vec<Step>,
     /// Captured dpkg/apt output of failing steps (truncated).
     pub output: String,
+    /// `false` only for the provisional success of the `Healthy` signal: installed, the units
+    /// passed the ready gate, probation runs until [`TxResult::probation_until`]; the settled
+    /// result follows in `Finished`. Every `Finished`, receipt and `Result()` is settled
+    /// (wire field `settled`, absent in 0.1 = settled).
+    pub settled: bool,
+    /// End of the probation (seconds since the Unix epoch) for a provisional result, or of the
+    /// probation that was watched for a settled one; `None`: no probation (no units, no
+    /// systemd, or the install failed before the gate).
+    pub probation_until: Option<u64>,
 }
 
 /// Captured output kept in a result, at most (the tail is kept).
@@ -80,7 +89,14 @@ impl TxResult {
             installed: None,
             steps: Vec::new(),
             output: String::new(),
+            settled: true,
+            probation_until: None,
         }
+    }
+
+    /// A provisional success (see [`TxResult::settled`]): healthy, probation still running.
+    pub fn is_provisional(&self) -> bool {
+        !self.settled
     }
 
     /// Sets the code and message.
@@ -153,6 +169,14 @@ struct TxResultWire {
     steps: Vec<Step>,
     #[serde(default)]
     output: String,
+    #[serde(default = "settled_default")]
+    settled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    probation_until: Option<u64>,
+}
+
+fn settled_default() -> bool {
+    true
 }
 
 impl Serialize for TxResult {
@@ -171,6 +195,8 @@ impl Serialize for TxResult {
             installed: self.installed.clone(),
             steps: self.steps.clone(),
             output: self.output.clone(),
+            settled: self.settled,
+            probation_until: self.probation_until,
         }
         .serialize(s)
     }
@@ -195,6 +221,8 @@ impl<'de> Deserialize<'de> for TxResult {
             installed: w.installed,
             steps: w.steps,
             output: w.output,
+            settled: w.settled,
+            probation_until: w.probation_until,
         })
     }
 }
@@ -213,6 +241,11 @@ pub struct CurrentTx {
     /// Human message of the phase.
     #[serde(default)]
     pub message: String,
+    /// Set once the transaction reported a provisional success (`Healthy`): the end of its
+    /// probation, seconds since the Unix epoch. The transaction (and the helper's busy state)
+    /// lasts until the settled `Finished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_until: Option<u64>,
 }
 
 fn lenient_phase<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
@@ -334,6 +367,28 @@ mod tests {
         assert_eq!(r.code, ErrorCode::Internal);
         let c: CurrentTx = serde_json::from_str(r#"{"txid":"a","phase":"defrag"}"#).unwrap();
         assert_eq!(c.phase, None);
+    }
+
+    #[test]
+    fn provisional_and_settled_results_are_told_apart() {
+        // A 0.1 result (no `settled`) is settled; so is every new result by default.
+        let r: TxResult = serde_json::from_str(r#"{"txid":"a","code":"ok"}"#).unwrap();
+        assert!(r.settled && !r.is_provisional() && r.probation_until.is_none());
+        let mut p = TxResult::new("a", ErrorCode::Ok, "healthy");
+        assert!(!p.is_provisional());
+        p.settled = false;
+        p.probation_until = Some(1_800_000_030);
+        let j: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+        assert_eq!(
+            (j["settled"].as_bool(), j["probation_until"].as_u64()),
+            (Some(false), Some(1_800_000_030))
+        );
+        let back: TxResult = serde_json::from_str(&p.to_json()).unwrap();
+        assert!(back.is_provisional());
+        assert_eq!(back, p);
+        let c: CurrentTx =
+            serde_json::from_str(r#"{"txid":"a","phase":"health","probation_until":5}"#).unwrap();
+        assert_eq!(c.probation_until, Some(5));
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! systemd only reports `active` after `READY=1`, so `active` covers READY. `Type=oneshot`
 //! units are healthy once they finished successfully (`active`/`exited` or `inactive` with
 //! result `success`).
+//!
+//! Gate and probation: the window a unit must stay up before the install is reported healthy
+//! (the *gate*) is the short `ready_gate` for `Type=notify` units (READY=1 was sent, so little
+//! more is needed) and `window` for the others. With a probation, [`Verdict::Healthy`] is
+//! then provisional: the judge keeps watching the same way until the probation ends
+//! ([`Verdict::Confirmed`]) or the unit crashes, restarts or misses its watchdog
+//! ([`Verdict::Unhealthy`]). Without one, `Healthy` is final.
 
 use std::time::{Duration, Instant};
 
@@ -34,8 +41,10 @@ pub struct UnitSample {
 pub enum Verdict {
     /// Keep sampling.
     Pending,
-    /// Healthy: the gate passed.
+    /// Healthy: the gate passed (provisional while [`HealthJudge::in_probation`]).
     Healthy,
+    /// The probation after the gate passed too: final.
+    Confirmed,
     /// Unhealthy, with the reason.
     Unhealthy(String),
 }
@@ -44,11 +53,18 @@ pub enum Verdict {
 enum Phase {
     /// Waiting for the restarted unit to become active with a new main PID.
     Starting,
-    /// Active with this PID and restart count since `since`; watching for `window`.
+    /// Active with this PID and restart count since `since`; watching for the gate.
     Watching {
         pid: u32,
         restarts: u32,
         since: Instant,
+        gate: Duration,
+    },
+    /// The gate passed; watching the same way until `until`.
+    Probation {
+        pid: u32,
+        restarts: u32,
+        until: Instant,
     },
     /// A final verdict was reached.
     Done(Verdict),
@@ -62,6 +78,8 @@ pub struct HealthJudge {
     started: Instant,
     start_timeout: Duration,
     window: Duration,
+    ready_gate: Option<Duration>,
+    probation: Duration,
     phase: Phase,
 }
 
@@ -81,7 +99,35 @@ impl HealthJudge {
             started,
             start_timeout,
             window,
+            ready_gate: None,
+            probation: Duration::ZERO,
             phase: Phase::Starting,
+        }
+    }
+
+    /// The same judge with the gate `ready_gate` for `Type=notify` units (instead of the
+    /// window) and a `probation` after the gate (zero: none).
+    pub fn with_probation(mut self, ready_gate: Duration, probation: Duration) -> Self {
+        self.ready_gate = Some(ready_gate);
+        self.probation = probation;
+        self
+    }
+
+    /// The unit judged.
+    pub fn unit(&self) -> &str {
+        &self.unit
+    }
+
+    /// True after a provisional [`Verdict::Healthy`], until the probation's verdict.
+    pub fn in_probation(&self) -> bool {
+        matches!(self.phase, Phase::Probation { .. })
+    }
+
+    /// When the running probation ends.
+    pub fn probation_until(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Probation { until, .. } => Some(until),
+            _ => None,
         }
     }
 
@@ -102,12 +148,61 @@ impl HealthJudge {
                 pid,
                 restarts,
                 since,
-            } => self.watching(s, now, pid, restarts, since),
+                gate,
+            } => self
+                .watching(s, now, (pid, restarts), "within the health window")
+                .unwrap_or_else(|| self.gate_check(since, gate, now, pid, restarts)),
+            Phase::Probation {
+                pid,
+                restarts,
+                until,
+            } => self
+                .watching(s, now, (pid, restarts), "during the probation")
+                .unwrap_or(if now >= until {
+                    Verdict::Confirmed
+                } else {
+                    Verdict::Pending
+                }),
         };
-        if verdict != Verdict::Pending {
+        let last = match &verdict {
+            Verdict::Pending => false,
+            Verdict::Healthy => !self.in_probation(),
+            Verdict::Confirmed | Verdict::Unhealthy(_) => true,
+        };
+        if last {
             self.phase = Phase::Done(verdict.clone());
         }
         verdict
+    }
+
+    /// The gate for a unit of this service type.
+    fn gate_for(&self, service_type: &str) -> Duration {
+        match self.ready_gate {
+            Some(g) if service_type == "notify" => g,
+            _ => self.window,
+        }
+    }
+
+    /// Gate passed at `now`? Then healthy, and on probation if there is one.
+    fn gate_check(
+        &mut self,
+        since: Instant,
+        gate: Duration,
+        now: Instant,
+        pid: u32,
+        restarts: u32,
+    ) -> Verdict {
+        if now.saturating_duration_since(since) < gate {
+            return Verdict::Pending;
+        }
+        if !self.probation.is_zero() {
+            self.phase = Phase::Probation {
+                pid,
+                restarts,
+                until: now + self.probation,
+            };
+        }
+        Verdict::Healthy
     }
 
     fn starting(&mut self, s: &UnitSample, now: Instant) -> Verdict {
@@ -136,12 +231,14 @@ impl HealthJudge {
                     ));
                 }
                 Some(_) => {
+                    let gate = self.gate_for(&s.service_type);
                     self.phase = Phase::Watching {
                         pid: s.main_pid,
                         restarts: s.n_restarts,
                         since: now,
+                        gate,
                     };
-                    return self.window_check(now, now);
+                    return self.gate_check(now, gate, now, s.main_pid, s.n_restarts);
                 }
                 None => {
                     return Verdict::Unhealthy(format!(
@@ -160,42 +257,37 @@ impl HealthJudge {
         Verdict::Pending
     }
 
+    /// The checks while watching a started unit: `Some(Unhealthy)` when it crashed, was
+    /// restarted, changed its main PID or missed its watchdog; `None` while it is fine.
     fn watching(
-        &mut self,
+        &self,
         s: &UnitSample,
-        now: Instant,
-        pid: u32,
-        restarts: u32,
-        since: Instant,
-    ) -> Verdict {
+        _now: Instant,
+        (pid, restarts): (u32, u32),
+        when: &str,
+    ) -> Option<Verdict> {
         let u = &self.unit;
-        if s.active_state != "active" {
-            return Verdict::Unhealthy(format!(
-                "{u} left the active state ({}/{}, result {}) within the health window",
+        let why = if s.result == "watchdog" {
+            format!(
+                "{u} missed its watchdog {when} ({}/{}, result watchdog)",
+                s.active_state, s.sub_state
+            )
+        } else if s.active_state != "active" {
+            format!(
+                "{u} left the active state ({}/{}, result {}) {when}",
                 s.active_state, s.sub_state, s.result
-            ));
-        }
-        if s.n_restarts != restarts {
-            return Verdict::Unhealthy(format!(
-                "{u} restarted {} time(s) within the health window",
+            )
+        } else if s.n_restarts != restarts {
+            format!(
+                "{u} restarted {} time(s) {when}",
                 s.n_restarts.saturating_sub(restarts)
-            ));
-        }
-        if s.main_pid != pid {
-            return Verdict::Unhealthy(format!(
-                "{u} main PID changed from {pid} to {} within the health window",
-                s.main_pid
-            ));
-        }
-        self.window_check(since, now)
-    }
-
-    fn window_check(&self, since: Instant, now: Instant) -> Verdict {
-        if now.saturating_duration_since(since) >= self.window {
-            Verdict::Healthy
+            )
+        } else if s.main_pid != pid {
+            format!("{u} main PID changed from {pid} to {} {when}", s.main_pid)
         } else {
-            Verdict::Pending
-        }
+            return None;
+        };
+        Some(Verdict::Unhealthy(why))
     }
 }
 
@@ -363,6 +455,117 @@ mod tests {
         assert_eq!(j.observe(&s, t0), Verdict::Pending);
         s.active_state = "failed".into();
         assert!(matches!(j.observe(&s, t0), Verdict::Unhealthy(_)));
+    }
+
+    /// A judge with a 2 s ready gate and a 30 s probation.
+    fn on_probation(t0: Instant) -> HealthJudge {
+        judge(Some(sample("active", "running", 100, 0)), t0)
+            .with_probation(Duration::from_secs(2), Duration::from_secs(30))
+    }
+
+    /// Up at t0 + 1 s, healthy (gate passed) at t0 + 3 s.
+    fn through_the_gate(j: &mut HealthJudge, t0: Instant) {
+        let s = sample("active", "running", 120, 0);
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(
+            j.observe(&sample("activating", "start", 120, 0), at(0)),
+            Verdict::Pending
+        );
+        assert_eq!(j.observe(&s, at(1)), Verdict::Pending);
+        assert!(!j.in_probation());
+        assert_eq!(j.observe(&s, at(2)), Verdict::Pending);
+        assert_eq!(j.observe(&s, at(3)), Verdict::Healthy);
+        assert!(j.in_probation());
+        assert_eq!(j.probation_until(), Some(at(33)));
+    }
+
+    #[test]
+    fn notify_unit_passes_the_short_gate_then_the_probation() {
+        let t0 = Instant::now();
+        let mut j = on_probation(t0);
+        through_the_gate(&mut j, t0);
+        let s = sample("active", "running", 120, 0);
+        assert_eq!(
+            j.observe(&s, t0 + Duration::from_secs(20)),
+            Verdict::Pending
+        );
+        assert_eq!(
+            j.observe(&s, t0 + Duration::from_secs(33)),
+            Verdict::Confirmed
+        );
+        assert!(!j.in_probation());
+        // Final.
+        let bad = sample("failed", "failed", 0, 1);
+        assert_eq!(
+            j.observe(&bad, t0 + Duration::from_secs(34)),
+            Verdict::Confirmed
+        );
+    }
+
+    #[test]
+    fn other_unit_types_keep_the_full_window_as_their_gate() {
+        let t0 = Instant::now();
+        let mut j = on_probation(t0);
+        let mut s = sample("active", "running", 120, 0);
+        s.service_type = "simple".into();
+        assert_eq!(j.observe(&s, t0), Verdict::Pending);
+        assert_eq!(j.observe(&s, t0 + Duration::from_secs(3)), Verdict::Pending);
+        assert_eq!(
+            j.observe(&s, t0 + Duration::from_secs(10)),
+            Verdict::Healthy
+        );
+        assert!(j.in_probation());
+    }
+
+    #[test]
+    fn crash_during_probation_is_unhealthy() {
+        let t0 = Instant::now();
+        let mut j = on_probation(t0);
+        through_the_gate(&mut j, t0);
+        let mut s = sample("activating", "auto-restart", 0, 1);
+        s.result = "exit-code".into();
+        let v = j.observe(&s, t0 + Duration::from_secs(12));
+        assert!(
+            matches!(&v, Verdict::Unhealthy(r) if r.contains("left the active state") && r.contains("during the probation")),
+            "{v:?}"
+        );
+        assert!(!j.in_probation());
+        // A restart that happened between two samples shows as a new PID / restart count.
+        let mut j = on_probation(t0);
+        through_the_gate(&mut j, t0);
+        let v = j.observe(
+            &sample("active", "running", 180, 1),
+            t0 + Duration::from_secs(5),
+        );
+        assert!(
+            matches!(&v, Verdict::Unhealthy(r) if r.contains("restarted 1")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn missed_watchdog_during_probation_is_unhealthy() {
+        let t0 = Instant::now();
+        let mut j = on_probation(t0);
+        through_the_gate(&mut j, t0);
+        let mut s = sample("deactivating", "stop-watchdog", 120, 0);
+        s.result = "watchdog".into();
+        let v = j.observe(&s, t0 + Duration::from_secs(25));
+        assert!(
+            matches!(&v, Verdict::Unhealthy(r) if r.contains("missed its watchdog") && r.contains("probation")),
+            "{v:?}"
+        );
+        // And within the gate.
+        let mut j = on_probation(t0);
+        assert_eq!(
+            j.observe(&sample("active", "running", 120, 0), t0),
+            Verdict::Pending
+        );
+        let v = j.observe(&s, t0 + Duration::from_secs(1));
+        assert!(
+            matches!(&v, Verdict::Unhealthy(r) if r.contains("watchdog")),
+            "{v:?}"
+        );
     }
 
     #[test]

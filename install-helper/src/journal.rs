@@ -15,7 +15,8 @@ use crate::fsutil;
 pub enum JournalPhase {
     /// dpkg is (or was about to be) installing the new version.
     Installing,
-    /// The new version is installed; units are being restarted and gated.
+    /// The new version is installed; units are being restarted, gated and watched on
+    /// probation.
     Gating,
     /// The previous version is being restored (or the new one removed).
     RollingBack,

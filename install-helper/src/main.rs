@@ -81,9 +81,17 @@ struct Cli {
     /// Seconds to wait for the dpkg frontend lock before failing with dpkg-locked.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     lock_timeout: u64,
-    /// Seconds a restarted unit must stay healthy.
+    /// Seconds a restarted unit must stay healthy (the gate of units other than Type=notify).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     health_window: u64,
+    /// Milliseconds a restarted Type=notify unit must be up (READY) and stable before the
+    /// install is reported healthy (provisionally, while the probation runs).
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    ready_gate_ms: u64,
+    /// Seconds the units are watched after the gate; a crash or missed watchdog in it still
+    /// rolls back (0: success is settled at the gate).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    probation: u64,
     /// Seconds a restarted unit may take to become active.
     #[arg(long, value_name = "SECS", default_value_t = 90)]
     start_timeout: u64,
@@ -170,6 +178,8 @@ fn settings(cli: &Cli, host_arch: String) -> Settings {
     let mut s = Settings::new(paths, systemd, host_arch);
     s.lock_timeout = Duration::from_secs(cli.lock_timeout);
     s.health_window = Duration::from_secs(cli.health_window);
+    s.ready_gate = Duration::from_millis(cli.ready_gate_ms);
+    s.probation = Duration::from_secs(cli.probation);
     s.start_timeout = Duration::from_secs(cli.start_timeout);
     s.space_reserve = cli.space_reserve_mib.saturating_mul(1024 * 1024);
     s.max_package_size = cli.max_package_mib.saturating_mul(1024 * 1024);
@@ -191,6 +201,7 @@ fn run_recovery(settings: &Settings, rt: tokio::runtime::Handle) -> anyhow::Resu
         settings,
         systemd,
         progress: &mut progress,
+        healthy: None,
     };
     let r = recover::recover(&mut env).context("start-up recovery")?;
     tracing::info!(?r, "start-up recovery done");

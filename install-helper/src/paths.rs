@@ -120,6 +120,12 @@ pub struct Settings {
     pub max_package_size: u64,
     /// How long a restarted unit must stay healthy.
     pub health_window: Duration,
+    /// The gate of `Type=notify` units: up, READY and stable this long before the install is
+    /// reported healthy (provisionally, while the probation runs).
+    pub ready_gate: Duration,
+    /// How long the units are watched after the gate; a crash or missed watchdog in it rolls
+    /// back. Zero: no probation (success is settled at the gate).
+    pub probation: Duration,
     /// How long a restarted unit may take to become active.
     pub start_timeout: Duration,
     /// Upper bound for one dpkg or apt-get run; it is killed after that.
@@ -140,6 +146,8 @@ impl Settings {
             space_reserve: 64 * 1024 * 1024,
             max_package_size: 1024 * 1024 * 1024,
             health_window: Duration::from_secs(10),
+            ready_gate: Duration::from_secs(2),
+            probation: Duration::from_secs(30),
             start_timeout: Duration::from_secs(90),
             command_timeout: Duration::from_secs(600),
             sandbox: None,

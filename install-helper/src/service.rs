@@ -3,7 +3,8 @@
 //!
 //! `Install` authorizes the caller, refuses with `busy` while a transaction runs, copies the fd
 //! into staging and returns the transaction id; the rest runs on a worker thread and reports
-//! through `Progress` and `Finished` signals. Only one transaction runs at a time.
+//! through `Progress`, `Healthy` (provisional success, probation running) and `Finished`
+//! (settled) signals. Only one transaction runs at a time; the probation is part of it.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -46,7 +47,20 @@ struct Shared {
     current: Mutex<Option<CurrentTx>>,
     /// Last method call or transaction end (for idle exit).
     last_activity: Mutex<std::time::Instant>,
+    /// A systemd stand-in made for each transaction instead of the system bus (tests).
+    stand_in: Option<StandIn>,
 }
+
+struct StandIn(SystemdFactory);
+
+impl std::fmt::Debug for StandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("systemd stand-in")
+    }
+}
+
+/// Makes the systemd a transaction talks to (see [`InstallHelper::with_systemd`]).
+pub type SystemdFactory = Box<dyn Fn() -> Box<dyn Systemd> + Send + Sync>;
 
 impl std::fmt::Debug for dyn Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,6 +77,7 @@ pub struct InstallHelper {
 
 enum Event {
     Progress(Phase, u32, String),
+    Healthy(Box<TxResult>),
     Finished(Box<TxResult>),
 }
 
@@ -76,9 +91,20 @@ impl InstallHelper {
                 auth,
                 current: Mutex::new(None),
                 last_activity: Mutex::new(std::time::Instant::now()),
+                stand_in: None,
             }),
             p2p: false,
         }
+    }
+
+    /// The same service with transactions talking to the systemd `make` returns (a stand-in
+    /// for tests: units restarted, gated and watched on probation without a system bus).
+    /// Call before serving.
+    pub fn with_systemd(mut self, make: SystemdFactory) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.stand_in = Some(StandIn(make));
+        }
+        self
     }
 
     /// True while a transaction runs.
@@ -185,7 +211,7 @@ impl InstallHelper {
     fn start_worker(
         &self,
         txid: String,
-        staged: std::path::PathBuf,
+        taken: crate::stage::Taken,
         emitter: SignalEmitter<'static>,
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
@@ -196,9 +222,13 @@ impl InstallHelper {
         std::thread::spawn(move || {
             let settings = shared.settings.clone();
             let mut real;
+            let mut stand_in;
             let mut systemd: Option<&mut dyn Systemd> = None;
             let mut connect_error = None;
-            if settings.systemd == SystemdMode::SystemBus {
+            if let Some(StandIn(make)) = &shared.stand_in {
+                stand_in = make();
+                systemd = Some(stand_in.as_mut());
+            } else if settings.systemd == SystemdMode::SystemBus {
                 match SystemdDbus::connect(rt) {
                     Ok(s) => {
                         real = s;
@@ -215,11 +245,12 @@ impl InstallHelper {
             };
             let result = if let Some(e) = connect_error {
                 // Without systemd we cannot restart or gate: refuse before touching anything.
-                let _ = std::fs::remove_file(&staged);
+                let _ = std::fs::remove_file(&taken.path);
                 let mut env = Env {
                     settings: &settings,
                     systemd: None,
                     progress: &mut progress,
+                    healthy: None,
                 };
                 txn::finish(
                     &mut env,
@@ -230,12 +261,17 @@ impl InstallHelper {
                     ),
                 )
             } else {
+                let healthy_tx = worker_tx.clone();
+                let mut healthy = |r: &TxResult| {
+                    let _ = healthy_tx.send(Event::Healthy(Box::new(r.clone())));
+                };
                 let mut env = Env {
                     settings: &settings,
                     systemd,
                     progress: &mut progress,
+                    healthy: Some(&mut healthy),
                 };
-                txn::run(&mut env, shared.verifier.as_ref(), &worker_txid, &staged)
+                txn::run(&mut env, shared.verifier.as_ref(), &worker_txid, taken)
             };
             let _ = worker_tx.send(Event::Finished(Box::new(result)));
         });
@@ -254,6 +290,16 @@ impl InstallHelper {
                         }
                         let _ = InstallHelper::progress(&emitter, &txid, phase.as_str(), pct, &msg)
                             .await;
+                    }
+                    Event::Healthy(r) => {
+                        let until = r.probation_until.unwrap_or_default();
+                        if let Ok(mut c) = shared.current.lock()
+                            && let Some(c) = c.as_mut()
+                        {
+                            c.probation_until = Some(until);
+                            c.message = r.message.clone();
+                        }
+                        let _ = InstallHelper::healthy(&emitter, &txid, until, &r.to_json()).await;
                     }
                     Event::Finished(r) => {
                         if let Ok(mut t) = shared.last_activity.lock() {
@@ -279,7 +325,8 @@ impl InstallHelper {
 
 #[interface(name = "org.iocom.InstallHelper1")]
 impl InstallHelper {
-    /// Takes a package fd; returns the transaction id once the helper's own copy is staged.
+    /// Takes a package fd; returns the transaction id once the helper's own copy is staged and
+    /// verified in the same pass (a refusal is the transaction's `Finished`).
     async fn install(
         &self,
         package: zbus::OwnedFd,
@@ -311,19 +358,21 @@ impl InstallHelper {
                 phase: Some(Phase::Staging),
                 percent: 0,
                 message: String::new(),
+                probation_until: None,
             });
         }
         tracing::info!(%txid, uid, advisory = ?meta.keys().collect::<Vec<_>>(), "install requested");
         let settings = self.shared.settings.clone();
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(package));
         let stage_txid = txid.clone();
+        let verifier = self.shared.verifier.clone();
         let staged = tokio::task::spawn_blocking(move || {
-            crate::stage::stage(
+            crate::stage::take(
                 file,
                 &settings.paths.staging_dir(),
                 &stage_txid,
-                settings.max_package_size,
-                settings.space_reserve,
+                (settings.max_package_size, settings.space_reserve),
+                verifier.as_ref(),
             )
         })
         .await
@@ -387,7 +436,17 @@ impl InstallHelper {
         message: &str,
     ) -> zbus::Result<()>;
 
-    /// End of a transaction: code, message and the full result JSON.
+    /// Provisional success (since 0.2): installed, the units passed the ready gate, probation
+    /// running until `probation_until` (Unix seconds); the settled `Finished` follows.
+    #[zbus(signal)]
+    async fn healthy(
+        emitter: &SignalEmitter<'_>,
+        txid: &str,
+        probation_until: u64,
+        result_json: &str,
+    ) -> zbus::Result<()>;
+
+    /// End of a transaction (settled): code, message and the full result JSON.
     #[zbus(signal)]
     async fn finished(
         emitter: &SignalEmitter<'_>,

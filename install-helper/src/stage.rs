@@ -1,16 +1,24 @@
-//! Taking the package: copy the caller's fd into the root-only staging directory with bounded
-//! memory, after a free-space check, fsynced. Everything after this works on the helper's own
-//! copy, never on a path iocomd controls.
+//! Taking the package: one pass over the caller's fd that writes the helper's own copy into
+//! the root-only staging directory and verifies the very bytes it writes
+//! ([`crate::txn::Verifier::verify_stream`]: structure, SHA-256, signature, control, policy,
+//! content), with bounded memory, after a free-space check. Nothing reads the copy again to
+//! verify it; dpkg installs that copy, so what is installed is what was verified. Everything
+//! after this works on the helper's own copy, never on a path iocomd controls.
+//!
+//! Durability: the copy's writeback is started when the pass ends (`sync_file_range`), and it
+//! is fsynced only when it becomes the rollback source of the next update, at commit
+//! ([`crate::txn`]): before that nothing needs it after a crash (recovery rolls back to the
+//! previous version's cached file or purges).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
+use crate::txn::{Candidate, Refusal, Verifier};
 use install_api::ErrorCode;
-
-const CHUNK: usize = 64 * 1024;
 
 /// Why staging failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +87,27 @@ pub fn check_space(dir: &Path, needed: u64, reserve: u64) -> Result<(), StageErr
     Ok(())
 }
 
-/// Copies `src` into `staging_dir/<txid>.deb` (0600, dir 0700), fsynced. Regular files are read
-/// from offset 0 with `pread` (the caller's file offset does not matter); other fds are read
-/// sequentially up to `max_size`.
-pub fn stage(
+/// The helper's copy of a package and the verdict of the pass that wrote it.
+#[derive(Debug)]
+pub struct Taken {
+    /// `staging_dir/<txid>.deb` (0600); complete when `verdict` is `Ok`.
+    pub path: PathBuf,
+    /// Every check but the version order ([`Verifier::check_order`]).
+    pub verdict: Result<Candidate, Refusal>,
+}
+
+/// Copies `src` into `staging_dir/<txid>.deb` (0600, dir 0700) and verifies it in the same
+/// pass with `verifier`. Regular files are read from offset 0 with `pread` (the caller's file
+/// offset does not matter); other fds are read sequentially up to `max_size`. A refusal by the
+/// verifier is a [`Taken`] with an `Err` verdict (reported as the transaction's result);
+/// failing to read, the size limit and the space are a [`StageError`].
+pub fn take(
     src: File,
     staging_dir: &Path,
     txid: &str,
-    max_size: u64,
-    reserve: u64,
-) -> Result<PathBuf, StageError> {
+    (max_size, reserve): (u64, u64),
+    verifier: &dyn Verifier,
+) -> Result<Taken, StageError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| StageError::Io { path, source }
@@ -111,58 +130,106 @@ pub fn stage(
         .mode(0o600)
         .open(&dest)
         .map_err(io(&dest))?;
-    let result = copy(&src, regular, &mut out, max_size, &dest).and_then(|()| {
-        out.sync_all().map_err(io(&dest))?;
-        fsutil::sync_dir(staging_dir).map_err(io(staging_dir))
+    let mut tee = Tee {
+        src: &src,
+        regular,
+        offset: 0,
+        out: &mut out,
+        max: max_size,
+        dest: &dest,
+        error: None,
+    };
+    let mut stream = BufReader::with_capacity(256 << 10, &mut tee);
+    let verdict = verifier.verify_stream(&mut stream, regular.then_some(&src), &dest);
+    // A verdict must cover the whole copy: nothing may follow what the verifier read.
+    let verdict = verdict.and_then(|c| match stream.read(&mut [0u8; 1]) {
+        Ok(0) => Ok(c),
+        _ => Err(Refusal::new(
+            ErrorCode::Internal,
+            "the verifier did not read the whole package",
+        )),
     });
-    if let Err(e) = result {
+    drop(stream);
+    if let Some(e) = tee.error.take() {
         let _ = std::fs::remove_file(&dest);
         return Err(e);
     }
-    Ok(dest)
+    if verdict.is_ok() {
+        start_writeback(&out);
+    }
+    Ok(Taken {
+        path: dest,
+        verdict,
+    })
 }
 
-fn copy(
-    src: &File,
+/// Starts writing the copy back to disk without waiting (the fsync at commit then finds
+/// little left to do). Advisory: an error only means the fsync does all the work.
+#[allow(unsafe_code)]
+fn start_writeback(f: &File) {
+    // SAFETY: sync_file_range on an fd we own, no memory passed.
+    let _ = unsafe {
+        nix::libc::sync_file_range(f.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
+/// A reader over the caller's fd that writes every byte it returns to the copy first, so the
+/// verifier sees exactly the bytes of the copy. Its own failures are kept in `error`.
+struct Tee<'a> {
+    src: &'a File,
     regular: bool,
-    out: &mut File,
+    offset: u64,
+    out: &'a mut File,
     max: u64,
-    dest: &Path,
-) -> Result<(), StageError> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut offset: u64 = 0;
-    let mut reader = src;
-    loop {
-        let n = if regular {
-            src.read_at(&mut buf, offset)
-        } else {
-            reader.read(&mut buf)
+    dest: &'a Path,
+    error: Option<StageError>,
+}
+
+impl Tee<'_> {
+    fn fail(&mut self, e: StageError) -> std::io::Error {
+        let io = std::io::Error::other(e.to_string());
+        self.error.get_or_insert(e);
+        io
+    }
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = loop {
+            let n = if self.regular {
+                self.src.read_at(buf, self.offset)
+            } else {
+                let mut r = self.src;
+                r.read(buf)
+            };
+            match n {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.fail(StageError::BadFd(e))),
+            }
         };
-        let n = match n {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StageError::BadFd(e)),
-        };
-        offset += n as u64;
-        if offset > max {
-            return Err(StageError::TooLarge { limit: max });
+        self.offset += n as u64;
+        if self.offset > self.max {
+            let limit = self.max;
+            return Err(self.fail(StageError::TooLarge { limit }));
         }
         let chunk = buf.get(..n).unwrap_or_default();
-        out.write_all(chunk).map_err(|source| {
-            if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+        if let Err(source) = self.out.write_all(chunk) {
+            let e = if source.raw_os_error() == Some(nix::libc::ENOSPC) {
                 StageError::NoSpace {
-                    dir: dest.to_path_buf(),
-                    needed: offset,
+                    dir: self.dest.to_path_buf(),
+                    needed: self.offset,
                     available: 0,
                 }
             } else {
                 StageError::Io {
-                    path: dest.to_path_buf(),
+                    path: self.dest.to_path_buf(),
                     source,
                 }
-            }
-        })?;
+            };
+            return Err(self.fail(e));
+        }
+        Ok(n)
     }
 }
 
@@ -171,6 +238,61 @@ mod tests {
     use super::*;
     use std::io::Seek;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Reads `limit` bytes (all by default) and accepts.
+    struct ReadAll(Option<u64>);
+
+    impl Verifier for ReadAll {
+        fn verify_stream(
+            &self,
+            stream: &mut dyn Read,
+            _: Option<&File>,
+            _: &Path,
+        ) -> Result<Candidate, Refusal> {
+            let mut sink = std::io::sink();
+            let n = match self.0 {
+                Some(l) => std::io::copy(&mut stream.take(l), &mut sink),
+                None => std::io::copy(stream, &mut sink),
+            };
+            n.map_err(|e| Refusal::new(ErrorCode::IoError, e.to_string()))?;
+            Ok(Candidate {
+                name: "p".into(),
+                version: "1".into(),
+                architecture: "all".into(),
+                sha256: String::new(),
+                signer: String::new(),
+                installed_size_kib: None,
+                units: Vec::new(),
+                control: Default::default(),
+            })
+        }
+
+        fn check_order(&self, _: &Candidate, _: Option<&str>) -> Result<(), Refusal> {
+            Ok(())
+        }
+    }
+
+    fn stage(
+        src: File,
+        dir: &Path,
+        txid: &str,
+        max: u64,
+        reserve: u64,
+    ) -> Result<PathBuf, StageError> {
+        let t = take(src, dir, txid, (max, reserve), &ReadAll(None))?;
+        t.verdict.unwrap();
+        Ok(t.path)
+    }
+
+    #[test]
+    fn a_verdict_must_cover_the_whole_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let src_path = d.path().join("in.deb");
+        std::fs::write(&src_path, vec![3u8; 10_000]).unwrap();
+        let f = File::open(&src_path).unwrap();
+        let t = take(f, d.path(), "s", (1 << 20, 0), &ReadAll(Some(9_000))).unwrap();
+        assert_eq!(t.verdict.unwrap_err().code, ErrorCode::Internal);
+    }
 
     #[test]
     fn copies_from_offset_zero_privately() {

@@ -1,12 +1,13 @@
 //! The install transaction: verify the staged copy, pre-flight, journal, dpkg, restart units,
 //! health gate, commit or roll back, receipt. Synchronous; runs on a worker thread.
 //!
-//! Order: verify → frontend lock (deadline → `dpkg-locked`) → repair an interrupted dpkg
-//! (`dpkg --configure -a`) → `apt-get --simulate` (exit 100 → `unmet-dependencies`) → free
+//! Order: (verified while copied, [`stage::take`]) → version order → frontend lock (deadline → `dpkg-locked`) → repair an interrupted dpkg
+//! (`dpkg --configure -a`) → version order again if the installed version changed (no re-read)
+//! → `apt-get --simulate` (exit 100 → `unmet-dependencies`) → free
 //! space vs `Installed-Size` (→ `no-space`) → rollback source: the installed version's cached
 //! file, else `dpkg-repack` of it (→ `no-rollback-source`) → package into the cache → journal
 //! → `dpkg --install` → daemon-reload, restart units, health gate (skipped without systemd) →
-//! commit.
+//! provisional success (`healthy`) and probation → commit.
 //! Every refusal before the journal leaves the dpkg root unchanged.
 //!
 //! Rollback: with a previous version, its cached file is reinstalled the same way and gated
@@ -55,13 +56,18 @@ impl Refusal {
     }
 }
 
-/// Verifies a staged package file. `installed` gives the installed version of a package name.
+/// Verifies a package in the one pass that copies it ([`stage::take`]), and its version order.
 pub trait Verifier: Send + Sync {
-    /// Verifies `path` (the helper's own copy).
-    fn verify(
+    /// Every check but the version order, on the bytes read once from `stream` (the bytes of
+    /// the helper's copy `copy`, written as they are read). `source` is the caller's file when
+    /// it is a regular file: small positioned reads ahead are allowed on it (the signature),
+    /// never trusted without the same bytes arriving through `stream`. The stream must be read
+    /// to its end for an `Ok`.
+    fn verify_stream(
         &self,
-        path: &Path,
-        installed: &dyn Fn(&str) -> Result<Option<String>, Refusal>,
+        stream: &mut dyn std::io::Read,
+        source: Option<&std::fs::File>,
+        copy: &Path,
     ) -> Result<Candidate, Refusal>;
 
     /// The rules a package's control fields are judged by, for `Status()` (iocomd refuses a
@@ -69,6 +75,8 @@ pub trait Verifier: Send + Sync {
     fn policy_summary(&self) -> Option<install_api::PolicySummary> {
         None
     }
+    /// The version order of a verified package against the installed version (no I/O).
+    fn check_order(&self, cand: &Candidate, installed: Option<&str>) -> Result<(), Refusal>;
 }
 
 /// Progress callback: phase, percent within the phase (0–100), message. The service turns it
@@ -83,7 +91,13 @@ pub struct Env<'a, 's> {
     pub systemd: Option<&'s mut dyn Systemd>,
     /// Progress reports.
     pub progress: ProgressFn<'a>,
+    /// Told the provisional success (installed, units through the gate, probation running:
+    /// [`TxResult::settled`] false) before the probation is watched; `None`: nobody listens.
+    pub healthy: Option<HealthyFn<'a>>,
 }
+
+/// Callback for the provisional success of a transaction.
+pub type HealthyFn<'a> = &'a mut dyn FnMut(&TxResult);
 
 impl std::fmt::Debug for Env<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,18 +117,26 @@ impl Env<'_, '_> {
         GateTiming {
             start_timeout: self.settings.start_timeout,
             window: self.settings.health_window,
+            ready_gate: self.settings.ready_gate,
+            probation: self.settings.probation,
             poll: std::time::Duration::from_millis(250),
         }
     }
 }
 
-/// Runs a whole transaction on the staged file and records its result (receipt + status).
-pub fn run(env: &mut Env<'_, '_>, verifier: &dyn Verifier, txid: &str, staged: &Path) -> TxResult {
+/// Runs a whole transaction on the taken (copied and verified) package and records its result
+/// (receipt + status).
+pub fn run(
+    env: &mut Env<'_, '_>,
+    verifier: &dyn Verifier,
+    txid: &str,
+    taken: stage::Taken,
+) -> TxResult {
     let mut result = TxResult::new(txid, ErrorCode::Internal, "");
-    if let Err(r) = attempt(env, verifier, staged, &mut result) {
+    if let Err(r) = attempt(env, verifier, &taken.path, taken.verdict, &mut result) {
         result.set_code(r.code, r.message);
     }
-    let _ = std::fs::remove_file(staged);
+    let _ = std::fs::remove_file(&taken.path);
     finish(env, result)
 }
 
@@ -141,6 +163,7 @@ fn attempt(
     env: &mut Env<'_, '_>,
     verifier: &dyn Verifier,
     staged: &Path,
+    verdict: Result<Candidate, Refusal>,
     result: &mut TxResult,
 ) -> Result<(), Refusal> {
     let settings = env.settings;
@@ -148,17 +171,13 @@ fn attempt(
     let dpkg = env.dpkg();
 
     (env.progress)(Phase::Verify, 0, "verifying the package");
-    // The installed version the verifier saw (for the not-newer check).
-    let seen: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
-    let installed = |name: &str| -> Result<Option<String>, Refusal> {
-        let v = dpkg
-            .query(name)
-            .map(|s| s.installed_version().map(str::to_string))
-            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
-        seen.replace(v.clone());
-        Ok(v)
-    };
-    let cand = verifier.verify(staged, &installed)?;
+    // Verified while it was copied; what is left is the version order.
+    let cand = verdict?;
+    let seen = dpkg
+        .query(&cand.name)
+        .map(|s| s.installed_version().map(str::to_string))
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    verifier.check_order(&cand, seen.as_deref())?;
     result.package = Some(cand.name.clone());
     result.to = Some(cand.version.clone());
     result.sha256 = Some(cand.sha256.clone());
@@ -194,18 +213,9 @@ fn attempt(
             ),
         ));
     }
-    let cand = if from != *seen.borrow() {
-        let again = verifier.verify(staged, &|_| Ok(from.clone()))?;
-        if again.name != cand.name {
-            return Err(Refusal::new(
-                ErrorCode::Internal,
-                "package changed during verification",
-            ));
-        }
-        again
-    } else {
-        cand
-    };
+    if from != seen {
+        verifier.check_order(&cand, from.as_deref())?;
+    }
     result.from = from.clone();
 
     (env.progress)(Phase::Preflight, 0, "checking dependencies");

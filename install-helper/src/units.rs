@@ -48,13 +48,18 @@ pub trait Systemd: Send {
 pub struct GateTiming {
     /// How long a unit may take to become active after the restart.
     pub start_timeout: Duration,
-    /// How long it must then stay healthy.
+    /// How long it must then stay healthy (the gate of units other than `Type=notify`).
     pub window: Duration,
+    /// The gate of `Type=notify` units (READY=1 sent).
+    pub ready_gate: Duration,
+    /// How long the units are watched after the gate (zero: no probation).
+    pub probation: Duration,
     /// Sampling interval.
     pub poll: Duration,
 }
 
 /// Restarts every unit in `units`, then gates each on health. `Err` carries the first reason.
+/// `Ok` carries the judges still on probation ([`watch_probation`]; empty without one).
 ///
 /// `before_dpkg` are the units' samples from before dpkg ran (same order; empty if unknown).
 /// A unit that runs under a new main PID since then was (re)started by the package's
@@ -66,7 +71,7 @@ pub fn restart_and_gate(
     before_dpkg: &[Option<UnitSample>],
     timing: GateTiming,
     progress: &mut dyn FnMut(&str),
-) -> Result<(), String> {
+) -> Result<Vec<HealthJudge>, String> {
     sd.daemon_reload().map_err(|e| e.to_string())?;
     let mut judges = Vec::new();
     for (i, unit) in units.iter().enumerate() {
@@ -85,14 +90,18 @@ pub fn restart_and_gate(
             sd.restart(unit).map_err(|e| e.to_string())?;
             now
         };
-        judges.push(HealthJudge::new(
-            unit,
-            before,
-            Instant::now(),
-            timing.start_timeout,
-            timing.window,
-        ));
+        judges.push(
+            HealthJudge::new(
+                unit,
+                before,
+                Instant::now(),
+                timing.start_timeout,
+                timing.window,
+            )
+            .with_probation(timing.ready_gate, timing.probation),
+        );
     }
+    let mut on_probation = Vec::new();
     for (unit, mut judge) in units.iter().zip(judges) {
         progress(&format!("health gate for {unit}"));
         loop {
@@ -102,10 +111,39 @@ pub fn restart_and_gate(
                 .unwrap_or_default();
             match judge.observe(&s, Instant::now()) {
                 Verdict::Pending => std::thread::sleep(timing.poll),
-                Verdict::Healthy => break,
+                Verdict::Healthy | Verdict::Confirmed => break,
                 Verdict::Unhealthy(reason) => return Err(reason),
             }
         }
+        if judge.in_probation() {
+            on_probation.push(judge);
+        }
+    }
+    Ok(on_probation)
+}
+
+/// Watches every unit on probation (all of them at each `poll`) until each probation ended
+/// (`Ok`) or one unit crashed, restarted or missed its watchdog (`Err` with the reason).
+pub fn watch_probation(
+    sd: &mut dyn Systemd,
+    mut judges: Vec<HealthJudge>,
+    poll: Duration,
+) -> Result<(), String> {
+    while !judges.is_empty() {
+        std::thread::sleep(poll);
+        let mut open = Vec::with_capacity(judges.len());
+        for mut j in judges {
+            let s = sd
+                .sample(j.unit())
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            match j.observe(&s, Instant::now()) {
+                Verdict::Unhealthy(reason) => return Err(reason),
+                Verdict::Confirmed => tracing::info!(unit = j.unit(), "probation passed"),
+                Verdict::Pending | Verdict::Healthy => open.push(j),
+            }
+        }
+        judges = open;
     }
     Ok(())
 }
@@ -240,6 +278,8 @@ mod tests {
     const T: GateTiming = GateTiming {
         start_timeout: Duration::from_secs(60),
         window: Duration::ZERO,
+        ready_gate: Duration::ZERO,
+        probation: Duration::ZERO,
         poll: Duration::from_millis(1),
     };
 

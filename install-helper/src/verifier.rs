@@ -1,8 +1,8 @@
 //! The production [`Verifier`]: `verify::verify_package` with the install policy.
 //!
-//! The installed version needed for the not-newer check is looked up by the package name that
-//! verification itself extracted: verify once without it, and if the package is installed,
-//! verify again with its version (a few milliseconds; no unverified field is ever used).
+//! The package is verified in the one pass that copies it; the not-newer check is separate
+//! ([`crate::verify::check_order`]), on the name and version verification extracted, so the
+//! package is never read again for it.
 //! The content check resolves entries against the verifier's target root: the system root
 //! unless [`PolicyVerifier::for_target`] names the isolated root the helper installs into.
 
@@ -10,7 +10,8 @@ use std::path::Path;
 
 use crate::paths::Paths;
 use crate::txn::{Candidate, Refusal, Verifier};
-use crate::verify::{Policy, PolicyError, TargetRoot, VerifyError, verify_package_for};
+use crate::verify::pass::{self, Prefetch};
+use crate::verify::{Policy, PolicyError, TargetRoot, VerifyError, check_order};
 
 /// Verifies with a loaded policy for one host architecture.
 #[derive(Debug)]
@@ -50,20 +51,26 @@ fn refusal(e: VerifyError) -> Refusal {
 }
 
 impl Verifier for PolicyVerifier {
-    fn verify(
+    fn verify_stream(
         &self,
-        path: &Path,
-        installed: &dyn Fn(&str) -> Result<Option<String>, Refusal>,
+        stream: &mut dyn std::io::Read,
+        source: Option<&std::fs::File>,
+        copy: &Path,
     ) -> Result<Candidate, Refusal> {
-        let verify = |iv: Option<&str>| {
-            verify_package_for(path, &self.policy, &self.host_arch, iv, Some(&self.target))
-                .map_err(refusal)
-        };
-        let first = verify(None)?;
-        match installed(&first.name)? {
-            None => Ok(first),
-            Some(iv) => verify(Some(&iv)),
-        }
+        let prefetch = source.map_or(Prefetch::Unknown, pass::prefetch_signature);
+        pass::verify_stream(
+            stream,
+            prefetch,
+            copy,
+            &self.policy,
+            &self.host_arch,
+            Some(&self.target),
+        )
+        .map_err(refusal)
+    }
+
+    fn check_order(&self, cand: &Candidate, installed: Option<&str>) -> Result<(), Refusal> {
+        check_order(cand, &self.policy, installed).map_err(refusal)
     }
 
     fn policy_summary(&self) -> Option<install_api::PolicySummary> {

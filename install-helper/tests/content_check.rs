@@ -128,12 +128,12 @@ impl Fixture {
         let settings = self.w.settings();
         let verifier = self.verifier(&settings, extra_policy);
         let txid = txn::new_txid();
-        let staged = stage::stage(
+        let taken = stage::take(
             std::fs::File::open(deb).unwrap(),
             &settings.paths.staging_dir(),
             &txid,
-            settings.max_package_size,
-            0,
+            (settings.max_package_size, 0),
+            &verifier,
         )
         .unwrap();
         let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
@@ -141,8 +141,9 @@ impl Fixture {
             settings: &settings,
             systemd: None,
             progress: &mut progress,
+            healthy: None,
         };
-        txn::run(&mut env, &verifier, &txid, &staged)
+        txn::run(&mut env, &verifier, &txid, taken)
     }
 
     /// Installs `deb` and checks it is refused with `code`, naming `entry`, root unchanged.

@@ -207,12 +207,12 @@ fn install(w: &World, signer: &Signer, deb: &Path, sandboxed: bool) -> Outcome {
     settings.sandbox = sandboxed.then(launcher);
     let verifier = signer.verifier().for_target(&settings.paths);
     let txid = txn::new_txid();
-    let staged = stage::stage(
+    let taken = stage::take(
         std::fs::File::open(deb).unwrap(),
         &settings.paths.staging_dir(),
         &txid,
-        settings.max_package_size,
-        0,
+        (settings.max_package_size, 0),
+        &verifier,
     )
     .unwrap();
     let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
@@ -220,8 +220,9 @@ fn install(w: &World, signer: &Signer, deb: &Path, sandboxed: bool) -> Outcome {
         settings: &settings,
         systemd: None,
         progress: &mut progress,
+        healthy: None,
     };
-    let r = txn::run(&mut env, &verifier, &txid, &staged);
+    let r = txn::run(&mut env, &verifier, &txid, taken);
     Outcome {
         code: r.code,
         transcript: format!("{}\n{}\n{:?}", r.message, r.output, r.steps),

@@ -26,14 +26,15 @@ fn install(
     systemd: Option<&mut dyn Systemd>,
 ) -> (TxResult, Vec<String>) {
     let txid = txn::new_txid();
-    let staged = stage::stage(
+    let taken = stage::take(
         std::fs::File::open(deb).unwrap(),
         &settings.paths.staging_dir(),
         &txid,
-        settings.max_package_size,
-        0,
+        (settings.max_package_size, 0),
+        &FieldsVerifier,
     )
     .unwrap();
+    let staged = taken.path.clone();
     let mut phases = Vec::new();
     let mut progress = |phase: install_api::Phase, _pct: u32, _msg: &str| {
         if phases.last().map(String::as_str) != Some(phase.as_str()) {
@@ -44,8 +45,9 @@ fn install(
         settings,
         systemd,
         progress: &mut progress,
+        healthy: None,
     };
-    let r = txn::run(&mut env, &FieldsVerifier, &txid, &staged);
+    let r = txn::run(&mut env, &FieldsVerifier, &txid, taken);
     assert!(!staged.exists(), "staged copy left behind");
     (r, phases)
 }

@@ -56,8 +56,9 @@ fn sample_units(env: &mut Env<'_, '_>, units: &[String]) -> Vec<Option<UnitSampl
         .unwrap_or_default()
 }
 
-/// Restart units + gate for an installed new version; commit or roll back. `before` holds
-/// the units' samples from before dpkg ran (empty: restart every unit).
+/// Restart units + gate for an installed new version; then, with units on probation, the
+/// provisional success ([`Env::healthy`]) and the probation; commit or roll back. `before`
+/// holds the units' samples from before dpkg ran (empty: restart every unit).
 pub(crate) fn finish_gate(
     env: &mut Env<'_, '_>,
     dpkg: &Dpkg,
@@ -66,35 +67,106 @@ pub(crate) fn finish_gate(
     ok_message: &str,
     before: &[Option<UnitSample>],
 ) {
-    match gate(env, &journal.units, result, "", before, false) {
-        Ok(()) => {
-            let cache = Cache::new(&env.settings.paths.cache_dir());
-            if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
-                tracing::warn!(error = %e, "cannot prune the package cache");
-            }
-            result.installed = Some(journal.to_version.clone());
-            let skipped = env.systemd.is_none() && !journal.units.is_empty();
-            let msg = format!(
-                "{} {} {ok_message}{}",
-                journal.package,
-                journal.to_version,
-                if skipped {
-                    " (unit restarts skipped: no systemd)"
-                } else {
-                    ""
-                }
+    let on_probation = match gate(env, &journal.units, result, "", before, false) {
+        Ok(judges) => judges,
+        Err(reason) => {
+            return rollback(
+                env,
+                dpkg,
+                journal,
+                result,
+                ErrorCode::UnhealthyRolledBack,
+                &reason,
             );
-            result.set_code(ErrorCode::Ok, msg);
         }
-        Err(reason) => rollback(
-            env,
-            dpkg,
-            journal,
-            result,
-            ErrorCode::UnhealthyRolledBack,
-            &reason,
-        ),
+    };
+    let skipped = env.systemd.is_none() && !journal.units.is_empty();
+    let name = format!("{} {}", journal.package, journal.to_version);
+    if let Some(until) = on_probation
+        .iter()
+        .filter_map(|j| j.probation_until())
+        .max()
+    {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let until_secs = receipt::now_secs() + left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        let secs = env.settings.probation.as_secs();
+        result.installed = Some(journal.to_version.clone());
+        result.settled = false;
+        result.probation_until = Some(until_secs);
+        result.set_code(
+            ErrorCode::Ok,
+            format!("{name} {ok_message}; on probation for {secs} s (until {until_secs})"),
+        );
+        (env.progress)(
+            Phase::Health,
+            100,
+            &format!(
+                "healthy; probation of {} until {until_secs}",
+                journal.units.join(", ")
+            ),
+        );
+        if let Some(tell) = env.healthy.as_deref_mut() {
+            tell(result);
+        }
+        result.settled = true;
+        let poll = env.timing().poll;
+        let watched = match env.systemd.as_deref_mut() {
+            Some(sd) => units::watch_probation(sd, on_probation, poll),
+            None => Err("internal: units on probation without systemd".to_string()),
+        };
+        match watched {
+            Ok(()) => {
+                result.step(
+                    "probation",
+                    StepOutcome::Done,
+                    format!("{} stayed healthy for {secs} s", journal.units.join(", ")),
+                );
+                commit(
+                    env,
+                    journal,
+                    result,
+                    &format!("{ok_message}, confirmed after {secs} s on probation"),
+                );
+            }
+            Err(reason) => {
+                result.step("probation", StepOutcome::Failed, reason.clone());
+                rollback(
+                    env,
+                    dpkg,
+                    journal,
+                    result,
+                    ErrorCode::UnhealthyRolledBack,
+                    &reason,
+                );
+            }
+        }
+        return;
     }
+    let suffix = if skipped {
+        " (unit restarts skipped: no systemd)"
+    } else {
+        ""
+    };
+    commit(env, journal, result, &format!("{ok_message}{suffix}"));
+}
+
+/// The new version stays: its file is made durable, older cached versions pruned, `ok`.
+fn commit(env: &mut Env<'_, '_>, journal: &Journal, result: &mut TxResult, what: &str) {
+    // The installed file is the next update's rollback source: durable from now on (its
+    // writeback started when it was taken, so this is mostly done).
+    if let Err(e) = std::fs::File::open(&journal.new_deb).and_then(|f| f.sync_all()) {
+        tracing::warn!(error = %e, file = %journal.new_deb.display(), "cannot fsync the cached package");
+    }
+    let cache = Cache::new(&env.settings.paths.cache_dir());
+    if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
+        tracing::warn!(error = %e, "cannot prune the package cache");
+    }
+    result.installed = Some(journal.to_version.clone());
+    result.settled = true;
+    result.set_code(
+        ErrorCode::Ok,
+        format!("{} {} {what}", journal.package, journal.to_version),
+    );
 }
 
 fn dpkg_install(
@@ -148,14 +220,18 @@ fn gate(
     suffix: &str,
     before: &[Option<UnitSample>],
     rolling_back: bool,
-) -> Result<(), String> {
+) -> Result<Vec<crate::health::HealthJudge>, String> {
     let restart = format!("restart-units{suffix}");
     let health = format!("health-gate{suffix}");
     if units.is_empty() {
         result.step(&restart, StepOutcome::Skipped, "the package ships no units");
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let timing = env.timing();
+    let mut timing = env.timing();
+    if rolling_back {
+        // The restored version was settled before: gated again, no probation.
+        timing.probation = std::time::Duration::ZERO;
+    }
     let progress = &mut env.progress;
     let Some(sd) = env.systemd.as_deref_mut() else {
         let list = units.join(", ");
@@ -165,7 +241,7 @@ fn gate(
             format!("no systemd (isolated root): {list}"),
         );
         result.step(&health, StepOutcome::Skipped, "no systemd (isolated root)");
-        return Ok(());
+        return Ok(Vec::new());
     };
     // After a rollback the restart and gate are part of the rollback phase (progress only
     // moves forward).
@@ -183,10 +259,10 @@ fn gate(
     match units::restart_and_gate(sd, units, before, timing, &mut |m| {
         progress(health_phase, health_pct, m)
     }) {
-        Ok(()) => {
+        Ok(judges) => {
             result.step(&restart, StepOutcome::Done, units.join(", "));
             result.step(&health, StepOutcome::Done, "all units healthy");
-            Ok(())
+            Ok(judges)
         }
         Err(reason) => {
             result.step(&health, StepOutcome::Failed, reason.clone());
@@ -225,7 +301,7 @@ pub(crate) fn rollback(
             ("rollback", Phase::Rollback),
         )
         .and_then(|()| gate(env, &journal.units, result, "-after-rollback", &[], true))
-        .map(|()| format!("{name} {from} restored")),
+        .map(|_| format!("{name} {from} restored")),
         (Some(from), None) => {
             result.step(
                 "rollback",

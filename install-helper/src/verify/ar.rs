@@ -5,8 +5,12 @@
 //! padding, and enforces the member order of deb(5):
 //! `debian-binary` ("2.0\n"), `control.tar[.gz|.xz|.zst]`, `data.tar[.gz|.xz|.zst|.bz2]`, then
 //! only members whose names start with `_` (e.g. `_gpgorigin`), each at most once. GNU ar's
-//! trailing `/` in member names is tolerated. The data member is skipped (hashed, not kept);
+//! trailing `/` in member names is tolerated. The data member is streamed (hashed, not kept);
 //! the control member and the `_` members are kept in memory up to [`Limits`].
+//!
+//! [`scan_observed`] is the same pass with an observer that sees the contents of
+//! `debian-binary`, the control member and the data member (in chunks, as they are read), so
+//! the signature and the content check can consume them in the same pass.
 
 use std::io::{self, Read};
 
@@ -228,7 +232,7 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, ArError> {
 }
 
 /// Parses one header; returns (name, size).
-fn parse_header(h: &[u8; HEADER_LEN], offset: u64) -> Result<(String, u64), ArError> {
+pub(crate) fn parse_header(h: &[u8; HEADER_LEN], offset: u64) -> Result<(String, u64), ArError> {
     let bad = |reason: String| ArError::BadHeader { offset, reason };
     if &h[58..60] != b"`\n" {
         return Err(bad("bad header terminator".into()));
@@ -381,9 +385,23 @@ pub fn scan_head<'a>(head: &'a [u8], limits: &Limits) -> Result<Option<HeadContr
     }
     Ok(None)
 }
+/// Size of the chunks the data member is read (and observed) in.
+pub const DATA_CHUNK: usize = 256 << 10;
 
 /// Reads and validates a whole .deb ar archive from `reader` (see the module documentation).
 pub fn scan<R: Read>(reader: R, limits: &Limits) -> Result<DebArchive, ArError> {
+    scan_observed(reader, limits, &mut |_, _, _| {})
+}
+
+/// [`scan`], calling `observe(name, kind, bytes)` with the contents of the signed members as
+/// they are read: `debian-binary` and the control member once each (whole), the data member
+/// once with an empty slice when it starts and then chunk by chunk (at most [`DATA_CHUNK`]).
+/// A member is observed only after its header was accepted; `_` members are not observed.
+pub fn scan_observed<R: Read>(
+    reader: R,
+    limits: &Limits,
+    observe: &mut dyn FnMut(&str, MemberKind, &[u8]),
+) -> Result<DebArchive, ArError> {
     let mut r = Hashing {
         inner: reader,
         hasher: Sha256::new(),
@@ -435,6 +453,7 @@ pub fn scan<R: Read>(reader: R, limits: &Limits) -> Result<DebArchive, ArError> 
                         String::from_utf8_lossy(&data).into_owned(),
                     ));
                 }
+                observe(&name, kind, &data);
             }
             MemberKind::Control(_) => {
                 if size > limits.max_control {
@@ -445,23 +464,23 @@ pub fn scan<R: Read>(reader: R, limits: &Limits) -> Result<DebArchive, ArError> 
                     });
                 }
                 control = read_member(&mut r, &name, size)?;
+                observe(&name, kind, &control);
             }
             MemberKind::Data(_) => {
-                let copied = io::copy(&mut (&mut r).take(size), &mut io::sink()).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        ArError::Truncated {
-                            offset: offset.saturating_add(size),
+                observe(&name, kind, &[]);
+                let mut buf = vec![0u8; DATA_CHUNK];
+                let mut left = size;
+                while left > 0 {
+                    let want = usize::try_from(left).map_or(DATA_CHUNK, |l| l.min(DATA_CHUNK));
+                    let n = read_full(&mut r, &mut buf[..want])?;
+                    if n == 0 {
+                        return Err(ArError::Truncated {
+                            offset: r.pos,
                             what: format!("member {name:?}"),
-                        }
-                    } else {
-                        ArError::Io(e)
+                        });
                     }
-                })?;
-                if copied < size {
-                    return Err(ArError::Truncated {
-                        offset: r.pos,
-                        what: format!("member {name:?}"),
-                    });
+                    left -= n as u64;
+                    observe(&name, kind, &buf[..n]);
                 }
             }
             MemberKind::Extra => {

@@ -1,30 +1,32 @@
 //! Verification of a staged .deb before anything on the system changes.
 //!
-//! [`verify_package`] runs, in this order, stopping at the first failure:
-//! 1. one streaming pass over the file: ar structure and member order ([`ar`]), SHA-256 of the
-//!    whole file; the compressed control member and `_` members are kept (bounded), the data
-//!    member is only hashed;
+//! [`verify_package`] reads the package once ([`pass`]): while the bytes are read (and, in the
+//! helper, written to its own copy), three consumers see them at the same time, and their
+//! verdicts are then taken in this order, the first failure deciding:
+//! 1. the ar structure and member order ([`ar`]) and the SHA-256 of the whole file; the
+//!    compressed control member and `_` members are kept (bounded);
 //! 2. the `_gpgorigin` signature ([`signature`]) over `debian-binary ‖ control.tar.* ‖
-//!    data.tar.*`, read again from the file in a second streaming pass. Nothing inside the
-//!    package is decompressed before its origin is established;
+//!    data.tar.*` as debsigs makes it, hashed as the members stream by (the signature is read
+//!    ahead, [`pass::prefetch_signature`]);
 //! 3. the control file ([`control`]): Package, Version, Architecture required and valid;
-//! 4. the policy ([`policy`]): name globs, architecture (host's or `all`), version order
-//!    against the installed version ([`version`], identical to `dpkg --compare-versions`);
-//! 5. the content check ([`content`]): the data tarball is decompressed and read to the end
-//!    (a third streaming pass, stopped as soon as the unpacked-size cap is passed); every entry
-//!    is checked against the archive rules, the policy's `[content]` rules for this package
-//!    ([`content_rules`]) and, when a target root is given, where it would really land there
-//!    ([`target`]). The same pass finds the `.service` units it ships; a corrupt data tarball
-//!    is a `bad-archive`.
+//! 4. the policy ([`policy`]): name globs, architecture (host's or `all`);
+//! 5. the content check ([`content`]): the data tarball is decompressed as it streams by
+//!    (stopped as soon as the unpacked-size cap is passed); every entry is checked against
+//!    the archive rules, the policy's `[content]` rules for this package ([`content_rules`])
+//!    and, when a target root is given, where it would really land there ([`target`]). The
+//!    same pass finds the `.service` units it ships; a corrupt data tarball is a `bad-archive`;
+//! 6. the version order against the installed version ([`check_order`], identical to
+//!    `dpkg --compare-versions`): a pure function of the verified fields, so the helper asks
+//!    dpkg for the installed version only once it knows the name, and asks again under the
+//!    frontend lock without reading the package again.
 //!
-//! Memory stays bounded: the control member (≤ 16 MiB compressed, ≤ 64 MiB uncompressed) and
-//! `_` members (≤ 1 MiB each) are the only things held in memory.
+//! Memory stays bounded: the control member (≤ 16 MiB compressed, ≤ 64 MiB uncompressed), `_`
+//! members (≤ 1 MiB each) and a few queued chunks per consumer.
 //!
 //! An installed version that is not a valid Debian version cannot be ordered: the package is
 //! refused as `not-newer` unless the policy allows both reinstall and downgrade.
 //!
-//! `path` must be the helper's own root-only copy: the file is opened three times and must not
-//! change in between.
+//! What the single pass gives up and its fallbacks: see [`pass`].
 
 pub mod ar;
 pub mod check;
@@ -32,6 +34,7 @@ pub mod content;
 pub mod content_rules;
 pub mod control;
 pub mod head;
+pub mod pass;
 pub mod policy;
 pub mod signature;
 pub mod target;
@@ -41,7 +44,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use install_api::ErrorCode;
 
@@ -288,12 +290,22 @@ fn control_info(
     path: &Path,
     archive: &ar::DebArchive,
 ) -> Result<control::ControlInfo, VerifyError> {
-    let content_err = |e| control_error(path, e);
     let cm = archive.control_member();
     let ar::MemberKind::Control(ccomp) = cm.kind else {
         return Err(bad_archive(path, "internal: control member kind".into()));
     };
-    let text = control::extract_control(&cm.name, ccomp, archive.control()).map_err(content_err)?;
+    control_from(path, &cm.name, ccomp, archive.control())
+}
+
+/// The control member `name` (compressed with `c`, contents `bytes`), parsed and validated.
+fn control_from(
+    path: &Path,
+    name: &str,
+    c: ar::Compression,
+    bytes: &[u8],
+) -> Result<control::ControlInfo, VerifyError> {
+    let content_err = |e| control_error(path, e);
+    let text = control::extract_control(name, c, bytes).map_err(content_err)?;
     control::parse_paragraph(&text)
         .and_then(control::validate)
         .map_err(content_err)
@@ -337,29 +349,41 @@ fn check_policy(
             host: host_arch.to_owned(),
         });
     }
-    if let Some(installed) = installed_version {
-        // An unparsable installed version cannot be ordered: treat it as a refusal unless
-        // both downgrade and reinstall are allowed.
-        let ord = Version::parse(installed).map(|v| info.version.cmp(&v));
-        let relation = match ord {
-            Ok(std::cmp::Ordering::Greater) => None,
-            Ok(std::cmp::Ordering::Equal) if policy.allow_reinstall => None,
-            Ok(std::cmp::Ordering::Less) if policy.allow_downgrade => None,
-            Err(_) if policy.allow_reinstall && policy.allow_downgrade => None,
-            Ok(std::cmp::Ordering::Equal) => Some("equal to"),
-            Ok(std::cmp::Ordering::Less) => Some("older than"),
-            Err(_) => Some("not comparable with"),
-        };
-        if let Some(relation) = relation {
-            return Err(VerifyError::NotNewer {
-                package: info.package.clone(),
-                version: info.version.to_string(),
-                installed: installed.to_owned(),
-                relation,
-            });
-        }
+    match installed_version {
+        Some(installed) => order(&info.package, &info.version, installed, policy),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The version order of `package` `version` against the installed version, by the policy's
+/// `allow_reinstall` / `allow_downgrade`.
+fn order(
+    package: &str,
+    version: &Version,
+    installed: &str,
+    policy: &Policy,
+) -> Result<(), VerifyError> {
+    // An unparsable installed version cannot be ordered: treat it as a refusal unless
+    // both downgrade and reinstall are allowed.
+    let ord = Version::parse(installed).map(|v| version.cmp(&v));
+    let relation = match ord {
+        Ok(std::cmp::Ordering::Greater) => None,
+        Ok(std::cmp::Ordering::Equal) if policy.allow_reinstall => None,
+        Ok(std::cmp::Ordering::Less) if policy.allow_downgrade => None,
+        Err(_) if policy.allow_reinstall && policy.allow_downgrade => None,
+        Ok(std::cmp::Ordering::Equal) => Some("equal to"),
+        Ok(std::cmp::Ordering::Less) => Some("older than"),
+        Err(_) => Some("not comparable with"),
+    };
+    match relation {
+        None => Ok(()),
+        Some(relation) => Err(VerifyError::NotNewer {
+            package: package.to_owned(),
+            version: version.to_string(),
+            installed: installed.to_owned(),
+            relation,
+        }),
+    }
 }
 
 /// Verifies the staged package at `path` against `policy` on a host of architecture
@@ -377,6 +401,7 @@ pub fn verify_package(
 
 /// [`verify_package`] for installation into `target`: the content check also resolves where
 /// each entry would land on that root ([`target`]). The helper always passes its target.
+/// `path` must not change while it is read (the helper's own root-only copy, or a test file).
 pub fn verify_package_for(
     path: &Path,
     policy: &Policy,
@@ -387,8 +412,9 @@ pub fn verify_package_for(
     verify_steps(path, policy, host_arch, installed_version, target, true)
 }
 
-/// Every step; without `check_signature` a present `_gpgorigin` is not verified (step 2 is
-/// skipped: [`check::check`] without a keyring). The helper always checks it.
+/// Every step, in one pass over `path` ([`pass`]); without `check_signature` a present
+/// `_gpgorigin` is not verified (`iocomctl check` without a keyring, [`check::check`]). The
+/// helper always checks it.
 fn verify_steps(
     path: &Path,
     policy: &Policy,
@@ -397,111 +423,36 @@ fn verify_steps(
     target: Option<&TargetRoot>,
     check_signature: bool,
 ) -> Result<VerifiedPackage, VerifyError> {
-    let io_err = |source| VerifyError::Io {
+    let file = File::open(path).map_err(|source| VerifyError::Io {
         path: path.to_owned(),
         source,
-    };
-
-    let _span = tracing::info_span!("verify", path = %path.display()).entered();
-    // 1. Structure and hash.
-    let archive = scan_archive(path)?;
-
-    // 2. Origin signature.
-    let signer = match archive.extra(ORIGIN_SIGNATURE_MEMBER) {
-        None if policy.require_signature => {
-            return Err(VerifyError::SignatureMissing {
-                path: path.to_owned(),
-            });
-        }
-        None => String::new(),
-        Some(_) if !check_signature => String::new(),
-        Some(sig) => {
-            let ranges: Vec<(u64, u64)> = archive
-                .signed_members()
-                .iter()
-                .map(|m| (m.offset, m.size))
-                .collect();
-            signature::verify_detached(
-                sig,
-                &policy.trusted_keys,
-                || Ranges::open(path, ranges.clone()),
-                SystemTime::now(),
-            )
-            .map_err(|e| match e {
-                signature::SignatureError::Invalid(reason) => VerifyError::SignatureInvalid {
-                    path: path.to_owned(),
-                    reason,
-                },
-                signature::SignatureError::Untrusted(reason) => VerifyError::UntrustedSigner {
-                    path: path.to_owned(),
-                    reason,
-                },
-                signature::SignatureError::Io(e) => io_err(e),
-            })?
-        }
-    };
-
-    // 3. Control file.
-    let info = control_info(path, &archive)?;
-
-    // 4. Policy.
-    check_policy(&info, policy, host_arch, installed_version)?;
-
-    // 5. Content check of the data tarball (and its shipped units).
-    let dm = archive.data_member();
-    let ar::MemberKind::Data(dcomp) = dm.kind else {
-        return Err(bad_archive(path, "internal: data member kind".into()));
-    };
-    let data = Ranges::open(path, vec![(dm.offset, dm.size)]).map_err(io_err)?;
-    let rules = policy.content.rules_for(&info.package);
-    let report = content::check(
-        &dm.name,
-        dcomp,
-        data,
-        &info.package,
-        &rules,
-        info.installed_size_kib,
-        target,
-    )
-    .map_err(|e| match e {
-        content::ContentError::Archive { .. } => bad_archive(path, e.to_string()),
-        content::ContentError::Refused {
-            kind,
-            entry,
-            reason,
-        } => VerifyError::Content {
-            package: info.package.clone(),
-            kind,
-            entry: format!("data.tar entry {entry}"),
-            reason,
-        },
     })?;
-    let mut units = info.units;
-    for u in report.units {
-        if !units.contains(&u) {
-            units.push(u);
-        }
-    }
-    units.retain(|u| u != HELPER_UNIT);
+    let prefetch = if check_signature {
+        pass::prefetch_signature(&file)
+    } else {
+        pass::Prefetch::Skip
+    };
+    let stream = BufReader::with_capacity(256 << 10, file);
+    let pkg = pass::verify_stream(stream, prefetch, path, policy, host_arch, target)?;
+    check_order(&pkg, policy, installed_version)?;
+    Ok(pkg)
+}
 
-    tracing::info!(
-        package = %info.package,
-        version = %info.version,
-        sha256 = archive.sha256(),
-        signer = %signer,
-        units = ?units,
-        "package verified"
-    );
-    Ok(VerifiedPackage {
-        name: info.package,
-        version: info.version.to_string(),
-        architecture: info.architecture,
-        sha256: archive.sha256().to_owned(),
-        signer,
-        installed_size_kib: info.installed_size_kib,
-        units,
-        control: info.fields,
-    })
+/// Step 6: the version of a verified package against the installed one (`None`: not
+/// installed), by the policy's `allow_reinstall` / `allow_downgrade`.
+pub fn check_order(
+    pkg: &VerifiedPackage,
+    policy: &Policy,
+    installed: Option<&str>,
+) -> Result<(), VerifyError> {
+    let Some(installed) = installed else {
+        return Ok(());
+    };
+    let version = Version::parse(&pkg.version).map_err(|e| VerifyError::BadControl {
+        path: PathBuf::from(&pkg.name),
+        reason: format!("Version {}: {e}", pkg.version),
+    })?;
+    order(&pkg.name, &version, installed, policy)
 }
 
 #[cfg(test)]

@@ -138,6 +138,7 @@ pub fn settings(root: &Path, state: &Path) -> Settings {
     s.space_reserve = 0;
     s.command_timeout = Duration::from_secs(120);
     s.health_window = Duration::ZERO;
+    s.probation = Duration::ZERO;
     s
 }
 
@@ -219,11 +220,15 @@ fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<String, String>) {
 pub struct FieldsVerifier;
 
 impl Verifier for FieldsVerifier {
-    fn verify(
+    fn verify_stream(
         &self,
+        stream: &mut dyn std::io::Read,
+        _: Option<&std::fs::File>,
         path: &Path,
-        installed: &dyn Fn(&str) -> Result<Option<String>, Refusal>,
     ) -> Result<Candidate, Refusal> {
+        // The pass writes the copy as it is read: read it all, then look at the copy.
+        std::io::copy(stream, &mut std::io::sink())
+            .map_err(|e| Refusal::new(ErrorCode::IoError, e.to_string()))?;
         let field = |f: &str| {
             let out = Command::new("dpkg-deb")
                 .arg("-f")
@@ -238,19 +243,6 @@ impl Verifier for FieldsVerifier {
         };
         let name = field("Package").ok_or(Refusal::new(ErrorCode::BadControl, "no Package"))?;
         let version = field("Version").ok_or(Refusal::new(ErrorCode::BadControl, "no Version"))?;
-        if let Some(old) = installed(&name)? {
-            let newer = Command::new("dpkg")
-                .args(["--compare-versions", &version, "gt", &old])
-                .status()
-                .unwrap()
-                .success();
-            if !newer {
-                return Err(Refusal::new(
-                    ErrorCode::NotNewer,
-                    format!("{name} {version} <= {old}"),
-                ));
-            }
-        }
         Ok(Candidate {
             name,
             version,
@@ -261,6 +253,25 @@ impl Verifier for FieldsVerifier {
             units: vec!["app.service".into()],
             control: Default::default(),
         })
+    }
+
+    fn check_order(&self, cand: &Candidate, installed: Option<&str>) -> Result<(), Refusal> {
+        let Some(old) = installed else {
+            return Ok(());
+        };
+        let newer = Command::new("dpkg")
+            .args(["--compare-versions", &cand.version, "gt", old])
+            .status()
+            .unwrap()
+            .success();
+        if newer {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                ErrorCode::NotNewer,
+                format!("{} {} <= {old}", cand.name, cand.version),
+            ))
+        }
     }
 }
 

@@ -115,6 +115,11 @@ pub(crate) struct Updates {
     packages: crate::status::PackageList,
     /// The helper's name, architecture and version rules (its `Status()`): the early refusal.
     policy: Option<install_api::PolicySummary>,
+    /// The transaction whose provisional success (`Healthy`) was published: its settled
+    /// `Finished` is still to come ([`Updates::on_settled`]).
+    probation: Option<String>,
+    /// Who waits for the settled result of the transaction on probation (a fleet install).
+    probation_waiter: Option<fleet::ResultWaiter>,
 }
 
 impl Updates {
@@ -142,6 +147,8 @@ impl Updates {
             versions: tokio::sync::watch::Sender::new(Vec::new()),
             packages: crate::status::PackageList::default(),
             policy: None,
+            probation: None,
+            probation_waiter: None,
         }
     }
 
@@ -471,6 +478,9 @@ impl Updates {
     fn finish(&mut self, txid: Option<&str>, mut outcome: Outcome) -> Option<Finished> {
         let bytes = self.machine.bytes().unwrap_or(0);
         let push = self.machine.push();
+        // A provisional success (probation running): the controller hears it now, a fleet
+        // waiter only the settled result ([`Self::on_settled`]).
+        let provisional = txid.is_some() && self.probation.as_deref() == txid;
         if txid.is_some() {
             self.last_txid = txid.map(str::to_owned);
         }
@@ -479,7 +489,11 @@ impl Updates {
                 outcome.bytes = bytes;
                 let settled = outcome.clone();
                 let f = self.publish(outcome, origin.conn());
-                self.settled(push, &settled);
+                if provisional {
+                    self.await_probation(push);
+                } else {
+                    self.settled(push, &settled);
+                }
                 Some(f)
             }
             Err(why) => {

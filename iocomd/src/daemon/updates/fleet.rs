@@ -145,6 +145,11 @@ impl Updates {
             let _ = reply.send(None);
             return;
         };
+        if self.probation.as_deref() == Some(txid.as_str()) {
+            // Healthy before our restart, its probation still running: answered when it ends.
+            self.probation_waiter = Some(ResultWaiter::Recover(reply));
+            return;
+        }
         if self.machine.txid() == Some(txid.as_str()) {
             // Still running (resumed): answered when it settles.
             self.settle = self
@@ -159,6 +164,22 @@ impl Updates {
             .filter(|_| self.last_txid.as_deref() == Some(txid.as_str()));
         self.forget_handover();
         let _ = reply.send(last);
+    }
+
+    /// Update `push` ended with a provisional success: whoever waits for its result waits on
+    /// for the end of the probation.
+    pub(super) fn await_probation(&mut self, push: Option<u64>) {
+        if push.is_some() && self.settle.as_ref().map(|(p, _)| *p) == push {
+            self.probation_waiter = self.settle.take().map(|(_, w)| w);
+        }
+    }
+
+    /// The probation ended with the settled result `o`.
+    pub(super) fn probation_settled(&mut self, o: &Outcome) {
+        if let Some(w) = self.probation_waiter.take() {
+            self.forget_handover();
+            w.send(o.clone());
+        }
     }
 
     /// The versions the fleet client reads (a receiver of the owner's channel).
@@ -273,6 +294,7 @@ mod tests {
                 phase: None,
                 percent: 50,
                 message: String::new(),
+                probation_until: None,
             }),
             ..HelperStatus::default()
         };
@@ -286,6 +308,39 @@ mod tests {
         let got = answer.try_recv().unwrap().unwrap();
         assert_eq!(got.code, ResultCode::Helper(ErrorCode::UnhealthyRolledBack));
         assert!(!d.path().join(HANDOVER).exists());
+    }
+
+    #[test]
+    fn a_fleet_install_on_probation_is_answered_with_its_settled_result() {
+        let d = tempfile::tempdir().unwrap();
+        let mut u = updates(d.path());
+        u.reserve("9").unwrap();
+        // As `install_fleet` hands a file over, up to the helper's txid.
+        let (reply, mut answer) = oneshot::channel();
+        u.settle = u.machine.push().map(|p| (p, ResultWaiter::Install(reply)));
+        u.machine.submit(fleet("9"), 10, 0).unwrap();
+        u.machine.install_started("t5").unwrap();
+        u.record_handover("9", "t5");
+        let mut healthy = TxResult::new("t5", ErrorCode::Ok, "healthy; on probation");
+        healthy.settled = false;
+        healthy.probation_until = Some(1);
+        u.on_helper(HelperSignal::Healthy(Box::new(healthy)));
+        assert!(
+            answer.try_recv().is_err(),
+            "the provisional success is not the result"
+        );
+        assert_eq!(
+            u.machine.name(),
+            "reserved",
+            "the action still holds the slot"
+        );
+        assert_eq!(u.status(0).code, "ok", "the controller's view: healthy");
+        let crashed = TxResult::new("t5", ErrorCode::UnhealthyRolledBack, "crashed");
+        u.on_helper(HelperSignal::Finished(Box::new(crashed)));
+        let got = answer.try_recv().unwrap();
+        assert_eq!(got.code, ResultCode::Helper(ErrorCode::UnhealthyRolledBack));
+        assert!(!d.path().join(HANDOVER).exists());
+        assert_eq!(u.status(0).code, "unhealthy-rolled-back");
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The update side's helper link: its signals, the `Install` call's answer, the helper going
 //! away, and the helper's status read at start (a result persisted across our restart, or a
 //! transaction it still runs).
+//!
+//! Provisional and settled results: the helper's `Healthy` (units through the ready gate,
+//! probation running) ends the update for the controller — `ok`, `tod_err` 6 — with the
+//! probation's end in the message; its later `Finished` is the settled result, published again
+//! (`upd_seq` + 1): `ok` confirmed, or `unhealthy-rolled-back` when a unit crashed or missed its
+//! watchdog during the probation. Every settled result goes through [`Updates::settled`].
 
 use super::{Finished, Outcome, Updates};
 use crate::helper_client::{HelperClient, HelperError};
 use crate::status::UpdState;
-use install_api::{DaemonCode, HelperSignal, ResultCode};
+use install_api::{DaemonCode, HelperSignal, ResultCode, TxResult};
 use std::sync::Arc;
 
 /// `Finished` signals kept while waiting for `Install` to return their txid.
@@ -21,6 +27,9 @@ impl Updates {
                 percent,
                 message,
             } => {
+                if self.probation.as_deref() == Some(txid.as_str()) {
+                    return None;
+                }
                 // A phase this daemon does not know (a newer helper) keeps the current state.
                 let state = phase.map_or(self.machine.phase(), UpdState::of_phase);
                 let pct = u8::try_from(percent.min(100)).unwrap_or(100);
@@ -32,9 +41,27 @@ impl Updates {
                 }
                 None
             }
-            HelperSignal::Finished(result) => {
+            HelperSignal::Healthy(result) => {
                 let txid = result.txid.clone();
                 if self.machine.txid() == Some(txid.as_str()) {
+                    self.probation = Some(txid.clone());
+                    return self.finish(Some(&txid), Outcome::of_tx(&result));
+                }
+                if matches!(
+                    self.machine,
+                    crate::daemon::update::Update::Installing { txid: None, .. }
+                ) {
+                    self.orphans.push(*result);
+                }
+                None
+            }
+            HelperSignal::Finished(result) => {
+                let txid = result.txid.clone();
+                if self.probation.as_deref() == Some(txid.as_str()) {
+                    return self.on_settled(&result);
+                }
+                if self.machine.txid() == Some(txid.as_str()) {
+                    self.log_settled(&result);
                     return self.finish(Some(&txid), Outcome::of_tx(&result));
                 }
                 if matches!(
@@ -79,6 +106,17 @@ impl Updates {
                 }
                 let i = self.orphans.iter().position(|r| r.txid == txid)?;
                 let r = self.orphans.remove(i);
+                if r.is_provisional() {
+                    self.probation = Some(txid.clone());
+                    let f = self.finish(Some(&txid), Outcome::of_tx(&r));
+                    // Its settled result may have come too.
+                    if let Some(j) = self.orphans.iter().position(|s| s.txid == txid) {
+                        let settled = self.orphans.remove(j);
+                        return self.on_settled(&settled).or(f);
+                    }
+                    return f;
+                }
+                self.log_settled(&r);
                 self.finish(Some(&txid), Outcome::of_tx(&r))
             }
             Err(e) => {
@@ -133,6 +171,26 @@ impl Updates {
         }
     }
 
+    /// The settled `Finished` of a transaction whose provisional success was published: the
+    /// result again, as a new result (`upd_seq` + 1) of no connection (the controller was
+    /// told at the gate).
+    fn on_settled(&mut self, r: &TxResult) -> Option<Finished> {
+        self.probation = None;
+        self.last_txid = Some(r.txid.clone());
+        self.log_settled(r);
+        let o = Outcome::of_tx(r);
+        let f = self.publish(o.clone(), None);
+        self.probation_settled(&o);
+        Some(f)
+    }
+
+    /// Every settled result of the helper is logged here once (with a probation: after it;
+    /// without: at the `Finished` that ends the update); a fleet install is answered with it
+    /// (`settled` / `probation_settled`).
+    fn log_settled(&self, r: &TxResult) {
+        tracing::info!(txid = %r.txid, code = %r.code, probation_until = ?r.probation_until, "install settled");
+    }
+
     /// Whether a helper link exists.
     pub(crate) fn has_helper(&self) -> bool {
         self.helper.is_some()
@@ -178,6 +236,21 @@ impl Updates {
     }
 
     fn resume_current(&mut self, current: Option<install_api::CurrentTx>) {
+        if let Some(cur) = current.as_ref().filter(|c| c.probation_until.is_some()) {
+            // Healthy before we (re)started, e.g. a self-update: the provisional success now,
+            // the settled result at its `Finished`.
+            self.probation = Some(cur.txid.clone());
+            self.last_txid = Some(cur.txid.clone());
+            let o = Outcome {
+                code: ResultCode::OK,
+                message: cur.message.clone(),
+                pkg: None,
+                installed: None,
+                bytes: 0,
+            };
+            self.publish(o, None);
+            return;
+        }
         if let Some(cur) = current {
             self.pushes += 1;
             let phase = cur.phase.map_or(UpdState::Installing, UpdState::of_phase);

@@ -1,0 +1,257 @@
+//! Benchmark (not a test): the helper's hand-over against plain dpkg, measured in one run.
+//!
+//! 1. verify + install: a signed package with `IOCOM_BENCH_MIB` MiB (default 256; 1024 for
+//!    the 1 GiB figure) of incompressible bytes, taken by the helper (`stage::take`: copy and
+//!    single-pass verification, then `txn::run`: lock, `apt-get --simulate`, space, cache,
+//!    journal, `dpkg --install`, commit with fsync) vs a plain `dpkg --root=… --install` of
+//!    the same file into another isolated root.
+//! 2. hand-over end to end, 64 MiB (`IOCOM_BENCH_E2E_MIB`): what follows the transfer on the
+//!    device — the spool's work (copy + SHA-256 + fsync, as iocomd's spool does it) and then
+//!    `Install` over a peer-to-peer D-Bus connection to the real service until `Finished` — vs
+//!    the raw path: copy + SHA-256 + fsync + `dpkg --install`.
+//!
+//! Each comparison runs `IOCOM_BENCH_ROUNDS` (default 3) alternating rounds into fresh roots
+//! and prints every round and the median ratio. No sandbox and no systemd (isolated roots):
+//! both sides run the same dpkg. `cargo bench -p install-helper --bench handover`.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+#[path = "../tests/txn_support/mod.rs"]
+#[allow(unused_imports)]
+mod txn_support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use install_api::{ErrorCode, InstallHelper1Proxy};
+use install_helper::auth::AuthConfig;
+use install_helper::service::{self, InstallHelper, Transport};
+use install_helper::{stage, txn};
+use sha2::{Digest, Sha256};
+use txn_support::{Signer, World};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let mib = env_usize("IOCOM_BENCH_MIB", 256);
+    let e2e_mib = env_usize("IOCOM_BENCH_E2E_MIB", 64);
+    let rounds = env_usize("IOCOM_BENCH_ROUNDS", 3).max(1);
+    let work = tempfile::tempdir().unwrap();
+    let signer = Signer::new(work.path());
+
+    let deb = build(work.path(), "iocom-bench", mib, &signer);
+    println!(
+        "1. verify + install of a signed {mib} MiB package ({} bytes, data.tar.gz -1 of incompressible bytes)",
+        std::fs::metadata(&deb).unwrap().len()
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let (w1, w2) = (World::new(), World::new());
+        let plain = timed(|| plain_dpkg(&deb, &w1));
+        let ours = timed(|| helper_install(&deb, &signer, &w2));
+        let r = ours.as_secs_f64() / plain.as_secs_f64();
+        println!(
+            "   round {round}: helper {ours:>8.2?}  plain dpkg -i {plain:>8.2?}  ratio {r:.2}"
+        );
+        ratios.push(r);
+    }
+    println!(
+        "   median ratio helper / plain dpkg -i: {:.2}",
+        median(ratios)
+    );
+
+    let deb = build(work.path(), "iocom-e2e", e2e_mib, &signer);
+    println!("2. hand-over end to end, {e2e_mib} MiB: spool + Install over p2p D-Bus to Finished");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let (w1, w2) = (World::new(), World::new());
+        let raw = timed(|| {
+            let copy = spool(&deb, w1.tmp.path());
+            plain_dpkg(&copy, &w1);
+        });
+        let ours = timed(|| rt.block_on(handover(&deb, &signer, &w2)));
+        let r = ours.as_secs_f64() / raw.as_secs_f64();
+        println!(
+            "   round {round}: hand-over {ours:>8.2?}  raw copy+sha256+fsync+dpkg -i {raw:>8.2?}  ratio {r:.2}"
+        );
+        ratios.push(r);
+    }
+    println!("   median ratio hand-over / raw: {:.2}", median(ratios));
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+/// A signed package `name` 1.0 with one file of `mib` MiB of pseudo-random bytes.
+fn build(dir: &Path, name: &str, mib: usize, signer: &Signer) -> PathBuf {
+    let tree = dir.join(format!("tree-{name}"));
+    let debian = tree.join("DEBIAN");
+    std::fs::create_dir_all(&debian).unwrap();
+    std::fs::write(
+        debian.join("control"),
+        format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: all\nInstalled-Size: {}\n\
+             Maintainer: Bench <bench@example.invalid>\nDescription: bench package\n",
+            mib * 1024 + 4
+        ),
+    )
+    .unwrap();
+    let data_dir = tree.join(format!("usr/share/{name}"));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let mut f = std::fs::File::create(data_dir.join("blob")).unwrap();
+    let mut seed = 0x5eed_u64;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for b in chunk.chunks_exact_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            b.copy_from_slice(&seed.to_le_bytes());
+        }
+        f.write_all(&chunk).unwrap();
+    }
+    drop(f);
+    std::fs::set_permissions(
+        data_dir.join("blob"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = dir.join(format!("{name}_1.0_all.deb"));
+    let st = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "-z1", "--build"])
+        .arg(&tree)
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "dpkg-deb --build failed");
+    std::fs::remove_dir_all(&tree).unwrap();
+    signer.sign(&out)
+}
+
+/// `dpkg --install` into a fresh isolated root, the flags the helper uses.
+fn plain_dpkg(deb: &Path, w: &World) {
+    let st = Command::new("dpkg")
+        .arg(format!("--root={}", w.root.display()))
+        .arg(format!("--log={}", w.tmp.path().join("dpkg.log").display()))
+        .args(["--force-confdef", "--force-confold", "--install"])
+        .arg(deb)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "plain dpkg --install failed");
+}
+
+fn settings(w: &World) -> install_helper::paths::Settings {
+    let mut s = w.settings();
+    s.max_package_size = 4 << 30;
+    s
+}
+
+/// The helper's path, in process: take (copy + verify) and the transaction.
+fn helper_install(deb: &Path, signer: &Signer, w: &World) {
+    let s = settings(w);
+    let verifier = signer.verifier().for_target(&s.paths);
+    let txid = txn::new_txid();
+    let taken = stage::take(
+        std::fs::File::open(deb).unwrap(),
+        &s.paths.staging_dir(),
+        &txid,
+        (s.max_package_size, 0),
+        &verifier,
+    )
+    .unwrap();
+    let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
+    let mut env = txn::Env {
+        settings: &s,
+        systemd: None,
+        progress: &mut progress,
+        healthy: None,
+    };
+    let r = txn::run(&mut env, &verifier, &txid, taken);
+    assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
+}
+
+/// The spool's work on a received package: copy, SHA-256, fsync (file and directory).
+fn spool(deb: &Path, dir: &Path) -> PathBuf {
+    let dest = dir.join("spooled.deb");
+    let mut src = std::fs::File::open(deb).unwrap();
+    let mut out = std::fs::File::create(&dest).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = src.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).unwrap();
+    }
+    out.sync_all().unwrap();
+    std::fs::File::open(dir).unwrap().sync_all().unwrap();
+    std::hint::black_box(h.finalize());
+    dest
+}
+
+/// The spool's work, then `Install` over p2p D-Bus to the real service until `Finished`.
+async fn handover(deb: &Path, signer: &Signer, w: &World) {
+    let s = settings(w);
+    let verifier = Arc::new(signer.verifier().for_target(&s.paths));
+    let helper = InstallHelper::new(
+        s,
+        verifier,
+        AuthConfig {
+            allowed_uids: vec![nix::unistd::getuid().as_raw()],
+            polkit: false,
+        },
+    );
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (server, conn) = tokio::join!(
+        service::serve(helper, Transport::P2p(a)),
+        zbus::connection::Builder::unix_stream(b).p2p().build()
+    );
+    let (_server, conn) = (server.unwrap(), conn.unwrap());
+    let proxy = InstallHelper1Proxy::builder(&conn).build().await.unwrap();
+    let mut finished = proxy.receive_finished().await.unwrap();
+    let spool_dir = w.tmp.path().join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    let spooled = spool(deb, &spool_dir);
+    let file = std::fs::File::open(&spooled).unwrap();
+    let txid = proxy
+        .install(zbus::Fd::from(&file), HashMap::new())
+        .await
+        .unwrap();
+    loop {
+        let sig = finished.next().await.unwrap();
+        let a = sig.args().unwrap();
+        if a.txid == txid {
+            assert_eq!(a.code, "ok", "{}", a.result_json);
+            break;
+        }
+    }
+}
