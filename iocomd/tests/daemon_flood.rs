@@ -51,22 +51,21 @@ async fn idle_socket(to: SocketAddr, from: &str, stop: Arc<AtomicBool>, count: A
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_push_succeeds_during_a_flood_of_idle_and_authenticated_sockets() {
     let d = Daemon::start(|_| {}).await;
-    let bytes = std::fs::read(&d.env.sample_package).unwrap();
-    // Install it once; then the same push (refused after a full verification: not newer) is
-    // timed on the quiet device and under the flood.
-    let (_, st, tod) = push(d.addr, bytes.clone()).await;
+    // Three versions of one package: 1.0 installed first, then an upgrade timed on the quiet
+    // device (1.1) and one under the flood (1.2), each transferred, verified and installed.
+    let package = |v: &str| {
+        let deb = daemon_support::build_package(&d.env, "iocom-flood", v, 256 << 10);
+        std::fs::read(deb).unwrap()
+    };
+    let (v10, v11, v12) = (package("1.0"), package("1.1"), package("1.2"));
+    let size = v12.len();
+    let (_, st, tod) = push(d.addr, v10).await;
     assert_eq!((st.code.as_str(), tod), ("ok", Some(tod_err::COMPLETED)));
     let t = Instant::now();
-    let (p, st, tod) = push(d.addr, bytes.clone()).await;
+    let (p, st, tod) = push(d.addr, v11).await;
     let quiet = t.elapsed();
     assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
-    assert_eq!(
-        (st.code.as_str(), tod),
-        (
-            "not-newer",
-            Some(install_api::ErrorCode::NotNewer.tod_err())
-        )
-    );
+    assert_eq!((st.code.as_str(), tod), ("ok", Some(tod_err::COMPLETED)));
 
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -94,20 +93,17 @@ async fn a_valid_push_succeeds_during_a_flood_of_idle_and_authenticated_sockets(
     );
 
     let t = Instant::now();
-    let (p, st, tod) = tokio::time::timeout(WAIT, push(d.addr, bytes))
+    let (p, st, tod) = tokio::time::timeout(WAIT, push(d.addr, v12))
         .await
         .expect("the push did not finish during the flood");
     let flooded = t.elapsed();
     assert!(matches!(p, Progress::Completed { .. }), "{p:?}");
     assert_eq!(
         (st.code.as_str(), st.seq, tod),
-        (
-            "not-newer",
-            3,
-            Some(install_api::ErrorCode::NotNewer.tod_err())
-        ),
-        "the push was verified, not turned away: {st:?}"
+        ("ok", 3, Some(tod_err::COMPLETED)),
+        "the push was installed, not turned away: {st:?}"
     );
+    assert_eq!(d.installed("iocom-flood").as_deref(), Some("1.2"));
     stop.store(true, Ordering::Relaxed);
     let connections = count.load(Ordering::Relaxed);
     flood.abort_all();
@@ -117,7 +113,7 @@ async fn a_valid_push_succeeds_during_a_flood_of_idle_and_authenticated_sockets(
         "push of {} bytes: {:.3} s quiet, {:.3} s under a flood of {IDLE_SOCKETS} idle sockets \
          ({connections} connections made) and {IDLE_CONTROLLERS} idle authenticated \
          controllers (ratio {:.2})",
-        std::fs::metadata(&d.env.sample_package).unwrap().len(),
+        size,
         quiet.as_secs_f64(),
         flooded.as_secs_f64(),
         flooded.as_secs_f64() / quiet.as_secs_f64()

@@ -197,7 +197,7 @@ async fn port_gone_mid_transfer_is_reopened_with_backoff() {
     }
     line.unplug();
     let e = push.await.unwrap().unwrap_err();
-    assert_eq!(e.exit_code(), 3, "connection dropped: {e}");
+    assert_eq!(e.exit_code(), 6, "a transfer cut off by the line: {e}");
     // The adapter comes back under the same name; the daemon reopens it and the partial
     // file is gone; the interrupted push is the last result.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -234,7 +234,7 @@ async fn corrupted_byte_and_garbage_are_survived() {
         .store(line.c2d() + 20_000, std::sync::atomic::Ordering::SeqCst);
     let opts = PushOptions::new(target(&line.ctl_port, Side::Server), options(), file);
     let e = ctl::push(&opts, |_| {}).await.unwrap_err();
-    assert_eq!(e.exit_code(), 3, "connection dropped: {e}");
+    assert_eq!(e.exit_code(), 6, "a transfer cut off by the line: {e}");
     assert_eq!(
         line.control
             .corrupt_c2d
@@ -280,7 +280,7 @@ async fn stalled_line_times_out_and_recovers() {
         .stalled
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let e = push.await.unwrap().unwrap_err();
-    assert_eq!(e.exit_code(), 3, "connection dropped: {e}");
+    assert_eq!(e.exit_code(), 6, "a transfer cut off by the line: {e}");
     let st = status(&line.ctl_port, Side::Server).await.unwrap();
     assert_eq!(st.code.as_deref(), Some("interrupted"), "{st:?}");
     dev.stop().await;
