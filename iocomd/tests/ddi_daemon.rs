@@ -14,11 +14,10 @@ use iocomd::config::HawkbitSettings;
 use iocomd::demo::DemoEnv;
 use iocomd::status::{DaemonCode, UpdState, tod_err};
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// Builds and signs with the demo key a package `name` `version`, with `control` lines added.
+/// A package `name` `version` signed with the demo key, with `control` lines added.
 fn package(env: &DemoEnv, name: &str, version: &str, control: &str) -> Vec<u8> {
     package_with(env, name, version, control, 0)
 }
@@ -31,34 +30,10 @@ fn package_with(
     control: &str,
     payload: usize,
 ) -> Vec<u8> {
-    let work = env.state_dir.join(format!("pkg-{name}-{version}"));
-    std::fs::create_dir_all(work.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(work.join("usr/share").join(name)).unwrap();
-    std::fs::write(
-        work.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t.invalid>\n\
-             {control}Description: fleet test package\n test\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(work.join("usr/share").join(name).join("v"), version).unwrap();
-    let data = daemon_support::pseudo_random(payload, 5);
-    std::fs::write(work.join("usr/share").join(name).join("data"), data).unwrap();
-    let out: PathBuf = env.state_dir.join(format!("{name}_{version}_all.deb"));
-    let st = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "-z0", "--build"])
-        .arg(&work)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    iocomd::demo::sign(&env.gnupghome, &env.key_fingerprint, &out).unwrap();
-    std::fs::read(&out).unwrap()
+    std::fs::read(daemon_support::build_package_with(
+        env, name, version, control, payload,
+    ))
+    .unwrap()
 }
 
 /// Starts a push of `pkg` and returns the `tod_err` it is refused with (the refusal of a second

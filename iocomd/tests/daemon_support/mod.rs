@@ -239,6 +239,17 @@ pub fn installed_version(root: &Path, pkg: &str) -> Option<String> {
 /// Builds and signs (with the demo key) a package `name` `version` with `payload` bytes of
 /// incompressible data.
 pub fn build_package(env: &DemoEnv, name: &str, version: &str, payload: usize) -> PathBuf {
+    build_package_with(env, name, version, "", payload)
+}
+
+/// [`build_package`] with `control` lines added to its control file (e.g. `Depends: …\n`).
+pub fn build_package_with(
+    env: &DemoEnv,
+    name: &str,
+    version: &str,
+    control: &str,
+    payload: usize,
+) -> PathBuf {
     let work = env.state_dir.join(format!("build-{name}-{version}"));
     let debian = work.join("DEBIAN");
     let share = work.join("usr/share").join(name);
@@ -248,7 +259,7 @@ pub fn build_package(env: &DemoEnv, name: &str, version: &str, payload: usize) -
         debian.join("control"),
         format!(
             "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t.invalid>\n\
-             Description: test package\n test\n"
+             {control}Description: test package\n test\n"
         ),
     )
     .unwrap();
