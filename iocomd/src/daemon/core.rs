@@ -150,8 +150,9 @@ impl Core {
 
     fn flush(&mut self) {
         let fleet = self.fleet_line();
-        self.peers.flush(&mut self.updates, &fleet, Instant::now());
-        self.notifier.status(self.narrate(&self.status()));
+        // The status just published, not derived a second time.
+        let status = self.peers.flush(&mut self.updates, &fleet, Instant::now());
+        self.notifier.status(self.narrate(&status));
     }
 
     fn report(&mut self, f: Option<Finished>) {

@@ -335,7 +335,13 @@ impl Peers {
 
     /// Polls every dirty connection's streams, writes `status` (derived by the update side
     /// after the polls) into every endpoint when it changed, and transmits.
-    pub(crate) fn flush(&mut self, updates: &mut Updates, fleet: &str, now: Instant) {
+    /// Returns the status as published (derived after the streams were polled).
+    pub(crate) fn flush(
+        &mut self,
+        updates: &mut Updates,
+        fleet: &str,
+        now: Instant,
+    ) -> UpdateStatus {
         let ids: Vec<u64> = self
             .peers
             .iter()
@@ -357,9 +363,10 @@ impl Peers {
                     p.dirty = true;
                 }
             }
-            self.published = Some(status);
+            self.published = Some(status.clone());
             self.transmit_dirty();
         }
+        status
     }
 
     /// Transmits the changes of every dirty connection (as much as its queue takes).

@@ -177,9 +177,14 @@ impl Updates {
     /// The probation ended with the settled result `o`.
     pub(super) fn probation_settled(&mut self, o: &Outcome) {
         if let Some(w) = self.probation_waiter.take() {
-            self.forget_handover();
-            w.send(o.clone());
+            self.deliver(w, o);
         }
+    }
+
+    /// A fleet install's settled result reaches its waiter; its handover record is done.
+    fn deliver(&self, w: ResultWaiter, o: &Outcome) {
+        self.forget_handover();
+        w.send(o.clone());
     }
 
     /// The versions the fleet client reads (a receiver of the owner's channel).
@@ -194,8 +199,7 @@ impl Updates {
             && self.settle.as_ref().map(|(p, _)| *p) == push
             && let Some((_, w)) = self.settle.take()
         {
-            self.forget_handover();
-            w.send(o.clone());
+            self.deliver(w, o);
         }
     }
 
