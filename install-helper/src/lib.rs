@@ -33,6 +33,8 @@ pub mod service;
 #[cfg(feature = "service")]
 pub mod stage;
 #[cfg(feature = "service")]
+pub mod systemd1;
+#[cfg(feature = "service")]
 pub mod txn;
 #[cfg(feature = "service")]
 pub mod units;

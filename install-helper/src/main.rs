@@ -86,7 +86,7 @@ struct Cli {
     health_window: u64,
     /// Milliseconds a restarted Type=notify unit must be up (READY) and stable before the
     /// install is reported healthy (provisionally, while the probation runs).
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
     ready_gate_ms: u64,
     /// Seconds the units are watched after the gate; a crash or missed watchdog in it still
     /// rolls back (0: success is settled at the gate).
@@ -111,9 +111,14 @@ struct Cli {
 }
 
 fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // RUST_LOG in its target syntax (`info`, `warn,iocom_install_helper=debug`); info if unset
+    // or unparsable.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
         .then(|| tracing_journald::layer().ok())

@@ -146,7 +146,7 @@ impl Settings {
             space_reserve: 64 * 1024 * 1024,
             max_package_size: 1024 * 1024 * 1024,
             health_window: Duration::from_secs(10),
-            ready_gate: Duration::from_secs(2),
+            ready_gate: Duration::from_secs(1),
             probation: Duration::from_secs(30),
             start_timeout: Duration::from_secs(90),
             command_timeout: Duration::from_secs(600),

@@ -119,7 +119,7 @@ impl Env<'_, '_> {
             window: self.settings.health_window,
             ready_gate: self.settings.ready_gate,
             probation: self.settings.probation,
-            poll: std::time::Duration::from_millis(250),
+            poll: std::time::Duration::from_millis(100),
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Unit restarts and the health gate driver, behind the small [`Systemd`] trait.
 //!
-//! [`SystemdDbus`] is the real implementation (systemd's D-Bus API via `zbus_systemd`); the
+//! [`SystemdDbus`] is the real implementation (systemd's D-Bus API through the proxies of [`crate::systemd1`]); the
 //! decisions live in [`crate::health`] and are unit-tested with recorded property values.
 //! Without systemd (isolated root, demo) the transaction reports the unit steps as skipped and
 //! never calls this module.
 
 use std::time::{Duration, Instant};
 
-use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
+use crate::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 use crate::health::{HealthJudge, UnitSample, Verdict};
 
@@ -194,7 +194,7 @@ impl Systemd for SystemdDbus {
             .block_on(async move {
                 ManagerProxy::new(&conn)
                     .await?
-                    .restart_unit(name, "replace".to_string())
+                    .restart_unit(&name, "replace")
                     .await
             })
             .map(|_job| ())
@@ -206,7 +206,7 @@ impl Systemd for SystemdDbus {
         let name = unit.to_string();
         let r: zbus::Result<Option<UnitSample>> = self.rt.block_on(async move {
             let mgr = ManagerProxy::new(&conn).await?;
-            let path = mgr.load_unit(name).await?;
+            let path = mgr.load_unit(&name).await?;
             let u = UnitProxy::builder(&conn)
                 .path(path.clone())
                 .cache_properties(zbus::proxy::CacheProperties::No)
@@ -224,7 +224,7 @@ impl Systemd for SystemdDbus {
             Ok(Some(UnitSample {
                 active_state: u.active_state().await?,
                 sub_state: u.sub_state().await?,
-                service_type: s.type_property().await?,
+                service_type: s.service_type().await?,
                 result: s.result().await?,
                 main_pid,
                 n_restarts: s.n_restarts().await?,

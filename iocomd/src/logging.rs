@@ -3,8 +3,9 @@
 
 use crate::config::{LogSettings, LogTarget};
 use std::path::Path;
+use tracing_subscriber::Registry;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::{EnvFilter, Registry};
 
 /// journald's native socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -60,10 +61,10 @@ pub fn build(
         Some(v) => (v.to_owned(), "RUST_LOG"),
         None => (settings.level.clone(), "log.level"),
     };
-    let filter = EnvFilter::try_new(&text).map_err(|e| LoggingError::Filter {
+    let filter = parse_filter(&text).map_err(|message| LoggingError::Filter {
         filter: text.clone(),
         source_name,
-        message: e.to_string(),
+        message,
     })?;
 
     let want_journal = match settings.target {
@@ -100,6 +101,16 @@ pub fn build(
         fallback_reason,
     };
     Ok((Box::new(sub), init))
+}
+
+/// A filter in `RUST_LOG`'s target syntax: a default level and/or `target=level` pairs,
+/// comma-separated (`info`, `warn,iocomd::net=debug`). Span and field filters (`[span]`,
+/// `{field}`) are not supported and are refused (a target named `[span]` would never match).
+pub fn parse_filter(text: &str) -> Result<Targets, String> {
+    if text.contains(['[', ']', '{', '}']) {
+        return Err("span and field filters ([span], {field}) are not supported".into());
+    }
+    text.parse::<Targets>().map_err(|e| e.to_string())
 }
 
 /// Installs the global subscriber for `settings` (reading `RUST_LOG`) and reports the choice.
@@ -170,5 +181,17 @@ mod tests {
             assert!(tracing::enabled!(tracing::Level::WARN));
             assert!(!tracing::enabled!(tracing::Level::INFO));
         });
+    }
+
+    #[test]
+    fn target_filters_select_by_target_and_level() {
+        let f = parse_filter("warn,iocomd::net=debug").unwrap();
+        assert!(f.would_enable("iocomd::net::listen", &tracing::Level::DEBUG));
+        assert!(!f.would_enable("iocomd::daemon", &tracing::Level::INFO));
+        assert!(f.would_enable("zbus::connection", &tracing::Level::WARN));
+        assert!(!f.would_enable("zbus::connection", &tracing::Level::INFO));
+        for bad in ["iocomd=loud", "x=[", "[span]=info"] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -43,14 +43,36 @@ fn make_demo_builds_the_helper_and_installs_only_the_demo_packages() {
     let demo_list = deps
         .split("demo=(")
         .nth(1)
-        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.split("\n)").next())
         .expect("demo list");
     let names: Vec<&str> = demo_list
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|w| !w.starts_with('#'))
         .collect();
-    assert_eq!(names, ["binutils", "xz-utils", "gnupg", "debsigs"]);
+    assert_eq!(
+        names,
+        [
+            "binutils",
+            "xz-utils",
+            "gnupg",
+            "debsigs",
+            "pkg-config",
+            "libzstd-dev",
+            "liblzma-dev"
+        ]
+    );
+    // The demo's build and the package's link the same system compression libraries (one
+    // build serves both): the package build depends on them and both set zstd-sys to them.
+    let control = read("debian/control");
+    for lib in ["pkg-config", "libzstd-dev", "liblzma-dev"] {
+        assert!(
+            control.contains(lib),
+            "debian/control Build-Depends lacks {lib}"
+        );
+    }
+    assert!(read("debian/rules").contains("export ZSTD_SYS_USE_PKG_CONFIG = 1"));
+    assert!(read("scripts/release-env").contains("export ZSTD_SYS_USE_PKG_CONFIG=1"));
     for heavy in ["systemd", "lintian", "debootstrap", "python3-venv"] {
         assert!(!names.contains(&heavy));
     }

@@ -923,20 +923,26 @@ fn summary(results: &[ManyResult], json_mode: bool) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        (false, _) => "trace",
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, 2) => LevelFilter::DEBUG,
+        (false, _) => LevelFilter::TRACE,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IOCOMCTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = std::env::var("IOCOMCTL_LOG")
+        .ok()
+        .and_then(|v| iocomd::logging::parse_filter(&v).ok())
+        .unwrap_or_else(|| Targets::new().with_default(level));
     let quiet = cli.quiet;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
     let json_mode = match &cli.cmd {
         Cmd::Push { conn, .. }
         | Cmd::PushMany { conn, .. }

@@ -230,7 +230,7 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
 
     let l = raw.log.unwrap_or_default();
     let level = l.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+    if let Err(e) = crate::logging::parse_filter(&level) {
         return Err(cx.err("log.level", format!("invalid filter '{level}': {e}")));
     }
     let log = LogSettings {
