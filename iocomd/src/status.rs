@@ -48,7 +48,7 @@ pub const INST_VER: &str = "inst_ver";
 /// Connections refused for a wrong password or account since iocomd started, `uint`.
 pub const AUTH_FAIL: &str = "auth_fail";
 /// The fleet (hawkBit DDI) link in one line, e.g. `hawkbit: downloading action 12 (40%), last
-/// poll 3 s ago`; empty when `[hawkbit]` is off.
+/// poll 2026-12-02T05:47:41Z`; empty when `[hawkbit]` is off.
 pub const FLEET: &str = "fleet";
 /// The packages the device manages, one line each ([`PackageList`]).
 pub const UPD_PKGS: &str = "upd_pkgs";
@@ -355,7 +355,7 @@ mod tests {
             ver: "1.0".into(),
             inst_ver: "0.9".into(),
             auth_fail: 3,
-            fleet: "hawkbit: idle, last poll 3 s ago".into(),
+            fleet: "hawkbit: idle, last poll 2026-12-02T05:47:41Z".into(),
             packages: PackageList::parse("iocom-demo-hello 1.0 ok 1700000000\n"),
         };
         st.write(&l, &mut block).unwrap();

@@ -143,9 +143,9 @@ impl Core {
 
     /// The fleet link in one line (empty when `[hawkbit]` is off).
     fn fleet_line(&self) -> String {
-        self.fleet.as_ref().map_or_else(String::new, |f| {
-            f.borrow().summary(std::time::SystemTime::now())
-        })
+        self.fleet
+            .as_ref()
+            .map_or_else(String::new, |f| f.borrow().summary())
     }
 
     fn flush(&mut self) {

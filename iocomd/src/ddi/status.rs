@@ -1,7 +1,8 @@
 //! The DDI link's status as the daemon publishes it (status signals, `systemctl status`
 //! STATUS lines): last poll, current action and what the client is doing. The client owns it
 //! and sends every change on a `tokio::sync::watch` channel; [`DdiStatus::summary`] is the
-//! one-line form.
+//! one-line form. The line names the last poll's time (UTC), not its age: it changes only when
+//! the link does, so the status signals are not republished every second.
 
 use std::fmt;
 use std::time::SystemTime;
@@ -60,12 +61,8 @@ pub struct DdiStatus {
 }
 
 impl DdiStatus {
-    /// One line, e.g. `hawkbit: downloading action 12 (40%), last poll 3 s ago`.
-    pub fn summary(&self, now: SystemTime) -> String {
-        self.to_line(now)
-    }
-
-    fn to_line(&self, now: SystemTime) -> String {
+    /// One line, e.g. `hawkbit: downloading action 12 (40%), last poll 2026-12-02T05:47:41Z`.
+    pub fn summary(&self) -> String {
         let mut s = format!("hawkbit: {}", self.state.name());
         if let Some(a) = &self.action {
             s.push_str(&format!(" action {a}"));
@@ -74,10 +71,7 @@ impl DdiStatus {
             s.push_str(&format!(" ({p}%)"));
         }
         match self.last_poll {
-            Some(t) => {
-                let ago = now.duration_since(t).map_or(0, |d| d.as_secs());
-                s.push_str(&format!(", last poll {ago} s ago"));
-            }
+            Some(t) => s.push_str(&format!(", last poll {}", utc(t))),
             None => s.push_str(", not polled yet"),
         }
         if let Some(e) = &self.last_error {
@@ -89,8 +83,32 @@ impl DdiStatus {
 
 impl fmt::Display for DdiStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_line(SystemTime::now()))
+        f.write_str(&self.summary())
     }
+}
+
+/// `t` as RFC 3339 UTC to the second (`2026-12-02T05:47:41Z`); times before 1970 print as 1970.
+pub fn utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's days_from_civil, inverted).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -99,20 +117,47 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn summary_names_state_action_progress_and_poll_age() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    fn summary_names_state_action_progress_and_poll_time() {
         let mut s = DdiStatus::default();
-        assert_eq!(s.summary(t), "hawkbit: off, not polled yet");
+        assert_eq!(s.summary(), "hawkbit: off, not polled yet");
         s.state = DdiState::Downloading;
         s.action = Some("12".into());
         s.progress = Some(40);
-        s.last_poll = Some(t - Duration::from_secs(3));
+        s.last_poll = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_190_461));
         assert_eq!(
-            s.summary(t),
-            "hawkbit: downloading action 12 (40%), last poll 3 s ago"
+            s.summary(),
+            "hawkbit: downloading action 12 (40%), last poll 2026-12-02T05:47:41Z"
         );
         s.state = DdiState::Error;
         s.last_error = Some("poll: HTTP 503: server error".into());
-        assert!(s.summary(t).ends_with("ago: poll: HTTP 503: server error"));
+        assert!(
+            s.summary()
+                .ends_with("05:47:41Z: poll: HTTP 503: server error")
+        );
+    }
+
+    #[test]
+    fn utc_dates_across_months_leap_years_and_the_epoch() {
+        let at = |secs: u64| utc(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(951_955_199), "2000-03-01T23:59:59Z");
+        assert_eq!(at(1_709_164_800), "2024-02-29T00:00:00Z");
+        assert_eq!(at(1_735_689_599), "2024-12-31T23:59:59Z");
+        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(utc(before), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn the_line_does_not_change_while_the_link_does_not() {
+        let s = DdiStatus {
+            state: DdiState::Idle,
+            last_poll: Some(SystemTime::now()),
+            ..DdiStatus::default()
+        };
+        let first = s.summary();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(s.summary(), first);
     }
 }
