@@ -4,17 +4,23 @@
 //!
 //! | phase | overall % | what |
 //! | --- | --- | --- |
-//! | `staging` | 0–5 | copying the package fd into the helper's root-only staging |
-//! | `verify` | 5–10 | structure, control fields, policy, content, signature |
-//! | `lock` | 10–12 | taking the dpkg frontend lock |
-//! | `repair` | 12–15 | `dpkg --configure -a` after an interrupted dpkg |
-//! | `preflight` | 15–18 | dependencies (`apt-get --simulate`), free space |
-//! | `rollback-source` | 18–25 | keeping the installed version for a rollback (`dpkg-repack`) |
-//! | `install` | 25–70 | dpkg unpacks and configures |
-//! | `restart` | 70–75 | restarting the package's units |
-//! | `health` | 75–90 | the health gate |
-//! | `rollback` | 90–99 | reinstalling the previous version |
+//! | `staging` | 0–2 | free space checked, the helper's root-only copy created |
+//! | `verify` | 2–40 | the one pass that copies the package fd into staging and verifies the bytes it copies (structure, SHA-256, signature, control fields, policy, content); the percentage follows the bytes, then the version order |
+//! | `lock` | 40–41 | taking the dpkg frontend lock |
+//! | `repair` | 41–43 | `dpkg --configure -a` after an interrupted dpkg |
+//! | `preflight` | 43–45 | dependencies (`apt-get --simulate`), free space |
+//! | `rollback-source` | 45–50 | keeping the installed version for a rollback (`dpkg-repack`) |
+//! | `install` | 50–80 | dpkg unpacks and configures |
+//! | `restart` | 80–83 | restarting the package's units |
+//! | `health` | 83–95 | the health gate |
+//! | `rollback` | 95–99 | reinstalling the previous version |
 //! | `finished` | 100 | the result is known |
+//!
+//! Copying and verifying are one pass over the package (the ranges were first made for a
+//! `staging` that copied and a `verify` that read the copy again), so `verify` holds what was two steps: on a large
+//! package it is, with dpkg's unpacking, where the time goes, and its span is the largest
+//! but `install`'s. The helper reports it while `Install` has not returned yet (the caller
+//! does not know the transaction id then; see the helper's `Install`).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -87,16 +93,16 @@ impl Phase {
     /// The phase's range of overall progress, `(start, end)` in percent.
     pub const fn range(self) -> (u32, u32) {
         match self {
-            Phase::Staging => (0, 5),
-            Phase::Verify => (5, 10),
-            Phase::Lock => (10, 12),
-            Phase::Repair => (12, 15),
-            Phase::Preflight => (15, 18),
-            Phase::RollbackSource => (18, 25),
-            Phase::Install => (25, 70),
-            Phase::Restart => (70, 75),
-            Phase::Health => (75, 90),
-            Phase::Rollback => (90, 99),
+            Phase::Staging => (0, 2),
+            Phase::Verify => (2, 40),
+            Phase::Lock => (40, 41),
+            Phase::Repair => (41, 43),
+            Phase::Preflight => (43, 45),
+            Phase::RollbackSource => (45, 50),
+            Phase::Install => (50, 80),
+            Phase::Restart => (80, 83),
+            Phase::Health => (83, 95),
+            Phase::Rollback => (95, 99),
             Phase::Finished => (100, 100),
         }
     }
@@ -150,7 +156,25 @@ mod tests {
         }
         assert_eq!(end, 100);
         assert_eq!(Phase::from_name("unpack"), None);
-        assert_eq!(Phase::Install.overall(50), 47);
+        assert_eq!(Phase::Install.overall(50), 65);
+    }
+
+    #[test]
+    fn the_verifying_pass_has_a_meaningful_span() {
+        // The one pass of copy and verification is a large share of a big package's time:
+        // it spans more than a third of the overall progress, each of its percents moves the
+        // overall progress, and only dpkg's unpacking spans more.
+        let (lo, hi) = Phase::Verify.range();
+        assert!(hi - lo >= 35, "verify spans {lo}–{hi}");
+        assert!(Phase::Verify.overall(50) > Phase::Verify.overall(45));
+        for p in Phase::ALL {
+            if p != Phase::Verify && p != Phase::Install {
+                let (a, b) = p.range();
+                assert!(b - a < hi - lo, "{p} spans {a}–{b}");
+            }
+        }
+        let (ia, ib) = Phase::Install.range();
+        assert!(ib - ia <= hi - lo + 5);
     }
 
     #[test]

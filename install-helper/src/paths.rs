@@ -103,6 +103,10 @@ pub enum SystemdMode {
     None,
 }
 
+/// The default least time between two progress reports of the copy-and-verify pass (about ten
+/// a second).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Everything the transaction needs besides the package: paths and tunables.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -133,6 +137,8 @@ pub struct Settings {
     /// Run dpkg's installs, purges and repairs confined to the package root (isolated roots
     /// only: `--root` sets it; `None` in production). See [`crate::sandbox`].
     pub sandbox: Option<crate::sandbox::Sandbox>,
+    /// Least time between two `Progress` signals of the copy-and-verify pass (tests: zero).
+    pub progress_interval: Duration,
 }
 
 impl Settings {
@@ -151,6 +157,7 @@ impl Settings {
             start_timeout: Duration::from_secs(90),
             command_timeout: Duration::from_secs(600),
             sandbox: None,
+            progress_interval: PROGRESS_INTERVAL,
         }
     }
 }

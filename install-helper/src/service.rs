@@ -2,16 +2,21 @@
 //! on the system bus, on a given bus address, or peer-to-peer over a Unix stream.
 //!
 //! `Install` authorizes the caller, refuses with `busy` while a transaction runs, copies the fd
-//! into staging and returns the transaction id; the rest runs on a worker thread and reports
-//! through `Progress`, `Healthy` (provisional success, probation running) and `Finished`
-//! (settled) signals. Only one transaction runs at a time; the probation is part of it.
+//! into staging while verifying it, and returns the transaction id; the rest runs on a worker
+//! thread ([`worker`]) and reports through `Progress`, `Healthy` (provisional success,
+//! probation running) and `Finished` (settled) signals. Only one transaction runs at a time;
+//! the probation is part of it.
+//!
+//! The copy-and-verify pass reports `Progress` in the `verify` phase while `Install` has not
+//! returned, so those signals name a transaction id the caller does not know yet: it is the
+//! one `Install` then returns. A caller whose `Install` is refused `busy` may have seen the
+//! running transaction's signals meanwhile; they are not its own.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use install_api::{CurrentTx, HelperStatus, PackageState, Phase};
-use tokio::sync::mpsc;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
@@ -20,10 +25,12 @@ use crate::auth::{self, AuthConfig, ServiceError};
 use crate::cache::Cache;
 use crate::dpkg::Dpkg;
 use crate::paths::{Settings, SystemdMode};
-use crate::receipt::{self, TxResult};
-use crate::txn::{self, Env, Verifier};
-use crate::units::{Systemd, SystemdDbus};
+use crate::receipt;
+use crate::txn::{self, Verifier};
+use crate::units::Systemd;
 use install_api::ErrorCode;
+
+mod worker;
 
 pub use install_api::{BUS_NAME, OBJECT_PATH};
 
@@ -73,12 +80,6 @@ impl std::fmt::Debug for dyn Verifier {
 pub struct InstallHelper {
     shared: Arc<Shared>,
     p2p: bool,
-}
-
-enum Event {
-    Progress(Phase, u32, String),
-    Healthy(Box<TxResult>),
-    Finished(Box<TxResult>),
 }
 
 impl InstallHelper {
@@ -207,126 +208,13 @@ impl InstallHelper {
         };
         serde_json::to_string(&status).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
-
-    fn start_worker(
-        &self,
-        txid: String,
-        taken: crate::stage::Taken,
-        emitter: SignalEmitter<'static>,
-    ) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-        let shared = self.shared.clone();
-        let rt = tokio::runtime::Handle::current();
-        let worker_tx = tx.clone();
-        let worker_txid = txid.clone();
-        std::thread::spawn(move || {
-            let settings = shared.settings.clone();
-            let mut real;
-            let mut stand_in;
-            let mut systemd: Option<&mut dyn Systemd> = None;
-            let mut connect_error = None;
-            if let Some(StandIn(make)) = &shared.stand_in {
-                stand_in = make();
-                systemd = Some(stand_in.as_mut());
-            } else if settings.systemd == SystemdMode::SystemBus {
-                match SystemdDbus::connect(rt) {
-                    Ok(s) => {
-                        real = s;
-                        systemd = Some(&mut real);
-                    }
-                    Err(e) => connect_error = Some(e.to_string()),
-                }
-            }
-            // Overall progress only moves forward, whatever a phase reports.
-            let mut overall = 0;
-            let mut progress = |phase: Phase, within: u32, msg: &str| {
-                overall = phase.overall(within).max(overall);
-                let _ = worker_tx.send(Event::Progress(phase, overall, msg.into()));
-            };
-            let result = if let Some(e) = connect_error {
-                // Without systemd we cannot restart or gate: refuse before touching anything.
-                let _ = std::fs::remove_file(&taken.path);
-                let mut env = Env {
-                    settings: &settings,
-                    systemd: None,
-                    progress: &mut progress,
-                    healthy: None,
-                };
-                txn::finish(
-                    &mut env,
-                    TxResult::new(
-                        &worker_txid,
-                        ErrorCode::Internal,
-                        format!("cannot reach systemd: {e}"),
-                    ),
-                )
-            } else {
-                let healthy_tx = worker_tx.clone();
-                let mut healthy = |r: &TxResult| {
-                    let _ = healthy_tx.send(Event::Healthy(Box::new(r.clone())));
-                };
-                let mut env = Env {
-                    settings: &settings,
-                    systemd,
-                    progress: &mut progress,
-                    healthy: Some(&mut healthy),
-                };
-                txn::run(&mut env, shared.verifier.as_ref(), &worker_txid, taken)
-            };
-            let _ = worker_tx.send(Event::Finished(Box::new(result)));
-        });
-        drop(tx);
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                match ev {
-                    Event::Progress(phase, pct, msg) => {
-                        if let Ok(mut c) = shared.current.lock()
-                            && let Some(c) = c.as_mut()
-                        {
-                            c.phase = Some(phase);
-                            c.percent = pct;
-                            c.message = msg.clone();
-                        }
-                        let _ = InstallHelper::progress(&emitter, &txid, phase.as_str(), pct, &msg)
-                            .await;
-                    }
-                    Event::Healthy(r) => {
-                        let until = r.probation_until.unwrap_or_default();
-                        if let Ok(mut c) = shared.current.lock()
-                            && let Some(c) = c.as_mut()
-                        {
-                            c.probation_until = Some(until);
-                            c.message = r.message.clone();
-                        }
-                        let _ = InstallHelper::healthy(&emitter, &txid, until, &r.to_json()).await;
-                    }
-                    Event::Finished(r) => {
-                        if let Ok(mut t) = shared.last_activity.lock() {
-                            *t = std::time::Instant::now();
-                        }
-                        if let Ok(mut c) = shared.current.lock() {
-                            *c = None;
-                        }
-                        let _ = InstallHelper::finished(
-                            &emitter,
-                            &txid,
-                            r.code.as_str(),
-                            &r.message,
-                            &r.to_json(),
-                        )
-                        .await;
-                    }
-                }
-            }
-        });
-    }
 }
 
 #[interface(name = "org.iocom.InstallHelper1")]
 impl InstallHelper {
     /// Takes a package fd; returns the transaction id once the helper's own copy is staged and
-    /// verified in the same pass (a refusal is the transaction's `Finished`).
+    /// verified in the same pass (a refusal is the transaction's `Finished`). While the pass
+    /// runs, `Progress` (phase `verify`, the id returned) follows the bytes copied.
     async fn install(
         &self,
         package: zbus::OwnedFd,
@@ -366,18 +254,35 @@ impl InstallHelper {
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(package));
         let stage_txid = txid.clone();
         let verifier = self.shared.verifier.clone();
+        // Advisory, for a pipe's percentage only (a regular file's own size counts).
+        let advisory_size = meta
+            .get(install_api::meta::SIZE)
+            .and_then(|v| u64::try_from(v.clone()).ok());
+        let pass =
+            worker::PassProgress::start(self.shared.clone(), emitter.to_owned(), txid.clone());
+        let reports = pass.sender();
         let staged = tokio::task::spawn_blocking(move || {
+            let mut report = |r| {
+                let _ = reports.send(r);
+            };
             crate::stage::take(
                 file,
                 &settings.paths.staging_dir(),
                 &stage_txid,
                 (settings.max_package_size, settings.space_reserve),
                 verifier.as_ref(),
+                crate::stage::Watch {
+                    advisory_size,
+                    min_interval: settings.progress_interval,
+                    report: &mut report,
+                },
             )
         })
         .await
         .map_err(|e| ServiceError::new(ErrorCode::Internal, e))
         .and_then(|r| r.map_err(|e| ServiceError::new(e.code(), e)));
+        // Every progress of the pass is signalled before the answer and the worker's signals.
+        let pass_end = pass.finish().await;
         let staged = match staged {
             Ok(p) => p,
             Err(e) => {
@@ -387,7 +292,7 @@ impl InstallHelper {
                 return Err(e);
             }
         };
-        self.start_worker(txid.clone(), staged, emitter.to_owned());
+        self.start_worker(txid.clone(), staged, emitter.to_owned(), pass_end);
         Ok(txid)
     }
 

@@ -5,6 +5,8 @@
 //! verify it; dpkg installs that copy, so what is installed is what was verified. Everything
 //! after this works on the helper's own copy, never on a path iocomd controls.
 //!
+//! While it runs, the pass reports the share of the bytes copied and verified ([`meter`]).
+//!
 //! Durability: the copy's writeback is started when the pass ends (`sync_file_range`), and it
 //! is fsynced only when it becomes the rollback source of the next update, at commit
 //! ([`crate::txn`]): before that nothing needs it after a crash (recovery rolls back to the
@@ -15,10 +17,33 @@ use std::io::{BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::fsutil;
 use crate::txn::{Candidate, Refusal, Verifier};
 use install_api::ErrorCode;
+
+pub mod meter;
+use meter::{Meter, Report, Total};
+
+/// Who hears the progress of the pass, and how often.
+pub struct Watch<'a> {
+    /// The caller's advisory size (meta `size`): the total for a pipe. A regular file's own
+    /// size is used instead.
+    pub advisory_size: Option<u64>,
+    /// Least time between two reports ([`crate::paths::Settings::progress_interval`]).
+    pub min_interval: Duration,
+    /// Told the progress ([`Meter`]).
+    pub report: &'a mut dyn FnMut(Report),
+}
+
+impl std::fmt::Debug for Watch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("advisory_size", &self.advisory_size)
+            .finish()
+    }
+}
 
 /// Why staging failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,13 +125,15 @@ pub struct Taken {
 /// pass with `verifier`. Regular files are read from offset 0 with `pread` (the caller's file
 /// offset does not matter); other fds are read sequentially up to `max_size`. A refusal by the
 /// verifier is a [`Taken`] with an `Err` verdict (reported as the transaction's result);
-/// failing to read, the size limit and the space are a [`StageError`].
+/// failing to read, the size limit and the space are a [`StageError`]. `watch` hears the
+/// progress of the pass; its 100 % only once the verifier's verdict is in.
 pub fn take(
     src: File,
     staging_dir: &Path,
     txid: &str,
     (max_size, reserve): (u64, u64),
     verifier: &dyn Verifier,
+    watch: Watch<'_>,
 ) -> Result<Taken, StageError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -130,6 +157,13 @@ pub fn take(
         .mode(0o600)
         .open(&dest)
         .map_err(io(&dest))?;
+    let total = match (regular, watch.advisory_size) {
+        (true, _) => Total::Exact(meta.len()),
+        (false, Some(n)) => Total::Advisory(n),
+        (false, None) => Total::Unknown,
+    };
+    let mut meter = Meter::new(total, watch.min_interval, watch.report);
+    meter.advance(0, Instant::now());
     let mut tee = Tee {
         src: &src,
         regular,
@@ -138,6 +172,7 @@ pub fn take(
         max: max_size,
         dest: &dest,
         error: None,
+        meter: &mut meter,
     };
     let mut stream = BufReader::with_capacity(256 << 10, &mut tee);
     let verdict = verifier.verify_stream(&mut stream, regular.then_some(&src), &dest);
@@ -154,6 +189,8 @@ pub fn take(
         let _ = std::fs::remove_file(&dest);
         return Err(e);
     }
+    let copied = tee.offset;
+    meter.done(copied, Instant::now());
     if verdict.is_ok() {
         start_writeback(&out);
     }
@@ -175,7 +212,7 @@ fn start_writeback(f: &File) {
 
 /// A reader over the caller's fd that writes every byte it returns to the copy first, so the
 /// verifier sees exactly the bytes of the copy. Its own failures are kept in `error`.
-struct Tee<'a> {
+struct Tee<'a, 'm> {
     src: &'a File,
     regular: bool,
     offset: u64,
@@ -183,9 +220,10 @@ struct Tee<'a> {
     max: u64,
     dest: &'a Path,
     error: Option<StageError>,
+    meter: &'a mut Meter<'m>,
 }
 
-impl Tee<'_> {
+impl Tee<'_, '_> {
     fn fail(&mut self, e: StageError) -> std::io::Error {
         let io = std::io::Error::other(e.to_string());
         self.error.get_or_insert(e);
@@ -193,7 +231,7 @@ impl Tee<'_> {
     }
 }
 
-impl Read for Tee<'_> {
+impl Read for Tee<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = loop {
             let n = if self.regular {
@@ -229,124 +267,10 @@ impl Read for Tee<'_> {
             };
             return Err(self.fail(e));
         }
+        self.meter.advance(self.offset, Instant::now());
         Ok(n)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Seek;
-    use std::os::unix::fs::PermissionsExt;
-
-    /// Reads `limit` bytes (all by default) and accepts.
-    struct ReadAll(Option<u64>);
-
-    impl Verifier for ReadAll {
-        fn verify_stream(
-            &self,
-            stream: &mut dyn Read,
-            _: Option<&File>,
-            _: &Path,
-        ) -> Result<Candidate, Refusal> {
-            let mut sink = std::io::sink();
-            let n = match self.0 {
-                Some(l) => std::io::copy(&mut stream.take(l), &mut sink),
-                None => std::io::copy(stream, &mut sink),
-            };
-            n.map_err(|e| Refusal::new(ErrorCode::IoError, e.to_string()))?;
-            Ok(Candidate {
-                name: "p".into(),
-                version: "1".into(),
-                architecture: "all".into(),
-                sha256: String::new(),
-                signer: String::new(),
-                installed_size_kib: None,
-                units: Vec::new(),
-                control: Default::default(),
-            })
-        }
-
-        fn check_order(&self, _: &Candidate, _: Option<&str>) -> Result<(), Refusal> {
-            Ok(())
-        }
-    }
-
-    fn stage(
-        src: File,
-        dir: &Path,
-        txid: &str,
-        max: u64,
-        reserve: u64,
-    ) -> Result<PathBuf, StageError> {
-        let t = take(src, dir, txid, (max, reserve), &ReadAll(None))?;
-        t.verdict.unwrap();
-        Ok(t.path)
-    }
-
-    #[test]
-    fn a_verdict_must_cover_the_whole_copy() {
-        let d = tempfile::tempdir().unwrap();
-        let src_path = d.path().join("in.deb");
-        std::fs::write(&src_path, vec![3u8; 10_000]).unwrap();
-        let f = File::open(&src_path).unwrap();
-        let t = take(f, d.path(), "s", (1 << 20, 0), &ReadAll(Some(9_000))).unwrap();
-        assert_eq!(t.verdict.unwrap_err().code, ErrorCode::Internal);
-    }
-
-    #[test]
-    fn copies_from_offset_zero_privately() {
-        let d = tempfile::tempdir().unwrap();
-        let src_path = d.path().join("in.deb");
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&src_path, &data).unwrap();
-        let mut f = File::open(&src_path).unwrap();
-        f.seek(std::io::SeekFrom::Start(1234)).unwrap();
-        let staging = d.path().join("staging");
-        let p = stage(f, &staging, "t1", 1 << 20, 0).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), data);
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&p), 0o600);
-        assert_eq!(mode(&staging), 0o700);
-    }
-
-    #[test]
-    fn refuses_too_large_and_no_space_leaving_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let src_path = d.path().join("in.deb");
-        std::fs::write(&src_path, vec![1u8; 5000]).unwrap();
-        let staging = d.path().join("staging");
-        let e = stage(File::open(&src_path).unwrap(), &staging, "a", 4999, 0).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::BadRequest, "{e}");
-        let e = stage(
-            File::open(&src_path).unwrap(),
-            &staging,
-            "b",
-            1 << 20,
-            u64::MAX / 2,
-        )
-        .unwrap_err();
-        assert_eq!(e.code(), ErrorCode::NoSpace, "{e}");
-        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn pipes_are_read_sequentially_and_bounded() {
-        let d = tempfile::tempdir().unwrap();
-        let (r, w) = std::io::pipe().unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut w = w;
-            let _ = w.write_all(&[7u8; 100_000]);
-        });
-        let p = stage(
-            File::from(std::os::fd::OwnedFd::from(r)),
-            d.path(),
-            "p",
-            1 << 20,
-            0,
-        )
-        .unwrap();
-        writer.join().unwrap();
-        assert_eq!(std::fs::read(&p).unwrap().len(), 100_000);
-    }
-}
+mod tests;

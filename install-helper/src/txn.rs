@@ -170,8 +170,9 @@ fn attempt(
     let paths = &settings.paths;
     let dpkg = env.dpkg();
 
-    (env.progress)(Phase::Verify, 0, "verifying the package");
-    // Verified while it was copied; what is left is the version order.
+    // Verified while it was copied (that pass reported its own progress); what is left is
+    // the version order.
+    (env.progress)(Phase::Verify, 100, "checking the version order");
     let cand = verdict?;
     let seen = dpkg
         .query(&cand.name)

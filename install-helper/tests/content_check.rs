@@ -134,6 +134,11 @@ impl Fixture {
             &txid,
             (settings.max_package_size, 0),
             &verifier,
+            stage::Watch {
+                advisory_size: None,
+                min_interval: std::time::Duration::ZERO,
+                report: &mut |_| {},
+            },
         )
         .unwrap();
         let mut progress = |_: install_api::Phase, _: u32, _: &str| {};

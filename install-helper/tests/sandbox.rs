@@ -213,6 +213,11 @@ fn install(w: &World, signer: &Signer, deb: &Path, sandboxed: bool) -> Outcome {
         &txid,
         (settings.max_package_size, 0),
         &verifier,
+        stage::Watch {
+            advisory_size: None,
+            min_interval: std::time::Duration::ZERO,
+            report: &mut |_| {},
+        },
     )
     .unwrap();
     let mut progress = |_: install_api::Phase, _: u32, _: &str| {};

@@ -32,6 +32,11 @@ fn install(
         &txid,
         (settings.max_package_size, 0),
         &FieldsVerifier,
+        stage::Watch {
+            advisory_size: None,
+            min_interval: std::time::Duration::ZERO,
+            report: &mut |_| {},
+        },
     )
     .unwrap();
     let staged = taken.path.clone();

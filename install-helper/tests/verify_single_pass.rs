@@ -107,6 +107,11 @@ fn take(f: &Fixture, src: fs::File, txid: &str) -> stage::Taken {
         txid,
         (1 << 30, 0),
         &f.verifier(),
+        stage::Watch {
+            advisory_size: None,
+            min_interval: std::time::Duration::ZERO,
+            report: &mut |_| {},
+        },
     )
     .unwrap()
 }

@@ -126,6 +126,8 @@ pub struct HelperClient {
     child: Option<tokio::process::Child>,
     /// Its process group (the helper leads it; dpkg and maintainer scripts are in it too).
     group: Option<nix::unistd::Pid>,
+    /// Reached through a bus (it has a well-known name), not peer-to-peer.
+    on_bus: bool,
 }
 
 impl HelperClient {
@@ -146,7 +148,7 @@ impl HelperClient {
                 target: "the system bus".into(),
                 source,
             })?;
-        Self::on_connection(conn, "the system bus").await
+        Self::on_connection(conn, "the system bus", true).await
     }
 
     /// Connects over the bus at `address` (e.g. a private `dbus-daemon` in tests).
@@ -158,7 +160,7 @@ impl HelperClient {
                 target: format!("bus {address}"),
                 source,
             })?;
-        Self::on_connection(conn, address).await
+        Self::on_connection(conn, address, true).await
     }
 
     /// Connects peer-to-peer over `stream`, whose other end is served by the helper.
@@ -171,7 +173,7 @@ impl HelperClient {
                 target: "a peer-to-peer socket".into(),
                 source,
             })?;
-        Self::on_connection(conn, "a peer-to-peer socket").await
+        Self::on_connection(conn, "a peer-to-peer socket", false).await
     }
 
     /// Spawns `program args…` with one end of a socketpair inherited (see the module doc) and
@@ -234,7 +236,11 @@ impl HelperClient {
         }
     }
 
-    async fn on_connection(conn: zbus::Connection, target: &str) -> Result<Self, HelperError> {
+    async fn on_connection(
+        conn: zbus::Connection,
+        target: &str,
+        on_bus: bool,
+    ) -> Result<Self, HelperError> {
         let proxy = InstallHelper1Proxy::builder(&conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
@@ -247,6 +253,7 @@ impl HelperClient {
             proxy,
             child: None,
             group: None,
+            on_bus,
         })
     }
 
@@ -301,6 +308,29 @@ impl HelperClient {
         };
         self.kill_leftovers();
         status
+    }
+
+    /// The owners of the helper's well-known bus name as they change (the bus's
+    /// `NameOwnerChanged`): `Some(unique name)` when a helper instance took it (D-Bus
+    /// activation, a restart), `None` when it went away (it exits when idle). `Ok(None)` for
+    /// a peer-to-peer helper, which has no bus name.
+    pub async fn owner_changes(
+        &self,
+    ) -> Result<Option<impl Stream<Item = Option<String>> + Send + Unpin + 'static>, HelperError>
+    {
+        if !self.on_bus {
+            return Ok(None);
+        }
+        let changes = self
+            .proxy
+            .inner()
+            .receive_owner_changed()
+            .await
+            .map_err(|source| HelperError::Call {
+                method: "AddMatch",
+                source,
+            })?;
+        Ok(Some(changes.map(|o| o.map(|n| n.to_string()))))
     }
 
     /// Kills whatever a spawned helper that is gone left running in its process group (an

@@ -26,6 +26,8 @@ pub struct Pkg {
     /// Extra files: path inside the package → content.
     pub files: Vec<(String, String)>,
     pub installed_size_kib: Option<u64>,
+    /// Bytes of incompressible data in `usr/share/<name>/payload.bin` (built with `xz -0`).
+    pub payload: usize,
 }
 
 impl Pkg {
@@ -46,6 +48,10 @@ impl Pkg {
     }
     pub fn installed_size(mut self, kib: u64) -> Self {
         self.installed_size_kib = Some(kib);
+        self
+    }
+    pub fn payload(mut self, bytes: usize) -> Self {
+        self.payload = bytes;
         self
     }
 
@@ -82,9 +88,26 @@ impl Pkg {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, body).unwrap();
         }
+        if self.payload > 0 {
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            let data: Vec<u8> = (0..self.payload)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect();
+            std::fs::write(
+                tree.join(format!("usr/share/{}/payload.bin", self.name)),
+                data,
+            )
+            .unwrap();
+        }
+        let level = if self.payload > 0 { "-z0" } else { "-z6" };
         let out = dir.join(format!("{}_{}_all.deb", self.name, self.version));
         let st = Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
+            .args(["--root-owner-group", "-Zxz", level, "--build"])
             .arg(&tree)
             .arg(&out)
             .stdout(std::process::Stdio::null())

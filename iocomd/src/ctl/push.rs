@@ -246,7 +246,12 @@ impl Watch<'_> {
     ) -> Result<Step<DeviceReport>, CtlError> {
         let r = c.report();
         let shown = (r.state, r.progress);
-        if r.state.is_some_and(shown_after_transfer) && Some(shown) != self.last {
+        // Progress in order: a lower percentage of the state already shown (a signal that
+        // lagged behind) is not shown.
+        let behind = self
+            .last
+            .is_some_and(|(s, p)| s == r.state && r.progress < p);
+        if r.state.is_some_and(shown_after_transfer) && Some(shown) != self.last && !behind {
             self.last = Some(shown);
             (c.progress)(Progress::Device {
                 state: r.state.unwrap_or(UpdState::Idle),

@@ -218,6 +218,12 @@ impl Core {
                 self.updates.set_helper(h);
             }
             CoreEvent::HelperStatus(r) => self.updates.on_helper_status(*r),
+            CoreEvent::HelperOwner { helper, owner } => {
+                if self.updates.on_owner_changed(&helper, owner.as_deref()) {
+                    tokio::spawn(super::helper_link::read_policy(helper, self.tx.clone()));
+                }
+            }
+            CoreEvent::HelperPolicy(r) => self.updates.on_helper_policy(*r),
             CoreEvent::SpoolFailed { push, error } => {
                 if let Some(f) = self.updates.on_spool_failed(push, error) {
                     self.peers.abort_upload(&f, Instant::now());

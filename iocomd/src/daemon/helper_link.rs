@@ -2,6 +2,15 @@
 //! core loop, reading its status without holding up the loop (a helper that is recovering an
 //! interrupted install may take minutes to answer, and connections are served meanwhile), and
 //! connecting again — respawning a helper that was our child — when the link went away.
+//!
+//! A helper on a bus is D-Bus activated and exits when idle, so the instance answering may
+//! change under one link; a new instance may have a new policy (a changed configuration, an
+//! updated helper). [`follow_owner`] follows its well-known name and the core reads the policy
+//! of every new instance again ([`read_policy`]). Only a new owner is followed, not the name
+//! going away: reading then would activate a helper at once, and it would never stay exited.
+//! Until a new instance starts, the last policy read stays in force for the early refusal. A
+//! peer-to-peer helper (our child) has no bus name: its policy is read when the link
+//! (re)connects, with its status.
 
 use super::CoreEvent;
 use crate::config::HelperConnection;
@@ -93,11 +102,61 @@ pub(crate) async fn reconnect(
         {
             return;
         }
+        let _owner = subscribe_owner(&client)
+            .await
+            .map(|c| AbortOnDrop(tokio::spawn(follow_owner(client.clone(), c, tx.clone()))));
         read_status(client.clone(), tx.clone()).await;
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = forward(client, signals, tx) => {}
         }
         return;
+    }
+}
+
+/// Subscribes to the changes of the owner of the helper's bus name (before its status is
+/// read, so no new instance goes unnoticed); `None` for a peer-to-peer helper.
+pub(crate) async fn subscribe_owner(
+    h: &HelperClient,
+) -> Option<impl Stream<Item = Option<String>> + Send + Unpin + 'static> {
+    match h.owner_changes().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow the install helper's bus name");
+            None
+        }
+    }
+}
+
+/// Tells the core every change of the owner of the helper's bus name
+/// ([`CoreEvent::HelperOwner`]) until the changes end or the core stops.
+pub(crate) async fn follow_owner(
+    h: Arc<HelperClient>,
+    mut changes: impl Stream<Item = Option<String>> + Send + Unpin + 'static,
+    tx: mpsc::Sender<CoreEvent>,
+) {
+    while let Some(owner) = changes.next().await {
+        let ev = CoreEvent::HelperOwner {
+            helper: h.clone(),
+            owner,
+        };
+        if tx.send(ev).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the policy of the helper instance now answering ([`CoreEvent::HelperPolicy`]).
+pub(crate) async fn read_policy(h: Arc<HelperClient>, tx: mpsc::Sender<CoreEvent>) {
+    let r = h.status().await.map(|s| s.policy);
+    let _ = tx.send(CoreEvent::HelperPolicy(Box::new(r))).await;
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -150,6 +150,15 @@ pub(crate) enum CoreEvent {
     HelperBack(Arc<HelperClient>),
     /// The helper's `Status()` answer (read off the core loop).
     HelperStatus(Box<Result<install_api::HelperStatus, crate::helper_client::HelperError>>),
+    /// The helper's bus name changed owner: `Some` a new instance, `None` it went away.
+    HelperOwner {
+        helper: Arc<HelperClient>,
+        owner: Option<String>,
+    },
+    /// The policy of a new helper instance (read off the core loop).
+    HelperPolicy(
+        Box<Result<Option<install_api::PolicySummary>, crate::helper_client::HelperError>>,
+    ),
     /// The spool's writing thread failed (the transfer fails with this error).
     SpoolFailed { push: u64, error: SpoolError },
     /// The spool's queue had been full and has room again (poll the stream).
@@ -304,6 +313,9 @@ pub async fn run(
         // loop, so connections are served (and told busy) while a recovering helper is slow.
         if let Some(signals) = helper_link::subscribe(h).await {
             aux.spawn(helper_link::forward(h.clone(), signals, tx.clone()));
+        }
+        if let Some(owners) = helper_link::subscribe_owner(h).await {
+            aux.spawn(helper_link::follow_owner(h.clone(), owners, tx.clone()));
         }
         aux.spawn(helper_link::read_status(h.clone(), tx.clone()));
     }

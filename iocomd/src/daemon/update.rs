@@ -8,7 +8,9 @@
 //!   ◄─────────────── Idle (result published)
 //! Spooling ──spooled──► Installing{origin, txid: None} ──install_started──► Installing{txid}
 //! Idle ──submit (a package spooled elsewhere, e.g. a fleet download)──► Installing{txid: None}
-//! Installing ──progress──► Installing (phase, percent only move forward)
+//! Installing{txid: None} ──progress (the helper's copy-and-verify pass, before `Install`
+//!   answered)──► Installing{txid: None, shown: Some(its txid)} (see [`installing`])
+//! Installing{txid} ──progress (of txid)──► Installing (phase, percent only move forward)
 //! Installing / Spooling ──finish──► Idle (result published)
 //! Idle ──resume (the helper still runs a transaction after our restart)──► Installing{txid}
 //! Idle ──reserve (a fleet action downloads)──► Reserved{fleet}
@@ -23,6 +25,8 @@
 use super::updates::pipe::SpoolPipe;
 use crate::status::UpdState;
 use std::time::Instant;
+
+mod installing;
 
 /// Where an update comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +128,9 @@ pub enum Update {
         percent: u8,
         /// The helper's message of the phase.
         message: String,
+        /// The transaction whose progress is shown while `txid` is `None` (the helper's pass
+        /// reports before `Install` answers; not taken as ours: see [`installing`]).
+        shown: Option<String>,
         /// Size of the package.
         bytes: u64,
         /// Number of this update.
@@ -335,6 +342,7 @@ impl Update {
                     phase: UpdState::Verifying,
                     percent: 0,
                     message: format!("received {bytes} bytes, handing over to the installer"),
+                    shown: None,
                     bytes,
                     push,
                     then: After::Idle,
@@ -363,6 +371,7 @@ impl Update {
             phase: UpdState::Verifying,
             percent: 0,
             message: format!("handing {bytes} bytes over to the installer"),
+            shown: None,
             bytes,
             push,
             then,
@@ -397,42 +406,6 @@ impl Update {
         }
     }
 
-    /// Installing: the helper accepted the package as transaction `id`.
-    pub fn install_started(&mut self, id: &str) -> Result<(), Rejection> {
-        match self {
-            Update::Installing { txid: t @ None, .. } => {
-                *t = Some(id.to_owned());
-                Ok(())
-            }
-            _ => Err(Rejection::NotApplicable),
-        }
-    }
-
-    /// Installing{txid}: the helper reports its phase and overall progress.
-    pub fn progress(
-        &mut self,
-        id: &str,
-        new: UpdState,
-        new_percent: u8,
-        new_message: String,
-    ) -> Result<(), Rejection> {
-        match self {
-            Update::Installing {
-                txid: Some(t),
-                phase,
-                percent,
-                message,
-                ..
-            } if t == id => {
-                *phase = new;
-                *percent = (*percent).max(new_percent.min(100));
-                *message = new_message;
-                Ok(())
-            }
-            _ => Err(Rejection::NotApplicable),
-        }
-    }
-
     /// The pushing connection closed; the update continues without it (after receiving).
     pub fn detach(&mut self, gone: u64) -> Result<(), Rejection> {
         match self {
@@ -446,63 +419,6 @@ impl Update {
             }
             _ => Err(Rejection::NotApplicable),
         }
-    }
-
-    /// Spooling or Installing → Idle (or back to its reservation) with a final result (`txid`
-    /// must match once known). Returns the origin.
-    pub fn finish(&mut self, id: Option<&str>) -> Result<Origin, Rejection> {
-        let ok = match (&*self, id) {
-            (Update::Spooling { .. }, None) => true,
-            (Update::Installing { txid: None, .. }, None) => true,
-            (Update::Installing { txid: Some(t), .. }, Some(i)) => t == i,
-            _ => false,
-        };
-        if !ok {
-            return Err(Rejection::NotApplicable);
-        }
-        self.finish_any()
-    }
-
-    /// Spooling or Installing → Idle (or back to its reservation) whatever the transaction
-    /// (the helper went away).
-    pub fn finish_any(&mut self) -> Result<Origin, Rejection> {
-        match std::mem::take(self) {
-            Update::Spooling { origin, .. } => Ok(origin),
-            Update::Installing {
-                origin, then, push, ..
-            } => {
-                if then == After::Reserved {
-                    *self = Update::Reserved {
-                        origin: origin.clone(),
-                        push,
-                    };
-                }
-                Ok(origin)
-            }
-            other => {
-                *self = other;
-                Err(Rejection::NotApplicable)
-            }
-        }
-    }
-
-    /// Idle → Installing{txid}: a transaction the helper is still running (after a restart of
-    /// iocomd).
-    pub fn resume(&mut self, txid: String, phase: UpdState, push: u64) -> Result<(), Rejection> {
-        if !matches!(self, Update::Idle) {
-            return Err(Rejection::Busy);
-        }
-        *self = Update::Installing {
-            origin: Origin::Resumed,
-            txid: Some(txid),
-            phase,
-            percent: 0,
-            message: "the install helper is still installing".into(),
-            bytes: 0,
-            push,
-            then: After::Idle,
-        };
-        Ok(())
     }
 }
 

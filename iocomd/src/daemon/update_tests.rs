@@ -43,11 +43,12 @@ fn a_push_goes_through_every_phase() {
     assert_eq!(u.spooled(), Err(Rejection::NotApplicable));
     assert_eq!(u.name(), "handing over");
     assert_eq!(u.finish(Some("x")), Err(Rejection::NotApplicable));
-    assert_eq!(
-        u.progress("tx1", UpdState::Installing, 30, String::new()),
-        Err(Rejection::NotApplicable)
-    );
+    // The helper's pass reports before `Install` answered: shown, the txid still unknown.
+    u.progress("tx1", UpdState::Verifying, 30, "verifying".into())
+        .unwrap();
+    assert_eq!((u.txid(), u.name()), (None, "handing over"));
     u.install_started("tx1").unwrap();
+    assert!(matches!(u, Update::Installing { percent: 30, .. }));
     assert_eq!(u.install_started("tx2"), Err(Rejection::NotApplicable));
     assert_eq!(u.txid(), Some("tx1"));
     u.progress("tx1", UpdState::HealthCheck, 80, "gate".into())
@@ -264,6 +265,103 @@ fn a_fleet_action_holds_the_slot_across_its_files_and_releases_it() {
     // A plain submit (not under a reservation) goes Idle when it finishes.
     u.submit(fleet.clone(), 1, 8).unwrap();
     assert_eq!(u.release(&fleet), Err(Rejection::NotApplicable));
+    u.finish(None).unwrap();
+    assert!(matches!(u, Update::Idle));
+}
+
+fn handing_over() -> Update {
+    let mut u = Update::default();
+    u.submit(Origin::Fleet { action: "a".into() }, 5 << 20, 1)
+        .unwrap();
+    assert_eq!((u.name(), u.txid()), ("handing over", None));
+    u
+}
+
+fn shown(u: &Update) -> (UpdState, u8, &str, Option<&str>) {
+    match u {
+        Update::Installing {
+            phase,
+            percent,
+            message,
+            shown,
+            ..
+        } => (*phase, *percent, message.as_str(), shown.as_deref()),
+        other => panic!("not installing: {}", other.name()),
+    }
+}
+
+#[test]
+fn progress_before_the_answer_is_shown_and_only_moves_forward() {
+    let mut u = handing_over();
+    for (pct, msg) in [
+        (2, "0.0 of 5.0 MiB"),
+        (12, "1.3 of 5.0 MiB"),
+        (27, "3.3 of 5.0 MiB"),
+    ] {
+        u.progress("t1", UpdState::Verifying, pct, msg.into())
+            .unwrap();
+        assert_eq!(shown(&u), (UpdState::Verifying, pct, msg, Some("t1")));
+    }
+    // A report behind the one shown (percent or phase) is taken and changes nothing.
+    u.progress("t1", UpdState::Verifying, 20, "late".into())
+        .unwrap();
+    u.progress("t1", UpdState::Installing, 50, "dpkg".into())
+        .unwrap();
+    u.progress("t1", UpdState::Verifying, 60, "back".into())
+        .unwrap();
+    assert_eq!(shown(&u), (UpdState::Installing, 50, "dpkg", Some("t1")));
+    // Above 100 is 100.
+    u.progress("t1", UpdState::Installing, 250, "x".into())
+        .unwrap();
+    assert_eq!(shown(&u).1, 100);
+    // The txid comes only from the answer; then the shown progress stays.
+    assert_eq!(u.txid(), None);
+    u.install_started("t1").unwrap();
+    assert_eq!(u.txid(), Some("t1"));
+    assert_eq!(shown(&u), (UpdState::Installing, 100, "x", None));
+}
+
+#[test]
+fn progress_of_another_transaction_is_refused_and_dropped_at_the_answer() {
+    // Before the answer, one transaction is shown at a time.
+    let mut u = handing_over();
+    u.progress("other", UpdState::Installing, 60, "dpkg of another".into())
+        .unwrap();
+    assert_eq!(
+        u.progress("t2", UpdState::Verifying, 5, "ours".into()),
+        Err(Rejection::NotApplicable)
+    );
+    assert_eq!(shown(&u).3, Some("other"));
+    // The answer names another transaction than the one shown: what was shown was not ours.
+    u.install_started("t2").unwrap();
+    assert_eq!(
+        shown(&u),
+        (
+            UpdState::Verifying,
+            0,
+            "the installer took the package",
+            None
+        )
+    );
+    // Once the txid is known, only its progress is taken.
+    assert_eq!(
+        u.progress("other", UpdState::HealthCheck, 90, "x".into()),
+        Err(Rejection::NotApplicable)
+    );
+    u.progress("t2", UpdState::Verifying, 10, "ours".into())
+        .unwrap();
+    assert_eq!(shown(&u).1, 10);
+    // Not installing at all: refused.
+    let mut idle = Update::default();
+    assert_eq!(
+        idle.progress("t2", UpdState::Verifying, 10, String::new()),
+        Err(Rejection::NotApplicable)
+    );
+    // Another client's transaction ends ours with `busy` from `Install`: the update ends
+    // whatever was shown (`finish` without a txid).
+    let mut u = handing_over();
+    u.progress("other", UpdState::Verifying, 20, "another".into())
+        .unwrap();
     u.finish(None).unwrap();
     assert!(matches!(u, Update::Idle));
 }

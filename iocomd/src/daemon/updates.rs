@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 mod fleet;
 mod helper_events;
 pub(crate) mod pipe;
+mod policy;
+use policy::PolicyRead;
 
 /// The message while the helper's status is not known yet.
 const WAITING_FOR_HELPER: &str =
@@ -115,6 +117,8 @@ pub(crate) struct Updates {
     packages: crate::status::PackageList,
     /// The helper's name, architecture and version rules (its `Status()`): the early refusal.
     policy: Option<install_api::PolicySummary>,
+    /// Whether `policy` is the running helper instance's ([`policy`]).
+    policy_read: PolicyRead,
     /// The transaction whose provisional success (`Healthy`) was published: its settled
     /// `Finished` is still to come ([`Updates::on_settled`]).
     probation: Option<String>,
@@ -147,6 +151,7 @@ impl Updates {
             versions: tokio::sync::watch::Sender::new(Vec::new()),
             packages: crate::status::PackageList::default(),
             policy: None,
+            policy_read: PolicyRead::Current,
             probation: None,
             probation_waiter: None,
         }
@@ -159,6 +164,10 @@ impl Updates {
     /// transfer error from a bad file, and the helper refuses the bad file.
     pub(crate) fn judge_head(&self, head: &[u8]) -> Result<bool, Outcome> {
         use install_helper::verify::head::{HeadVerdict, judge_head};
+        if self.policy_read == PolicyRead::Reading {
+            // A new helper instance's policy is on its way: judge by it, not the last one.
+            return Ok(false);
+        }
         match judge_head(head, self.policy.as_ref(), &|n| self.packages.installed(n)) {
             HeadVerdict::NeedMore => Ok(false),
             HeadVerdict::Passed { .. } | HeadVerdict::Refused { package: None, .. } => Ok(true),
@@ -276,6 +285,7 @@ impl Updates {
         if self.helper.is_some() && !self.helper_ready {
             return Err(Outcome::daemon(DaemonCode::Busy, WAITING_FOR_HELPER));
         }
+        self.read_policy_if_gone();
         let sp = &self.settings.spool;
         let push = self.pushes + 1;
         let writer = Spool::begin(&sp.dir, "push", sp.max_package_size, sp.min_free_space)

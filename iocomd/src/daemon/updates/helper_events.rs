@@ -8,7 +8,7 @@
 //! (`upd_seq` + 1): `ok` confirmed, or `unhealthy-rolled-back` when a unit crashed or missed its
 //! watchdog during the probation. Every settled result goes through [`Updates::settled`].
 
-use super::{Finished, Outcome, Updates};
+use super::{Finished, Outcome, PolicyRead, Updates};
 use crate::helper_client::{HelperClient, HelperError};
 use crate::status::UpdState;
 use install_api::{DaemonCode, HelperSignal, ResultCode, TxResult};
@@ -33,9 +33,15 @@ impl Updates {
                 // A phase this daemon does not know (a newer helper) keeps the current state.
                 let state = phase.map_or(self.machine.phase(), UpdState::of_phase);
                 let pct = u8::try_from(percent.min(100)).unwrap_or(100);
+                let before = self.machine.phase();
                 match self.machine.progress(&txid, state, pct, message.clone()) {
-                    Ok(()) => self.span.in_scope(|| {
+                    // A new phase is news; the percentages within one (the verifying pass
+                    // reports about ten a second) are details.
+                    Ok(()) if self.machine.phase() != before => self.span.in_scope(|| {
                         tracing::info!(%txid, phase = phase.map_or("?", |p| p.as_str()), percent, %message, "helper progress")
+                    }),
+                    Ok(()) => self.span.in_scope(|| {
+                        tracing::debug!(%txid, percent, %message, "helper progress")
                     }),
                     Err(why) => self.refused("progress", why),
                 }
@@ -220,6 +226,7 @@ impl Updates {
         };
         self.packages = crate::status::PackageList::from_helper(&st.packages);
         self.policy = st.policy.clone();
+        self.policy_read = PolicyRead::Current;
         self.sync_versions();
         // A result this daemon already published (the helper was respawned) is not new.
         if st.last.as_ref().map(|l| &l.txid) != self.last_txid.as_ref()
@@ -263,3 +270,7 @@ impl Updates {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "helper_events_tests.rs"]
+mod tests;
