@@ -249,8 +249,15 @@ impl Peers {
                     return;
                 }
             }
-            p.span
-                .in_scope(|| tracing::info!(user = ?p.user, "controller connected"));
+            p.span.in_scope(|| {
+                tracing::info!(
+                    user = ?p.user,
+                    send_frame_size = *send_frame_size,
+                    peer_frame_size = peer.frame_size,
+                    streaming,
+                    "controller connected"
+                )
+            });
             self.published = None;
         }
         let Some(ep) = p.ep.as_mut() else {
