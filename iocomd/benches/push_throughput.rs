@@ -7,6 +7,9 @@
 //! controller's from its session, the daemon's from its own "controller connected" event).
 //!
 //! `cargo bench -p iocomd --bench push_throughput` (set `IOCOMD_BENCH_MIB` for another size).
+//! Each ring size is measured in `IOCOMD_BENCH_ROUNDS` rounds (default 3), each a raw copy
+//! followed by a push; a summary line gives the median ratio of the rounds and its range, since
+//! one round of a fraction of a second swings with the load of a shared machine.
 //! The daemon child runs without an install helper: each push is received, checked (CRC-16,
 //! SHA-256), fsynced and renamed, then ends with `helper-unavailable`.
 
@@ -44,14 +47,33 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let rounds: usize = std::env::var("IOCOMD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let data = pseudo_random(mib << 20, 0x5eed);
-    println!("payload: {mib} MiB of incompressible bytes");
+    println!("payload: {mib} MiB of incompressible bytes, {rounds} rounds per ring size");
     for ring in [64 << 10, 256 << 10, 1 << 20] {
-        rt.block_on(run_one(&data, ring));
+        let mut ratios: Vec<f64> = (0..rounds)
+            .map(|_| rt.block_on(run_one(&data, ring)))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!(
+            "tod_buf {:>7} B: median ratio {:.2} of {} rounds (min {:.2}, max {:.2})",
+            ring + 1,
+            median,
+            ratios.len(),
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
     }
 }
 
-async fn run_one(data: &[u8], ring: usize) {
+/// One round: a raw copy, then a push to a new daemon child; prints the round's figures and
+/// returns its ratio (IOCOM / raw throughput).
+async fn run_one(data: &[u8], ring: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, data).unwrap();
@@ -72,7 +94,10 @@ async fn run_one(data: &[u8], ring: usize) {
     let (frame_tx, frame_rx) = std::sync::mpsc::channel::<u64>();
     std::thread::spawn(move || {
         for line in out.lines().map_while(Result::ok) {
-            if let Some(n) = line.strip_prefix(FRAME_LINE).and_then(|n| n.trim().parse().ok()) {
+            if let Some(n) = line
+                .strip_prefix(FRAME_LINE)
+                .and_then(|n| n.trim().parse().ok())
+            {
                 let _ = frame_tx.send(n);
             }
         }
@@ -139,6 +164,7 @@ async fn run_one(data: &[u8], ring: usize) {
         peak.1 as f64 / 1024.0,
         code
     );
+    r_iocom / r_raw
 }
 
 /// User + system CPU seconds of process `pid` (all threads).
