@@ -3,9 +3,13 @@
 //! process, against a raw TCP copy of the same file into another file with SHA-256, in the same
 //! run; for several `tod_buf` sizes. Prints throughput (the IOCOM transfer phase: upload start
 //! to the device's confirmation), the ratio, CPU time of both processes, and the daemon's idle
-//! RSS and peak RSS (VmHWM) during the push.
+//! RSS and peak RSS (VmHWM) during the push, and the frame sizes both ends negotiated (the
+//! controller's from its session, the daemon's from its own "controller connected" event).
 //!
 //! `cargo bench -p iocomd --bench push_throughput` (set `IOCOMD_BENCH_MIB` for another size).
+//! Each ring size is measured in `IOCOMD_BENCH_ROUNDS` rounds (default 3), each a raw copy
+//! followed by a push; a summary line gives the median ratio of the rounds and its range, since
+//! one round of a fraction of a second swings with the load of a shared machine.
 //! The daemon child runs without an install helper: each push is received, checked (CRC-16,
 //! SHA-256), fsynced and renamed, then ends with `helper-unavailable`.
 
@@ -26,6 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const CHILD_ENV: &str = "IOCOMD_BENCH_CHILD";
+/// The child's stdout line with the frame size its daemon negotiated.
+const FRAME_LINE: &str = "daemon-send-frame-size ";
 
 fn main() {
     if let Ok(ring) = std::env::var(CHILD_ENV) {
@@ -41,14 +47,33 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let rounds: usize = std::env::var("IOCOMD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let data = pseudo_random(mib << 20, 0x5eed);
-    println!("payload: {mib} MiB of incompressible bytes");
+    println!("payload: {mib} MiB of incompressible bytes, {rounds} rounds per ring size");
     for ring in [64 << 10, 256 << 10, 1 << 20] {
-        rt.block_on(run_one(&data, ring));
+        let mut ratios: Vec<f64> = (0..rounds)
+            .map(|_| rt.block_on(run_one(&data, ring)))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!(
+            "tod_buf {:>7} B: median ratio {:.2} of {} rounds (min {:.2}, max {:.2})",
+            ring + 1,
+            median,
+            ratios.len(),
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
     }
 }
 
-async fn run_one(data: &[u8], ring: usize) {
+/// One round: a raw copy, then a push to a new daemon child; prints the round's figures and
+/// returns its ratio (IOCOM / raw throughput).
+async fn run_one(data: &[u8], ring: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, data).unwrap();
@@ -61,11 +86,22 @@ async fn run_one(data: &[u8], ring: usize) {
         .spawn()
         .unwrap();
     let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     let addr: SocketAddr = line.trim().parse().expect("child address");
+    // Later lines of the child: the frame size the daemon sends with, once a controller is in.
+    let (frame_tx, frame_rx) = std::sync::mpsc::channel::<u64>();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Some(n) = line
+                .strip_prefix(FRAME_LINE)
+                .and_then(|n| n.trim().parse().ok())
+            {
+                let _ = frame_tx.send(n);
+            }
+        }
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = rss(pid);
 
@@ -79,7 +115,9 @@ async fn run_one(data: &[u8], ring: usize) {
     let own0 = cpu_secs(std::process::id());
     let mut started = None;
     let mut transferred = None;
+    let mut ctl_frame = None;
     let result = ctl::push(&opts, |p| match p {
+        Progress::Authenticated { frame_size, .. } => ctl_frame = Some(frame_size),
         Progress::Started { .. } => started = Some(Instant::now()),
         Progress::Transferred { bytes, .. } => transferred = Some((Instant::now(), bytes)),
         _ => {}
@@ -101,26 +139,32 @@ async fn run_one(data: &[u8], ring: usize) {
             .and_then(|r| r.code.clone())
             .unwrap_or_else(|| e.to_string()),
     };
+    let dev_frame = frame_rx.recv_timeout(Duration::from_secs(5)).ok();
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = child.wait();
+    let shown = |f: Option<u64>| f.map_or_else(|| "?".to_string(), |n| n.to_string());
 
     let mb = data.len() as f64 / 1e6;
     let (r_iocom, r_raw) = (mb / iocom.as_secs_f64(), mb / raw.as_secs_f64());
     println!(
         "tod_buf {:>7} B: IOCOM {:6.1} MB/s ({:.2} s), raw TCP+file+SHA-256 {:6.1} MB/s ({:.2} s), \
-         ratio {:.2}; CPU daemon {:.2} s, controller {:.2} s; daemon RSS idle {:.1} MiB, peak (VmHWM) {:.1} MiB; result {}",
+         ratio {:.2}; frames: controller sends {} B, daemon sends {} B; \
+         CPU daemon {:.2} s, controller {:.2} s; daemon RSS idle {:.1} MiB, peak (VmHWM) {:.1} MiB; result {}",
         ring + 1,
         r_iocom,
         iocom.as_secs_f64(),
         r_raw,
         raw.as_secs_f64(),
         r_iocom / r_raw,
+        shown(ctl_frame.map(u64::from)),
+        shown(dev_frame),
         cpu,
         own,
         idle.0 as f64 / 1024.0,
         peak.1 as f64 / 1024.0,
         code
     );
+    r_iocom / r_raw
 }
 
 /// User + system CPU seconds of process `pid` (all threads).
@@ -188,6 +232,14 @@ async fn raw_copy(file: &std::path::Path, data: &[u8], dir: &std::path::Path) ->
 
 /// The daemon child: demo settings without a helper, `tod_buf` = `ring` + 1.
 fn child(ring: usize) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    // Only the connection side's info events reach the probe: the hot path stays untraced.
+    let only = tracing_subscriber::filter::Targets::new()
+        .with_target("iocomd::daemon::peers", tracing::Level::INFO);
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(FrameSizeProbe.with_filter(only)),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -213,4 +265,28 @@ fn child(ring: usize) {
             .await
             .unwrap();
     });
+}
+
+/// A tracing layer of the daemon child: prints the `send_frame_size` of the daemon's
+/// "controller connected" event (what its connection really negotiated) as a [`FRAME_LINE`].
+struct FrameSizeProbe;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for FrameSizeProbe {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Find(Option<u64>);
+        impl tracing::field::Visit for Find {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "send_frame_size" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut found = Find(None);
+        event.record(&mut found);
+        if let Some(n) = found.0 {
+            println!("{FRAME_LINE}{n}");
+            let _ = std::io::stdout().flush();
+        }
+    }
 }

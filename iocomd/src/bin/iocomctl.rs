@@ -355,7 +355,9 @@ impl Output {
 fn describe(p: &Progress) -> Option<String> {
     Some(match p {
         Progress::Connected { peer } => format!("connected to {peer}"),
-        Progress::Authenticated { .. } => "authenticated".into(),
+        Progress::Authenticated { frame_size, .. } => {
+            format!("authenticated (frames of up to {frame_size} bytes)")
+        }
         Progress::Located { device, via } => match via {
             Some(v) => format!("found {device} through {v}"),
             None => format!("found {device}"),

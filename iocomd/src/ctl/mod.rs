@@ -241,6 +241,11 @@ pub enum Progress {
     Authenticated {
         /// The requested device's path.
         device: String,
+        /// The largest frame we send: the smaller of ours (16 KiB) and the peer's announced.
+        frame_size: u32,
+        /// The largest frame the peer receives, as it announced it (iocomd 16 KiB, a stock C
+        /// build 1392); it sends us frames of at most the smaller of this and ours.
+        peer_frame_size: u32,
     },
     /// The requested device was found among the devices the peer advertises.
     Located {

@@ -158,6 +158,8 @@ impl<'p> Core<'p> {
                     };
                     (self.progress)(Progress::Authenticated {
                         device: self.name.clone(),
+                        frame_size: u32::try_from(self.frame_size).unwrap_or(u32::MAX),
+                        peer_frame_size: peer.frame_size,
                     });
                 }
                 if matches!(event, ConnEvent::MblkInfo(_)) {

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+mod cadence;
 mod streams;
 
 /// Frames buffered towards one connection before the core loop stops transmitting to it.
@@ -68,8 +69,8 @@ pub(crate) struct Peers {
     auth_fail: u32,
     /// Connections closed since start.
     closed: u64,
-    /// The status last written into the endpoints.
-    published: Option<UpdateStatus>,
+    /// The status last written into the endpoints, and when ([`cadence`]).
+    published: Option<cadence::Published>,
     /// The head of the package being received (the early refusal, [`streams`]).
     head: streams::Head,
 }
@@ -249,8 +250,15 @@ impl Peers {
                     return;
                 }
             }
-            p.span
-                .in_scope(|| tracing::info!(user = ?p.user, "controller connected"));
+            p.span.in_scope(|| {
+                tracing::info!(
+                    user = ?p.user,
+                    send_frame_size = *send_frame_size,
+                    peer_frame_size = peer.frame_size,
+                    streaming,
+                    "controller connected"
+                )
+            });
             self.published = None;
         }
         let Some(ep) = p.ep.as_mut() else {
@@ -334,8 +342,8 @@ impl Peers {
     }
 
     /// Polls every dirty connection's streams, writes `status` (derived by the update side
-    /// after the polls) into every endpoint when it changed, and transmits.
-    /// Returns the status as published (derived after the streams were polled).
+    /// after the polls) into every endpoint when it changed (a byte count alone at the pace
+    /// of [`cadence`]), and transmits. Returns the status as published.
     pub(crate) fn flush(
         &mut self,
         updates: &mut Updates,
@@ -356,16 +364,22 @@ impl Peers {
         self.transmit_dirty();
         let mut status = updates.status(self.auth_fail);
         status.fleet = fleet.to_owned();
-        if self.published.as_ref() != Some(&status) {
-            for p in self.peers.values_mut() {
-                if let Some(ep) = p.ep.as_mut() {
-                    write_status(ep, &status);
-                    p.dirty = true;
-                }
-            }
-            self.published = Some(status.clone());
-            self.transmit_dirty();
+        if let Some(last) = &self.published
+            && !cadence::due(Some(last), &status, now)
+        {
+            return last.status.clone();
         }
+        for p in self.peers.values_mut() {
+            if let Some(ep) = p.ep.as_mut() {
+                write_status(ep, &status);
+                p.dirty = true;
+            }
+        }
+        self.published = Some(cadence::Published {
+            status: status.clone(),
+            at: now,
+        });
+        self.transmit_dirty();
         status
     }
 
