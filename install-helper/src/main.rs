@@ -92,6 +92,10 @@ struct Cli {
     /// rolls back (0: success is settled at the gate).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     probation: u64,
+    /// Least milliseconds between two progress reports while the package is copied and
+    /// verified.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    progress_interval_ms: u64,
     /// Seconds a restarted unit may take to become active.
     #[arg(long, value_name = "SECS", default_value_t = 90)]
     start_timeout: u64,
@@ -186,6 +190,7 @@ fn settings(cli: &Cli, host_arch: String) -> Settings {
     s.ready_gate = Duration::from_millis(cli.ready_gate_ms);
     s.probation = Duration::from_secs(cli.probation);
     s.start_timeout = Duration::from_secs(cli.start_timeout);
+    s.progress_interval = Duration::from_millis(cli.progress_interval_ms);
     s.space_reserve = cli.space_reserve_mib.saturating_mul(1024 * 1024);
     s.max_package_size = cli.max_package_mib.saturating_mul(1024 * 1024);
     s

@@ -79,6 +79,8 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<Result<(), daemon::DaemonError>>>,
     pub child: Option<tokio::process::Child>,
+    /// Arguments added to the helper's command line (kept across [`Daemon::restart`]).
+    helper_extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -91,7 +93,17 @@ impl Daemon {
     /// Starts a demo daemon, with a second, TLS listener when `tls` (certificate for
     /// `localhost`, self-signed).
     pub async fn start_with(tune: impl FnOnce(&mut Settings), tls: bool) -> Daemon {
-        Self::start_in(tempfile::tempdir().unwrap(), tune, tls).await
+        Self::start_in(tempfile::tempdir().unwrap(), tune, tls, Vec::new()).await
+    }
+
+    /// Starts a demo daemon whose helper gets `extra` arguments too (e.g. a shorter
+    /// `--progress-interval-ms`).
+    pub async fn start_with_helper_args(
+        extra: &[&str],
+        tune: impl FnOnce(&mut Settings),
+    ) -> Daemon {
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        Self::start_in(tempfile::tempdir().unwrap(), tune, false, extra).await
     }
 
     /// Stops the daemon and starts a new one on the same state (helper state, dpkg root,
@@ -109,13 +121,15 @@ impl Daemon {
             let _ = tokio::time::timeout(WAIT, c.wait()).await;
         }
         let tls = self.tls.is_some();
-        Self::start_in(self._dir, tune, tls).await
+        let extra = std::mem::take(&mut self.helper_extra);
+        Self::start_in(self._dir, tune, tls, extra).await
     }
 
     async fn start_in(
         dir: tempfile::TempDir,
         tune: impl FnOnce(&mut Settings),
         tls: bool,
+        helper_extra: Vec<String>,
     ) -> Daemon {
         let state = dir.path().join("state");
         let env = iocomd::demo::prepare(&state).unwrap();
@@ -124,7 +138,7 @@ impl Daemon {
         tune(&mut settings);
         let uid = nix::unistd::getuid().as_raw().to_string();
         // `{fd}` as in the configuration (the demo binary relies on the default instead).
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--p2p-fd".into(),
             "{fd}".into(),
             "--root".into(),
@@ -136,6 +150,7 @@ impl Daemon {
             "--allow-uid".into(),
             uid,
         ];
+        args.extend(helper_extra.iter().cloned());
         // The daemon respawns the helper with the same program and arguments.
         settings.helper = iocomd::config::HelperConnection::Spawn {
             program: helper_binary(),
@@ -186,6 +201,7 @@ impl Daemon {
             shutdown,
             task: Some(task),
             child: Some(helper_child),
+            helper_extra,
             _dir: dir,
         }
     }
