@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use iocomd::ctl::{
     self, ConnectOptions, Credentials, CtlError, DeviceEntry, DevicePath, DeviceReport,
     DevicesOptions, ManyResult, Progress, PushOptions, PushOutcome, SerialLine, StatusOptions,
-    Target, Timeouts, TlsOptions, Transport,
+    Target, Timeouts, TlsOptions, Transport, UpdState,
 };
 use serde_json::{Value, json};
 use std::io::IsTerminal;
@@ -277,6 +277,8 @@ struct Output {
     bar: Option<ProgressBar>,
     tty: bool,
     last_tenth: u64,
+    /// The device state and percentage of the last line printed for it.
+    last_device: Option<(UpdState, u8)>,
 }
 
 impl Output {
@@ -287,6 +289,7 @@ impl Output {
             bar: None,
             tty: std::io::stderr().is_terminal(),
             last_tenth: 0,
+            last_device: None,
         }
     }
 
@@ -335,6 +338,12 @@ impl Output {
                     bar.finish_and_clear();
                 }
             }
+            Progress::Device { state, percent } => {
+                if !device_line_due(self.last_device, *state, *percent) {
+                    return;
+                }
+                self.last_device = Some((*state, percent.unwrap_or(0)));
+            }
             _ => {}
         }
         if let Some(line) = describe(p) {
@@ -382,6 +391,17 @@ fn describe(p: &Progress) -> Option<String> {
             None => format!("device: {}", state.label()),
         },
     })
+}
+
+/// Whether a device progress update gets a line of its own in text output: a new state, the
+/// end, or at least 10 points more than the last line (the helper reports every percent of its
+/// verifying pass; a handful of lines tell as much as dozens). JSON output gets every update.
+fn device_line_due(last: Option<(UpdState, u8)>, state: UpdState, percent: Option<u8>) -> bool {
+    let p = percent.unwrap_or(0);
+    match last {
+        None => true,
+        Some((s, shown)) => s != state || p >= 100 || p >= shown.saturating_add(10),
+    }
 }
 
 /// The text of a string signal, `None` when empty (an empty `inst_ver`: nothing installed).
@@ -981,5 +1001,23 @@ fn main() -> ExitCode {
             }
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lines_on_a_new_state_the_end_or_ten_points_more() {
+        let v = UpdState::Verifying;
+        let i = UpdState::Installing;
+        assert!(device_line_due(None, v, Some(2)));
+        assert!(!device_line_due(Some((v, 2)), v, Some(11)));
+        assert!(device_line_due(Some((v, 2)), v, Some(12)));
+        assert!(device_line_due(Some((v, 38)), i, Some(40)));
+        assert!(device_line_due(Some((i, 95)), i, Some(100)));
+        assert!(!device_line_due(Some((i, 95)), i, None));
+        assert!(device_line_due(Some((i, 95)), UpdState::Idle, None));
     }
 }
