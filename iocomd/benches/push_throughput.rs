@@ -1,7 +1,8 @@
 //! Benchmark (not a test): push a 64 MiB file over IOCOM on loopback with the real controller
 //! code (`iocomd::ctl::push`, what `iocomctl push` runs) to an iocomd core running in a child
-//! process, against a raw TCP copy of the same file into another file with SHA-256, in the same
-//! run; for several `tod_buf` sizes. Prints throughput (the IOCOM transfer phase: upload start
+//! process, against a raw TCP copy of the same file into another file with SHA-256 and an
+//! fsync (the device fsyncs its spool file before it confirms the stream), in the same run;
+//! for several `tod_buf` sizes. Prints throughput (the IOCOM transfer phase: upload start
 //! to the device's confirmation), the ratio, CPU time of both processes, and the daemon's idle
 //! RSS and peak RSS (VmHWM) during the push, and the frame sizes both ends negotiated (the
 //! controller's from its session, the daemon's from its own "controller connected" event).
@@ -147,7 +148,7 @@ async fn run_one(data: &[u8], ring: usize) -> f64 {
     let mb = data.len() as f64 / 1e6;
     let (r_iocom, r_raw) = (mb / iocom.as_secs_f64(), mb / raw.as_secs_f64());
     println!(
-        "tod_buf {:>7} B: IOCOM {:6.1} MB/s ({:.2} s), raw TCP+file+SHA-256 {:6.1} MB/s ({:.2} s), \
+        "tod_buf {:>7} B: IOCOM {:6.1} MB/s ({:.2} s), raw TCP+file+SHA-256+fsync {:6.1} MB/s ({:.2} s), \
          ratio {:.2}; frames: controller sends {} B, daemon sends {} B; \
          CPU daemon {:.2} s, controller {:.2} s; daemon RSS idle {:.1} MiB, peak (VmHWM) {:.1} MiB; result {}",
         ring + 1,
@@ -210,6 +211,8 @@ async fn raw_copy(file: &std::path::Path, data: &[u8], dir: &std::path::Path) ->
             sha.update(&buf[..n]);
             f.write_all(&buf[..n]).unwrap();
         }
+        // Durable, as the device makes its spool file before it confirms the stream.
+        f.sync_all().unwrap();
         sha.finalize()
     });
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
