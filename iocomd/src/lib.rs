@@ -13,7 +13,9 @@
 //! - [`systemd`] and [`logging`]: sd-notify contact; journald or stderr logging.
 //! - [`ctl`]: the controller side used by `iocomctl` (push, status).
 //! - [`demo`]: the embedded demo environment (signing key, policy, sample package).
+//! - [`civil`]: UTC calendar dates from Unix seconds, for what iocomd and iocomctl print.
 
+pub mod civil;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

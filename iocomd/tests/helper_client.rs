@@ -2,6 +2,9 @@
 //! on a peer-to-peer socket: fd passing, metadata, signals, errors, and a spawned child helper
 //! (this test binary re-run as the child, serving on its standard input).
 
+mod daemon_support;
+
+use daemon_support::bus::PrivateBus;
 use futures_util::StreamExt;
 use install_api::{ErrorCode, HelperSignal, HelperStatus, TxResult};
 use iocomd::config::HelperConnection;
@@ -336,64 +339,9 @@ async fn spawn_failures_are_reported() {
     assert!(matches!(e, HelperError::Connect { .. }), "{e:?}");
 }
 
-/// A private `dbus-daemon`, killed on drop.
-struct PrivateBus {
-    child: std::process::Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateBus {
-    fn start() -> PrivateBus {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon is installed (scripts/install-deps)");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        PrivateBus {
-            child,
-            address: line.trim().to_owned(),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn proxy_works_over_a_bus_and_ignores_signals_from_other_senders() {
-    let bus = PrivateBus::start();
+    let bus = PrivateBus::start(None);
     assert!(bus.address.starts_with("unix:"), "{}", bus.address);
     let _server = zbus::connection::Builder::address(bus.address.as_str())
         .name("org.iocom.InstallHelper1")

@@ -3,6 +3,8 @@
 //! `ControllerEndpoint` over `net::connect`.
 #![allow(dead_code)]
 
+pub mod bus;
+
 use iocomd::config::Settings;
 use iocomd::daemon::{self, Listener};
 use iocomd::demo::DemoEnv;
