@@ -26,7 +26,19 @@ fn make_demo_builds_the_helper_and_installs_only_the_demo_packages() {
         "make demo must run scripts/demo"
     );
     let demo = read("scripts/demo");
-    assert!(demo.contains("cargo build --release --locked -p iocomd -p install-helper"));
+    assert!(demo.contains("cargo build --profile demo --locked -p iocomd -p install-helper"));
+    assert!(demo.contains("exec target/demo/iocomd --demo"), "{demo}");
+    // The demo's profile is release without LTO (a first run in minutes); the package keeps
+    // release's thin LTO.
+    let cargo = read("Cargo.toml");
+    assert!(
+        cargo.contains("[profile.demo]\ninherits = \"release\"\nlto = \"off\"\n"),
+        "the demo profile is release without LTO"
+    );
+    assert!(
+        cargo.contains("[profile.release]\ndebug = false\nlto = \"thin\"\n"),
+        "the package keeps thin LTO"
+    );
     assert!(demo.contains("scripts/install-deps demo"), "{demo}");
     // The demo's profile is a handful of packages, not the test toolchain.
     let out = Command::new("bash")

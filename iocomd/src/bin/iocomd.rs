@@ -127,7 +127,7 @@ fn helper_program(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     bail!(
         "the install helper {} was not found next to {}.\n\
          Build both first: `cargo build --release -p iocomd -p install-helper` (or run `scripts/demo`, \
-         which does it), or name it with --helper FILE or ${HELPER_ENV}.",
+         which builds both into target/demo), or name it with --helper FILE or ${HELPER_ENV}.",
         next.display(),
         exe.display()
     )
