@@ -9,7 +9,8 @@
 //! on, see `../shared/notes/test-infrastructure.md`). TCP runs end to end over it, so slow
 //! start, windows and ACK clocking see the real RTT. The daemon (demo settings, no install
 //! helper: each push is received, CRC-checked, SHA-256'd, fsynced, then ends with
-//! `helper-unavailable`) and the raw receiver run in a child process in the device namespace;
+//! `helper-unavailable`) and the raw receiver (which writes, SHA-256s and fsyncs the bytes
+//! into a file too, `support/raw_sink.rs`) run in a child process in the device namespace;
 //! the controller and the raw sender run here, in the controller namespace.
 //!
 //! `cargo bench -p iocomd --bench latency_push` (as root; without root, `/dev/net/tun` or `ip`
@@ -20,6 +21,8 @@
 #[path = "../tests/daemon_support/mod.rs"]
 #[allow(unused_imports)]
 mod daemon_support;
+#[path = "support/raw_sink.rs"]
+mod raw_sink;
 
 use daemon_support::{Ctl, Source, pseudo_random};
 use iocomd::config::Settings;
@@ -313,7 +316,8 @@ fn start_child(link: &Link, dir: &std::path::Path) -> (Child, u16, u16) {
 }
 
 /// Raw TCP: connect, send everything, half-close; the receiver answers with the byte count
-/// once it has read to the end. Timed from the connected socket to that answer.
+/// once it has read to the end and written, hashed and fsynced the bytes into a file
+/// (`raw_sink`, what `push_throughput`'s raw path does too). Timed from the connected socket to that answer.
 async fn raw_push(port: u16, data: &[u8]) -> Duration {
     let mut s = tokio::net::TcpStream::connect((DEV_ADDR, port))
         .await
@@ -411,19 +415,12 @@ fn child() {
             raw.local_addr().unwrap().port()
         );
         std::io::stdout().flush().unwrap();
+        let raw_file = state.join("raw.bin");
         tokio::spawn(async move {
+            // One push at a time: each writes, hashes and fsyncs the file before it answers.
             while let Ok((mut s, _)) = raw.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 << 10];
-                    let mut n = 0u64;
-                    loop {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => n += k as u64,
-                        }
-                    }
-                    let _ = s.write_u64(n).await;
-                });
+                let (n, _digest) = raw_sink::receive_to_file(&mut s, &raw_file).await;
+                let _ = s.write_u64(n).await;
             }
         });
         let stop = CancellationToken::new();
