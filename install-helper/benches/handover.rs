@@ -2,13 +2,17 @@
 //!
 //! 1. verify + install: a signed package with `IOCOM_BENCH_MIB` MiB (default 256; 1024 for
 //!    the 1 GiB figure) of incompressible bytes, taken by the helper (`stage::take`: copy and
-//!    single-pass verification, then `txn::run`: lock, `apt-get --simulate`, space, cache,
-//!    journal, `dpkg --install`, commit with fsync) vs a plain `dpkg --root=… --install` of
-//!    the same file into another isolated root.
+//!    single-pass verification, then `txn::run_deferred`: lock, `apt-get --simulate`, space,
+//!    cache, journal, `dpkg --install`, commit, receipt) until its result vs a plain
+//!    `dpkg --root=… --install` of the same file into another isolated root.
 //! 2. hand-over end to end, 64 MiB (`IOCOM_BENCH_E2E_MIB`): what follows the transfer on the
 //!    device — the spool's work (copy + SHA-256 + fsync, as iocomd's spool does it) and then
 //!    `Install` over a peer-to-peer D-Bus connection to the real service until `Finished` — vs
 //!    the raw path: copy + SHA-256 + fsync + `dpkg --install`.
+//!
+//! The helper makes its cached copy of the package (the next rollback source) durable after
+//! the result ([`txn::CacheSync`]): that fsync is timed apart, printed as `+ cache sync`, and
+//! waited for before the next measurement, so it never overlaps one.
 //!
 //! Each comparison runs `IOCOM_BENCH_ROUNDS` (default 3) alternating rounds into fresh roots
 //! and prints every round and the median ratio. No sandbox and no systemd (isolated roots):
@@ -60,10 +64,12 @@ fn main() {
     for round in 1..=rounds {
         let (w1, w2) = (World::new(), World::new());
         let plain = timed(|| plain_dpkg(&deb, &w1));
-        let ours = timed(|| helper_install(&deb, &signer, &w2));
+        let mut sync = None;
+        let ours = timed(|| sync = helper_install(&deb, &signer, &w2));
+        let synced = timed(|| sync.map_or((), txn::CacheSync::complete));
         let r = ours.as_secs_f64() / plain.as_secs_f64();
         println!(
-            "   round {round}: helper {ours:>8.2?}  plain dpkg -i {plain:>8.2?}  ratio {r:.2}"
+            "   round {round}: helper {ours:>8.2?}  plain dpkg -i {plain:>8.2?}  ratio {r:.2}  (+ cache sync {synced:.2?})"
         );
         ratios.push(r);
     }
@@ -87,9 +93,10 @@ fn main() {
             plain_dpkg(&copy, &w1);
         });
         let ours = timed(|| rt.block_on(handover(&deb, &signer, &w2)));
+        let synced = timed(|| wait_gone(&settings(&w2).paths.journal()));
         let r = ours.as_secs_f64() / raw.as_secs_f64();
         println!(
-            "   round {round}: hand-over {ours:>8.2?}  raw copy+sha256+fsync+dpkg -i {raw:>8.2?}  ratio {r:.2}"
+            "   round {round}: hand-over {ours:>8.2?}  raw copy+sha256+fsync+dpkg -i {raw:>8.2?}  ratio {r:.2}  (+ cache sync {synced:.2?})"
         );
         ratios.push(r);
     }
@@ -173,8 +180,18 @@ fn settings(w: &World) -> install_helper::paths::Settings {
     s
 }
 
-/// The helper's path, in process: take (copy + verify) and the transaction.
-fn helper_install(deb: &Path, signer: &Signer, w: &World) {
+/// Waits until the service's worker removed the journal: its transaction's cache sync is done.
+fn wait_gone(journal: &Path) {
+    let t = Instant::now();
+    while journal.exists() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the journal stays");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The helper's path, in process: take (copy + verify) and the transaction until its result;
+/// returns the cache sync that follows the result.
+fn helper_install(deb: &Path, signer: &Signer, w: &World) -> Option<txn::CacheSync> {
     let s = settings(w);
     let verifier = signer.verifier().for_target(&s.paths);
     let txid = txn::new_txid();
@@ -199,8 +216,9 @@ fn helper_install(deb: &Path, signer: &Signer, w: &World) {
         progress: &mut progress,
         healthy: None,
     };
-    let r = txn::run(&mut env, &verifier, &txid, taken);
+    let (r, sync) = txn::run_deferred(&mut env, &verifier, &txid, taken);
     assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
+    sync
 }
 
 /// The spool's work on a received package: copy, SHA-256, fsync (file and directory).

@@ -1,5 +1,6 @@
 //! The write-ahead journal of one transaction (`journal.json`): written (fsync + atomic rename)
-//! before dpkg touches the system, updated at each phase change, removed after the receipt.
+//! before dpkg touches the system, updated at each phase change, removed once the receipt is
+//! recorded and the new package file in the cache is durable ([`JournalPhase::Committed`]).
 //! On start an existing journal means the helper died mid-transaction; see [`crate::recover`].
 
 use std::io;
@@ -20,6 +21,11 @@ pub enum JournalPhase {
     Gating,
     /// The previous version is being restored (or the new one removed).
     RollingBack,
+    /// The new version stays (committed): the result is recorded and the new package file in
+    /// the cache, the next update's rollback source, is being made durable (fsync) after the
+    /// result was reported. After a crash in this phase the file is kept only if it still
+    /// has the verified `sha256`, and the result is recorded if it was not yet.
+    Committed,
 }
 
 /// Everything needed to finish or undo a transaction after a crash.

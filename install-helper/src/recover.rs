@@ -4,15 +4,20 @@
 //!   finished (units restarted and gated where systemd is available) → `ok`;
 //! - otherwise (new version not fully installed, or a rollback was running) → rolled back to
 //!   the previous version from the cache (or the new package purged) → `dpkg-failed`
-//!   (`rollback-failed` if that fails).
+//!   (`rollback-failed` if that fails);
+//! - phase `committed` (result reported, the cached package file not yet durable)
+//!   → the file is kept only if it still has the verified SHA-256 ([`txn::cache_sync`]), and the
+//!   `ok` result is recorded if the crash came before its receipt.
 //!
+//! A new version found fully installed keeps its cached file (the next rollback source) only
+//! if the file has the SHA-256 in the journal: a power cut may have lost its unwritten data.
 //! The result is recorded under the original transaction id. Without a journal, an interrupted
 //! dpkg is still repaired and logged.
 
 use crate::dpkg::{Dpkg, FrontendLock};
 use crate::journal::{Journal, JournalPhase};
-use crate::receipt::{StepOutcome, TxResult};
-use crate::txn::{self, Env};
+use crate::receipt::{self, StepOutcome, TxResult};
+use crate::txn::{self, Env, cache_sync};
 use install_api::ErrorCode;
 
 /// What recovery found and did.
@@ -29,6 +34,17 @@ pub enum Recovery {
     },
     /// An unfinished transaction was finished or rolled back.
     Transaction(Box<TxResult>),
+    /// A committed transaction's cached package file was checked and made durable, or
+    /// removed.
+    Committed {
+        /// The transaction.
+        txid: String,
+        /// The file had the verified SHA-256 and stays the next rollback source (else it was
+        /// removed).
+        kept: bool,
+        /// Its result had not been recorded before the crash and was recorded now.
+        recorded: bool,
+    },
 }
 
 /// Why recovery could not run.
@@ -73,6 +89,11 @@ pub fn recover(env: &mut Env<'_, '_>) -> Result<Recovery, RecoverError> {
     };
     tracing::warn!(txid = %journal.txid, package = %journal.package, phase = ?journal.phase,
         "resuming an unfinished transaction");
+    if journal.phase == JournalPhase::Committed {
+        let r = sync_after_crash(env, &journal);
+        drop(lock);
+        return Ok(r);
+    }
     let mut result = TxResult::new(&journal.txid, ErrorCode::Internal, "");
     result.package = Some(journal.package.clone());
     result.from = journal.from_version.clone();
@@ -96,6 +117,10 @@ pub fn recover(env: &mut Env<'_, '_>) -> Result<Recovery, RecoverError> {
     let new_ok = state.installed_version() == Some(journal.to_version.as_str());
     match journal.phase {
         JournalPhase::Installing | JournalPhase::Gating if new_ok => {
+            if !cache_sync::keep_if_intact(&journal.new_deb, &journal.sha256) {
+                tracing::warn!(file = %journal.new_deb.display(),
+                    "the cached new package is incomplete: removed (the next update repacks)");
+            }
             result.step(
                 "resume",
                 StepOutcome::Done,
@@ -141,4 +166,48 @@ pub fn recover(env: &mut Env<'_, '_>) -> Result<Recovery, RecoverError> {
     }
     drop(lock);
     Ok(Recovery::Transaction(Box::new(txn::finish(env, result))))
+}
+
+/// A crash after the commit: the cached file is kept only if intact, the result recorded if
+/// its receipt is missing, the journal removed.
+fn sync_after_crash(env: &mut Env<'_, '_>, journal: &Journal) -> Recovery {
+    let paths = &env.settings.paths;
+    let kept = cache_sync::keep_if_intact(&journal.new_deb, &journal.sha256);
+    if !kept {
+        tracing::warn!(file = %journal.new_deb.display(),
+            "the cached package was not durable when the helper stopped: removed");
+    }
+    cache_sync::prune(&paths.cache_dir(), &journal.package, &journal.new_deb);
+    let recorded = matches!(
+        receipt::find_receipt(&paths.receipts(), &journal.txid),
+        Ok(None)
+    );
+    if recorded {
+        let mut result = TxResult::new(
+            &journal.txid,
+            install_api::ErrorCode::Ok,
+            format!(
+                "{} {} installed (result recorded after an interruption)",
+                journal.package, journal.to_version
+            ),
+        );
+        result.package = Some(journal.package.clone());
+        result.from = journal.from_version.clone();
+        result.to = Some(journal.to_version.clone());
+        result.installed = Some(journal.to_version.clone());
+        result.sha256 = Some(journal.sha256.clone());
+        result.signer = Some(journal.signer.clone());
+        result.time = receipt::now_secs();
+        if let Err(e) = receipt::record(&paths.receipts(), &paths.status(), &result) {
+            tracing::error!(error = %e, "cannot record the receipt");
+        }
+    }
+    if let Err(e) = Journal::clear(&paths.journal()) {
+        tracing::error!(error = %e, "cannot remove the journal");
+    }
+    Recovery::Committed {
+        txid: journal.txid.clone(),
+        kept,
+        recorded,
+    }
 }

@@ -54,6 +54,10 @@ struct Shared {
     current: Mutex<Option<CurrentTx>>,
     /// Last method call or transaction end (for idle exit).
     last_activity: Mutex<std::time::Instant>,
+    /// Held by a transaction's worker from its start until its cache sync is complete, after
+    /// `Finished`
+    /// ([`txn::CacheSync`]): the next transaction waits for it, and the helper is not idle.
+    gate: Mutex<()>,
     /// A systemd stand-in made for each transaction instead of the system bus (tests).
     stand_in: Option<StandIn>,
 }
@@ -92,6 +96,7 @@ impl InstallHelper {
                 auth,
                 current: Mutex::new(None),
                 last_activity: Mutex::new(std::time::Instant::now()),
+                gate: Mutex::new(()),
                 stand_in: None,
             }),
             p2p: false,
@@ -117,9 +122,13 @@ impl InstallHelper {
             .unwrap_or(true)
     }
 
-    /// How long the service has been idle (zero while a transaction runs).
+    /// How long the service has been idle (zero while a transaction runs or its cache sync).
     pub fn idle_for(&self) -> std::time::Duration {
-        if self.busy() {
+        let settling = matches!(
+            self.shared.gate.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        );
+        if self.busy() || settling {
             return std::time::Duration::ZERO;
         }
         self.shared

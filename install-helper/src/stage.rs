@@ -7,16 +7,18 @@
 //!
 //! While it runs, the pass reports the share of the bytes copied and verified ([`meter`]).
 //!
-//! Durability: the copy's writeback is started when the pass ends (`sync_file_range`), and it
-//! is fsynced only when it becomes the rollback source of the next update, at commit
-//! ([`crate::txn`]): before that nothing needs it after a crash (recovery rolls back to the
-//! previous version's cached file or purges).
+//! Durability: the copy is not written back or fsynced here. Nothing needs it after a crash
+//! until it is the rollback source of the next update (recovery rolls back to the previous
+//! version's cached file or purges); it is made durable after the transaction's result
+//! ([`crate::txn::cache_sync`]). Not starting its writeback early keeps dpkg's own fsyncs on
+//! the same filesystem from waiting for the copy's data (ext4 `data=ordered` commits write
+//! the data of every file with newly allocated blocks first).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::fsutil;
@@ -164,74 +166,117 @@ pub fn take(
     };
     let mut meter = Meter::new(total, watch.min_interval, watch.report);
     meter.advance(0, Instant::now());
-    let mut tee = Tee {
-        src: &src,
-        regular,
-        offset: 0,
-        out: &mut out,
-        max: max_size,
-        dest: &dest,
-        error: None,
-        meter: &mut meter,
-    };
-    let mut stream = BufReader::with_capacity(256 << 10, &mut tee);
-    let verdict = verifier.verify_stream(&mut stream, regular.then_some(&src), &dest);
-    // A verdict must cover the whole copy: nothing may follow what the verifier read.
-    let verdict = verdict.and_then(|c| match stream.read(&mut [0u8; 1]) {
-        Ok(0) => Ok(c),
-        _ => Err(Refusal::new(
-            ErrorCode::Internal,
-            "the verifier did not read the whole package",
-        )),
+    let out = &mut out;
+    let (verdict, copied, error) = std::thread::scope(|s| {
+        // The copy is written on its own thread (the page-cache write costs as much as the
+        // hashing): the same bytes, in order, as the verifier gets.
+        let (tx, rx) = mpsc::sync_channel::<Arc<[u8]>>(WRITE_QUEUE);
+        let writer = s.spawn(move || -> std::io::Result<()> {
+            for chunk in rx {
+                out.write_all(&chunk)?;
+            }
+            Ok(())
+        });
+        let mut tee = Tee {
+            src: &src,
+            regular,
+            offset: 0,
+            writer: Some((tx, writer)),
+            max: max_size,
+            dest: &dest,
+            error: None,
+            meter: &mut meter,
+        };
+        let mut stream = BufReader::with_capacity(256 << 10, &mut tee);
+        let verdict = verifier.verify_stream(&mut stream, regular.then_some(&src), &dest);
+        // A verdict must cover the whole copy: nothing may follow what the verifier read.
+        let verdict = verdict.and_then(|c| match stream.read(&mut [0u8; 1]) {
+            Ok(0) => Ok(c),
+            _ => Err(Refusal::new(
+                ErrorCode::Internal,
+                "the verifier did not read the whole package",
+            )),
+        });
+        drop(stream);
+        // Normally done at the end of the stream; here when the verifier stopped early.
+        let _ = tee.finish_copy();
+        (verdict, tee.offset, tee.error.take())
     });
-    drop(stream);
-    if let Some(e) = tee.error.take() {
+    if let Some(e) = error {
         let _ = std::fs::remove_file(&dest);
         return Err(e);
     }
-    let copied = tee.offset;
     meter.done(copied, Instant::now());
-    if verdict.is_ok() {
-        start_writeback(&out);
-    }
     Ok(Taken {
         path: dest,
         verdict,
     })
 }
 
-/// Starts writing the copy back to disk without waiting (the fsync at commit then finds
-/// little left to do). Advisory: an error only means the fsync does all the work.
-#[allow(unsafe_code)]
-fn start_writeback(f: &File) {
-    // SAFETY: sync_file_range on an fd we own, no memory passed.
-    let _ = unsafe {
-        nix::libc::sync_file_range(f.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE)
-    };
-}
+/// Chunks queued for the writer of the copy (each at most what one read returned).
+const WRITE_QUEUE: usize = 8;
 
-/// A reader over the caller's fd that writes every byte it returns to the copy first, so the
-/// verifier sees exactly the bytes of the copy. Its own failures are kept in `error`.
-struct Tee<'a, 'm> {
+type Writer<'s> = (
+    mpsc::SyncSender<Arc<[u8]>>,
+    std::thread::ScopedJoinHandle<'s, std::io::Result<()>>,
+);
+
+/// A reader over the caller's fd that hands every byte it returns to the copy's writer too,
+/// so the verifier sees exactly the bytes of the copy; it reports the end of the stream only
+/// once the writer has written all of them (so a verifier that reads the copy after the end
+/// finds it complete). Its own failures, and the writer's, are kept in `error`.
+struct Tee<'a, 'm, 's> {
     src: &'a File,
     regular: bool,
     offset: u64,
-    out: &'a mut File,
+    writer: Option<Writer<'s>>,
     max: u64,
     dest: &'a Path,
     error: Option<StageError>,
     meter: &'a mut Meter<'m>,
 }
 
-impl Tee<'_, '_> {
+impl Tee<'_, '_, '_> {
     fn fail(&mut self, e: StageError) -> std::io::Error {
         let io = std::io::Error::other(e.to_string());
         self.error.get_or_insert(e);
         io
     }
+
+    /// Waits until the writer has written everything sent (or failed); idempotent.
+    fn finish_copy(&mut self) -> std::io::Result<()> {
+        let Some((tx, handle)) = self.writer.take() else {
+            return match &self.error {
+                Some(e) => Err(std::io::Error::other(e.to_string())),
+                None => Ok(()),
+            };
+        };
+        drop(tx);
+        let written = handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the copy's writer panicked")));
+        match written {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                let e = if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+                    StageError::NoSpace {
+                        dir: self.dest.to_path_buf(),
+                        needed: self.offset,
+                        available: 0,
+                    }
+                } else {
+                    StageError::Io {
+                        path: self.dest.to_path_buf(),
+                        source,
+                    }
+                };
+                Err(self.fail(e))
+            }
+        }
+    }
 }
 
-impl Read for Tee<'_, '_> {
+impl Read for Tee<'_, '_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = loop {
             let n = if self.regular {
@@ -251,21 +296,23 @@ impl Read for Tee<'_, '_> {
             let limit = self.max;
             return Err(self.fail(StageError::TooLarge { limit }));
         }
-        let chunk = buf.get(..n).unwrap_or_default();
-        if let Err(source) = self.out.write_all(chunk) {
-            let e = if source.raw_os_error() == Some(nix::libc::ENOSPC) {
-                StageError::NoSpace {
-                    dir: self.dest.to_path_buf(),
-                    needed: self.offset,
-                    available: 0,
-                }
-            } else {
-                StageError::Io {
-                    path: self.dest.to_path_buf(),
-                    source,
-                }
-            };
-            return Err(self.fail(e));
+        if n == 0 {
+            // The end: only once the copy holds every byte returned.
+            self.finish_copy()?;
+            return Ok(0);
+        }
+        let chunk: Arc<[u8]> = Arc::from(buf.get(..n).unwrap_or_default());
+        let sent = match &self.writer {
+            Some((tx, _)) => tx.send(chunk).is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The writer stopped: its error.
+            self.finish_copy()?;
+            return Err(self.fail(StageError::Io {
+                path: self.dest.to_path_buf(),
+                source: std::io::Error::other("the copy's writer stopped"),
+            }));
         }
         self.meter.advance(self.offset, Instant::now());
         Ok(n)

@@ -7,7 +7,8 @@
 //! space vs `Installed-Size` (→ `no-space`) → rollback source: the installed version's cached
 //! file, else `dpkg-repack` of it (→ `no-rollback-source`) → package into the cache → journal
 //! → `dpkg --install` → daemon-reload, restart units, health gate (skipped without systemd) →
-//! provisional success (`healthy`) and probation → commit.
+//! provisional success (`healthy`) and probation → commit → receipt → (after the result) the
+//! new package file in the cache made durable ([`cache_sync`]).
 //! Every refusal before the journal leaves the dpkg root unchanged.
 //!
 //! Rollback: with a previous version, its cached file is reinstalled the same way and gated
@@ -31,8 +32,10 @@ use crate::units::{GateTiming, Systemd};
 use install_api::{ErrorCode, Phase};
 
 mod apply;
+pub mod cache_sync;
 use apply::install_and_gate;
 pub(crate) use apply::{finish_gate, rollback};
+pub use cache_sync::CacheSync;
 
 /// The facts about a verified package the transaction needs: what verification found.
 pub use crate::verify::VerifiedPackage as Candidate;
@@ -59,10 +62,10 @@ impl Refusal {
 /// Verifies a package in the one pass that copies it ([`stage::take`]), and its version order.
 pub trait Verifier: Send + Sync {
     /// Every check but the version order, on the bytes read once from `stream` (the bytes of
-    /// the helper's copy `copy`, written as they are read). `source` is the caller's file when
-    /// it is a regular file: small positioned reads ahead are allowed on it (the signature),
-    /// never trusted without the same bytes arriving through `stream`. The stream must be read
-    /// to its end for an `Ok`.
+    /// the helper's copy `copy`, which holds all of them once the stream ended). `source` is
+    /// the caller's file when it is a regular file: small positioned reads ahead are allowed
+    /// on it (the signature), never trusted without the same bytes arriving through `stream`.
+    /// The stream must be read to its end for an `Ok`.
     fn verify_stream(
         &self,
         stream: &mut dyn std::io::Read,
@@ -125,34 +128,69 @@ impl Env<'_, '_> {
 }
 
 /// Runs a whole transaction on the taken (copied and verified) package and records its result
-/// (receipt + status).
+/// (receipt + status); a committed one's cached package file is durable before this returns.
 pub fn run(
     env: &mut Env<'_, '_>,
     verifier: &dyn Verifier,
     txid: &str,
     taken: stage::Taken,
 ) -> TxResult {
+    let (result, sync) = run_deferred(env, verifier, txid, taken);
+    if let Some(s) = sync {
+        s.complete();
+    }
+    result
+}
+
+/// [`run`], returning as soon as the result is recorded: a committed transaction comes with
+/// its [`CacheSync`], which the caller completes after reporting the result and before the next
+/// transaction starts.
+pub fn run_deferred(
+    env: &mut Env<'_, '_>,
+    verifier: &dyn Verifier,
+    txid: &str,
+    taken: stage::Taken,
+) -> (TxResult, Option<CacheSync>) {
     let mut result = TxResult::new(txid, ErrorCode::Internal, "");
     if let Err(r) = attempt(env, verifier, &taken.path, taken.verdict, &mut result) {
         result.set_code(r.code, r.message);
     }
     let _ = std::fs::remove_file(&taken.path);
-    finish(env, result)
+    finish_deferred(env, result)
 }
 
-/// Records `result` durably, clears the journal, reports it.
-pub fn finish(env: &mut Env<'_, '_>, mut result: TxResult) -> TxResult {
+/// Records `result` durably, completes the cache sync of a committed transaction, clears the
+/// journal, reports it.
+pub fn finish(env: &mut Env<'_, '_>, result: TxResult) -> TxResult {
+    let (result, sync) = finish_deferred(env, result);
+    if let Some(s) = sync {
+        s.complete();
+    }
+    result
+}
+
+/// Records `result` durably and reports it; clears the journal, or, when the transaction
+/// committed ([`JournalPhase::Committed`]), leaves it to the returned [`CacheSync`].
+fn finish_deferred(env: &mut Env<'_, '_>, mut result: TxResult) -> (TxResult, Option<CacheSync>) {
     result.time = receipt::now_secs();
     let paths = &env.settings.paths;
     if let Err(e) = receipt::record(&paths.receipts(), &paths.status(), &result) {
         tracing::error!(error = %e, "cannot record the receipt");
     }
-    if let Err(e) = Journal::clear(&paths.journal()) {
-        tracing::error!(error = %e, "cannot remove the journal");
-    }
+    let sync = match Journal::read(&paths.journal()) {
+        Ok(Some(j)) if j.phase == JournalPhase::Committed && j.txid == result.txid => {
+            Some(CacheSync::new(&paths.journal(), &paths.cache_dir(), &j))
+        }
+        _ => {
+            if let Err(e) = Journal::clear(&paths.journal()) {
+                tracing::error!(error = %e, "cannot remove the journal");
+            }
+            None
+        }
+    };
     tracing::info!(txid = %result.txid, code = %result.code, message = %result.message, "transaction finished");
     (env.progress)(Phase::Finished, 100, &result.message);
-    result
+    (result, sync)
 }
 
 fn io_refusal(what: &str, e: impl std::fmt::Display) -> Refusal {
@@ -198,12 +236,27 @@ fn attempt(
     )?;
     let dpkg = dpkg.with_frontend_lock(&lock);
 
-    repair(env, &dpkg, result)?;
-
+    // Under the lock, dpkg's audit, the installed state and apt's dependency check are
+    // independent reads of the dpkg database: run at once (one process start each, not three
+    // in a row). After a repair the state and the check are taken again.
+    let internal = |e: crate::dpkg::RunError| Refusal::new(ErrorCode::Internal, e.to_string());
+    let joined =
+        |what: &str| Refusal::new(ErrorCode::Internal, format!("internal: {what} panicked"));
+    let (audit, before, sim) = std::thread::scope(|s| {
+        let query = s.spawn(|| dpkg.query(&cand.name));
+        let sim = s.spawn(|| dpkg.simulate(staged));
+        (dpkg.audit(), query.join(), sim.join())
+    });
+    let (before, sim) = if repair(env, &dpkg, audit.map_err(internal)?, result)? {
+        (dpkg.query(&cand.name), dpkg.simulate(staged))
+    } else {
+        (
+            before.map_err(|_| joined("dpkg-query"))?,
+            sim.map_err(|_| joined("apt-get --simulate"))?,
+        )
+    };
     // The installed version under the lock; re-verify if it changed since verification.
-    let before = dpkg
-        .query(&cand.name)
-        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    let before = before.map_err(internal)?;
     let from = before.installed_version().map(str::to_string);
     if before.version.is_some() && from.is_none() {
         return Err(Refusal::new(
@@ -220,9 +273,7 @@ fn attempt(
     result.from = from.clone();
 
     (env.progress)(Phase::Preflight, 0, "checking dependencies");
-    let sim = dpkg
-        .simulate(staged)
-        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    let sim = sim.map_err(internal)?;
     if !sim.success() {
         result.add_output("apt-get --simulate", &sim.transcript());
         let code = if sim.code() == Some(100) {
@@ -329,13 +380,16 @@ fn attempt(
     Ok(())
 }
 
-/// Repairs an interrupted dpkg (`updates/` not empty or `dpkg --audit` reporting).
-fn repair(env: &mut Env<'_, '_>, dpkg: &Dpkg, result: &mut TxResult) -> Result<(), Refusal> {
-    let audit = dpkg
-        .audit()
-        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+/// Repairs an interrupted dpkg (`updates/` not empty or `dpkg --audit`, whose report is
+/// `audit`, reporting); true when it did.
+fn repair(
+    env: &mut Env<'_, '_>,
+    dpkg: &Dpkg,
+    audit: Option<String>,
+    result: &mut TxResult,
+) -> Result<bool, Refusal> {
     if !dpkg.interrupted() && audit.is_none() {
-        return Ok(());
+        return Ok(false);
     }
     (env.progress)(
         Phase::Repair,
@@ -356,7 +410,7 @@ fn repair(env: &mut Env<'_, '_>, dpkg: &Dpkg, result: &mut TxResult) -> Result<(
             StepOutcome::Done,
             "dpkg --configure -a repaired an interrupted dpkg",
         );
-        Ok(())
+        Ok(true)
     } else {
         result.step(
             "repair",

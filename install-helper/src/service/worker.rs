@@ -130,6 +130,8 @@ impl InstallHelper {
         let worker_tx = tx.clone();
         let worker_txid = txid.clone();
         std::thread::spawn(move || {
+            // The previous transaction may still be settling (after its `Finished`).
+            let _gate = shared.gate.lock().unwrap_or_else(|e| e.into_inner());
             let settings = shared.settings.clone();
             let mut real;
             let mut stand_in;
@@ -153,7 +155,7 @@ impl InstallHelper {
                 overall = phase.overall(within).max(overall);
                 let _ = worker_tx.send(Event::Progress(phase, overall, msg.into()));
             };
-            let result = if let Some(e) = connect_error {
+            let (result, sync) = if let Some(e) = connect_error {
                 // Without systemd we cannot restart or gate: refuse before touching anything.
                 let _ = std::fs::remove_file(&taken.path);
                 let mut env = Env {
@@ -162,14 +164,15 @@ impl InstallHelper {
                     progress: &mut progress,
                     healthy: None,
                 };
-                txn::finish(
+                let r = txn::finish(
                     &mut env,
                     TxResult::new(
                         &worker_txid,
                         ErrorCode::Internal,
                         format!("cannot reach systemd: {e}"),
                     ),
-                )
+                );
+                (r, None)
             } else {
                 let healthy_tx = worker_tx.clone();
                 let mut healthy = |r: &TxResult| {
@@ -181,9 +184,13 @@ impl InstallHelper {
                     progress: &mut progress,
                     healthy: Some(&mut healthy),
                 };
-                txn::run(&mut env, shared.verifier.as_ref(), &worker_txid, taken)
+                txn::run_deferred(&mut env, shared.verifier.as_ref(), &worker_txid, taken)
             };
             let _ = worker_tx.send(Event::Finished(Box::new(result)));
+            // The cached package becomes durable after the result (the gate is still held).
+            if let Some(s) = sync {
+                s.complete();
+            }
         });
         drop(tx);
         let shared = self.shared.clone();

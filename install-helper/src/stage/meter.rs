@@ -1,7 +1,7 @@
 //! The progress of the one pass that copies and verifies a package ([`super::take`]): the
-//! percentage of the bytes copied (every byte the verifier reads has been written to the copy
-//! first, and the verifier's consumers are fed over bounded queues, so the bytes copied are
-//! the bytes verified, give or take a few queued chunks).
+//! percentage of the bytes read (every byte the verifier reads goes to the copy's writer too,
+//! and the writer and the verifier's consumers are fed over bounded queues, so the bytes read
+//! are the bytes copied and verified, give or take a few queued chunks).
 //!
 //! The total is the size of a regular file (`fstat`), or for a pipe the caller's advisory
 //! `size` (never trusted: the percentage stays below 100 until the pass is done, however many

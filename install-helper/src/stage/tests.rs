@@ -207,3 +207,66 @@ fn a_pipe_is_measured_against_its_advisory_size() {
     );
     assert!(seen.is_empty(), "{seen:?}");
 }
+
+/// Reads the whole stream, then the copy: they must be the same bytes (the copy is written
+/// on its own thread, and the end of the stream comes only once it holds every byte).
+struct ReadThenCompare;
+
+impl Verifier for ReadThenCompare {
+    fn verify_stream(
+        &self,
+        stream: &mut dyn Read,
+        _: Option<&File>,
+        copy: &Path,
+    ) -> Result<Candidate, Refusal> {
+        let mut seen = Vec::new();
+        stream.read_to_end(&mut seen).unwrap();
+        let copied = std::fs::read(copy).unwrap();
+        if copied != seen {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                format!("copy {} bytes, stream {} bytes", copied.len(), seen.len()),
+            ));
+        }
+        ReadAll(Some(0)).verify_stream(&mut std::io::empty(), None, copy)
+    }
+
+    fn check_order(&self, _: &Candidate, _: Option<&str>) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+#[test]
+fn at_the_end_of_the_stream_the_copy_holds_every_byte() {
+    let d = tempfile::tempdir().unwrap();
+    let src_path = d.path().join("in.deb");
+    // Many more chunks than the writer's queue holds.
+    let data: Vec<u8> = (0..(24u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&src_path, &data).unwrap();
+    let mut quiet = |_: Report| {};
+    for (i, src) in [File::open(&src_path).unwrap(), pipe_of(data.clone())]
+        .into_iter()
+        .enumerate()
+    {
+        let t = take(
+            src,
+            &d.path().join("staging"),
+            &format!("c{i}"),
+            (64 << 20, 0),
+            &ReadThenCompare,
+            watch(&mut quiet),
+        )
+        .unwrap();
+        t.verdict.unwrap();
+        assert_eq!(std::fs::read(&t.path).unwrap(), data);
+    }
+}
+
+/// The read end of a pipe a thread fills with `data`.
+fn pipe_of(data: Vec<u8>) -> File {
+    let (r, mut w) = std::io::pipe().unwrap();
+    std::thread::spawn(move || {
+        let _ = w.write_all(&data);
+    });
+    File::from(std::os::fd::OwnedFd::from(r))
+}

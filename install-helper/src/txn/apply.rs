@@ -36,7 +36,11 @@ pub(super) fn install_and_gate(
     if !ok {
         return;
     }
-    if let Err(e) = journal.advance(JournalPhase::Gating, &env.settings.paths.journal()) {
+    // Recovery treats a fully installed new version alike in `installing` and `gating`: the
+    // phase is written for the units' gate (and probation) only, not when there is none.
+    if !journal.units.is_empty()
+        && let Err(e) = journal.advance(JournalPhase::Gating, &env.settings.paths.journal())
+    {
         tracing::error!(error = %e, "cannot update the journal");
     }
     finish_gate(env, dpkg, journal, result, "installed and healthy", &before);
@@ -150,16 +154,18 @@ pub(crate) fn finish_gate(
     commit(env, journal, result, &format!("{ok_message}{suffix}"));
 }
 
-/// The new version stays: its file is made durable, older cached versions pruned, `ok`.
-fn commit(env: &mut Env<'_, '_>, journal: &Journal, result: &mut TxResult, what: &str) {
-    // The installed file is the next update's rollback source: durable from now on (its
-    // writeback started when it was taken, so this is mostly done).
-    if let Err(e) = std::fs::File::open(&journal.new_deb).and_then(|f| f.sync_all()) {
-        tracing::warn!(error = %e, file = %journal.new_deb.display(), "cannot fsync the cached package");
-    }
-    let cache = Cache::new(&env.settings.paths.cache_dir());
-    if let Err(e) = cache.prune(&journal.package, &journal.new_deb) {
-        tracing::warn!(error = %e, "cannot prune the package cache");
+/// The new version stays: the journal goes to [`JournalPhase::Committed`] (its file is made
+/// durable and older cached versions pruned after the result, [`super::cache_sync`]), `ok`.
+fn commit(env: &mut Env<'_, '_>, journal: &mut Journal, result: &mut TxResult, what: &str) {
+    let paths = &env.settings.paths;
+    if let Err(e) = journal.advance(JournalPhase::Committed, &paths.journal()) {
+        // Without the journal saying so, nothing would sync it later: sync now.
+        tracing::error!(error = %e, "cannot update the journal; settling the cache now");
+        if let Err(e) = std::fs::File::open(&journal.new_deb).and_then(|f| f.sync_all()) {
+            tracing::warn!(error = %e, file = %journal.new_deb.display(),
+                "cannot fsync the cached package");
+        }
+        super::cache_sync::prune(&paths.cache_dir(), &journal.package, &journal.new_deb);
     }
     result.installed = Some(journal.to_version.clone());
     result.settled = true;
