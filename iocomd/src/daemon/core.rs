@@ -161,6 +161,11 @@ impl Core {
                     self.batch(&mut rx, &mut net);
                 }
                 Some((secure, ev)) = net.recv() => {
+                    // What happened before this event came in goes first (a helper that
+                    // became ready, a spool with room again), as with one channel.
+                    while let Ok(internal) = rx.try_recv() {
+                        self.handle(internal);
+                    }
                     self.handle_net(secure, ev);
                     self.batch(&mut rx, &mut net);
                 }
@@ -188,23 +193,15 @@ impl Core {
         Ok(())
     }
 
-    /// Handles the events already waiting (at most [`BATCH`] in all with the first), from
-    /// both kinds of channel in turn, before the streams are polled.
+    /// Handles the events already waiting (at most [`BATCH`] in all with the first) before
+    /// the streams are polled; an internal event waiting goes before the next network one.
     fn batch(&mut self, rx: &mut mpsc::Receiver<CoreEvent>, net: &mut NetInputs) {
-        let mut n = 1;
-        while n < BATCH {
-            let mut got = false;
-            if let Some((secure, ev)) = net.try_recv() {
-                self.handle_net(secure, ev);
-                got = true;
-                n += 1;
-            }
+        for _ in 1..BATCH {
             if let Ok(ev) = rx.try_recv() {
                 self.handle(ev);
-                got = true;
-                n += 1;
-            }
-            if !got {
+            } else if let Some((secure, ev)) = net.try_recv() {
+                self.handle_net(secure, ev);
+            } else {
                 break;
             }
         }

@@ -262,6 +262,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn queueing_without_waiting_says_full_and_gone() {
+        let (handle, rx) = handle_pair(7);
+        assert_eq!(handle.capacity(), COMMAND_QUEUE);
+        for i in 0..COMMAND_QUEUE {
+            handle
+                .try_queue_data(10, i as u32, FrameFlags::NONE, vec![1])
+                .unwrap();
+        }
+        assert_eq!(handle.capacity(), 0);
+        assert_eq!(
+            handle.try_queue_data(10, 0, FrameFlags::NONE, vec![1]),
+            Err(super::super::TryQueueError::Full(7))
+        );
+        drop(rx);
+        assert_eq!(handle.capacity(), 0);
+        assert_eq!(
+            handle.try_close("bye"),
+            Err(super::super::TryQueueError::Gone(super::super::ConnGone(7)))
+        );
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn frames_waiting_together_leave_in_few_writes() {
         let (a, b) = tokio::io::duplex(1 << 20);
