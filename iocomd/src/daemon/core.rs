@@ -1,6 +1,7 @@
 //! The core loop: one task that owns the connection side ([`Peers`]) and the update side
-//! ([`Updates`]), consumes network, helper and internal events from one channel, and after
-//! every batch polls the streams, publishes the derived status and transmits.
+//! ([`Updates`]), consumes helper and internal events from one channel and the connection
+//! tasks' events from the network channels ([`NetInputs`]), and after every batch polls the
+//! streams, publishes the derived status and transmits.
 
 use super::peers::Peers;
 use super::updates::{Finished, Updates};
@@ -8,6 +9,7 @@ use super::{CoreEvent, DaemonError};
 use crate::config::Settings;
 use crate::ddi::DdiStatus;
 use crate::helper_client::HelperClient;
+use crate::net::NetEvent;
 use crate::proto::endpoint::{DeviceConfig, DeviceEndpoint};
 use crate::proto::info::REFERENCE_RING;
 use crate::proto::node::DeviceId;
@@ -21,6 +23,57 @@ use tokio_util::sync::CancellationToken;
 const BATCH: usize = 256;
 /// When frames are left over for a connection whose queue was full, transmit again after this.
 const BACKLOG_RETRY: Duration = Duration::from_millis(2);
+
+/// The network channels the core loop reads: the connection tasks of plain (TCP, serial)
+/// and of TLS sources report on their own channel, which marks their events `secure`.
+pub(super) struct NetInputs {
+    plain: Option<mpsc::Receiver<NetEvent>>,
+    secure: Option<mpsc::Receiver<NetEvent>>,
+}
+
+async fn recv_open(rx: &mut Option<mpsc::Receiver<NetEvent>>) -> Option<NetEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl NetInputs {
+    pub(super) fn new(plain: mpsc::Receiver<NetEvent>, secure: mpsc::Receiver<NetEvent>) -> Self {
+        Self {
+            plain: Some(plain),
+            secure: Some(secure),
+        }
+    }
+
+    /// The next event of either channel with its `secure` mark; `None` once both closed (no
+    /// source is left).
+    async fn recv(&mut self) -> Option<(bool, NetEvent)> {
+        loop {
+            if self.plain.is_none() && self.secure.is_none() {
+                return None;
+            }
+            let (plain, secure) = (&mut self.plain, &mut self.secure);
+            let (mark, ev) = tokio::select! {
+                ev = recv_open(plain) => (false, ev),
+                ev = recv_open(secure) => (true, ev),
+            };
+            match ev {
+                Some(ev) => return Some((mark, ev)),
+                None if mark => self.secure = None,
+                None => self.plain = None,
+            }
+        }
+    }
+
+    /// An event already waiting on either channel.
+    fn try_recv(&mut self) -> Option<(bool, NetEvent)> {
+        let plain = self.plain.as_mut().and_then(|rx| rx.try_recv().ok());
+        plain
+            .map(|ev| (false, ev))
+            .or_else(|| Some((true, self.secure.as_mut()?.try_recv().ok()?)))
+    }
+}
 
 /// The core loop's state.
 pub(super) struct Core {
@@ -85,6 +138,7 @@ impl Core {
     pub(super) async fn run(
         &mut self,
         mut rx: mpsc::Receiver<CoreEvent>,
+        mut net: NetInputs,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
         let watchdog = crate::systemd::Watchdog::from_env();
@@ -104,12 +158,16 @@ impl Core {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
                     self.handle(ev);
-                    for _ in 1..BATCH {
-                        match rx.try_recv() {
-                            Ok(ev) => self.handle(ev),
-                            Err(_) => break,
-                        }
+                    self.batch(&mut rx, &mut net);
+                }
+                Some((secure, ev)) = net.recv() => {
+                    // What happened before this event came in goes first (a helper that
+                    // became ready, a spool with room again), as with one channel.
+                    while let Ok(internal) = rx.try_recv() {
+                        self.handle(internal);
                     }
+                    self.handle_net(secure, ev);
+                    self.batch(&mut rx, &mut net);
                 }
                 _ = tick.tick() => {
                     self.peers.mark_all();
@@ -131,8 +189,26 @@ impl Core {
             }
             self.flush();
         }
-        self.drain(rx).await;
+        self.drain(rx, net).await;
         Ok(())
+    }
+
+    /// Handles the events already waiting (at most [`BATCH`] in all with the first) before
+    /// the streams are polled; an internal event waiting goes before the next network one.
+    fn batch(&mut self, rx: &mut mpsc::Receiver<CoreEvent>, net: &mut NetInputs) {
+        for _ in 1..BATCH {
+            if let Ok(ev) = rx.try_recv() {
+                self.handle(ev);
+            } else if let Some((secure, ev)) = net.try_recv() {
+                self.handle_net(secure, ev);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn handle_net(&mut self, secure: bool, event: NetEvent) {
+        self.peers.on_net(secure, event, &mut self.updates);
     }
 
     fn status(&self) -> UpdateStatus {
@@ -161,7 +237,7 @@ impl Core {
         }
     }
 
-    async fn drain(&mut self, mut rx: mpsc::Receiver<CoreEvent>) {
+    async fn drain(&mut self, mut rx: mpsc::Receiver<CoreEvent>, mut net: NetInputs) {
         let _ = crate::systemd::stopping();
         let f = self.updates.interrupt("iocomd is shutting down");
         self.report(f);
@@ -185,8 +261,13 @@ impl Core {
                 tracing::info!("the package is handed over; the helper finishes the install");
                 break;
             }
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(CoreEvent::Net { .. })) => {}
+            // Connections still report while the install finishes: their events are read
+            // (so their tasks do not block) and dropped.
+            let ev = tokio::select! {
+                ev = tokio::time::timeout_at(until, rx.recv()) => ev,
+                Some(_) = net.recv() => continue,
+            };
+            match ev {
                 Ok(Some(ev)) => self.handle(ev),
                 Ok(None) | Err(_) => {
                     tracing::warn!("leaving the running install to the helper");
@@ -198,9 +279,6 @@ impl Core {
 
     fn handle(&mut self, ev: CoreEvent) {
         match ev {
-            CoreEvent::Net { secure, event } => {
-                self.peers.on_net(secure, event, &mut self.updates);
-            }
             CoreEvent::Helper(sig) => {
                 let f = self.updates.on_helper(sig);
                 self.report(f);

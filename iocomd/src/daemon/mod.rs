@@ -140,8 +140,6 @@ fn connect_up(
 /// An event for the core loop.
 #[derive(Debug)]
 pub(crate) enum CoreEvent {
-    /// From a listener; `secure` = TLS.
-    Net { secure: bool, event: NetEvent },
     /// A helper signal.
     Helper(install_api::HelperSignal),
     /// The helper's signal stream ended or its connection closed (helper gone).
@@ -236,23 +234,32 @@ fn serial_config(settings: &Settings, side: crate::config::SerialSide) -> ConnCo
     ConnConfig::serial(Role::Device, side, identity(settings))
 }
 
-/// A channel for one network source (listener, connect-up or serial line) whose events a task
-/// forwards to the core loop, marked `secure` (TLS) or not.
-fn net_source(
-    tasks: &mut tokio::task::JoinSet<()>,
-    core: &mpsc::Sender<CoreEvent>,
-    secure: bool,
-) -> mpsc::Sender<NetEvent> {
-    let (ntx, mut nrx) = mpsc::channel::<NetEvent>(1024);
-    let fwd = core.clone();
-    tasks.spawn(async move {
-        while let Some(event) = nrx.recv().await {
-            if fwd.send(CoreEvent::Net { secure, event }).await.is_err() {
-                break;
-            }
+/// The channels on which the connection tasks of every network source (listeners, connect-up,
+/// serial lines) report to the core loop: one for plain sources, one for TLS ones, read by
+/// the core loop itself (no task in between: a hop per received frame costs a wake-up).
+struct NetChannels {
+    plain: mpsc::Sender<NetEvent>,
+    secure: mpsc::Sender<NetEvent>,
+}
+
+impl NetChannels {
+    fn new() -> (Self, core::NetInputs) {
+        let (plain, plain_rx) = mpsc::channel::<NetEvent>(1024);
+        let (secure, secure_rx) = mpsc::channel::<NetEvent>(1024);
+        (
+            Self { plain, secure },
+            core::NetInputs::new(plain_rx, secure_rx),
+        )
+    }
+
+    /// The sender for a source, `secure` = TLS.
+    fn sender(&self, secure: bool) -> mpsc::Sender<NetEvent> {
+        if secure {
+            self.secure.clone()
+        } else {
+            self.plain.clone()
         }
-    });
-    ntx
+    }
 }
 
 /// Runs the daemon until `shutdown` is cancelled: serves `listeners` and connects up to the
@@ -277,18 +284,19 @@ pub async fn run(
         tracing::info!(path = %p.display(), "removed a stale partial spool file");
     }
     let (tx, rx) = mpsc::channel::<CoreEvent>(1024);
+    let (net, net_rx) = NetChannels::new();
     let net_stop = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     let mut aux = tokio::task::JoinSet::new();
     for l in listeners {
         let secure = l.tls.is_some();
-        let ntx = net_source(&mut tasks, &tx, secure);
+        let ntx = net.sender(secure);
         let cfg = conn_config(&settings, secure);
         tasks.spawn(crate::net::listen(l.tcp, l.tls, cfg, ntx, net_stop.clone()));
     }
     for ep in &settings.connect {
         let (target, cfg) = connect_up(&settings, ep)?;
-        let ntx = net_source(&mut tasks, &tx, target.tls.is_some());
+        let ntx = net.sender(target.tls.is_some());
         tasks.spawn(crate::net::connect(
             target,
             cfg,
@@ -298,7 +306,7 @@ pub async fn run(
         ));
     }
     for ep in &settings.serial {
-        let ntx = net_source(&mut tasks, &tx, false);
+        let ntx = net.sender(false);
         tasks.spawn(crate::net::serial::serve(
             ep.params.clone(),
             serial_config(&settings, ep.side),
@@ -330,7 +338,8 @@ pub async fn run(
         fleet_task = Some(tokio::spawn(client.run(shutdown.child_token())));
     }
     drop(tx);
-    let r = core.run(rx, shutdown.clone()).await;
+    drop(net);
+    let r = core.run(rx, net_rx, shutdown.clone()).await;
     net_stop.cancel();
     aux.abort_all();
     if let Some(t) = fleet_task {

@@ -10,19 +10,15 @@ use crate::proto::conn::{CloseReason, ConnEvent};
 use crate::proto::endpoint::{DeviceConfig, DeviceEndpoint};
 use crate::proto::frame::{FrameFlags, Framing, is_streaming};
 use crate::proto::info::COMPAT_TOD_RING;
-use crate::proto::mblk::DataFrame;
 use crate::proto::password::AuthRejection;
-use crate::proto::sysframe::{MblkInfo, SystemFrame};
+use crate::proto::sysframe::SystemFrame;
 use crate::status::UpdateStatus;
 use std::collections::HashMap;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 mod cadence;
 mod streams;
 
-/// Frames buffered towards one connection before the core loop stops transmitting to it.
-const OUT_QUEUE: usize = 64;
 /// Authenticated connections served at once (each has its own blocks, about twice `tod_buf`
 /// in memory). A connection counts against this only once it authenticated; when it is full,
 /// the oldest authenticated connection that is not pushing makes room (plain TCP ones before
@@ -35,14 +31,6 @@ pub const MAX_PENDING: usize = 64;
 /// new one closes that address's oldest), so that one host cannot fill the pool.
 pub const MAX_PENDING_PER_ADDR: usize = 8;
 
-/// Something to send on a connection (forwarded by a small task to its [`ConnHandle`]).
-#[derive(Debug)]
-enum Out {
-    Info(MblkInfo),
-    Data(DataFrame),
-    Close(String),
-}
-
 /// One connection.
 struct Peer {
     addr: crate::net::PeerAddr,
@@ -51,7 +39,9 @@ struct Peer {
     authenticated: Option<Instant>,
     secure: bool,
     user: Option<String>,
-    out: mpsc::Sender<Out>,
+    /// The connection's command queue; the core loop queues without waiting (frames that do
+    /// not fit stay in the endpoint and go out at the retry, [`Peers::backlog`]).
+    handle: ConnHandle,
     ep: Option<DeviceEndpoint>,
     frame_size: usize,
     dirty: bool,
@@ -119,8 +109,6 @@ impl Peers {
     pub(crate) fn on_net(&mut self, secure: bool, event: NetEvent, updates: &mut Updates) {
         match event {
             NetEvent::Connected { id, peer, handle } => {
-                let (out, rx) = mpsc::channel(OUT_QUEUE);
-                tokio::spawn(forward(handle, rx));
                 let span = tracing::info_span!("conn", conn = id, %peer, tls = secure);
                 span.in_scope(|| tracing::debug!("connected"));
                 self.admit_pending(&peer);
@@ -132,7 +120,7 @@ impl Peers {
                         authenticated: None,
                         secure,
                         user: None,
-                        out,
+                        handle,
                         ep: None,
                         frame_size: 0,
                         dirty: false,
@@ -208,7 +196,7 @@ impl Peers {
         if let Some(p) = self.peers.remove(&id) {
             p.span
                 .in_scope(|| tracing::warn!(reason = why, "closing a connection to admit another"));
-            let _ = p.out.try_send(Out::Close(why.to_owned()));
+            close(&p.handle, why);
         }
     }
 
@@ -220,7 +208,7 @@ impl Peers {
             p.span.in_scope(|| {
                 tracing::warn!(limit = MAX_PEERS, "too many connections; closing this one")
             });
-            let _ = p.out.try_send(Out::Close("too many connections".into()));
+            close(&p.handle, "too many connections");
             return;
         }
         let Some(p) = self.peers.get_mut(&id) else {
@@ -246,7 +234,7 @@ impl Peers {
                 }
                 Err(e) => {
                     tracing::error!(conn = id, error = %e, "cannot create the device blocks");
-                    let _ = p.out.try_send(Out::Close(e.to_string()));
+                    close(&p.handle, &e.to_string());
                     return;
                 }
             }
@@ -267,14 +255,17 @@ impl Peers {
         match ep.handle(id, event) {
             Ok(out) => {
                 for info in out.infos {
-                    let _ = p.out.try_send(Out::Info(info));
+                    if let Err(e) = p.handle.try_queue_system(SystemFrame::MblkInfo(info)) {
+                        p.span
+                            .in_scope(|| tracing::warn!(error = %e, "block info not queued"));
+                    }
                 }
                 p.dirty = true;
             }
             Err(e) => {
                 p.span
                     .in_scope(|| tracing::warn!(error = %e, "bad data from the peer; closing"));
-                let _ = p.out.try_send(Out::Close(e.to_string()));
+                close(&p.handle, &e.to_string());
             }
         }
     }
@@ -390,12 +381,15 @@ impl Peers {
                 continue;
             }
             let Some(ep) = p.ep.as_mut() else { continue };
-            let room = p.out.capacity();
+            let room = p.handle.capacity();
             if room == 0 {
                 continue;
             }
             for f in ep.transmit(*id, p.frame_size, room) {
-                let _ = p.out.try_send(Out::Data(f));
+                // Room was checked: only a connection that is gone refuses (its Closed event
+                // follows).
+                let flags = FrameFlags::from_bits(f.flags);
+                let _ = p.handle.try_queue_data(f.mblk_id, f.addr, flags, f.payload);
             }
             // Frames left over (the queue was full) keep the connection dirty: the loop comes
             // back after a short retry instead of waiting for the next event.
@@ -430,19 +424,9 @@ fn write_status(ep: &mut DeviceEndpoint, status: &UpdateStatus) {
     }
 }
 
-async fn forward(handle: ConnHandle, mut rx: mpsc::Receiver<Out>) {
-    while let Some(out) = rx.recv().await {
-        let r = match out {
-            Out::Info(i) => handle.queue_system(SystemFrame::MblkInfo(i)).await,
-            Out::Data(f) => {
-                handle
-                    .queue_data(f.mblk_id, f.addr, FrameFlags::from_bits(f.flags), f.payload)
-                    .await
-            }
-            Out::Close(why) => handle.close(why).await,
-        };
-        if r.is_err() {
-            return;
-        }
+/// Asks a connection to close, without waiting.
+fn close(handle: &ConnHandle, why: &str) {
+    if let Err(e) = handle.try_close(why) {
+        tracing::debug!(conn = handle.id(), error = %e, "close not queued");
     }
 }

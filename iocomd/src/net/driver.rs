@@ -11,6 +11,12 @@ use tokio_util::sync::CancellationToken;
 const COMMAND_QUEUE: usize = 256;
 /// Read buffer size.
 const READ_BUF: usize = 64 * 1024;
+/// Read buffer size once the connection is streaming (our own peers, 16 KiB frames): more
+/// frames per read, so fewer reads and wake-ups per frame. Only a streaming connection (an
+/// authenticated peer of ours) gets it, so idle and handshaking connections stay small.
+const STREAMING_READ_BUF: usize = 256 * 1024;
+/// Bytes collected for one write on a streaming connection (several transmit budgets).
+const STREAMING_WRITE: usize = 256 * 1024;
 /// Queued frames up to which commands already waiting are taken in one go, so that one write
 /// carries many frames (one write per frame costs a syscall and a TCP segment each). Above
 /// it the command channel fills and the owner's sends wait: memory stays bounded.
@@ -64,9 +70,30 @@ where
     let mut cmds_open = true;
     let mut authenticated = false;
     let reason = loop {
+        // What was received goes to the owner first; the ACK for it follows in this turn's
+        // write (the owner's reaction, e.g. the next ring data, should not wait for a syscall).
+        while let Some(event) = conn.poll_event() {
+            if matches!(event, crate::proto::conn::ConnEvent::Authenticated { .. }) {
+                authenticated = true;
+                tracing::info!(peer = ?conn.peer().map(|p| p.account_name()), "authenticated");
+            }
+            if events.send(NetEvent::Conn { id, event }).await.is_err() {
+                conn.close(CloseReason::Local("event receiver dropped".into()));
+            }
+        }
         let now = Instant::now().into_std();
         out.clear();
-        if conn.poll_transmit(now, &mut out) {
+        let streaming = conn.streaming();
+        if streaming && buf.len() < STREAMING_READ_BUF {
+            buf.resize(STREAMING_READ_BUF, 0);
+        }
+        let mut wrote = conn.poll_transmit(now, &mut out);
+        // Between our own peers one write carries several budgets (fewer syscalls); a C peer's
+        // window (44 frames) ends a transmit long before that anyway.
+        while streaming && wrote && out.len() < STREAMING_WRITE {
+            wrote = conn.poll_transmit(now, &mut out);
+        }
+        if !out.is_empty() {
             let w = async {
                 wr.write_all(&out).await?;
                 wr.flush().await
@@ -80,15 +107,6 @@ where
                     Ok(Err(e)) => conn.close(CloseReason::Io(format!("write: {e}"))),
                     Err(_) => conn.close(CloseReason::Io(format!("write stalled for {limit:?}"))),
                 },
-            }
-        }
-        while let Some(event) = conn.poll_event() {
-            if matches!(event, crate::proto::conn::ConnEvent::Authenticated { .. }) {
-                authenticated = true;
-                tracing::info!(peer = ?conn.peer().map(|p| p.account_name()), "authenticated");
-            }
-            if events.send(NetEvent::Conn { id, event }).await.is_err() {
-                conn.close(CloseReason::Local("event receiver dropped".into()));
             }
         }
         if let Some(r) = conn.close_reason() {
@@ -242,6 +260,28 @@ mod tests {
             Ok(Some(NetEvent::Conn { event, .. })) => event,
             other => panic!("expected a connection event, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn queueing_without_waiting_says_full_and_gone() {
+        let (handle, rx) = handle_pair(7);
+        assert_eq!(handle.capacity(), COMMAND_QUEUE);
+        for i in 0..COMMAND_QUEUE {
+            handle
+                .try_queue_data(10, i as u32, FrameFlags::NONE, vec![1])
+                .unwrap();
+        }
+        assert_eq!(handle.capacity(), 0);
+        assert_eq!(
+            handle.try_queue_data(10, 0, FrameFlags::NONE, vec![1]),
+            Err(super::super::TryQueueError::Full(7))
+        );
+        drop(rx);
+        assert_eq!(handle.capacity(), 0);
+        assert_eq!(
+            handle.try_close("bye"),
+            Err(super::super::TryQueueError::Gone(super::super::ConnGone(7)))
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -177,6 +177,19 @@ pub(crate) enum Command {
 #[error("connection {0} is closed")]
 pub struct ConnGone(pub ConnId);
 
+/// Why a command could not be queued without waiting ([`ConnHandle::try_queue_data`] and
+/// friends, for an owner that must not await: the daemon's core loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryQueueError {
+    /// The connection's command queue is full; try again once it has room
+    /// ([`ConnHandle::capacity`]).
+    #[error("the command queue of connection {0} is full")]
+    Full(ConnId),
+    /// The connection task has ended.
+    #[error(transparent)]
+    Gone(#[from] ConnGone),
+}
+
 /// Sends frames to one connection. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
@@ -192,6 +205,49 @@ impl ConnHandle {
 
     async fn send(&self, c: Command) -> Result<(), ConnGone> {
         self.tx.send(c).await.map_err(|_| ConnGone(self.id))
+    }
+
+    fn try_send(&self, c: Command) -> Result<(), TryQueueError> {
+        self.tx.try_send(c).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TryQueueError::Full(self.id),
+            mpsc::error::TrySendError::Closed(_) => TryQueueError::Gone(ConnGone(self.id)),
+        })
+    }
+
+    /// Commands that can be queued now without waiting (0 when the queue is full or the
+    /// connection is gone).
+    pub fn capacity(&self) -> usize {
+        if self.tx.is_closed() {
+            0
+        } else {
+            self.tx.capacity()
+        }
+    }
+
+    /// [`ConnHandle::queue_data`] without waiting: fails at once when the queue is full.
+    pub fn try_queue_data(
+        &self,
+        mblk_id: u32,
+        addr: u32,
+        flags: FrameFlags,
+        payload: Vec<u8>,
+    ) -> Result<(), TryQueueError> {
+        self.try_send(Command::Data {
+            mblk_id,
+            addr,
+            flags,
+            payload,
+        })
+    }
+
+    /// [`ConnHandle::queue_system`] without waiting.
+    pub fn try_queue_system(&self, frame: SystemFrame) -> Result<(), TryQueueError> {
+        self.try_send(Command::System(frame))
+    }
+
+    /// [`ConnHandle::close`] without waiting.
+    pub fn try_close(&self, why: impl Into<String>) -> Result<(), TryQueueError> {
+        self.try_send(Command::Close(why.into()))
     }
 
     /// Queues a data frame to the peer's block `mblk_id` (the peer's id). Size errors are

@@ -375,9 +375,9 @@ impl Connection {
     }
 
     fn feed_elements(&mut self, data: &[u8]) -> Result<(), CloseReason> {
-        self.decoder.push(data);
+        let mut input = data;
         loop {
-            match self.decoder.next_element() {
+            match self.decoder.next_from(&mut input) {
                 Ok(None) => return Ok(()),
                 Err(e) => return self.fail(e.into()),
                 Ok(Some((el, len))) => {

@@ -458,6 +458,41 @@ impl FrameDecoder {
         self.buf.extend_from_slice(data);
     }
 
+    /// [`FrameDecoder::push`] and [`FrameDecoder::next_element`] in one, without copying:
+    /// while no partial element is buffered, elements are decoded straight out of `input`
+    /// (which is advanced past them); the first incomplete one is buffered with everything
+    /// after it. Call until it returns `Ok(None)`; the elements and errors are the same as
+    /// pushing `input` and calling [`FrameDecoder::next_element`].
+    pub fn next_from(&mut self, input: &mut &[u8]) -> Result<Option<(Element, usize)>, FrameError> {
+        if self.failed.is_some() || self.buffered() > 0 {
+            let rest = std::mem::take(input);
+            if !rest.is_empty() {
+                self.push(rest);
+            }
+            return self.next_element();
+        }
+        match decode_element(self.framing, input, self.expected_nr, self.max_frame_size) {
+            Ok(Some((el, len))) => {
+                *input = input.get(len..).unwrap_or_default();
+                if let Element::Frame(f) = &el {
+                    self.expected_nr = next_frame_nr(f.nr);
+                }
+                Ok(Some((el, len)))
+            }
+            Ok(None) => {
+                let rest = std::mem::take(input);
+                if !rest.is_empty() {
+                    self.push(rest);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
     /// The next complete element with its length on the wire, `None` if more bytes are needed.
     pub fn next_element(&mut self) -> Result<Option<(Element, usize)>, FrameError> {
         if let Some(e) = &self.failed {

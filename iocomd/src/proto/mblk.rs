@@ -9,6 +9,13 @@
 //! Writes go through [`Mblk::write`], which records the changed range in every source buffer
 //! (shrunk by comparison with `S` like `ioc_sbuf_invalidate`). [`Mblk::next_frame`] turns the
 //! pending snapshot into data frames (delta + zero-run compression, split to the frame size).
+//!
+//! A snapshot covers one range from the first to the last changed byte, as the C library's
+//! does. Towards a streaming peer ([`Mblk::set_split_snapshots`]) it may instead cover a few
+//! ranges with the unchanged bytes between them left out: a stream writer changes `tod_head`
+//! at the start of `conf_imp` and ring bytes anywhere in it, and one range would make every
+//! snapshot cost (delta, copy, compression, and the receiver's compare) up to the ring
+//! position instead of the bytes written.
 
 use crate::proto::compress::{self, COMPRESSED, DELTA_ENCODED, SYNC_COMPLETE};
 use crate::proto::frame::{Framing, header_len_for};
@@ -89,6 +96,67 @@ struct Snapshot {
     /// Offset in `bytes` of the first byte not yet sent.
     next: usize,
     keyframe: bool,
+    /// Further ranges of a split snapshot (base address, delta bytes), in ascending order;
+    /// the last frame of the last one completes the snapshot.
+    later: std::collections::VecDeque<(usize, Vec<u8>)>,
+}
+
+/// Most ranges a split snapshot covers (more are merged, closest first).
+const MAX_SPLIT_RANGES: usize = 4;
+/// Unchanged bytes between two changed ranges below which they are sent as one: a new frame
+/// costs a header and a receiver event, while a delta of unchanged bytes compresses to about
+/// 2 bytes per 255.
+const SPLIT_GAP: usize = 4096;
+
+/// The changed ranges of a source buffer (inclusive, ascending, disjoint): one range, or up to
+/// [`MAX_SPLIT_RANGES`] for a split source.
+#[derive(Debug, Clone, Default)]
+struct Changed(Vec<(usize, usize)>);
+
+impl Changed {
+    /// Adds `first..=last`: merged into one range, or (`split`) into the ranges it overlaps
+    /// or comes within [`SPLIT_GAP`] of.
+    fn add(&mut self, first: usize, last: usize, split: bool) {
+        let v = &mut self.0;
+        if !split {
+            let merged = match v.first() {
+                Some(&(f, _)) => (f.min(first), v.last().map_or(last, |&(_, l)| l.max(last))),
+                None => (first, last),
+            };
+            v.clear();
+            v.push(merged);
+            return;
+        }
+        v.push((first, last));
+        v.sort_unstable();
+        // Coalesce what overlaps or lies within the gap (ascending starts: one pass).
+        let mut out: Vec<(usize, usize)> = Vec::with_capacity(v.len());
+        for &(a, b) in v.iter() {
+            match out.last_mut() {
+                Some(prev) if a <= prev.1.saturating_add(SPLIT_GAP) => prev.1 = prev.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        while out.len() > MAX_SPLIT_RANGES {
+            // Merge the two neighbours with the smallest gap.
+            let gap = |i: usize| match (out.get(i), out.get(i + 1)) {
+                (Some(c), Some(n)) => n.0.saturating_sub(c.1),
+                _ => usize::MAX,
+            };
+            let Some(i) = (0..out.len() - 1).min_by_key(|&i| gap(i)) else {
+                break;
+            };
+            let (Some(&(a, _)), Some(&(_, b))) = (out.get(i), out.get(i + 1)) else {
+                break;
+            };
+            out.splice(i..i + 2, [(a, b.max(a))]);
+        }
+        *v = out;
+    }
+
+    fn take(&mut self) -> Vec<(usize, usize)> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 /// Sending side of a block on one connection (C `iocSourceBuffer`).
@@ -97,7 +165,9 @@ pub struct SourceBuffer {
     conn: ConnId,
     remote_id: u32,
     synced: Vec<u8>,
-    changed: Option<(usize, usize)>,
+    changed: Changed,
+    /// Snapshots may leave out unchanged bytes between changed ranges (a streaming peer).
+    split: bool,
     make_keyframe: bool,
     snapshot: Option<Snapshot>,
 }
@@ -125,6 +195,21 @@ pub struct Mblk {
     /// Commit each received frame at once instead of at `SYNC_COMPLETE` (see
     /// [`Mblk::set_progressive`]).
     progressive: bool,
+}
+
+/// Delta bytes of `first..=last` for a source whose copy is `synced` (which then takes the
+/// new bytes); `None` when nothing in the range differs.
+fn delta_range(
+    data: &[u8],
+    synced: &mut [u8],
+    first: usize,
+    last: usize,
+) -> Option<(usize, Vec<u8>)> {
+    let (first, last) = shrink(data, synced, first, last)?;
+    let (new, old) = (data.get(first..=last)?, synced.get_mut(first..=last)?);
+    let bytes = compress::delta(new, old);
+    old.copy_from_slice(new);
+    Some((first, bytes))
 }
 
 fn merge(range: Option<(usize, usize)>, first: usize, last: usize) -> (usize, usize) {
@@ -247,7 +332,7 @@ impl Mblk {
                 Some((first, last))
             };
             if let Some((f, l)) = range {
-                s.changed = Some(merge(s.changed, f, l));
+                s.changed.add(f, l, s.split);
             }
         }
     }
@@ -263,10 +348,21 @@ impl Mblk {
             conn,
             remote_id,
             synced: self.data.clone(),
-            changed: None,
+            changed: Changed::default(),
+            split: false,
             make_keyframe: true,
             snapshot: None,
         });
+    }
+
+    /// Lets snapshots on `conn` leave out the unchanged bytes between changed ranges (module
+    /// documentation). Only towards a peer of ours ([`crate::proto::frame::is_streaming`]):
+    /// our receiver applies such frames like any others (each carries its address, the
+    /// snapshot commits at `SYNC_COMPLETE`), while a C peer is sent what the C library sends.
+    pub fn set_split_snapshots(&mut self, conn: ConnId, on: bool) {
+        if let Some(s) = self.sources.iter_mut().find(|s| s.conn == conn) {
+            s.split = on;
+        }
     }
 
     /// Starts receiving the block on `conn`; any other one-directional target buffer is
@@ -302,7 +398,7 @@ impl Mblk {
             }
             if s.make_keyframe {
                 s.make_keyframe = false;
-                s.changed = None;
+                s.changed = Changed::default();
                 s.synced.copy_from_slice(&self.data);
                 if self.data.is_empty() {
                     continue;
@@ -312,31 +408,26 @@ impl Mblk {
                     base: 0,
                     next: 0,
                     keyframe: true,
+                    later: Default::default(),
                 });
                 continue;
             }
             if is_static {
                 continue;
             }
-            let Some((first, last)) = s.changed.take() else {
+            let mut ranges =
+                s.changed.take().into_iter().filter_map(|(first, last)| {
+                    delta_range(&self.data, &mut s.synced, first, last)
+                });
+            let Some((base, bytes)) = ranges.next() else {
                 continue;
             };
-            let Some((first, last)) = shrink(&self.data, &s.synced, first, last) else {
-                continue;
-            };
-            let (Some(new), Some(old)) = (self.data.get(first..=last), s.synced.get(first..=last))
-            else {
-                continue;
-            };
-            let bytes = compress::delta(new, old);
-            if let Some(dst) = s.synced.get_mut(first..=last) {
-                dst.copy_from_slice(new);
-            }
             s.snapshot = Some(Snapshot {
                 bytes,
-                base: first,
+                base,
                 next: 0,
                 keyframe: false,
+                later: ranges.collect(),
             });
         }
     }
@@ -397,8 +488,17 @@ impl Mblk {
             }
         }
         if snap.next >= snap.bytes.len() {
-            flags |= SYNC_COMPLETE;
-            s.snapshot = None;
+            match snap.later.pop_front() {
+                Some((base, bytes)) => {
+                    snap.base = base;
+                    snap.bytes = bytes;
+                    snap.next = 0;
+                }
+                None => {
+                    flags |= SYNC_COMPLETE;
+                    s.snapshot = None;
+                }
+            }
         }
         Some(DataFrame {
             mblk_id: s.remote_id,

@@ -464,6 +464,10 @@ impl Node {
                 self.add_block(key, &info.mblk_name, flags, info.size as usize)?
             }
         };
+        // Towards a peer of ours, snapshots leave out unchanged bytes (`Mblk::set_split_snapshots`).
+        let split = self.conns.get(&conn).is_some_and(|c| {
+            crate::proto::frame::is_streaming(c.framing, u32::try_from(c.frame_size).unwrap_or(0))
+        });
         let Some(e) = self.entries.get_mut(ix) else {
             return Ok(());
         };
@@ -479,6 +483,7 @@ impl Node {
         let mut new = false;
         if local & info.flags & src_dir != 0 && !e.mblk.has_source(conn) {
             e.mblk.add_source(conn, info.mblk_id);
+            e.mblk.set_split_snapshots(conn, split);
             new = true;
         }
         if local & info.flags & dst_dir != 0 && !e.mblk.is_target_on(conn) {

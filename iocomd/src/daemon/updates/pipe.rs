@@ -20,6 +20,13 @@ use tokio::sync::mpsc;
 
 /// Bytes that may wait in memory for the disk.
 pub(crate) const QUEUE_BYTES: usize = 1 << 20;
+/// Written chunks' buffers kept for the next chunks (each at most [`SPARE_MAX`] bytes of
+/// capacity): a fresh buffer per chunk, allocated on the core task and freed on the
+/// writing thread, made the allocator return and refetch the heap top each time (a syscall
+/// and page faults per chunk).
+const SPARES: usize = 4;
+/// Capacity above which a written chunk's buffer is freed rather than kept.
+const SPARE_MAX: usize = 256 << 10;
 
 enum Msg {
     Data(Vec<u8>),
@@ -30,6 +37,29 @@ enum Msg {
 struct Shared {
     queued: AtomicUsize,
     waiting: AtomicBool,
+    /// Buffers of written chunks, for reuse (at most [`SPARES`]).
+    spares: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Shared {
+    /// A buffer holding a copy of `chunk` (a spare one when there is one).
+    fn buffer(&self, chunk: &[u8]) -> Vec<u8> {
+        let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
+        let mut buf = spare.unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(chunk);
+        buf
+    }
+
+    /// Keeps a written chunk's buffer for reuse, if there is room and it is not too big.
+    fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() <= SPARE_MAX
+            && let Ok(mut s) = self.spares.lock()
+            && s.len() < SPARES
+        {
+            s.push(buf);
+        }
+    }
 }
 
 /// The core task's end of a spool file being written.
@@ -121,7 +151,7 @@ impl SpoolPipe {
             });
         }
         self.shared.queued.fetch_add(chunk.len(), Ordering::AcqRel);
-        if tx.send(Msg::Data(chunk.to_vec())).is_err() {
+        if tx.send(Msg::Data(self.shared.buffer(chunk))).is_err() {
             // The thread failed and reported why (SpoolFailed); the file is gone.
             self.tx = None;
             return Err(SpoolError::Aborted {
@@ -159,6 +189,7 @@ fn run(
                     return;
                 }
                 shared.queued.fetch_sub(data.len(), Ordering::AcqRel);
+                shared.recycle(data);
                 if shared.waiting.swap(false, Ordering::AcqRel) {
                     let _ = events.blocking_send(CoreEvent::SpoolReady { push });
                 }

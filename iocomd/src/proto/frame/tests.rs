@@ -170,6 +170,47 @@ fn byte_by_byte_feeding_gives_the_same_elements() {
 }
 
 #[test]
+fn decoding_out_of_the_input_gives_the_same_elements_for_every_split() {
+    let stream = hex(
+        "FF 00 00 00 00 28 12 00 70 05 00 02 00 05 66 72 61 6E 6B 00 07 63 61 66 65 6E 65 74 00 \
+         01 12 02 00 09 00 00 30 FF FA 01 00",
+    );
+    let whole = decode_all(Framing::Socket, &stream);
+    // Every cut into two reads, and the whole stream in one: partial elements are buffered,
+    // complete ones are decoded from the input, and the results never differ.
+    for cut in 0..=stream.len() {
+        let mut d = FrameDecoder::new(Framing::Socket, 1392);
+        let mut got = Vec::new();
+        let (a, b) = stream.split_at(cut);
+        for part in [a, b] {
+            let mut input = part;
+            while let Some((e, _)) = d.next_from(&mut input).unwrap() {
+                got.push(e);
+            }
+            assert!(input.is_empty(), "input left over at cut {cut}");
+        }
+        assert_eq!(got, whole, "cut at {cut}");
+        assert_eq!(d.buffered(), 0);
+    }
+}
+
+#[test]
+fn decoding_out_of_the_input_keeps_a_failure() {
+    // Frame number 5 where 0 is expected, after one good ACK.
+    let b = hex("FF 01 00 00 05 00 00 00 08 00");
+    let mut d = FrameDecoder::new(Framing::Socket, 1392);
+    let mut input = &b[..];
+    assert_eq!(d.next_from(&mut input), Ok(Some((Element::Ack(1), 4))));
+    let err = FrameError::FrameNr {
+        expected: 0,
+        got: 5,
+    };
+    assert_eq!(d.next_from(&mut input), Err(err.clone()));
+    let mut more = &b[..];
+    assert_eq!(d.next_from(&mut more), Err(err));
+}
+
+#[test]
 fn oversize_frame_rejected_from_header_alone() {
     // Header says 2000 payload bytes; only the header is present.
     let b = hex("00 20 D0 07 08 00");

@@ -166,3 +166,87 @@ fn a_plain_target_commits_only_complete_snapshots_and_never_reports_one_arriving
     assert_eq!(rx.apply_frame(2, 4, 0x10, &[5]).unwrap(), Some(0..5));
     assert_eq!(&rx.data()[..5], [1, 2, 3, 4, 5]);
 }
+
+/// A head written at the start and ring bytes far into a 64 KiB block, as a stream writer
+/// changes `conf_imp`.
+fn head_and_ring(tx: &mut Mblk) -> Vec<u8> {
+    let ring: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 251 + 1) as u8).collect();
+    tx.write(1, &[7, 0, 0, 1]).unwrap();
+    tx.write(60_000, &ring).unwrap();
+    ring
+}
+
+#[test]
+fn a_split_snapshot_leaves_out_the_unchanged_bytes_and_commits_at_its_end() {
+    let (mut tx, mut rx) = pair(64 << 10);
+    tx.set_split_snapshots(1, true);
+    pump(&mut tx, &mut rx, 16384);
+    head_and_ring(&mut tx);
+    tx.synchronize();
+    let mut frames = Vec::new();
+    while let Some(f) = tx.next_frame(1, 16384) {
+        // Committed only with the snapshot's last frame, like an unsplit one.
+        let committed = rx
+            .apply_frame(2, f.addr as usize, f.flags, &f.payload)
+            .unwrap();
+        assert_eq!(committed.is_some(), f.flags & SYNC_COMPLETE != 0);
+        frames.push(f);
+    }
+    let shape: Vec<(u32, bool)> = frames
+        .iter()
+        .map(|f| (f.addr, f.flags & SYNC_COMPLETE != 0))
+        .collect();
+    assert_eq!(shape, [(1, false), (60_000, true)]);
+    let sent: usize = frames.iter().map(|f| f.payload.len()).sum();
+    assert!(sent <= 4 + 3000 + 16, "{sent} payload bytes");
+    assert_eq!(rx.data(), tx.data());
+}
+
+#[test]
+fn an_unsplit_snapshot_covers_the_unchanged_bytes_as_the_c_library_does() {
+    let (mut tx, mut rx) = pair(64 << 10);
+    pump(&mut tx, &mut rx, 16384);
+    head_and_ring(&mut tx);
+    let frames = pump(&mut tx, &mut rx, 16384);
+    // One range from the head to the ring bytes: its first frame starts at the head and the
+    // unchanged bytes go as compressed zero deltas.
+    assert_eq!(frames.first().map(|f| f.addr), Some(1));
+    let mut end = 1;
+    for f in &frames {
+        assert_eq!(f.addr, end, "contiguous frames");
+        let covered = compress::decode_into(&f.payload, f.flags, &mut vec![0; 64 << 10]).unwrap();
+        end += covered as u32;
+    }
+    assert_eq!(end, 63_000);
+    assert_eq!(rx.data(), tx.data());
+}
+
+#[test]
+fn split_ranges_coalesce_near_ones_and_stay_few() {
+    let mut c = Changed::default();
+    c.add(100, 110, true);
+    c.add(120, 130, true);
+    assert_eq!(c.0, [(100, 130)]);
+    c.add(50_000, 50_010, true);
+    c.add(0, 3, true);
+    assert_eq!(c.0, [(0, 130), (50_000, 50_010)]);
+    // Overlapping and out of order.
+    c.add(49_000, 60_000, true);
+    assert_eq!(c.0, [(0, 130), (49_000, 60_000)]);
+    for k in 1..=5 {
+        c.add(k * 100_000, k * 100_000 + 1, true);
+    }
+    assert_eq!(c.0.len(), MAX_SPLIT_RANGES);
+    // The closest neighbours were merged: everything is still covered.
+    assert_eq!(c.0.first().map(|r| r.0), Some(0));
+    assert_eq!(c.0.last(), Some(&(500_000, 500_001)));
+    assert!(c.0.windows(2).all(|w| w[0].1 < w[1].0), "{:?}", c.0);
+    // Unsplit: always one range from the first to the last change.
+    let mut one = Changed::default();
+    one.add(500, 600, false);
+    one.add(10, 20, false);
+    one.add(900, 901, false);
+    assert_eq!(one.0, [(10, 901)]);
+    assert_eq!(one.take(), [(10, 901)]);
+    assert!(one.0.is_empty());
+}
