@@ -505,10 +505,17 @@ impl Ctl {
         }
     }
 
-    /// Waits until the device's blocks are bound and its status arrived.
+    /// Waits until the device's blocks are bound and its status arrived, and the device is not
+    /// waiting for its install helper's first status (a push before that is told busy: on a
+    /// loaded machine a test's first push could otherwise beat the helper's answer).
     pub async fn wait_ready(&mut self) {
         let until = Instant::now() + WAIT;
-        while !(self.ep.ready() && self.status().is_some()) {
+        let ready = |c: &Self| {
+            c.ep.ready()
+                && c.status()
+                    .is_some_and(|s| !s.msg.starts_with("waiting for the install helper"))
+        };
+        while !ready(self) {
             assert!(Instant::now() < until, "device not ready");
             assert!(
                 self.pump(Duration::from_millis(200)).await,
