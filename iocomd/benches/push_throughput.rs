@@ -17,6 +17,8 @@
 #[path = "../tests/daemon_support/mod.rs"]
 #[allow(unused_imports)]
 mod daemon_support;
+#[path = "support/raw_sink.rs"]
+mod raw_sink;
 
 use daemon_support::pseudo_random;
 use iocomd::config::Settings;
@@ -27,7 +29,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 const CHILD_ENV: &str = "IOCOMD_BENCH_CHILD";
@@ -192,7 +194,8 @@ fn rss(pid: u32) -> (u64, u64) {
 }
 
 /// Raw TCP copy of `file` (holding `data`) on loopback into another file, with SHA-256 over
-/// the bytes; the sender reads the file in 64 KiB chunks like iocomctl does.
+/// the bytes and an fsync (`raw_sink`); the sender reads the file in 64 KiB chunks like iocomctl
+/// does.
 async fn raw_copy(file: &std::path::Path, data: &[u8], dir: &std::path::Path) -> Duration {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -200,20 +203,7 @@ async fn raw_copy(file: &std::path::Path, data: &[u8], dir: &std::path::Path) ->
     let t0 = Instant::now();
     let recv = tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
-        let mut f = std::fs::File::create(&path).unwrap();
-        let mut sha = Sha256::new();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = s.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            f.write_all(&buf[..n]).unwrap();
-        }
-        // Durable, as the device makes its spool file before it confirms the stream.
-        f.sync_all().unwrap();
-        sha.finalize()
+        raw_sink::receive_to_file(&mut s, &path).await.1
     });
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut input = std::fs::File::open(file).unwrap();
