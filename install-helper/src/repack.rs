@@ -58,6 +58,11 @@ pub fn repack_into_cache(
             info.package, info.version
         ));
     }
+    // The rollback source of the upgrade about to start: durable before the upgrade begins
+    // (the cache's rename and directory syncs do not write the file's data).
+    std::fs::File::open(deb)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("the repacked file {}: {e}", deb.display()))?;
     cache
         .insert(deb, name, version, &info.architecture)
         .map_err(|e| format!("package cache: {e}"))
