@@ -14,7 +14,6 @@ use std::process::Command;
 use install_api::ErrorCode;
 use install_helper::paths::Settings;
 use install_helper::receipt::TxResult;
-use install_helper::stage;
 use install_helper::txn::{self, Env};
 use install_helper::verifier::PolicyVerifier;
 use install_helper::verify::Policy;
@@ -127,20 +126,7 @@ impl Fixture {
     fn install(&self, deb: &Path, extra_policy: &str) -> TxResult {
         let settings = self.w.settings();
         let verifier = self.verifier(&settings, extra_policy);
-        let txid = txn::new_txid();
-        let taken = stage::take(
-            std::fs::File::open(deb).unwrap(),
-            &settings.paths.staging_dir(),
-            &txid,
-            (settings.max_package_size, 0),
-            &verifier,
-            stage::Watch {
-                advisory_size: None,
-                min_interval: std::time::Duration::ZERO,
-                report: &mut |_| {},
-            },
-        )
-        .unwrap();
+        let (txid, taken) = stage_file(&settings, deb, &verifier);
         let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
         let mut env = Env {
             settings: &settings,

@@ -12,26 +12,12 @@ use install_helper::journal::{Journal, JournalPhase};
 use install_helper::paths::Settings;
 use install_helper::receipt::{self, TxResult};
 use install_helper::recover::{self, Recovery};
-use install_helper::stage;
 use install_helper::txn::{self, CacheSync, Env};
 use txn_support::*;
 
 /// Stages `deb` like the service does and runs the transaction until its result.
 fn install_deferred(settings: &Settings, deb: &Path) -> (TxResult, Option<CacheSync>) {
-    let txid = txn::new_txid();
-    let taken = stage::take(
-        std::fs::File::open(deb).unwrap(),
-        &settings.paths.staging_dir(),
-        &txid,
-        (settings.max_package_size, 0),
-        &FieldsVerifier,
-        stage::Watch {
-            advisory_size: None,
-            min_interval: std::time::Duration::ZERO,
-            report: &mut |_| {},
-        },
-    )
-    .unwrap();
+    let (txid, taken) = stage_file(settings, deb, &FieldsVerifier);
     let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
     let mut env = Env {
         settings,

@@ -13,7 +13,6 @@ use install_helper::dpkg::FrontendLock;
 use install_helper::health::UnitSample;
 use install_helper::paths::Settings;
 use install_helper::receipt::{self, StepOutcome, TxResult};
-use install_helper::stage;
 use install_helper::txn::{self, Env};
 use install_helper::units::{Systemd, UnitError};
 use txn_support::*;
@@ -25,20 +24,7 @@ fn install(
     deb: &Path,
     systemd: Option<&mut dyn Systemd>,
 ) -> (TxResult, Vec<String>) {
-    let txid = txn::new_txid();
-    let taken = stage::take(
-        std::fs::File::open(deb).unwrap(),
-        &settings.paths.staging_dir(),
-        &txid,
-        (settings.max_package_size, 0),
-        &FieldsVerifier,
-        stage::Watch {
-            advisory_size: None,
-            min_interval: std::time::Duration::ZERO,
-            report: &mut |_| {},
-        },
-    )
-    .unwrap();
+    let (txid, taken) = stage_file(settings, deb, &FieldsVerifier);
     let staged = taken.path.clone();
     let mut phases = Vec::new();
     let mut progress = |phase: install_api::Phase, _pct: u32, _msg: &str| {

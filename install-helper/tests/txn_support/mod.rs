@@ -395,3 +395,27 @@ pub fn open_up(path: &Path) {
 pub fn mkfifo(path: &Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
 }
+
+/// Stages `deb` the way the service does (one copy-and-verify pass into the staging
+/// directory under a new transaction id, no progress reports); returns the id and the copy.
+pub fn stage_file(
+    settings: &Settings,
+    deb: &Path,
+    verifier: &dyn Verifier,
+) -> (String, install_helper::stage::Taken) {
+    let txid = install_helper::txn::new_txid();
+    let taken = install_helper::stage::take(
+        std::fs::File::open(deb).unwrap(),
+        &settings.paths.staging_dir(),
+        &txid,
+        (settings.max_package_size, 0),
+        verifier,
+        install_helper::stage::Watch {
+            advisory_size: None,
+            min_interval: Duration::ZERO,
+            report: &mut |_| {},
+        },
+    )
+    .unwrap();
+    (txid, taken)
+}
