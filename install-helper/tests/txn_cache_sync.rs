@@ -103,13 +103,19 @@ fn a_refused_or_rolled_back_transaction_has_no_cache_sync() {
     assert!(cached(&s).is_empty(), "{:?}", cached(&s));
 }
 
-#[test]
-fn after_a_crash_an_intact_cached_package_is_kept_and_a_missing_result_recorded() {
+/// A world where app 1.0 was installed and its cache sync has not run yet.
+fn v1_installed_sync_pending() -> (World, Settings, TxResult, Option<CacheSync>) {
     let w = World::new();
     let s = w.settings();
     let v1 = Pkg::new("app", "1.0").build(&w.debs);
     let (r, sync) = install_deferred(&s, &v1);
     assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
+    (w, s, r, sync)
+}
+
+#[test]
+fn after_a_crash_an_intact_cached_package_is_kept_and_a_missing_result_recorded() {
+    let (w, s, r, sync) = v1_installed_sync_pending();
     // The helper dies after the commit, before the receipt and the cache sync.
     drop(sync);
     std::fs::remove_file(s.paths.receipts()).unwrap();
@@ -152,11 +158,7 @@ fn after_a_crash_an_intact_cached_package_is_kept_and_a_missing_result_recorded(
 
 #[test]
 fn after_a_crash_a_cached_package_without_the_verified_hash_is_not_a_rollback_source() {
-    let w = World::new();
-    let s = w.settings();
-    let v1 = Pkg::new("app", "1.0").build(&w.debs);
-    let (r, sync) = install_deferred(&s, &v1);
-    assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
+    let (w, s, r, sync) = v1_installed_sync_pending();
     let deb = sync.as_ref().unwrap().new_deb().to_path_buf();
     drop(sync);
     // A power cut before the copy was written back: same size, zeros.
@@ -192,11 +194,7 @@ fn after_a_crash_a_cached_package_without_the_verified_hash_is_not_a_rollback_so
 
 #[test]
 fn a_crash_while_gating_finishes_but_drops_a_cached_package_that_lost_its_data() {
-    let w = World::new();
-    let s = w.settings();
-    let v1 = Pkg::new("app", "1.0").build(&w.debs);
-    let (r, sync) = install_deferred(&s, &v1);
-    assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
+    let (w, s, r, sync) = v1_installed_sync_pending();
     drop(sync);
     // As if the helper had died in the gate (after dpkg), and the copy's data was lost.
     let mut j = Journal::read(&s.paths.journal()).unwrap().unwrap();
