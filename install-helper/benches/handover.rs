@@ -65,11 +65,12 @@ fn main() {
         let (w1, w2) = (World::new(), World::new());
         let plain = timed(|| plain_dpkg(&deb, &w1));
         let mut sync = None;
-        let ours = timed(|| sync = helper_install(&deb, &signer, &w2));
+        let mut split = String::new();
+        let ours = timed(|| (sync, split) = helper_install(&deb, &signer, &w2));
         let synced = timed(|| sync.map_or((), txn::CacheSync::complete));
         let r = ours.as_secs_f64() / plain.as_secs_f64();
         println!(
-            "   round {round}: helper {ours:>8.2?}  plain dpkg -i {plain:>8.2?}  ratio {r:.2}  (+ cache sync {synced:.2?})"
+            "   round {round}: helper {ours:>8.2?}  plain dpkg -i {plain:>8.2?}  ratio {r:.2}  (+ cache sync {synced:.2?})\n            helper: {split}"
         );
         ratios.push(r);
     }
@@ -190,8 +191,10 @@ fn wait_gone(journal: &Path) {
 }
 
 /// The helper's path, in process: take (copy + verify) and the transaction until its result;
-/// returns the cache sync that follows the result.
-fn helper_install(deb: &Path, signer: &Signer, w: &World) -> Option<txn::CacheSync> {
+/// returns the cache sync that follows the result, and where the time went (the pass, then
+/// each phase the transaction reported, until its result).
+fn helper_install(deb: &Path, signer: &Signer, w: &World) -> (Option<txn::CacheSync>, String) {
+    let start = Instant::now();
     let s = settings(w);
     let verifier = signer.verifier().for_target(&s.paths);
     let txid = txn::new_txid();
@@ -209,7 +212,13 @@ fn helper_install(deb: &Path, signer: &Signer, w: &World) -> Option<txn::CacheSy
         },
     )
     .unwrap();
-    let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
+    let mut marks = vec![("pass".to_string(), Instant::now())];
+    let mut progress = |p: install_api::Phase, _: u32, _: &str| {
+        let name = format!("{p:?}").to_lowercase();
+        if marks.last().is_none_or(|(n, _)| *n != name) {
+            marks.push((name, Instant::now()));
+        }
+    };
     let mut env = txn::Env {
         settings: &s,
         systemd: None,
@@ -218,7 +227,13 @@ fn helper_install(deb: &Path, signer: &Signer, w: &World) -> Option<txn::CacheSy
     };
     let (r, sync) = txn::run_deferred(&mut env, &verifier, &txid, taken);
     assert_eq!(r.code, ErrorCode::Ok, "{r:#?}");
-    sync
+    let end = Instant::now();
+    let mut split = vec![format!("pass {:.2?}", marks[0].1 - start)];
+    for (i, (name, at)) in marks.iter().enumerate().skip(1) {
+        let until = marks.get(i + 1).map_or(end, |m| m.1);
+        split.push(format!("{name} {:.2?}", until - *at));
+    }
+    (sync, split.join(", "))
 }
 
 /// The spool's work on a received package: copy, SHA-256, fsync (file and directory).
