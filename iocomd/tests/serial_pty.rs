@@ -1,7 +1,7 @@
 //! iocomd and iocomctl over a serial line made of pseudo-terminals (`serial_support`): our
 //! controller and our device in both serial roles, a real install over serial, the default
-//! refusal of serial pushes, and recovery from a port that goes away mid-transfer, a corrupted
-//! byte (CRC error), garbage on the line and a stalled line.
+//! refusal of serial pushes, recovery from a port that goes away mid-transfer, a corrupted
+//! byte (CRC error), garbage on the line and a stalled line, and a late confirm reply.
 //!
 //! The daemon runs without the install helper where only the link matters: every push is then
 //! received and spooled and ends with `helper-unavailable` (206, exit 8) — proof that the whole
@@ -175,6 +175,29 @@ async fn serial_pushes_are_refused_unless_the_configuration_allows_them() {
     // The status stays readable, and the refusal is no result of the device's.
     let st = status(&line.ctl_port, Side::Server).await.unwrap();
     assert_eq!(st.seq, Some(0));
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_confirm_reply_does_not_restart_the_connect_sequence() {
+    // The device's FB reaches the controller 600 ms late, so its FA comes 600 ms after the
+    // FB (as from a loaded controller). A device that started over at 300 ms, as the C client
+    // does, would send FD to a controller that is connected by then: a frame-number error
+    // there, and this status query would fail.
+    let line = Line::new(None);
+    line.control
+        .hold_confirm_ms
+        .store(600, std::sync::atomic::Ordering::SeqCst);
+    let dev = start_device(&line.device_port, SerialSide::Client, false);
+    let st = status(&line.ctl_port, Side::Server).await.unwrap();
+    assert_eq!(st.seq, Some(0));
+    assert_eq!(
+        line.control
+            .hold_confirm_ms
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the confirm was held"
+    );
     dev.stop().await;
 }
 

@@ -11,7 +11,7 @@ use super::crc::Crc16;
 use super::frame::FrameError;
 
 mod connect;
-pub use connect::{CONNECT_PERIOD, ConnectStep, SerialConnect};
+pub use connect::{CONFIRM_WAIT, CONNECT_PERIOD, ConnectStep, SerialConnect};
 
 /// Serial client → server: connect request.
 pub const CONNECT: u8 = 0xFD;

@@ -2,7 +2,8 @@
 //! the reference traces were captured: the device opens one slave (through a symlink, so that
 //! the "adapter" can be unplugged and plugged in again under the same name), the controller
 //! the other. The relay can pace bytes like a real UART (a pty ignores the baud rate), stall,
-//! corrupt one byte, inject garbage, and unplug (close both pairs: the ports hang up).
+//! corrupt one byte, hold the client's confirm, inject garbage, and unplug (close both
+//! pairs: the ports hang up).
 #![allow(dead_code)]
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -45,6 +46,10 @@ pub struct Control {
     /// Flip bit 0 of the byte with this 1-based index of the controller → device direction
     /// (0: never).
     pub corrupt_c2d: AtomicU64,
+    /// Hold the first chunk of the device → controller direction that carries `FB` (the
+    /// client's confirm) this many milliseconds before relaying it (0: never): to the client,
+    /// the server's reply comes that much later.
+    pub hold_confirm_ms: AtomicU64,
     /// Bytes relayed controller → device and device → controller.
     pub c2d: AtomicU64,
     pub d2c: AtomicU64,
@@ -104,6 +109,12 @@ fn pump(ptys: Arc<(Pty, Pty)>, c2d: bool, rate: Option<f64>, ctl: Arc<Control>) 
             if at > before && at <= before + n as u64 {
                 data[(at - before - 1) as usize] ^= 0x01;
                 ctl.corrupt_c2d.store(0, Ordering::SeqCst);
+            }
+        } else {
+            let hold = ctl.hold_confirm_ms.load(Ordering::SeqCst);
+            if hold > 0 && data.contains(&0xFB) {
+                ctl.hold_confirm_ms.store(0, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(hold));
             }
         }
         match rate {

@@ -25,12 +25,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The end of a completed connect sequence: control characters still to write (the server's
-/// `FA`) and the first bytes of the connection that arrived with the last control character.
+/// The end of a completed connect sequence: the first bytes of the connection that arrived
+/// with the last control character.
 #[derive(Debug, Default)]
 pub struct Established {
-    /// Bytes to write before (together with) the connection's first output.
-    pub pending: Vec<u8>,
     /// Received bytes that belong to the connection.
     pub leftover: Vec<u8>,
 }
@@ -79,10 +77,16 @@ pub async fn establish(
                 }
                 let data = buf.get(..n).unwrap_or_default();
                 if let Some(used) = seq.handle_input(data, Instant::now().into_std()) {
-                    let mut pending = Vec::new();
-                    seq.poll_transmit(&mut pending);
+                    // The server's FA goes out at once, not with the connection's first
+                    // output: the client gives up waiting for it after a while
+                    // ([`crate::proto::serial::CONFIRM_WAIT`]).
+                    out.clear();
+                    seq.poll_transmit(&mut out);
+                    if !out.is_empty() {
+                        port.write_all(&out).await?;
+                    }
                     let leftover = data.get(used..).unwrap_or_default().to_vec();
-                    return Ok(Established { pending, leftover });
+                    return Ok(Established { leftover });
                 }
             }
             _ = sleep_until(deadline) => {
@@ -141,8 +145,7 @@ pub(crate) async fn run_connection_as(
     {
         return (CloseReason::Local("event receiver dropped".into()), false);
     }
-    // The C server writes FA, its first ACK and its authentication frame in one pass.
-    let mut first = established.pending;
+    let mut first = Vec::new();
     let _ = conn.handle_input(&established.leftover, now);
     conn.poll_transmit(now, &mut first);
     let (reason, authenticated) = match port.write_all(&first).await {

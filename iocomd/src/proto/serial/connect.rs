@@ -7,7 +7,8 @@
 //!  new: FD ──▶                                AwaitConnect   ── FD ──▶ send FC, AwaitConfirm
 //!  AwaitConnectReply ── FC ──▶ send FB        AwaitConfirm   ── FB ──▶ send FA, Connected
 //!  AwaitConfirmReply ── FA ──▶ Connected                     ── other ─▶ AwaitConnect
-//!  no progress for 300 ms ──▶ send FD again (the owner clears its input first, as C's state 1)
+//!  no FC for 300 ms, or no FA for 1 s ──▶ send FD again (the owner clears its input first,
+//!                                            as C's state 1)
 //! ```
 //!
 //! Bytes are taken one at a time, whatever the read chunks: the C code's "last byte of the read"
@@ -21,9 +22,16 @@ use super::{CONFIRM, CONFIRM_REPLY, CONNECT, CONNECT_REPLY, DISCONNECT};
 use crate::proto::conn::Side;
 use std::time::{Duration, Instant};
 
-/// The client repeats its connect request after this long without progress
+/// The client repeats its connect request after this long without a reply
 /// (`IOC_SERIAL_CONNECT_PERIOD_MS`).
 pub const CONNECT_PERIOD: Duration = Duration::from_millis(300);
+
+/// How long the client waits for `FA` after its `FB` before it starts over. The C client
+/// waits [`CONNECT_PERIOD`] here too; a server answers `FB` at once, so the wait only matters
+/// when the reply is late (a loaded controller, a slow radio link). Starting over then is
+/// costly: the server is already connected, takes the new `FD` for a frame-number error and
+/// both ends must resynchronise. Waiting longer changes no byte on the line.
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(1);
 
 /// Where the connect sequence stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,12 +139,12 @@ impl SerialConnect {
         any
     }
 
-    /// When the client's connect period runs out; `None` for the server and once connected.
+    /// When the client starts over without a reply ([`CONNECT_PERIOD`] for `FC`,
+    /// [`CONFIRM_WAIT`] for `FA`); `None` for the server and once connected.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.side, self.step) {
-            (Side::Client, ConnectStep::AwaitConnectReply | ConnectStep::AwaitConfirmReply) => {
-                Some(self.since + CONNECT_PERIOD)
-            }
+            (Side::Client, ConnectStep::AwaitConnectReply) => Some(self.since + CONNECT_PERIOD),
+            (Side::Client, ConnectStep::AwaitConfirmReply) => Some(self.since + CONFIRM_WAIT),
             _ => None,
         }
     }
@@ -210,15 +218,35 @@ mod tests {
         assert!(c.handle_timeout(t0 + CONNECT_PERIOD));
         assert_eq!(out(&mut c), [0xFD]);
         assert_eq!(c.restarts(), 1);
-        // After FC the timer restarts; a wrong byte while waiting for FA is ignored and the
-        // period runs out again.
+        // After FC the timer restarts with the longer wait for FA; a wrong byte while
+        // waiting is ignored and the wait runs out.
         let t1 = t0 + CONNECT_PERIOD;
         c.handle_input(&[0xFC], t1);
         out(&mut c);
         assert_eq!(c.handle_input(&[0x42], t1), None);
-        assert!(c.handle_timeout(t1 + CONNECT_PERIOD));
+        assert_eq!(c.poll_timeout(), Some(t1 + CONFIRM_WAIT));
+        assert!(!c.handle_timeout(t1 + CONNECT_PERIOD));
+        assert!(out(&mut c).is_empty(), "no FD while FA may still come");
+        assert!(c.handle_timeout(t1 + CONFIRM_WAIT));
         assert_eq!(c.step(), ConnectStep::AwaitConnectReply);
         assert_eq!(out(&mut c), [0xFD]);
+    }
+
+    #[test]
+    fn a_late_confirm_reply_still_connects_the_client() {
+        // The server's FA comes 600 ms after FB (a loaded controller). The C client would have
+        // started over at 300 ms and sent FD to a server that is already connected.
+        let t0 = Instant::now();
+        let mut c = SerialConnect::new(Side::Client, t0);
+        out(&mut c);
+        c.handle_input(&[0xFC], t0);
+        assert_eq!(out(&mut c), [0xFB]);
+        let late = t0 + Duration::from_millis(600);
+        assert!(!c.handle_timeout(late));
+        assert!(out(&mut c).is_empty());
+        assert_eq!(c.handle_input(&[0xFA, 0xFF], late), Some(1));
+        assert!(c.is_connected());
+        assert_eq!(c.restarts(), 0);
     }
 
     #[test]
