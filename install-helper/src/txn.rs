@@ -33,9 +33,11 @@ use install_api::{ErrorCode, Phase};
 
 mod apply;
 pub mod cache_sync;
+mod repair;
 use apply::install_and_gate;
 pub(crate) use apply::{finish_gate, rollback};
 pub use cache_sync::CacheSync;
+use repair::repair;
 
 /// The facts about a verified package the transaction needs: what verification found.
 pub use crate::verify::VerifiedPackage as Candidate;
@@ -378,50 +380,6 @@ fn attempt(
     install_and_gate(env, &dpkg, &mut journal, result);
     drop(lock);
     Ok(())
-}
-
-/// Repairs an interrupted dpkg (`updates/` not empty or `dpkg --audit`, whose report is
-/// `audit`, reporting); true when it did.
-fn repair(
-    env: &mut Env<'_, '_>,
-    dpkg: &Dpkg,
-    audit: Option<String>,
-    result: &mut TxResult,
-) -> Result<bool, Refusal> {
-    if !dpkg.interrupted() && audit.is_none() {
-        return Ok(false);
-    }
-    (env.progress)(
-        Phase::Repair,
-        0,
-        "dpkg was interrupted: running dpkg --configure -a",
-    );
-    tracing::warn!(?audit, "dpkg was interrupted; running dpkg --configure -a");
-    let out = dpkg
-        .configure_pending()
-        .map_err(|e| Refusal::new(ErrorCode::DpkgFailed, e.to_string()))?;
-    result.add_output("repair", &out.transcript());
-    let still = dpkg
-        .audit()
-        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
-    if out.success() && still.is_none() {
-        result.step(
-            "repair",
-            StepOutcome::Done,
-            "dpkg --configure -a repaired an interrupted dpkg",
-        );
-        Ok(true)
-    } else {
-        result.step(
-            "repair",
-            StepOutcome::Failed,
-            "dpkg --configure -a did not repair dpkg",
-        );
-        Err(Refusal::new(
-            ErrorCode::DpkgFailed,
-            "dpkg was interrupted and dpkg --configure -a could not repair it; nothing installed",
-        ))
-    }
 }
 
 /// A new transaction id (time-based, unique per helper run).
