@@ -14,7 +14,7 @@ use std::process::Command;
 use install_api::ErrorCode;
 use install_helper::paths::Settings;
 use install_helper::receipt::TxResult;
-use install_helper::txn::{self, Env};
+use install_helper::txn;
 use install_helper::verifier::PolicyVerifier;
 use install_helper::verify::Policy;
 use tar::{EntryType, Header};
@@ -127,14 +127,7 @@ impl Fixture {
         let settings = self.w.settings();
         let verifier = self.verifier(&settings, extra_policy);
         let (txid, taken) = stage_file(&settings, deb, &verifier);
-        let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
-        let mut env = Env {
-            settings: &settings,
-            systemd: None,
-            progress: &mut progress,
-            healthy: None,
-        };
-        txn::run(&mut env, &verifier, &txid, taken)
+        with_quiet_env(&settings, |env| txn::run(env, &verifier, &txid, taken))
     }
 
     /// Installs `deb` and checks it is refused with `code`, naming `entry`, root unchanged.

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use install_api::ErrorCode;
 use install_helper::sandbox::Sandbox;
 use install_helper::stage;
-use install_helper::txn::{self, Env};
+use install_helper::txn;
 use txn_support::*;
 
 const ESCAPE_C: &str = r#"
@@ -220,14 +220,7 @@ fn install(w: &World, signer: &Signer, deb: &Path, sandboxed: bool) -> Outcome {
         },
     )
     .unwrap();
-    let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
-    let mut env = Env {
-        settings: &settings,
-        systemd: None,
-        progress: &mut progress,
-        healthy: None,
-    };
-    let r = txn::run(&mut env, &verifier, &txid, taken);
+    let r = with_quiet_env(&settings, |env| txn::run(env, &verifier, &txid, taken));
     Outcome {
         code: r.code,
         transcript: format!("{}\n{}\n{:?}", r.message, r.output, r.steps),

@@ -12,31 +12,19 @@ use install_helper::journal::{Journal, JournalPhase};
 use install_helper::paths::Settings;
 use install_helper::receipt::{self, TxResult};
 use install_helper::recover::{self, Recovery};
-use install_helper::txn::{self, CacheSync, Env};
+use install_helper::txn::{self, CacheSync};
 use txn_support::*;
 
 /// Stages `deb` like the service does and runs the transaction until its result.
 fn install_deferred(settings: &Settings, deb: &Path) -> (TxResult, Option<CacheSync>) {
     let (txid, taken) = stage_file(settings, deb, &FieldsVerifier);
-    let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
-    let mut env = Env {
-        settings,
-        systemd: None,
-        progress: &mut progress,
-        healthy: None,
-    };
-    txn::run_deferred(&mut env, &FieldsVerifier, &txid, taken)
+    with_quiet_env(settings, |env| {
+        txn::run_deferred(env, &FieldsVerifier, &txid, taken)
+    })
 }
 
 fn recover_now(settings: &Settings) -> Recovery {
-    let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
-    let mut env = Env {
-        settings,
-        systemd: None,
-        progress: &mut progress,
-        healthy: None,
-    };
-    recover::recover(&mut env).unwrap()
+    with_quiet_env(settings, |env| recover::recover(env).unwrap())
 }
 
 fn cached(s: &Settings) -> Vec<String> {

@@ -20,6 +20,7 @@ use iocomd::net::serial::SerialParams;
 use iocomd::proto::conn::Side;
 use serial_support::Line;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -185,16 +186,12 @@ async fn a_late_confirm_reply_does_not_restart_the_connect_sequence() {
     // does, would send FD to a controller that is connected by then: a frame-number error
     // there, and this status query would fail.
     let line = Line::new(None);
-    line.control
-        .hold_confirm_ms
-        .store(600, std::sync::atomic::Ordering::SeqCst);
+    line.control.hold_confirm_ms.store(600, Ordering::SeqCst);
     let dev = start_device(&line.device_port, SerialSide::Client, false);
     let st = status(&line.ctl_port, Side::Server).await.unwrap();
     assert_eq!(st.seq, Some(0));
     assert_eq!(
-        line.control
-            .hold_confirm_ms
-            .load(std::sync::atomic::Ordering::SeqCst),
+        line.control.hold_confirm_ms.load(Ordering::SeqCst),
         0,
         "the confirm was held"
     );
@@ -254,14 +251,12 @@ async fn corrupted_byte_and_garbage_are_survived() {
     let file = big_file(dir.path(), 64 << 10);
     line.control
         .corrupt_c2d
-        .store(line.c2d() + 20_000, std::sync::atomic::Ordering::SeqCst);
+        .store(line.c2d() + 20_000, Ordering::SeqCst);
     let opts = PushOptions::new(target(&line.ctl_port, Side::Server), options(), file);
     let e = ctl::push(&opts, |_| {}).await.unwrap_err();
     assert_eq!(e.exit_code(), 6, "a transfer cut off by the line: {e}");
     assert_eq!(
-        line.control
-            .corrupt_c2d
-            .load(std::sync::atomic::Ordering::SeqCst),
+        line.control.corrupt_c2d.load(Ordering::SeqCst),
         0,
         "the byte was corrupted"
     );
@@ -295,13 +290,9 @@ async fn stalled_line_times_out_and_recovers() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Nothing moves for 1 s: four times the 250 ms silence timeout.
-    line.control
-        .stalled
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    line.control.stalled.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    line.control
-        .stalled
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    line.control.stalled.store(false, Ordering::SeqCst);
     let e = push.await.unwrap().unwrap_err();
     assert_eq!(e.exit_code(), 6, "a transfer cut off by the line: {e}");
     let st = status(&line.ctl_port, Side::Server).await.unwrap();

@@ -419,3 +419,19 @@ pub fn stage_file(
     .unwrap();
     (txid, taken)
 }
+
+/// Runs `f` with the transaction environment the tests use: `settings`, no systemd, no
+/// health probe, progress reports ignored.
+pub fn with_quiet_env<R>(
+    settings: &Settings,
+    f: impl FnOnce(&mut install_helper::txn::Env<'_, '_>) -> R,
+) -> R {
+    let mut progress = |_: install_api::Phase, _: u32, _: &str| {};
+    let mut env = install_helper::txn::Env {
+        settings,
+        systemd: None,
+        progress: &mut progress,
+        healthy: None,
+    };
+    f(&mut env)
+}
