@@ -56,4 +56,15 @@ pub mod meta {
     pub const SIZE: &str = "size";
     /// Where the package came from, e.g. `iocom 10.0.0.9:50412 user ctl` (`s`).
     pub const ORIGIN: &str = "origin";
+    /// The package fd is a pipe fed while the package is received; this fd (`h`, the read
+    /// end of a second pipe) says how the transfer ended: `complete <bytes>\n` once the
+    /// sender checked every byte, closed without it when the transfer failed (the call then
+    /// fails with `bad-request` and leaves no result). Since 0.3
+    /// ([`crate::FEATURE_STREAM_END`]); an older helper would ignore it, so a sender only
+    /// streams to a helper that lists the feature.
+    pub const STREAM_END: &str = "stream-end";
 }
+
+/// The feature a helper lists in `Status().features` when it takes streamed packages
+/// ([`meta::STREAM_END`]).
+pub const FEATURE_STREAM_END: &str = "stream-end";

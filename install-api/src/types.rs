@@ -315,6 +315,17 @@ pub struct HelperStatus {
     /// The policy's name, architecture and version rules (`None`: a 0.1 helper).
     #[serde(default)]
     pub policy: Option<PolicySummary>,
+    /// What this helper takes beyond 0.2 (e.g. [`crate::FEATURE_STREAM_END`]); empty for
+    /// older helpers.
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+impl HelperStatus {
+    /// Whether the helper lists `feature`.
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
 }
 
 #[cfg(test)]

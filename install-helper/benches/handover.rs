@@ -10,11 +10,21 @@
 //!    `Install` over a peer-to-peer D-Bus connection to the real service until `Finished` — vs
 //!    the raw path: copy + SHA-256 + fsync + `dpkg --install`.
 //!
+//! 3. streamed hand-over (meta `stream-end`, what iocomd does when the helper takes streams):
+//!    the package of (1) and of (2) written into a pipe by a sender thread as fast as the
+//!    helper takes it — CRC-16 and the write, as iocomd's stream thread does; the network is
+//!    not modelled, so the sender runs at the helper's own pace — then `complete <bytes>`,
+//!    `Install` over p2p D-Bus to the real service until `Finished`. Printed: the feed (first
+//!    to last byte, and its rate: a transfer slower than that hides the pass entirely), then
+//!    after the last byte to the result against a plain `dpkg -i` (the 1 GiB goal), and first
+//!    byte to result against the raw path of (2) (the 64 MiB goal).
+//!
 //! The helper makes its cached copy of the package (the next rollback source) durable after
 //! the result ([`txn::CacheSync`]): that fsync is timed apart, printed as `+ cache sync`, and
 //! waited for before the next measurement, so it never overlaps one.
 //!
-//! Each comparison runs `IOCOM_BENCH_ROUNDS` (default 3) alternating rounds into fresh roots
+//! Every measurement starts after a `sync` (outside the time), so that none pays for the
+//! writeback of what an earlier one left dirty. Each comparison runs `IOCOM_BENCH_ROUNDS` (default 3) alternating rounds into fresh roots
 //! and prints every round and the median ratio. No sandbox and no systemd (isolated roots):
 //! both sides run the same dpkg. `cargo bench -p install-helper --bench handover`.
 
@@ -56,12 +66,15 @@ fn main() {
     let signer = Signer::new(work.path());
 
     let deb = build(work.path(), "iocom-bench", mib, &signer);
+    let big = deb.clone();
+    // `IOCOM_BENCH_ONLY=3`: only the streamed hand-over (3).
+    let only_streamed = std::env::var("IOCOM_BENCH_ONLY").is_ok_and(|v| v == "3");
     println!(
         "1. verify + install of a signed {mib} MiB package ({} bytes, data.tar.gz -1 of incompressible bytes)",
         std::fs::metadata(&deb).unwrap().len()
     );
     let mut ratios = Vec::new();
-    for round in 1..=rounds {
+    for round in (1..=rounds).filter(|_| !only_streamed) {
         let (w1, w2) = (World::new(), World::new());
         let plain = timed(|| plain_dpkg(&deb, &w1));
         let mut sync = None;
@@ -87,7 +100,7 @@ fn main() {
         .build()
         .unwrap();
     let mut ratios = Vec::new();
-    for round in 1..=rounds {
+    for round in (1..=rounds).filter(|_| !only_streamed) {
         let (w1, w2) = (World::new(), World::new());
         let raw = timed(|| {
             let copy = spool(&deb, w1.tmp.path());
@@ -102,14 +115,51 @@ fn main() {
         ratios.push(r);
     }
     println!("   median ratio hand-over / raw: {:.2}", median(ratios));
+
+    for (deb, mib) in [(&big, mib), (&deb, e2e_mib)] {
+        println!(
+            "3. streamed hand-over, {mib} MiB: a sender feeds a pipe, Install with stream-end to Finished"
+        );
+        let (mut after_ratios, mut whole_ratios) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let (w1, w2, w3) = (World::new(), World::new(), World::new());
+            let plain = timed(|| plain_dpkg(deb, &w1));
+            let raw = timed(|| {
+                let copy = spool(deb, w3.tmp.path());
+                plain_dpkg(&copy, &w3);
+            });
+            nix::unistd::sync();
+            let (feed, after) = rt.block_on(streamed(deb, &signer, &w2));
+            let synced = timed(|| wait_gone(&settings(&w2).paths.journal()));
+            let rate = std::fs::metadata(deb).unwrap().len() as f64 / feed.as_secs_f64() / 1e6;
+            let (ra, rw) = (
+                after.as_secs_f64() / plain.as_secs_f64(),
+                (feed + after).as_secs_f64() / raw.as_secs_f64(),
+            );
+            println!(
+                "   round {round}: feed {feed:>8.2?} ({rate:.0} MB/s)  after the last byte {after:>8.2?}  plain dpkg -i {plain:>8.2?}  ratio {ra:.2}\n            first byte to result {:>8.2?}  raw copy+sha256+fsync+dpkg -i {raw:>8.2?}  ratio {rw:.2}  (+ cache sync {synced:.2?})",
+                feed + after
+            );
+            after_ratios.push(ra);
+            whole_ratios.push(rw);
+        }
+        println!(
+            "   median ratios: after the last byte / plain dpkg -i {:.2}; first byte to result / raw {:.2}",
+            median(after_ratios),
+            median(whole_ratios)
+        );
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// Times `f`, after writing back what earlier steps left dirty (so that no measurement pays
+/// for the writeback of another).
 fn timed(f: impl FnOnce()) -> Duration {
+    nix::unistd::sync();
     let t = Instant::now();
     f();
     t.elapsed()
@@ -257,8 +307,9 @@ fn spool(deb: &Path, dir: &Path) -> PathBuf {
     dest
 }
 
-/// The spool's work, then `Install` over p2p D-Bus to the real service until `Finished`.
-async fn handover(deb: &Path, signer: &Signer, w: &World) {
+/// A service over p2p D-Bus for `w` and a proxy to it (the server connection is returned to
+/// be kept).
+async fn serve(signer: &Signer, w: &World) -> (zbus::Connection, zbus::Connection) {
     let s = settings(w);
     let verifier = Arc::new(signer.verifier().for_target(&s.paths));
     let helper = InstallHelper::new(
@@ -274,7 +325,67 @@ async fn handover(deb: &Path, signer: &Signer, w: &World) {
         service::serve(helper, Transport::P2p(a)),
         zbus::connection::Builder::unix_stream(b).p2p().build()
     );
-    let (_server, conn) = (server.unwrap(), conn.unwrap());
+    (server.unwrap(), conn.unwrap())
+}
+
+/// Waits for the `Finished` of `txid`, which must be `ok`.
+async fn finished_ok(finished: &mut install_api::proxy::FinishedStream, txid: &str) {
+    loop {
+        let sig = finished.next().await.unwrap();
+        let a = sig.args().unwrap();
+        if a.txid == txid {
+            assert_eq!(a.code, "ok", "{}", a.result_json);
+            return;
+        }
+    }
+}
+
+/// The streamed hand-over of `deb`: (first to last byte fed, last byte to `Finished`).
+async fn streamed(deb: &Path, signer: &Signer, w: &World) -> (Duration, Duration) {
+    let (_server, conn) = serve(signer, w).await;
+    let proxy = InstallHelper1Proxy::builder(&conn).build().await.unwrap();
+    let mut finished = proxy.receive_finished().await.unwrap();
+    let (data_r, mut data_w) = std::io::pipe().unwrap();
+    let (end_r, mut end_w) = std::io::pipe().unwrap();
+    // As iocomd's package pipe.
+    let _ = nix::fcntl::fcntl(&data_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    let deb = deb.to_path_buf();
+    let start = Instant::now();
+    let feeder = std::thread::spawn(move || {
+        let mut src = std::fs::File::open(&deb).unwrap();
+        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc16Modbus);
+        let (mut buf, mut sent) = (vec![0u8; 64 << 10], 0u64);
+        loop {
+            let n = src.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            crc.update(&buf[..n]);
+            data_w.write_all(&buf[..n]).unwrap();
+            sent += n as u64;
+        }
+        std::hint::black_box(crc.finalize());
+        drop(data_w);
+        end_w
+            .write_all(format!("complete {sent}\n").as_bytes())
+            .unwrap();
+        Instant::now()
+    });
+    let meta = HashMap::from([(
+        install_api::meta::STREAM_END,
+        zbus::Variant::from(zbus::Fd::from(&end_r)),
+    )]);
+    let txid = proxy.install(zbus::Fd::from(&data_r), meta).await.unwrap();
+    drop((data_r, end_r));
+    finished_ok(&mut finished, &txid).await;
+    let end = Instant::now();
+    let last_byte = feeder.join().unwrap();
+    (last_byte - start, end - last_byte)
+}
+
+/// The spool's work, then `Install` over p2p D-Bus to the real service until `Finished`.
+async fn handover(deb: &Path, signer: &Signer, w: &World) {
+    let (_server, conn) = serve(signer, w).await;
     let proxy = InstallHelper1Proxy::builder(&conn).build().await.unwrap();
     let mut finished = proxy.receive_finished().await.unwrap();
     let spool_dir = w.tmp.path().join("spool");
@@ -285,12 +396,5 @@ async fn handover(deb: &Path, signer: &Signer, w: &World) {
         .install(zbus::Fd::from(&file), HashMap::new())
         .await
         .unwrap();
-    loop {
-        let sig = finished.next().await.unwrap();
-        let a = sig.args().unwrap();
-        if a.txid == txid {
-            assert_eq!(a.code, "ok", "{}", a.result_json);
-            break;
-        }
-    }
+    finished_ok(&mut finished, &txid).await;
 }

@@ -214,6 +214,7 @@ impl InstallHelper {
             systemd: s.systemd == SystemdMode::SystemBus,
             root: s.paths.root.display().to_string(),
             policy: self.shared.verifier.policy_summary(),
+            features: vec![install_api::FEATURE_STREAM_END.to_owned()],
         };
         serde_json::to_string(&status).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
@@ -227,7 +228,7 @@ impl InstallHelper {
     async fn install(
         &self,
         package: zbus::OwnedFd,
-        meta: HashMap<String, zbus::OwnedVariant>,
+        mut meta: HashMap<String, zbus::OwnedVariant>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
@@ -267,6 +268,25 @@ impl InstallHelper {
         let advisory_size = meta
             .get(install_api::meta::SIZE)
             .and_then(|v| u64::try_from(v.clone()).ok());
+        // A package streamed while it is received: how its transfer ended comes on this fd.
+        let end = match meta.remove(install_api::meta::STREAM_END) {
+            None => None,
+            Some(v) => match zbus::Fd::try_from(v).and_then(std::os::fd::OwnedFd::try_from) {
+                Ok(fd) => Some(crate::stage::StreamEnd::new(std::fs::File::from(fd))),
+                Err(e) => {
+                    if let Ok(mut c) = self.shared.current.lock() {
+                        *c = None;
+                    }
+                    return Err(ServiceError::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "meta {}: not a file descriptor ({e})",
+                            install_api::meta::STREAM_END
+                        ),
+                    ));
+                }
+            },
+        };
         let pass =
             worker::PassProgress::start(self.shared.clone(), emitter.to_owned(), txid.clone());
         let reports = pass.sender();
@@ -274,18 +294,29 @@ impl InstallHelper {
             let mut report = |r| {
                 let _ = reports.send(r);
             };
-            crate::stage::take(
-                file,
-                &settings.paths.staging_dir(),
-                &stage_txid,
+            let watch = crate::stage::Watch {
+                advisory_size,
+                min_interval: settings.progress_interval,
+                report: &mut report,
+            };
+            let (dir, limits) = (
+                settings.paths.staging_dir(),
                 (settings.max_package_size, settings.space_reserve),
-                verifier.as_ref(),
-                crate::stage::Watch {
-                    advisory_size,
-                    min_interval: settings.progress_interval,
-                    report: &mut report,
-                },
-            )
+            );
+            match end {
+                Some(end) => crate::stage::take_stream(
+                    file,
+                    end,
+                    &dir,
+                    &stage_txid,
+                    limits,
+                    verifier.as_ref(),
+                    watch,
+                ),
+                None => {
+                    crate::stage::take(file, &dir, &stage_txid, limits, verifier.as_ref(), watch)
+                }
+            }
         })
         .await
         .map_err(|e| ServiceError::new(ErrorCode::Internal, e))

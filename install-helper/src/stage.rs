@@ -26,7 +26,9 @@ use crate::txn::{Candidate, Refusal, Verifier};
 use install_api::ErrorCode;
 
 pub mod meter;
+pub mod stream;
 use meter::{Meter, Report, Total};
+pub use stream::{StreamEnd, Unconfirmed};
 
 /// Who hears the progress of the pass, and how often.
 pub struct Watch<'a> {
@@ -69,6 +71,9 @@ pub enum StageError {
         /// Bytes available.
         available: u64,
     },
+    /// A streamed package whose sender did not confirm its end ([`stream`]).
+    #[error(transparent)]
+    Unconfirmed(#[from] Unconfirmed),
     /// A local I/O error.
     #[error("{path}: {source}")]
     Io {
@@ -83,7 +88,9 @@ impl StageError {
     /// The stable code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            StageError::BadFd(_) | StageError::TooLarge { .. } => ErrorCode::BadRequest,
+            StageError::BadFd(_) | StageError::TooLarge { .. } | StageError::Unconfirmed(_) => {
+                ErrorCode::BadRequest
+            }
             StageError::NoSpace { .. } => ErrorCode::NoSpace,
             StageError::Io { .. } => ErrorCode::IoError,
         }
@@ -133,6 +140,38 @@ pub fn take(
     src: File,
     staging_dir: &Path,
     txid: &str,
+    limits: (u64, u64),
+    verifier: &dyn Verifier,
+    watch: Watch<'_>,
+) -> Result<Taken, StageError> {
+    take_from(src, None, staging_dir, txid, limits, verifier, watch)
+}
+
+/// [`take`] for a package streamed while it is received ([`stream`]): `src` is the pipe the
+/// sender feeds and `end` says how the transfer ended. Nothing is taken unless `end` confirms
+/// every byte ([`StageError::Unconfirmed`]); the rest of the stream is read even when the
+/// verifier refused early. The size is not known ahead: the space check keeps the reserve
+/// free as the copy grows (checked every [`SPACE_CHECK_EVERY`] bytes), not the size limit.
+pub fn take_stream(
+    src: File,
+    end: StreamEnd,
+    staging_dir: &Path,
+    txid: &str,
+    limits: (u64, u64),
+    verifier: &dyn Verifier,
+    watch: Watch<'_>,
+) -> Result<Taken, StageError> {
+    take_from(src, Some(end), staging_dir, txid, limits, verifier, watch)
+}
+
+/// Bytes a streamed copy grows between two checks of the free space.
+pub const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
+fn take_from(
+    src: File,
+    end: Option<StreamEnd>,
+    staging_dir: &Path,
+    txid: &str,
     (max_size, reserve): (u64, u64),
     verifier: &dyn Verifier,
     watch: Watch<'_>,
@@ -147,11 +186,13 @@ pub fn take(
     if regular && meta.len() > max_size {
         return Err(StageError::TooLarge { limit: max_size });
     }
-    check_space(
-        staging_dir,
-        if regular { meta.len() } else { max_size },
-        reserve,
-    )?;
+    let streamed = end.is_some();
+    let needed = match (regular, streamed) {
+        (true, _) => meta.len(),
+        (false, true) => watch.advisory_size.unwrap_or(0).min(max_size),
+        (false, false) => max_size,
+    };
+    check_space(staging_dir, needed, reserve)?;
     let dest = staging_dir.join(format!("{txid}.deb"));
     let mut out = OpenOptions::new()
         .write(true)
@@ -186,6 +227,7 @@ pub fn take(
             dest: &dest,
             error: None,
             meter: &mut meter,
+            space: streamed.then_some((reserve, SPACE_CHECK_EVERY)),
         };
         let mut stream = BufReader::with_capacity(256 << 10, &mut tee);
         let verdict = verifier.verify_stream(&mut stream, regular.then_some(&src), &dest);
@@ -197,10 +239,18 @@ pub fn take(
                 "the verifier did not read the whole package",
             )),
         });
+        if streamed && verdict.is_err() {
+            // A refusal counts only for a transfer the sender completes: read on to its end.
+            let _ = std::io::copy(&mut stream, &mut std::io::sink());
+        }
         drop(stream);
         // Normally done at the end of the stream; here when the verifier stopped early.
         let _ = tee.finish_copy();
         (verdict, tee.offset, tee.error.take())
+    });
+    let error = error.or_else(|| {
+        end.and_then(|e| e.confirm(copied).err())
+            .map(StageError::from)
     });
     if let Some(e) = error {
         let _ = std::fs::remove_file(&dest);
@@ -234,6 +284,8 @@ struct Tee<'a, 'm, 's> {
     dest: &'a Path,
     error: Option<StageError>,
     meter: &'a mut Meter<'m>,
+    /// A streamed copy: the reserve to keep free and the offset of the next space check.
+    space: Option<(u64, u64)>,
 }
 
 impl Tee<'_, '_, '_> {
@@ -295,6 +347,15 @@ impl Read for Tee<'_, '_, '_> {
         if self.offset > self.max {
             let limit = self.max;
             return Err(self.fail(StageError::TooLarge { limit }));
+        }
+        if let Some((reserve, next)) = self.space
+            && self.offset >= next
+        {
+            self.space = Some((reserve, self.offset + SPACE_CHECK_EVERY));
+            let dir = self.dest.parent().unwrap_or(self.dest);
+            if let Err(e) = check_space(dir, 0, reserve) {
+                return Err(self.fail(e));
+            }
         }
         if n == 0 {
             // The end: only once the copy holds every byte returned.

@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use common::{DebSpec, Gpg, Key, KeyAlgo, debsigs_sign, host_arch};
+use common::{DebSpec, Gpg, Key, KeyAlgo, debsigs_sign, host_arch, sign_by_hand_with};
 use install_api::ErrorCode;
 use install_helper::paths::Paths;
 use install_helper::stage;
@@ -236,4 +236,41 @@ fn the_version_order_is_checked_on_its_own() {
     // verify_package runs it too.
     let e = verify_package(&deb, &strict, &host_arch(), Some("1.0-2")).unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotNewer);
+}
+
+#[test]
+fn a_pipe_is_verified_from_the_hash_taken_in_passing_without_reading_the_copy() {
+    let f = Fixture::new();
+    let policy = f.policy("");
+    let nowhere = f.dir.path().join("no-copy-here.deb");
+    let verify = |deb: &Path, copy: &Path| {
+        let (src, writer) = pipe_of(deb);
+        let r = pass::verify_stream(
+            BufReader::new(src),
+            Prefetch::Unknown,
+            copy,
+            &policy,
+            &host_arch(),
+            None,
+        );
+        writer.join().unwrap();
+        r
+    };
+    // SHA-256 (debsigs' and gpg's default): finished from the hash of the pass, so a copy
+    // that is not there is never read; a flipped data byte still fails the signature.
+    let deb = f.signed(app("1.0"));
+    let v = verify(&deb, &nowhere).unwrap();
+    assert_eq!(v.signer, f.key.fingerprint);
+    let e = verify(&tampered(&deb), &nowhere).unwrap_err();
+    assert!(matches!(e, VerifyError::SignatureInvalid { .. }), "{e}");
+    // A SHA-512 signature does not fit the SHA-256 taken in passing: the signed members are
+    // read again from the copy (and verify).
+    let sha512 = app("1.1").build(f.dir.path());
+    sign_by_hand_with(&f.gpg, &sha512, &f.key, false, &["--digest-algo", "SHA512"]);
+    let e = verify(&sha512, &nowhere).unwrap_err();
+    assert!(
+        matches!(e, VerifyError::Io { ref path, .. } if *path == nowhere),
+        "{e}"
+    );
+    assert_eq!(verify(&sha512, &sha512).unwrap().signer, f.key.fingerprint);
 }

@@ -278,13 +278,41 @@ impl HelperClient {
         m.insert(key::SHA256, zbus::Variant::from(meta.sha256.as_str()));
         m.insert(key::SIZE, zbus::Variant::from(meta.size));
         m.insert(key::ORIGIN, zbus::Variant::from(meta.origin.as_str()));
+        self.call_install(package, m).await
+    }
+
+    async fn call_install(
+        &self,
+        package: &impl AsFd,
+        meta: HashMap<&str, zbus::Variant<'_>>,
+    ) -> Result<String, HelperError> {
         self.proxy
-            .install(zbus::Fd::from(package.as_fd()), m)
+            .install(zbus::Fd::from(package.as_fd()), meta)
             .await
             .map_err(|source| HelperError::Call {
                 method: "Install",
                 source,
             })
+    }
+
+    /// `Install` of a package streamed while it is received: `package` is the read end of
+    /// the pipe fed with its bytes, `end` the read end of the pipe that says how the transfer
+    /// ended (meta [`install_api::meta::STREAM_END`]). Answers once the stream ended and the
+    /// helper took its copy; fails (`bad-request`) for a stream not confirmed complete.
+    pub async fn install_stream(
+        &self,
+        package: &impl AsFd,
+        end: &impl AsFd,
+        origin: &str,
+    ) -> Result<String, HelperError> {
+        use install_api::meta as key;
+        let mut m: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+        m.insert(key::ORIGIN, zbus::Variant::from(origin));
+        m.insert(
+            key::STREAM_END,
+            zbus::Variant::from(zbus::Fd::from(end.as_fd())),
+        );
+        self.call_install(package, m).await
     }
 
     /// `Status()`: managed packages, the running transaction and the last result.

@@ -43,6 +43,7 @@ fn shipped_sample_validates() {
     assert_eq!(s.spool.dir, Path::new("/var/cache/iocomd/spool"));
     assert_eq!(s.spool.max_package_size, 256 << 20);
     assert_eq!(s.spool.min_free_space, 64 << 20);
+    assert!(s.spool.stream_to_helper);
     assert_eq!(s.stream_buffer_size, 1 << 20);
     assert_eq!(s.helper, HelperConnection::SystemBus);
     assert_eq!(s.log.level, "info");
@@ -81,6 +82,7 @@ fn shipped_sample_documents_every_key() {
         "dir =",
         "max_package_size =",
         "min_free_space =",
+        "stream_to_helper =",
         "[stream]",
         "buffer_size =",
         "[helper]",

@@ -1,7 +1,9 @@
 //! The device's published progress while the real install helper copies and verifies a pushed
 //! package of several MiB, as iocomctl renders it (`iocomd::ctl::push`'s progress events):
 //! verifying with percentages that pass through the verify phase's range (the helper reports
-//! its pass before `Install` answers), in order, then installing and the result.
+//! its pass before `Install` answers), in order, then installing and the result. The push
+//! is spooled first (`spool.stream_to_helper = false`): a streamed push has the helper's pass
+//! run during the transfer, whose progress iocomctl shows instead.
 
 mod daemon_support;
 
@@ -19,7 +21,10 @@ const PAYLOAD: usize = 48 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_package_shows_intermediate_verifying_percentages_in_order() {
-    let d = Daemon::start_with_helper_args(&["--progress-interval-ms", "0"], |_| {}).await;
+    let d = Daemon::start_with_helper_args(&["--progress-interval-ms", "0"], |s| {
+        s.spool.stream_to_helper = false
+    })
+    .await;
     let pkg = build_package(&d.env, "iocom-test-progress", "1.0", PAYLOAD);
     let target = Target {
         device: format!("gina3.{}", d.settings.device.network)

@@ -4,6 +4,8 @@
 
 mod daemon_support;
 
+use std::path::PathBuf;
+
 use daemon_support::{Ctl, Daemon, Source, Tls, WAIT, build_package, pseudo_random, push};
 use iocomd::proto::stream::controller::Progress;
 use iocomd::status::{DaemonCode, UpdState, tod_err};
@@ -118,9 +120,19 @@ async fn a_corrupted_transfer_is_a_crc_error_and_the_next_push_works() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_controller_leaves_nothing_behind() {
-    let d = Daemon::start(|_| {}).await;
+/// Files in the helper's staging directory (its copy of a package being taken).
+fn staged(d: &Daemon) -> Vec<PathBuf> {
+    std::fs::read_dir(d.env.helper_state.join("staging"))
+        .map(|r| r.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+/// A controller drops its connection at 1 MiB of 3: `interrupted`, nothing left behind, and
+/// the next push installs. Spooled: the partial file in the spool goes. Streamed: the spool
+/// is never used, the helper's partial copy goes and it records nothing (no receipt, no
+/// last result), and it is free for the next push at once.
+async fn dropped_controller(stream: bool) {
+    let d = Daemon::start(|s| s.spool.stream_to_helper = stream).await;
     let pkg = build_package(&d.env, "iocom-test-big", "1.0", 3 << 20);
     let bytes = std::fs::read(&pkg).unwrap();
     let mut watcher = Ctl::connect(d.addr, "gina", None).await;
@@ -137,19 +149,43 @@ async fn a_dropped_controller_leaves_nothing_behind() {
     watcher
         .wait_status(|s| s.state == UpdState::Receiving && s.bytes > 0)
         .await;
-    assert_eq!(d.spool_files().len(), 1, "a partial file while receiving");
+    if stream {
+        assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+        assert_eq!(staged(&d).len(), 1, "the helper's copy while receiving");
+    } else {
+        assert_eq!(d.spool_files().len(), 1, "a partial file while receiving");
+        assert!(staged(&d).is_empty(), "{:?}", staged(&d));
+    }
     c.disconnect();
     let st = watcher.wait_status(|s| s.seq == 1).await;
     assert_eq!(st.code, "interrupted", "{st:?}");
     assert_eq!(st.state, UpdState::Idle);
     assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
     assert_eq!(d.installed("iocom-test-big"), None);
+    let until = std::time::Instant::now() + WAIT;
+    while !staged(&d).is_empty() {
+        assert!(std::time::Instant::now() < until, "left {:?}", staged(&d));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let receipts = d.env.helper_state.join("receipts.jsonl");
+    let n = std::fs::read_to_string(&receipts).map_or(0, |r| r.lines().count());
+    assert_eq!(n, 0, "a receipt for an interrupted push");
 
     let (_, st, tod) = push(d.addr, bytes).await;
     assert_eq!(st.code, "ok", "{st:?}");
+    assert_eq!(st.seq, 2, "{st:?}");
     assert_eq!(tod, Some(tod_err::COMPLETED));
-    assert_eq!(d.installed("iocom-test-big").as_deref(), Some("1.0"));
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_controller_leaves_nothing_behind() {
+    dropped_controller(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_controller_of_a_streamed_push_leaves_the_helper_nothing() {
+    dropped_controller(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,6 +342,19 @@ async fn a_restarted_daemon_reports_the_last_result_and_cleans_the_spool() {
     d.stop().await;
 }
 
+/// Moves `src` to the device until the first result is published; that result.
+async fn transfer_until_result(c: &mut Ctl, src: &mut Source) -> iocomd::status::UpdateStatus {
+    let until = std::time::Instant::now() + WAIT;
+    while c.status().is_none_or(|s| s.seq == 0) {
+        assert!(std::time::Instant::now() < until, "no result");
+        let _ =
+            c.ep.poll_transfer(std::time::Instant::now(), src, &mut NoSinkT);
+        c.pump(std::time::Duration::from_millis(50)).await;
+        c.flush().await;
+    }
+    c.status().unwrap()
+}
+
 struct NoSinkT;
 impl iocomd::proto::stream::ChunkSink for NoSinkT {
     fn open(&mut self, _: i64) -> Result<(), iocomd::proto::stream::LocalError> {
@@ -381,9 +430,45 @@ async fn a_stalled_transfer_times_out_and_leaves_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_push_the_helper_has_no_room_for_ends_with_the_helpers_code() {
+    // The helper keeps a reserve no filesystem has free: it refuses the stream at its start,
+    // and the transfer ends with its code (not the spool's: nothing is spooled).
+    let d = Daemon::start_with_helper_args(&["--space-reserve-mib", "1099511627776"], |_| {}).await;
+    // Bigger than the pipe and the queue: the helper's answer comes while it is received.
+    let pkg = build_package(&d.env, "iocom-test-room", "1.0", 8 << 20);
+    let mut c = Ctl::connect(d.addr, "gina", None).await;
+    c.wait_ready().await;
+    c.ep.start_upload(1).unwrap();
+    let mut src = Source {
+        data: std::fs::read(&pkg).unwrap(),
+        pos: 0,
+        hold_at: None,
+    };
+    let st = transfer_until_result(&mut c, &mut src).await;
+    assert_eq!((st.code.as_str(), st.result), ("no-space", 41), "{st:?}");
+    assert!(st.msg.contains("bytes needed"), "{st:?}");
+    assert!(
+        src.pos < src.data.len(),
+        "refused only after the whole transfer"
+    );
+    assert_eq!(
+        c.wait_final_tod_err().await,
+        Some(tod_err::WRITING_FILE_FAILED)
+    );
+    c.disconnect();
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    assert!(staged(&d).is_empty(), "{:?}", staged(&d));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_without_spool_space_is_refused_with_a_result() {
     // A reserve no filesystem can keep free: the spool refuses at the start.
-    let d = Daemon::start(|s| s.spool.min_free_space = 1 << 60).await;
+    let d = Daemon::start(|s| {
+        s.spool.min_free_space = 1 << 60;
+        s.spool.stream_to_helper = false;
+    })
+    .await;
     let bytes = std::fs::read(&d.env.sample_package).unwrap();
     let mut c = Ctl::connect(d.addr, "gina", None).await;
     c.wait_ready().await;
@@ -393,15 +478,7 @@ async fn a_push_without_spool_space_is_refused_with_a_result() {
         pos: 0,
         hold_at: None,
     };
-    let until = std::time::Instant::now() + WAIT;
-    while c.status().is_none_or(|s| s.seq == 0) {
-        assert!(std::time::Instant::now() < until, "no result");
-        let _ =
-            c.ep.poll_transfer(std::time::Instant::now(), &mut src, &mut NoSinkT);
-        c.pump(std::time::Duration::from_millis(50)).await;
-        c.flush().await;
-    }
-    let st = c.status().unwrap();
+    let st = transfer_until_result(&mut c, &mut src).await;
     assert_eq!((st.code.as_str(), st.result), ("no-space", 202), "{st:?}");
     assert_eq!(
         c.wait_final_tod_err().await,

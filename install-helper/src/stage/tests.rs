@@ -270,3 +270,57 @@ fn pipe_of(data: Vec<u8>) -> File {
     });
     File::from(std::os::fd::OwnedFd::from(r))
 }
+
+/// Takes `data` streamed through a pipe (meta `stream-end`), confirmed as `complete <n>`.
+fn take_streamed(data: Vec<u8>, dir: &Path, limits: (u64, u64)) -> Result<Taken, StageError> {
+    let (r, mut w) = std::io::pipe().unwrap();
+    let (end_r, mut end_w) = std::io::pipe().unwrap();
+    let n = data.len();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&data);
+        drop(w);
+        let _ = end_w.write_all(format!("complete {n}\n").as_bytes());
+    });
+    let mut quiet = |_: Report| {};
+    let end = StreamEnd::with_wait(
+        File::from(std::os::fd::OwnedFd::from(end_r)),
+        Duration::from_secs(10),
+    );
+    let t = take_stream(
+        File::from(std::os::fd::OwnedFd::from(r)),
+        end,
+        dir,
+        "s",
+        limits,
+        &ReadAll(None),
+        watch(&mut quiet),
+    );
+    writer.join().unwrap();
+    t
+}
+
+#[test]
+fn a_stream_keeps_the_reserve_free_instead_of_room_for_the_size_limit() {
+    let d = tempfile::tempdir().unwrap();
+    // A size limit no filesystem has room for: a stream is still taken (a plain pipe is not).
+    let t = take_streamed(vec![9u8; 30 << 20], d.path(), (1 << 60, 0)).unwrap();
+    t.verdict.unwrap();
+    assert_eq!(std::fs::read(&t.path).unwrap().len(), 30 << 20);
+    let (r, _w) = std::io::pipe().unwrap();
+    let e = stage(
+        File::from(std::os::fd::OwnedFd::from(r)),
+        d.path(),
+        "p",
+        1 << 60,
+        0,
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoSpace, "{e}");
+    // A reserve it cannot keep: refused, nothing kept; the limit still holds.
+    let staging = d.path().join("staging");
+    let e = take_streamed(vec![9u8; 1 << 20], &staging, (1 << 60, 1 << 60)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoSpace, "{e}");
+    let e = take_streamed(vec![9u8; 1 << 20], &staging, (1000, 0)).unwrap_err();
+    assert!(matches!(e, StageError::TooLarge { limit: 1000 }), "{e}");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+}

@@ -24,9 +24,15 @@
 //! id but a forged signature is decompressed (bounded by the unpacked-size cap) and refused
 //! as `signature-invalid` after the pass; nothing of it is kept or installed.
 //!
-//! Fallbacks (each a re-read of parts of the helper's own copy, `copy`): a non-regular input
-//! (a pipe: the signature cannot be read ahead) has its signed members read again after the
-//! pass, and a signature that names several candidate keys re-reads them per extra candidate.
+//! A non-regular input (a pipe, e.g. a package streamed while it is received) cannot have its
+//! signature read ahead: a hash thread then computes the SHA-256 of the signed members as they
+//! pass ([`signature::DataHash`]), and the signature, read last, is finished from that state
+//! ([`signature::verify_prehashed`]) without reading the data again.
+//!
+//! Fallbacks (each a re-read of parts of the helper's own copy, `copy`): a pipe whose
+//! signature is not a v4 SHA-256 one (the speculative hash does not fit it) has its signed
+//! members read again after the pass, and a signature that names several candidate keys
+//! re-reads them per extra candidate.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -215,6 +221,20 @@ pub fn verify_stream<R: Read>(
                 None
             }
         };
+        // No signature ahead (a pipe): hash the signed members for it speculatively.
+        let hash_thread =
+            (prefetch == Prefetch::Unknown && !policy.trusted_keys.is_empty()).then(|| {
+                let (tx, rx) = mpsc::sync_channel::<Chunk>(QUEUE);
+                sig_feed = Some(tx);
+                s.spawn(move || {
+                    use sha2::Digest;
+                    let mut h = signature::DataHash::new();
+                    for c in rx {
+                        h.update(&c);
+                    }
+                    h
+                })
+            });
         // Known before any data is decompressed that the signature check fails?
         let unsigned_for_sure = prefetch == Prefetch::Absent && policy.require_signature;
         let mut control = None;
@@ -271,6 +291,7 @@ pub fn verify_stream<R: Read>(
         }
         drop(ranges_tx);
         let sig_result = sig_thread.map(|h| h.join());
+        let data_hash = hash_thread.and_then(|h| h.join().ok());
         let content_result = content_thread.map(|h| h.join());
         let archive = scanned.map_err(|e| match e {
             ar::ArError::Io(source) => VerifyError::Io {
@@ -285,6 +306,7 @@ pub fn verify_stream<R: Read>(
             &prefetch,
             Found {
                 sig: sig_result,
+                data_hash,
                 control,
                 content: content_result,
             },
@@ -301,6 +323,8 @@ type Joined<T> = Option<std::thread::Result<T>>;
 /// What the consumers of the pass found (`None`: that consumer did not run).
 struct Found {
     sig: Joined<Result<String, SignatureError>>,
+    /// The speculative SHA-256 of the signed members (no signature was known ahead).
+    data_hash: Option<signature::DataHash>,
     control: Option<Result<super::control::ControlInfo, VerifyError>>,
     content: Joined<Result<ContentReport, content::ContentError>>,
 }
@@ -313,6 +337,7 @@ fn rank(
     prefetch: &Prefetch,
     Found {
         sig,
+        data_hash,
         control,
         content,
     }: Found,
@@ -325,6 +350,14 @@ fn rank(
     let changed = |what: &str| VerifyError::SignatureInvalid {
         path: path.to_owned(),
         reason: format!("the {ORIGIN_SIGNATURE_MEMBER} member {what} while the package was read"),
+    };
+    // Without a read-ahead: the signature finished from the speculative hash, if it fits.
+    let prehashed = match (archive.extra(ORIGIN_SIGNATURE_MEMBER), &data_hash) {
+        (Some(in_pass), Some(h)) if *prefetch == Prefetch::Unknown => {
+            signature::verify_prehashed(in_pass, &policy.trusted_keys, h, now)
+                .map_err(|e| signature_error(path, e))?
+        }
+        _ => None,
     };
     let signer = match (archive.extra(ORIGIN_SIGNATURE_MEMBER), prefetch) {
         (None, Prefetch::Found(_)) => return Err(changed("disappeared")),
@@ -342,8 +375,10 @@ fn rank(
             .ok_or_else(|| thread_died(path, "signature"))?
             .map_err(|_| thread_died(path, "signature"))?
             .map_err(|e| signature_error(path, e))?,
+        (Some(_), _) if prehashed.is_some() => prehashed.unwrap_or_default(),
         (Some(in_pass), _) => {
-            // Fallback (no read-ahead): the signed members again, from the copy.
+            // Fallback (no read-ahead, or a signature the speculative hash does not fit):
+            // the signed members again, from the copy.
             let ranges: Vec<(u64, u64)> = archive
                 .signed_members()
                 .iter()

@@ -316,7 +316,98 @@ pub fn verify_detached<R: Read>(
     mut open: impl FnMut() -> io::Result<R>,
     now: SystemTime,
 ) -> Result<String, SignatureError> {
-    use SignatureError::{Invalid, Untrusted};
+    let sig = parse(sig_bytes, now)?;
+    verify_candidates(&sig, keys, |key, component| {
+        let mut io_err = None;
+        let reader = open().map_err(SignatureError::Io)?;
+        let res = key.verify_with(
+            component,
+            &sig,
+            ErrCapture {
+                inner: reader,
+                err: &mut io_err,
+            },
+        );
+        match io_err {
+            Some(e) => Err(SignatureError::Io(e)),
+            None => Ok(res),
+        }
+    })
+}
+
+/// The SHA-256 of `debian-binary ‖ control.tar.* ‖ data.tar.*`, hashed while the bytes
+/// arrived, before the signature was known (a streamed package: debsigs appends it last).
+pub type DataHash = sha2::Sha256;
+
+/// [`verify_detached`] from `data`, the SHA-256 state over the signed bytes, without reading
+/// them again. `Ok(None)`: this signature cannot be finished from it (not a v4 signature by
+/// a v4 key with SHA-256, the algorithm gpg and debsigs use by default); the caller reads the
+/// data instead. The checks and the verdicts are those of [`verify_detached`]; the signature
+/// is finished as rPGP does it: the hashed part of the signature packet and the v4 trailer
+/// appended, the left 16 bits compared, then the key's check of the digest.
+pub fn verify_prehashed(
+    sig_bytes: &[u8],
+    keys: &[TrustedKey],
+    data: &DataHash,
+    now: SystemTime,
+) -> Result<Option<String>, SignatureError> {
+    use pgp::packet::SignatureVersion;
+    use pgp::types::KeyVersion;
+    let sig = parse(sig_bytes, now)?;
+    let Some(config) = sig.config() else {
+        return Ok(None);
+    };
+    if sig.version() != SignatureVersion::V4 || config.hash_alg != HashAlgorithm::Sha256 {
+        return Ok(None);
+    }
+    let mut other_version = false;
+    let r = verify_candidates(&sig, keys, |key, component| {
+        let verifier: &dyn VerifyingKey = match component.subkey {
+            None => &key.key.primary_key,
+            Some(i) => match key.key.public_subkeys.get(i) {
+                Some(sub) => &sub.key,
+                None => return Ok(Err(format!("internal: no subkey {i}"))),
+            },
+        };
+        if verifier.version() != KeyVersion::V4 {
+            other_version = true;
+            return Ok(Err("not a v4 key".into()));
+        }
+        Ok(finish_prehashed(&sig, config, verifier, data))
+    });
+    if other_version {
+        return Ok(None);
+    }
+    r.map(Some)
+}
+
+use pgp::types::VerifyingKey;
+
+/// The signature `sig` (v4, SHA-256) checked by `key` over the data hashed into `data`.
+fn finish_prehashed(
+    sig: &Signature,
+    config: &pgp::packet::SignatureConfig,
+    key: &dyn VerifyingKey,
+    data: &DataHash,
+) -> Result<(), String> {
+    let mut hasher: Box<dyn sha2::digest::DynDigest + Send> = Box::new(data.clone());
+    let len = config
+        .hash_signature_data(&mut hasher)
+        .map_err(|e| e.to_string())?;
+    hasher.update(&config.trailer(len).map_err(|e| e.to_string())?);
+    let hash = hasher.finalize();
+    if sig.signed_hash_value().as_ref().map(|v| &v[..]) != hash.get(..2) {
+        return Err("signature: invalid signed hash value".into());
+    }
+    let bytes = sig.signature().ok_or("no signature bytes")?;
+    key.verify(config.hash_alg, &hash, bytes)
+        .map_err(|e| e.to_string())
+}
+
+/// Parses `sig_bytes` and makes the checks that need no key: one signature, of type binary,
+/// with a strong hash, a creation time, not expired at `now`.
+fn parse(sig_bytes: &[u8], now: SystemTime) -> Result<Signature, SignatureError> {
+    use SignatureError::Invalid;
     let (iter, _) = DetachedSignature::from_reader_many(sig_bytes)
         .map_err(|e| Invalid(format!("not an OpenPGP signature: {e}")))?;
     let sigs = iter
@@ -364,6 +455,19 @@ pub fn verify_detached<R: Read>(
     {
         return Err(Invalid(format!("signature expired at {}", created + exp)));
     }
+    Ok(sig.clone())
+}
+
+/// Tries the trusted keys `sig` names with `check` (the cryptographic check of one key
+/// component: `Ok(Err(why))` when it does not verify); the first that verifies is the
+/// signer. A key that was not valid for signing at the signature's time is not tried.
+fn verify_candidates(
+    sig: &Signature,
+    keys: &[TrustedKey],
+    mut check: impl FnMut(&TrustedKey, &Component) -> Result<Result<(), String>, SignatureError>,
+) -> Result<String, SignatureError> {
+    use SignatureError::{Invalid, Untrusted};
+    let created = created_secs(sig).unwrap_or(0);
     let (fps, ids) = (sig.issuer_fingerprint(), sig.issuer_key_id());
     let anonymous = fps.is_empty() && ids.is_empty();
     let candidates: Vec<(&TrustedKey, &Component)> = keys
@@ -394,20 +498,7 @@ pub fn verify_detached<R: Read>(
             unusable = Some(why);
             continue;
         }
-        let mut io_err = None;
-        let reader = open().map_err(SignatureError::Io)?;
-        let res = key.verify_with(
-            component,
-            sig,
-            ErrCapture {
-                inner: reader,
-                err: &mut io_err,
-            },
-        );
-        if let Some(e) = io_err {
-            return Err(SignatureError::Io(e));
-        }
-        match res {
+        match check(key, component)? {
             Ok(()) => return Ok(key.fingerprint.clone()),
             Err(e) => {
                 invalid = Some(format!(

@@ -181,6 +181,9 @@ pub struct SpoolSettings {
     pub max_package_size: u64,
     /// Free space (bytes) that must remain on the spool's filesystem while receiving.
     pub min_free_space: u64,
+    /// A push goes to the install helper while it is received, when the helper takes
+    /// streams (`daemon::updates::stream`); `false`: always through a spool file first.
+    pub stream_to_helper: bool,
 }
 
 /// How to reach the install helper.
@@ -368,6 +371,7 @@ impl Settings {
                 dir: paths.spool_dir,
                 max_package_size: defaults::MAX_PACKAGE_SIZE,
                 min_free_space: defaults::MIN_FREE_SPACE,
+                stream_to_helper: true,
             },
             stream_buffer_size: defaults::STREAM_BUFFER_SIZE,
             transfer: TransferLimits::default(),

@@ -94,6 +94,7 @@ pub(crate) struct RawSpool {
     pub dir: Option<PathBuf>,
     pub max_package_size: Option<ByteSize>,
     pub min_free_space: Option<ByteSize>,
+    pub stream_to_helper: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

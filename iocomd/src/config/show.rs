@@ -85,10 +85,15 @@ fn render(files: &[std::path::PathBuf], table: &Table, s: &Settings) -> String {
     );
     let _ = writeln!(
         out,
-        "#   spool: {} (packages up to {} bytes, keeping {} bytes free)",
+        "#   spool: {} (packages up to {} bytes, keeping {} bytes free; {})",
         s.spool.dir.display(),
         s.spool.max_package_size,
-        s.spool.min_free_space
+        s.spool.min_free_space,
+        if s.spool.stream_to_helper {
+            "pushes streamed to the helper while received"
+        } else {
+            "pushes spooled before the hand-over"
+        }
     );
     let _ = writeln!(
         out,

@@ -181,6 +181,7 @@ pub(crate) fn settings(merged: &Merged, paths: &Paths) -> Result<Settings, Confi
         },
         max_package_size,
         min_free_space: sp.min_free_space.map_or(defaults::MIN_FREE_SPACE, |s| s.0),
+        stream_to_helper: sp.stream_to_helper.unwrap_or(true),
     };
 
     let transfer = transfer_limits(&cx, raw.stream.as_ref())?;

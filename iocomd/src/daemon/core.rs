@@ -301,7 +301,7 @@ impl Core {
                     tokio::spawn(super::helper_link::read_policy(helper, self.tx.clone()));
                 }
             }
-            CoreEvent::HelperPolicy(r) => self.updates.on_helper_policy(*r),
+            CoreEvent::HelperPolicy(r) => self.updates.on_helper_instance(*r),
             CoreEvent::SpoolFailed { push, error } => {
                 if let Some(f) = self.updates.on_spool_failed(push, error) {
                     self.peers.abort_upload(&f, Instant::now());
@@ -312,13 +312,24 @@ impl Core {
                     self.peers.mark(conn);
                 }
             }
+            CoreEvent::Streamed { push, result } => {
+                let f = self.updates.on_streamed(push, result);
+                self.report(f);
+            }
             CoreEvent::Spooled { push, result } => {
                 let f = self.updates.on_spooled(push, result);
                 self.report(f);
             }
             CoreEvent::InstallCall { push, result } => {
-                let f = self.updates.on_install_call(push, result);
-                self.report(f);
+                let receiving = matches!(
+                    self.updates.machine(),
+                    super::update::Update::Receiving { .. }
+                );
+                match self.updates.on_install_call(push, result) {
+                    // A streamed push the helper refused before its end: its stream stops.
+                    Some(f) if receiving => self.peers.abort_upload(&f, Instant::now()),
+                    f => self.report(f),
+                }
                 if self.updates.take_link_lost() {
                     self.reconnect_helper();
                 }

@@ -146,9 +146,10 @@ pub(crate) async fn follow_owner(
     }
 }
 
-/// Reads the policy of the helper instance now answering ([`CoreEvent::HelperPolicy`]).
+/// Reads the policy and features of the helper instance now answering
+/// ([`CoreEvent::HelperPolicy`]).
 pub(crate) async fn read_policy(h: Arc<HelperClient>, tx: mpsc::Sender<CoreEvent>) {
-    let r = h.status().await.map(|s| s.policy);
+    let r = h.status().await;
     let _ = tx.send(CoreEvent::HelperPolicy(Box::new(r))).await;
 }
 

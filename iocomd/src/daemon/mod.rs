@@ -153,14 +153,18 @@ pub(crate) enum CoreEvent {
         helper: Arc<HelperClient>,
         owner: Option<String>,
     },
-    /// The policy of a new helper instance (read off the core loop).
-    HelperPolicy(
-        Box<Result<Option<install_api::PolicySummary>, crate::helper_client::HelperError>>,
-    ),
+    /// The status of a new helper instance, for its policy and features (read off the core
+    /// loop).
+    HelperPolicy(Box<Result<install_api::HelperStatus, crate::helper_client::HelperError>>),
     /// The spool's writing thread failed (the transfer fails with this error).
     SpoolFailed { push: u64, error: SpoolError },
     /// The spool's queue had been full and has room again (poll the stream).
     SpoolReady { push: u64 },
+    /// A streamed push ended on our side (its CRC checked): `Ok(bytes)`.
+    Streamed {
+        push: u64,
+        result: Result<u64, SpoolError>,
+    },
     /// Finishing the spool file ended.
     Spooled {
         push: u64,

@@ -23,6 +23,7 @@ mod fleet;
 mod helper_events;
 mod outcome;
 mod receive;
+mod stream;
 pub use outcome::{Finished, Outcome};
 pub(crate) mod pipe;
 mod policy;
@@ -75,6 +76,10 @@ pub(crate) struct Updates {
     probation: Option<String>,
     /// Who waits for the settled result of the transaction on probation (a fleet install).
     probation_waiter: Option<fleet::ResultWaiter>,
+    /// The helper instance last read takes streamed pushes ([`stream`]).
+    helper_streams: bool,
+    /// The push whose streamed `Install` has not answered yet.
+    stream_call: Option<u64>,
 }
 
 impl Updates {
@@ -105,6 +110,8 @@ impl Updates {
             policy_read: PolicyRead::Current,
             probation: None,
             probation_waiter: None,
+            helper_streams: false,
+            stream_call: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! watchdog during the probation. Every settled result goes through [`Updates::settled`].
 
 use super::{Finished, Outcome, PolicyRead, Updates};
+use crate::daemon::update::Update;
 use crate::helper_client::{HelperClient, HelperError};
 use crate::status::UpdState;
 use install_api::{DaemonCode, HelperSignal, ResultCode, TxResult};
@@ -93,6 +94,9 @@ impl Updates {
         push: u64,
         result: Result<String, HelperError>,
     ) -> Option<Finished> {
+        if self.stream_call == Some(push) {
+            self.stream_call = None;
+        }
         if self.machine.push() != Some(push) {
             self.refused("install-call", super::Rejection::NotApplicable);
             return None;
@@ -146,6 +150,11 @@ impl Updates {
                     installed: None,
                     bytes: 0,
                 };
+                // A streamed push the helper refused before its end: the transfer fails.
+                if let (Update::Receiving { .. }, Some(conn)) = (&self.machine, self.machine.conn())
+                {
+                    return self.receive_failed(conn, outcome);
+                }
                 self.finish(None, outcome)
             }
         }
@@ -211,6 +220,8 @@ impl Updates {
     pub(crate) fn set_helper(&mut self, h: Arc<HelperClient>) {
         self.helper = Some(h);
         self.helper_ready = false;
+        self.helper_streams = false;
+        self.stream_call = None;
     }
 
     /// The helper's status, read after it (re)connected: publishes its last result (e.g. after
@@ -226,6 +237,7 @@ impl Updates {
         };
         self.packages = crate::status::PackageList::from_helper(&st.packages);
         self.policy = st.policy.clone();
+        self.helper_streams = st.has(install_api::FEATURE_STREAM_END);
         self.policy_read = PolicyRead::Current;
         self.sync_versions();
         // A result this daemon already published (the helper was respawned) is not new.

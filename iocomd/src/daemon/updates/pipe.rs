@@ -10,7 +10,12 @@
 //! [`CoreEvent::SpoolReady`] so the stream is polled again. Dropping the pipe without
 //! finishing deletes the partial file at once (the thread's writes then go to an unlinked
 //! file, which it closes).
+//!
+//! The same pipe can feed the install helper instead of a file ([`SpoolPipe::start_stream`],
+//! [`super::stream`]): the thread then writes the chunks to the helper's pipe, and the end of
+//! the transfer comes back as [`CoreEvent::Streamed`].
 
+use super::stream::HelperStream;
 use crate::daemon::CoreEvent;
 use crate::spool::{SpoolError, SpoolWriter};
 use std::path::PathBuf;
@@ -37,6 +42,8 @@ enum Msg {
 struct Shared {
     queued: AtomicUsize,
     waiting: AtomicBool,
+    /// The helper's stream failed: no more room (the helper's answer ends the transfer).
+    closed: AtomicBool,
     /// Buffers of written chunks, for reuse (at most [`SPARES`]).
     spares: std::sync::Mutex<Vec<Vec<u8>>>,
 }
@@ -49,6 +56,16 @@ impl Shared {
         buf.clear();
         buf.extend_from_slice(chunk);
         buf
+    }
+
+    /// A chunk of update `push` left the queue: its room is back (the core is told when it
+    /// waited for it, unless the helper's stream closed) and its buffer kept for reuse.
+    fn written(&self, data: Vec<u8>, push: u64, events: &mpsc::Sender<CoreEvent>) {
+        self.queued.fetch_sub(data.len(), Ordering::AcqRel);
+        self.recycle(data);
+        if !self.closed.load(Ordering::Acquire) && self.waiting.swap(false, Ordering::AcqRel) {
+            let _ = events.blocking_send(CoreEvent::SpoolReady { push });
+        }
     }
 
     /// Keeps a written chunk's buffer for reuse, if there is room and it is not too big.
@@ -69,7 +86,10 @@ pub(crate) struct SpoolPipe {
     shared: Arc<Shared>,
     accepted: u64,
     max_size: u64,
+    /// What errors name: the partial file, or the helper's stream.
     partial: PathBuf,
+    /// A partial file to delete when dropped unfinished (`None` for the helper's stream).
+    file: bool,
     finished: bool,
 }
 
@@ -77,7 +97,9 @@ impl Drop for SpoolPipe {
     fn drop(&mut self) {
         if !self.finished {
             self.tx = None;
-            let _ = std::fs::remove_file(&self.partial);
+            if self.file {
+                let _ = std::fs::remove_file(&self.partial);
+            }
         }
     }
 }
@@ -98,14 +120,50 @@ impl SpoolPipe {
         push: u64,
         events: mpsc::Sender<CoreEvent>,
     ) -> Result<Self, SpoolError> {
-        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
-        let shared = Arc::new(Shared::default());
         let partial = writer.partial_path().to_path_buf();
         let max_size = writer.max_size();
+        Self::spawn(
+            format!("spool-{push}"),
+            partial,
+            true,
+            max_size,
+            move |rx, shared| run(writer, push, rx, shared, &events),
+        )
+    }
+
+    /// Starts the thread that feeds `stream` (the helper's pipe) for update `push`, taking at
+    /// most `max_size` bytes; the end comes back as [`CoreEvent::Streamed`].
+    pub(crate) fn start_stream(
+        stream: HelperStream,
+        max_size: u64,
+        push: u64,
+        events: mpsc::Sender<CoreEvent>,
+    ) -> Result<Self, SpoolError> {
+        let label = PathBuf::from(super::stream::LABEL);
+        Self::spawn(
+            format!("stream-{push}"),
+            label,
+            false,
+            max_size,
+            move |rx, shared| run_stream(stream, push, rx, shared, &events),
+        )
+    }
+
+    /// Starts thread `name` running `body` on the queue; `partial` names the target in
+    /// errors (and is deleted when dropped unfinished if `file`).
+    fn spawn(
+        name: String,
+        partial: PathBuf,
+        file: bool,
+        max_size: u64,
+        body: impl FnOnce(std::sync::mpsc::Receiver<Msg>, &Shared) + Send + 'static,
+    ) -> Result<Self, SpoolError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
         std::thread::Builder::new()
-            .name(format!("spool-{push}"))
-            .spawn(move || run(writer, push, rx, &thread_shared, &events))
+            .name(name)
+            .spawn(move || body(rx, &thread_shared))
             .map_err(|source| SpoolError::Io {
                 path: partial.clone(),
                 source,
@@ -116,6 +174,7 @@ impl SpoolPipe {
             accepted: 0,
             max_size,
             partial,
+            file,
             finished: false,
         })
     }
@@ -128,7 +187,11 @@ impl SpoolPipe {
     /// How many bytes [`SpoolPipe::write`] takes now. At 0 the thread sends
     /// [`CoreEvent::SpoolReady`] once it has made room.
     pub(crate) fn room(&self) -> usize {
-        let room = QUEUE_BYTES.saturating_sub(self.shared.queued.load(Ordering::Acquire));
+        let room = if self.shared.closed.load(Ordering::Acquire) {
+            0
+        } else {
+            QUEUE_BYTES.saturating_sub(self.shared.queued.load(Ordering::Acquire))
+        };
         if room == 0 {
             self.shared.waiting.store(true, Ordering::Release);
         }
@@ -188,11 +251,7 @@ fn run(
                     let _ = events.blocking_send(CoreEvent::SpoolFailed { push, error });
                     return;
                 }
-                shared.queued.fetch_sub(data.len(), Ordering::AcqRel);
-                shared.recycle(data);
-                if shared.waiting.swap(false, Ordering::AcqRel) {
-                    let _ = events.blocking_send(CoreEvent::SpoolReady { push });
-                }
+                shared.written(data, push, events);
             }
             Msg::Finish(crc) => {
                 let result = writer.finish(crc);
@@ -202,6 +261,43 @@ fn run(
         }
     }
     // The pipe was dropped without finishing: the writer's drop deletes the partial file.
+}
+
+/// The thread feeding the helper's stream. A write that fails (the helper closed its end:
+/// it refused or failed, and its `Install` answer says why) closes the stream and stops
+/// taking data; the end is [`CoreEvent::Streamed`], sent before the helper is told the
+/// transfer completed, so the core is Installing before `Install` can answer.
+fn run_stream(
+    mut stream: HelperStream,
+    push: u64,
+    rx: std::sync::mpsc::Receiver<Msg>,
+    shared: &Shared,
+    events: &mpsc::Sender<CoreEvent>,
+) {
+    for msg in rx {
+        match msg {
+            Msg::Data(data) => {
+                if !shared.closed.load(Ordering::Acquire)
+                    && let Err(e) = stream.write(&data)
+                {
+                    tracing::debug!(error = %e, push, "the helper's stream closed");
+                    stream.close();
+                    shared.closed.store(true, Ordering::Release);
+                }
+                shared.written(data, push, events);
+            }
+            Msg::Finish(crc) => {
+                let result = stream.check(crc);
+                let good = result.is_ok();
+                let _ = events.blocking_send(CoreEvent::Streamed { push, result });
+                if good {
+                    stream.complete();
+                }
+                return;
+            }
+        }
+    }
+    // Dropped without finishing: the stream closes unconfirmed (the helper takes nothing).
 }
 
 #[cfg(test)]

@@ -68,6 +68,15 @@ impl Updates {
         tokio::spawn(crate::daemon::helper_link::read_policy(h, self.tx.clone()));
     }
 
+    /// A new helper instance's status: its features, then its policy
+    /// ([`Self::on_helper_policy`]).
+    pub(crate) fn on_helper_instance(&mut self, r: Result<install_api::HelperStatus, HelperError>) {
+        if let Ok(s) = &r {
+            self.helper_streams = s.has(install_api::FEATURE_STREAM_END);
+        }
+        self.on_helper_policy(r.map(|s| s.policy));
+    }
+
     /// Reading → Current: the policy of a new helper instance; the early refusal follows it
     /// from now on. When it cannot be read, the last one read stays.
     pub(crate) fn on_helper_policy(

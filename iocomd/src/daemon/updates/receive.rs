@@ -32,11 +32,17 @@ impl Updates {
             return Err(Outcome::daemon(DaemonCode::Busy, WAITING_FOR_HELPER));
         }
         self.read_policy_if_gone();
-        let sp = &self.settings.spool;
         let push = self.pushes + 1;
-        let writer = Spool::begin(&sp.dir, "push", sp.max_package_size, sp.min_free_space)
-            .and_then(|w| SpoolPipe::start(w, push, self.tx.clone()))
-            .map_err(|e| Outcome::daemon(e.code(), e.to_string()))?;
+        let writer = match self.stream_helper() {
+            // Straight to the helper ([`super::stream`]).
+            Some(h) => self.start_stream(h, push, origin.describe()),
+            None => {
+                let sp = &self.settings.spool;
+                Spool::begin(&sp.dir, "push", sp.max_package_size, sp.min_free_space)
+                    .and_then(|w| SpoolPipe::start(w, push, self.tx.clone()))
+            }
+        }
+        .map_err(|e| Outcome::daemon(e.code(), e.to_string()))?;
         self.pushes = push;
         match self.machine.start(origin, Box::new(writer), push, now) {
             Ok(()) => {
