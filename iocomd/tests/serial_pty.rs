@@ -199,6 +199,20 @@ async fn a_late_confirm_reply_does_not_restart_the_connect_sequence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_reply_later_than_the_device_waits_costs_one_more_connect_sequence() {
+    // The device's FB reaches the controller 1.5 s late: the device started over at 1 s, and
+    // its new FD reaches the controller after the controller connected, which drops that
+    // connection (a frame-number error, as in C). The status query connects again.
+    let line = Line::new(None);
+    line.control.hold_confirm_ms.store(1500, Ordering::SeqCst);
+    let dev = start_device(&line.device_port, SerialSide::Client, false);
+    let st = status(&line.ctl_port, Side::Server).await.unwrap();
+    assert_eq!(st.seq, Some(0));
+    assert_eq!(line.control.hold_confirm_ms.load(Ordering::SeqCst), 0);
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_gone_mid_transfer_is_reopened_with_backoff() {
     let line = Line::new(None);
     let dev = start_device(&line.device_port, SerialSide::Client, true);

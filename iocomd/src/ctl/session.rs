@@ -488,7 +488,31 @@ pub(super) async fn open_one(
 
 /// Reads the device's status; a plain IOCOM device (no iocomd status signals) is reported
 /// with its `tod_state`/`tod_err` and [`DeviceReport::iocomd`] false.
+/// Connect sequences a status query over a serial line may take. A device whose confirm reply
+/// came later than it waits starts its sequence over; our end, connected by then, takes that
+/// `FD` for a frame-number error and drops the connection, as the C library does (transport
+/// spec §4.5). The device is connecting again at that moment, so the query connects again.
+const SERIAL_STATUS_TRIES: u32 = 3;
+
+/// Pause before a status query connects again.
+const STATUS_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
 pub(crate) async fn status(opts: &StatusOptions) -> Result<DeviceReport, CtlError> {
+    let serial = matches!(opts.target.transport, super::Transport::Serial(_));
+    let mut left = if serial { SERIAL_STATUS_TRIES } else { 1 };
+    loop {
+        left -= 1;
+        match status_once(opts).await {
+            Err(CtlError::Dropped { reason, .. }) if left > 0 => {
+                tracing::debug!(%reason, "the serial connection dropped; connecting again");
+                tokio::time::sleep(STATUS_RETRY_DELAY).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn status_once(opts: &StatusOptions) -> Result<DeviceReport, CtlError> {
     let (links, rx) = open_one(&opts.target, &opts.connect).await?;
     let mut ignore = |_p: Progress| {};
     let mut core = Core::new(&opts.target.device, rx, ALL_IDS, &mut ignore);
