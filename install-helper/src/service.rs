@@ -234,6 +234,24 @@ impl InstallHelper {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, ServiceError> {
         let uid = self.authorize(&hdr, conn, true).await?;
+        // A package streamed while it is received: how its transfer ended comes on this fd.
+        let end = match meta.remove(install_api::meta::STREAM_END) {
+            None => None,
+            Some(v) => {
+                let fd = zbus::Fd::try_from(v)
+                    .and_then(std::os::fd::OwnedFd::try_from)
+                    .map_err(|e| {
+                        ServiceError::new(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "meta {}: not a file descriptor ({e})",
+                                install_api::meta::STREAM_END
+                            ),
+                        )
+                    })?;
+                Some(crate::stage::StreamEnd::new(std::fs::File::from(fd)))
+            }
+        };
         let txid = txn::new_txid();
         {
             let mut cur = self
@@ -268,25 +286,6 @@ impl InstallHelper {
         let advisory_size = meta
             .get(install_api::meta::SIZE)
             .and_then(|v| u64::try_from(v.clone()).ok());
-        // A package streamed while it is received: how its transfer ended comes on this fd.
-        let end = match meta.remove(install_api::meta::STREAM_END) {
-            None => None,
-            Some(v) => match zbus::Fd::try_from(v).and_then(std::os::fd::OwnedFd::try_from) {
-                Ok(fd) => Some(crate::stage::StreamEnd::new(std::fs::File::from(fd))),
-                Err(e) => {
-                    if let Ok(mut c) = self.shared.current.lock() {
-                        *c = None;
-                    }
-                    return Err(ServiceError::new(
-                        ErrorCode::BadRequest,
-                        format!(
-                            "meta {}: not a file descriptor ({e})",
-                            install_api::meta::STREAM_END
-                        ),
-                    ));
-                }
-            },
-        };
         let pass =
             worker::PassProgress::start(self.shared.clone(), emitter.to_owned(), txid.clone());
         let reports = pass.sender();
